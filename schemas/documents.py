@@ -1,0 +1,71 @@
+"""Arrow schemas of the documents and rejects tables that stages hand each other."""
+from __future__ import annotations
+
+import pyarrow as pa
+
+# One row per kept document, written by ingest as Parquet parts under <work>/ingest/<corpus>/.
+DOCUMENT_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("corpus", pa.string(), nullable=False),
+        pa.field("source_file", pa.string(), nullable=False),
+        # 1-based line for JSONL, 0-based row for Parquet, 0 for a .txt file (one document per file).
+        pa.field("line", pa.int64(), nullable=False),
+        pa.field("text", pa.large_string(), nullable=False),
+        pa.field("lang", pa.string(), nullable=False),
+        pa.field("lang_score", pa.float32(), nullable=False),
+        pa.field("n_chars", pa.int64(), nullable=False),
+        # xxh3-128 of the normalised text, hex: the key of exact deduplication.
+        pa.field("content_hash", pa.string(), nullable=False),
+        # The record's other fields (source, license, domain, ...) as a JSON object, kept for provenance.
+        pa.field("meta", pa.string(), nullable=True),
+    ]
+)
+
+# One row per rejected record, whatever stage rejected it. docs_in == kept + rejected.
+REJECT_SCHEMA = pa.schema(
+    [
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("corpus", pa.string(), nullable=False),
+        pa.field("source_file", pa.string(), nullable=False),
+        pa.field("line", pa.int64(), nullable=False),
+        pa.field("id", pa.string(), nullable=True),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("detail", pa.string(), nullable=True),
+        pa.field("excerpt", pa.string(), nullable=True),
+        # Dedup: the kept document this one duplicates, and the estimated Jaccard similarity.
+        pa.field("duplicate_of", pa.string(), nullable=True),
+        pa.field("similarity", pa.float32(), nullable=True),
+    ]
+)
+
+
+class RejectReason:
+    """Reasons a record is rejected. Strings, so that reports and filters read plainly."""
+
+    MALFORMED_JSON = "malformed_json"
+    INVALID_UTF8 = "invalid_utf8"
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_TEXT = "missing_text_field"
+    TEXT_NOT_STRING = "text_not_string"
+    EMPTY = "empty_text"
+    TOO_LARGE = "too_large"
+    TRUNCATED = "truncated_file"
+    CORRUPT_FILE = "corrupt_file"
+    BINARY_FILE = "binary_file"
+    UNREADABLE_FILE = "unreadable_file"
+    LANGUAGE = "language"
+    EXACT_DUPLICATE = "exact_duplicate"
+    NEAR_DUPLICATE = "near_duplicate"
+
+
+EXCERPT_CHARS = 160
+
+
+def excerpt(text: str | bytes | None) -> str | None:
+    """A short, printable excerpt of a rejected record for the rejects table."""
+    if text is None:
+        return None
+    if isinstance(text, bytes):
+        text = text[: EXCERPT_CHARS * 4].decode("utf-8", errors="replace")
+    return text[:EXCERPT_CHARS]

@@ -1,0 +1,91 @@
+"""The run report: counts per file, per corpus and per run. docs_in == kept + rejected at every level."""
+from __future__ import annotations
+
+from collections import Counter
+
+from pydantic import BaseModel, Field
+
+
+class FileResult(BaseModel):
+    corpus: str
+    source_file: str
+    docs_in: int = 0
+    kept: int = 0
+    rejected: int = 0
+    by_reason: dict[str, int] = Field(default_factory=dict)
+    bytes_in: int = 0  # bytes of the input file as stored (compressed if it is)
+    text_bytes: int = 0  # UTF-8 bytes of kept, normalised text
+    langs: dict[str, int] = Field(default_factory=dict)
+    docs_path: str = ""  # relative to the work root
+    rejects_path: str = ""
+    reused: bool = False  # True when an earlier run's output for the same input and config was kept
+    seconds: float = 0.0
+
+
+class CorpusReport(BaseModel):
+    corpus: str
+    files: int = 0
+    files_reused: int = 0
+    docs_in: int = 0
+    kept: int = 0
+    rejected: int = 0
+    by_reason: dict[str, int] = Field(default_factory=dict)
+    bytes_in: int = 0
+    text_bytes: int = 0
+    langs: dict[str, int] = Field(default_factory=dict)
+
+    @property
+    def balanced(self) -> bool:
+        return self.docs_in == self.kept + self.rejected
+
+
+class RunReport(BaseModel):
+    run_id: str | None = None
+    flow_run_id: str | None = None
+    work_root: str
+    config_sha256: str
+    started_at: str
+    seconds: float = 0.0
+    stages: list[str] = Field(default_factory=list)
+    corpora: list[CorpusReport] = Field(default_factory=list)
+    ignored_files: list[str] = Field(default_factory=list)
+    docs_in: int = 0
+    kept: int = 0
+    rejected: int = 0
+    by_reason: dict[str, int] = Field(default_factory=dict)
+
+    @property
+    def balanced(self) -> bool:
+        return self.docs_in == self.kept + self.rejected and all(c.balanced for c in self.corpora)
+
+
+def _add(into: dict[str, int], more: dict[str, int]) -> dict[str, int]:
+    c = Counter(into)
+    c.update(more)
+    return dict(sorted(c.items()))
+
+
+def summarise_corpus(corpus: str, files: list[FileResult]) -> CorpusReport:
+    rep = CorpusReport(corpus=corpus)
+    for f in files:
+        rep.files += 1
+        rep.files_reused += int(f.reused)
+        rep.docs_in += f.docs_in
+        rep.kept += f.kept
+        rep.rejected += f.rejected
+        rep.bytes_in += f.bytes_in
+        rep.text_bytes += f.text_bytes
+        rep.by_reason = _add(rep.by_reason, f.by_reason)
+        rep.langs = _add(rep.langs, f.langs)
+    return rep
+
+
+def total_into(report: RunReport) -> RunReport:
+    report.docs_in = sum(c.docs_in for c in report.corpora)
+    report.kept = sum(c.kept for c in report.corpora)
+    report.rejected = sum(c.rejected for c in report.corpora)
+    by_reason: dict[str, int] = {}
+    for c in report.corpora:
+        by_reason = _add(by_reason, c.by_reason)
+    report.by_reason = by_reason
+    return report

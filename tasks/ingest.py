@@ -1,0 +1,183 @@
+"""Ingest: one input file → a Parquet part of normalised, language-tagged documents and a rejects part.
+
+`ingest_file` is the plain function (testable without Prefect). It is idempotent: a part whose input
+fingerprint and ingest-config hash match a completed earlier run is reused, not recomputed.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import xxhash
+
+from schemas.config import IngestConfig
+from schemas.documents import DOCUMENT_SCHEMA, REJECT_SCHEMA, excerpt
+from schemas.documents import RejectReason as R
+from schemas.report import FileResult
+from tasks.langid import identify
+from tasks.normalize import normalize_text
+from tasks.readers import FileLevelError, RawRecord, read_records
+from tasks.workdir import atomic_path, file_fingerprint, read_json, write_json_atomic
+
+STAGE = "ingest"
+# Parquet settings are fixed so that the same input and config give byte-identical parts.
+PARQUET_OPTS = dict(compression="zstd", compression_level=1, use_dictionary=["corpus", "source_file", "lang"])
+
+
+@dataclass(frozen=True)
+class FileJob:
+    corpus: str
+    path: str  # where to read it
+    source_file: str  # its name within the corpus, recorded on every row
+
+
+def part_key(source_file: str) -> str:
+    """A stable, filesystem-safe name for one input file's parts."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", source_file)[-80:]
+    return f"{stem}-{hashlib.sha1(source_file.encode()).hexdigest()[:10]}"
+
+
+def part_paths(work_root: Path, job: FileJob) -> tuple[Path, Path, Path]:
+    base = work_root / STAGE / job.corpus / part_key(job.source_file)
+    return base.with_name(base.name + ".docs.parquet"), base.with_name(base.name + ".rejects.parquet"), base.with_name(
+        base.name + ".done.json"
+    )
+
+
+class _Batches:
+    """Accumulates accepted records and rejects; flushes them to the two Parquet writers."""
+
+    def __init__(self, job: FileJob, cfg: IngestConfig, docs: pq.ParquetWriter, rejects: pq.ParquetWriter):
+        self.job, self.cfg, self.docs_w, self.rej_w = job, cfg, docs, rejects
+        self.rows: list[tuple[str, int, str, str | None]] = []  # id, line, text, meta
+        self.rejects: list[dict[str, Any]] = []
+        self.reasons: Counter[str] = Counter()
+        self.langs: Counter[str] = Counter()
+        self.docs_in = self.kept = self.text_bytes = 0
+
+    def reject(self, line: int, reason: str, detail: str | None, raw: Any = None, doc_id: str | None = None) -> None:
+        self.reasons[reason] += 1
+        self.rejects.append(
+            dict(stage=STAGE, corpus=self.job.corpus, source_file=self.job.source_file, line=line, id=doc_id,
+                 reason=reason, detail=detail, excerpt=excerpt(raw), duplicate_of=None, similarity=None)
+        )
+
+    def add(self, raw: RawRecord) -> None:
+        self.docs_in += 1
+        if raw.reason is not None:
+            self.reject(raw.line, raw.reason, raw.detail, raw.raw)
+        else:
+            self._accept(raw.line, raw.record)
+        if len(self.rows) >= self.cfg.batch_size:
+            self.flush()
+
+    def _accept(self, line: int, rec: dict[str, Any]) -> None:
+        cfg = self.cfg
+        raw_id = rec.get(cfg.id_field)
+        doc_id = str(raw_id) if raw_id is not None else f"{self.job.corpus}/{self.job.source_file}/{line}"
+        if cfg.text_field not in rec or rec[cfg.text_field] is None:
+            return self.reject(line, R.MISSING_TEXT, f"no '{cfg.text_field}' field", orjson.dumps(rec, default=str), doc_id)
+        text = rec[cfg.text_field]
+        if not isinstance(text, str):
+            return self.reject(line, R.TEXT_NOT_STRING, f"'{cfg.text_field}' is a {type(text).__name__}", repr(text), doc_id)
+        if len(text) > cfg.max_doc_bytes:  # Parquet/txt rows: JSONL lines were capped while reading
+            return self.reject(line, R.TOO_LARGE, f"{len(text)} chars > max_doc_bytes {cfg.max_doc_bytes}", text, doc_id)
+        norm = normalize_text(text)
+        if len(norm) < cfg.min_doc_chars:
+            return self.reject(line, R.EMPTY, f"{len(norm)} chars after normalisation", text, doc_id)
+        meta = {k: v for k, v in rec.items() if k != cfg.text_field and k != cfg.id_field}
+        meta_json = orjson.dumps(meta, option=orjson.OPT_SORT_KEYS, default=str).decode() if meta else None
+        self.rows.append((doc_id, line, norm, meta_json))
+
+    def flush(self) -> None:
+        if self.rows:
+            self._write_docs()
+        if self.rejects:
+            self.rej_w.write_table(pa.Table.from_pylist(self.rejects, schema=REJECT_SCHEMA))
+            self.rejects = []
+
+    def _write_docs(self) -> None:
+        ids, lines, texts, metas = map(list, zip(*self.rows))
+        self.rows = []
+        langs, scores = identify(texts, self.cfg.lid_max_chars)
+        allow = self.cfg.lang_allowlist
+        keep = [True] * len(texts)
+        if allow is not None:
+            for i, (lang, score) in enumerate(zip(langs, scores)):
+                if lang not in allow or score < self.cfg.lang_min_score:
+                    keep[i] = False
+                    self.reject(lines[i], R.LANGUAGE, f"{lang} ({score:.2f}) not in allowlist", texts[i], ids[i])
+            if not all(keep):
+                ids, lines, texts, metas, langs = ([v for v, k in zip(col, keep) if k] for col in (ids, lines, texts, metas, langs))
+                scores = scores[keep]
+        encoded = [t.encode("utf-8") for t in texts]
+        self.kept += len(texts)
+        self.text_bytes += sum(map(len, encoded))
+        self.langs.update(langs)
+        n = len(texts)
+        table = pa.Table.from_arrays(
+            [
+                pa.array(ids, pa.string()),
+                pa.array([self.job.corpus] * n, pa.string()),
+                pa.array([self.job.source_file] * n, pa.string()),
+                pa.array(lines, pa.int64()),
+                pa.array(texts, pa.large_string()),
+                pa.array(langs, pa.string()),
+                pa.array(scores, pa.float32()),
+                pa.array([len(t) for t in texts], pa.int64()),
+                pa.array([xxhash.xxh3_128_hexdigest(b) for b in encoded], pa.string()),
+                pa.array(metas, pa.string()),
+            ],
+            schema=DOCUMENT_SCHEMA,
+        )
+        self.docs_w.write_table(table)
+
+
+def ingest_file(job: FileJob, cfg: IngestConfig, work_root: str | Path, config_hash: str) -> FileResult:
+    """Ingest one file. Reuses a completed earlier output for the same input content and config."""
+    work_root = Path(work_root)
+    docs_path, rejects_path, done_path = part_paths(work_root, job)
+    path = Path(job.path)
+    try:
+        fingerprint = file_fingerprint(path)
+        bytes_in = path.stat().st_size
+    except OSError as err:
+        fingerprint, bytes_in = f"unreadable:{err.strerror}", 0
+    done = read_json(done_path)
+    if done and done.get("fingerprint") == fingerprint and done.get("config_hash") == config_hash \
+            and docs_path.exists() and rejects_path.exists():
+        result = FileResult.model_validate(done["result"])
+        result.reused = True
+        return result
+
+    t0 = time.perf_counter()
+    with atomic_path(docs_path) as docs_tmp, atomic_path(rejects_path) as rej_tmp:
+        with pq.ParquetWriter(docs_tmp, DOCUMENT_SCHEMA, **PARQUET_OPTS) as docs_w, \
+                pq.ParquetWriter(rej_tmp, REJECT_SCHEMA, compression="zstd") as rej_w:
+            acc = _Batches(job, cfg, docs_w, rej_w)
+            try:
+                for raw in read_records(path, max_bytes=cfg.max_doc_bytes, batch_size=cfg.batch_size,
+                                        text_field=cfg.text_field):
+                    acc.add(raw)
+            except FileLevelError as err:
+                acc.docs_in += 1  # the file stands for at least one record we could not read
+                acc.reject(0, err.reason, err.detail)
+            acc.flush()
+    result = FileResult(
+        corpus=job.corpus, source_file=job.source_file, docs_in=acc.docs_in, kept=acc.kept,
+        rejected=sum(acc.reasons.values()), by_reason=dict(sorted(acc.reasons.items())), bytes_in=bytes_in,
+        text_bytes=acc.text_bytes, langs=dict(sorted(acc.langs.items())),
+        docs_path=str(docs_path.relative_to(work_root)), rejects_path=str(rejects_path.relative_to(work_root)),
+        seconds=round(time.perf_counter() - t0, 3),
+    )
+    write_json_atomic(done_path, {"fingerprint": fingerprint, "config_hash": config_hash,
+                                  "result": result.model_dump(mode="json")})
+    return result
