@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 
 class FileResult(BaseModel):
@@ -34,6 +34,7 @@ class CorpusReport(BaseModel):
     text_bytes: int = 0
     langs: dict[str, int] = Field(default_factory=dict)
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def balanced(self) -> bool:
         return self.docs_in == self.kept + self.rejected
@@ -54,6 +55,7 @@ class RunReport(BaseModel):
     rejected: int = 0
     by_reason: dict[str, int] = Field(default_factory=dict)
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def balanced(self) -> bool:
         return self.docs_in == self.kept + self.rejected and all(c.balanced for c in self.corpora)

@@ -1,0 +1,117 @@
+"""The `curate` flow: ingest → (dedup → classify → tokenize → mix, as those stages land).
+
+Wiring and reporting only: each stage's work is a plain function in tasks/.
+"""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, \
+    update_progress_artifact
+from prefect.futures import as_completed
+from prefect.runtime import flow_run
+from prefect.task_runners import ProcessPoolTaskRunner
+
+from schemas.config import CurateConfig, load_config
+from schemas.report import FileResult, RunReport, summarise_corpus, total_into
+from tasks.ingest import make_ingest_task
+from tasks.inputs import Corpus, resolve_inputs
+from tasks.report import corpus_rows, markdown_summary, reason_rows, write_report
+from tasks.workdir import write_json_atomic
+
+from flows.runtime import prefect_api
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_DIR = REPO_ROOT / "data" / "sample"
+
+# The CLI registers a callback here to drive its progress bar: (stage, done, total, message).
+ProgressListener = Callable[[str, int, int, str], None]
+PROGRESS_LISTENERS: list[ProgressListener] = []
+
+
+def _notify(stage: str, done: int, total: int, message: str) -> None:
+    for listener in PROGRESS_LISTENERS:
+        listener(stage, done, total, message)
+
+
+def default_inputs(cfg: CurateConfig) -> list[str]:
+    """Config corpora if any, else each file of the bundled sample as its own corpus."""
+    if cfg.corpora:
+        return [f"{c.name}={c.path}" for c in cfg.corpora]
+    return [str(p) for p in sorted(SAMPLE_DIR.glob("*.jsonl.gz"))]
+
+
+def _artifact_key(prefix: str) -> str:
+    name = (flow_run.get_flow_name() or "curate").lower()
+    return f"{name}-{prefix}"
+
+
+def run_ingest(corpora: list[Corpus], cfg: CurateConfig, work_root: Path) -> dict[str, list[FileResult]]:
+    logger = get_run_logger()
+    ingest_task = make_ingest_task(cfg.runner.retries)
+    jobs = [job for c in corpora for job in c.jobs]
+    config_hash = cfg.stage_hash("ingest")
+    progress_id = create_progress_artifact(0.0, key=_artifact_key("ingest-progress"),
+                                           description="ingest: files done / files")
+    futures = [ingest_task.submit(job, cfg.ingest, str(work_root), config_hash) for job in jobs]
+    results: dict[str, list[FileResult]] = {c.name: [] for c in corpora}
+    _notify("ingest", 0, len(jobs), "")
+    for done, fut in enumerate(as_completed(futures), start=1):
+        res: FileResult = fut.result()
+        results[res.corpus].append(res)
+        how = "reused" if res.reused else f"{res.seconds:.1f}s"
+        logger.info("ingested %s/%s: %d in, %d kept, %d rejected (%s)", res.corpus, res.source_file, res.docs_in,
+                    res.kept, res.rejected, how)
+        update_progress_artifact(progress_id, 100.0 * done / len(jobs))
+        _notify("ingest", done, len(jobs), f"{res.corpus}/{res.source_file}")
+    for name, files in results.items():
+        files.sort(key=lambda r: r.source_file)
+        # The corpus index names this run's parts: later stages read it, never a glob of the folder.
+        write_json_atomic(work_root / "ingest" / name / "_corpus.json",
+                          {"corpus": name, "files": [f.model_dump(mode="json") for f in files]})
+    return results
+
+
+def publish(report: RunReport) -> None:
+    create_markdown_artifact(markdown_summary(report), key=_artifact_key("summary"),
+                             description="Documents in, kept and rejected, per corpus")
+    create_table_artifact(corpus_rows(report), key=_artifact_key("corpora"), description="Counts per corpus")
+    if report.by_reason:
+        create_table_artifact(reason_rows(report), key=_artifact_key("rejects"),
+                              description="Rejected documents by corpus and reason")
+
+
+@flow(name="curate", log_prints=True)
+def curate(inputs: list[str] | None = None, out: str = "out", config_path: str | None = None) -> dict:
+    """Curate corpora into the work root `out`. Returns the run report (also written to out/report.json)."""
+    t0 = time.perf_counter()
+    cfg = load_config(config_path)
+    corpora = resolve_inputs(inputs or default_inputs(cfg))
+    work_root = Path(out).resolve()
+    report = RunReport(
+        flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None, work_root=str(work_root),
+        config_sha256=cfg.sha256(), started_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        stages=["ingest"], ignored_files=[f for c in corpora for f in c.ignored],
+    )
+    ingested = run_ingest(corpora, cfg, work_root)
+    report.corpora = [summarise_corpus(name, files) for name, files in ingested.items()]
+    total_into(report)
+    report.seconds = round(time.perf_counter() - t0, 2)
+    write_report(report, work_root)
+    publish(report)
+    if not report.balanced:  # a bug, never an input problem: every record must be accounted for
+        raise RuntimeError(f"document accounting does not balance: {report.docs_in} in, "
+                           f"{report.kept} kept + {report.rejected} rejected")
+    return report.model_dump(mode="json")
+
+
+def run_curate(inputs: list[str] | None, out: str, config_path: str | None) -> dict:
+    """Run the flow with as many worker processes as the config asks (CPU-bound work needs processes)."""
+    cfg = load_config(config_path)
+    runner = ProcessPoolTaskRunner(max_workers=cfg.runner.workers)
+    with prefect_api():
+        return curate.with_options(task_runner=runner)(inputs=inputs, out=out, config_path=config_path)

@@ -1,0 +1,73 @@
+"""The run report as people read it: JSON on disk, a markdown summary and tables for Prefect artifacts."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from schemas.report import RunReport
+from tasks.workdir import write_json_atomic
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f}"
+
+
+def write_report(report: RunReport, work_root: Path) -> Path:
+    """report.json (latest) and runs/<started_at>.json (history) under the work root."""
+    data = report.model_dump(mode="json")
+    stamp = report.started_at.replace(":", "").replace("-", "")
+    write_json_atomic(work_root / "runs" / f"{stamp}.json", data)
+    path = work_root / "report.json"
+    write_json_atomic(path, data)
+    return path
+
+
+def corpus_rows(report: RunReport) -> list[dict]:
+    rows = []
+    for c in report.corpora:
+        rows.append(
+            {"corpus": c.corpus, "files": c.files, "docs_in": c.docs_in, "kept": c.kept, "rejected": c.rejected,
+             "text_MB": round(c.text_bytes / 1e6, 2), "balanced": c.balanced}
+        )
+    rows.append({"corpus": "TOTAL", "files": sum(c.files for c in report.corpora), "docs_in": report.docs_in,
+                 "kept": report.kept, "rejected": report.rejected,
+                 "text_MB": round(sum(c.text_bytes for c in report.corpora) / 1e6, 2), "balanced": report.balanced})
+    return rows
+
+
+def reason_rows(report: RunReport) -> list[dict]:
+    """Rejections by corpus and reason, most first."""
+    rows = [
+        {"corpus": c.corpus, "reason": reason, "count": n}
+        for c in report.corpora
+        for reason, n in c.by_reason.items()
+    ]
+    return sorted(rows, key=lambda r: (-r["count"], r["corpus"], r["reason"]))
+
+
+def markdown_summary(report: RunReport) -> str:
+    status = "balanced" if report.balanced else "**NOT BALANCED**"
+    lines = [
+        "# curate run",
+        "",
+        f"- work root: `{report.work_root}`",
+        f"- stages: {' → '.join(report.stages)}",
+        f"- config sha256: `{report.config_sha256[:16]}`",
+        f"- wall time: {report.seconds:.1f} s",
+        f"- documents in: **{report.docs_in:,}**, kept **{report.kept:,}**, rejected **{report.rejected:,}**"
+        f" (docs_in == kept + rejected: {status})",
+        "",
+        "| corpus | files (reused) | docs in | kept | rejected | text MB | top languages |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for c in report.corpora:
+        langs = ", ".join(f"{k} {v}" for k, v in sorted(c.langs.items(), key=lambda kv: -kv[1])[:3])
+        lines.append(
+            f"| {c.corpus} | {c.files} ({c.files_reused}) | {c.docs_in:,} | {c.kept:,} | {c.rejected:,}"
+            f" | {_mb(c.text_bytes)} | {langs} |"
+        )
+    if report.by_reason:
+        lines += ["", "## Rejected, by reason", "", "| reason | count |", "|---|---:|"]
+        lines += [f"| {r} | {n:,} |" for r, n in sorted(report.by_reason.items(), key=lambda kv: -kv[1])]
+    if report.ignored_files:
+        lines += ["", f"Files ignored (not an input format): {len(report.ignored_files)}"]
+    return "\n".join(lines) + "\n"
