@@ -22,7 +22,14 @@ def prefect_api() -> Iterator[str]:
 
     configured = os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()
     if configured:
-        yield configured
+        # A server set in Prefect's settings (a test harness, a profile) must reach worker processes too.
+        had = "PREFECT_API_URL" in os.environ
+        os.environ["PREFECT_API_URL"] = configured
+        try:
+            yield configured
+        finally:
+            if not had:
+                os.environ.pop("PREFECT_API_URL", None)
         return
     from prefect.server.api.server import SubprocessASGIServer
 

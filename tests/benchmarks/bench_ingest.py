@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Ingest throughput against the raw baseline (gzip decompress + orjson parse), same files, same run.
+
+Usage: python tests/benchmarks/bench_ingest.py [--corpora ../shared/corpora] [--repeats 3] [--lid-chars N]
+Prints, per file and in all, MB/s of document text for the baseline and for `ingest_file` (reading,
+normalisation, language ID, hashing, writing Parquet) on one core, and their ratio (median of repeats).
+Target (issue 2): ingest >= 40% of the baseline.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from schemas.config import IngestConfig  # noqa: E402
+from tasks.ingest import FileJob, ingest_file  # noqa: E402
+from tasks.langid import identify  # noqa: E402
+
+
+def baseline(path: Path) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    n = 0
+    with gzip.open(path, "rb") as f:
+        for line in f:
+            n += len(orjson.loads(line)["text"].encode("utf-8"))
+    return time.perf_counter() - t0, n
+
+
+def ingest(path: Path, cfg: IngestConfig) -> float:
+    work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    try:
+        t0 = time.perf_counter()
+        ingest_file(FileJob("bench", str(path), path.name), cfg, work, "bench")
+        return time.perf_counter() - t0
+    finally:
+        shutil.rmtree(work)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--corpora", default=str(REPO.parent / "shared" / "corpora"))
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--lid-chars", type=int, default=IngestConfig().lid_max_chars)
+    args = ap.parse_args()
+    cfg = IngestConfig(lid_max_chars=args.lid_chars)
+    identify(["warm the language-ID model up"], 100)
+    files = sorted(Path(args.corpora).glob("*.jsonl.gz"))
+    print(f"ingest vs baseline, one core, lid_max_chars={cfg.lid_max_chars}, median of {args.repeats}")
+    print(f"{'file':24} {'text MB':>8} {'baseline MB/s':>14} {'ingest MB/s':>12} {'ratio':>6}")
+    tot_b = tot_i = tot_n = 0.0
+    for path in files:
+        b_times, i_times = [], []
+        for _ in range(args.repeats):  # interleaved, so drift on a noisy machine hits both alike
+            tb, n = baseline(path)
+            b_times.append(tb)
+            i_times.append(ingest(path, cfg))
+        tb, ti = statistics.median(b_times), statistics.median(i_times)
+        tot_b, tot_i, tot_n = tot_b + tb, tot_i + ti, tot_n + n
+        print(f"{path.name:24} {n / 1e6:8.1f} {n / tb / 1e6:14.1f} {n / ti / 1e6:12.1f} {tb / ti:6.2f}")
+    print(f"{'ALL':24} {tot_n / 1e6:8.1f} {tot_n / tot_b / 1e6:14.1f} {tot_n / tot_i / 1e6:12.1f} {tot_b / tot_i:6.2f}")
+    print(f"target: ratio >= 0.40 -> {'met' if tot_b / tot_i >= 0.40 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
