@@ -46,6 +46,18 @@ def print_summary(report: dict) -> None:
             for reason, n in sorted(c["by_reason"].items(), key=lambda kv: -kv[1]):
                 reasons.add_row(c["corpus"], reason, f"{n:,}")
         console.print(reasons)
+    dedups = [c for c in report["corpora"] if c.get("dedup")]
+    if dedups:
+        t = Table(title="dedup (clusters: size → count)")
+        for col in ("corpus", "in", "kept", "exact dup", "near dup", "clusters", "largest cluster (kept id)"):
+            t.add_column(col, justify="left" if col in ("corpus", "clusters", "largest cluster (kept id)") else "right")
+        for c in dedups:
+            d = c["dedup"]
+            largest = d["largest_clusters"][0] if d["largest_clusters"] else None
+            t.add_row(c["corpus"], f"{d['docs_in']:,}", f"{d['kept']:,}", f"{d['exact_duplicates']:,}",
+                      f"{d['near_duplicates']:,}", " ".join(f"{k}→{v}" for k, v in d["cluster_sizes"].items()),
+                      f"{largest['size']} ({largest['kept_id']})" if largest else "")
+        console.print(t)
 
 
 @app.command()
@@ -87,6 +99,8 @@ def run(
             curate_flow.PROGRESS_LISTENERS.remove(on_progress)
     print_summary(report)
     console.print(f"outputs: [bold]{out}/ingest/<corpus>/[/] (documents and rejects as Parquet)")
+    if any(c.get("dedup") for c in report["corpora"]):
+        console.print(f"         [bold]{out}/dedup/<corpus>/[/] (unique documents, duplicate rejects with their kept twin)")
     console.print(f"report:  [bold]{out}/report.json[/]")
 
 

@@ -1,4 +1,4 @@
-"""The `curate` flow: ingest → (dedup → classify → tokenize → mix, as those stages land).
+"""The `curate` flow: ingest → dedup (→ classify → tokenize → mix, as those stages land).
 
 Wiring and reporting only: each stage's work is a plain function in tasks/.
 """
@@ -17,10 +17,11 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ProcessPoolTaskRunner
 
 from schemas.config import CurateConfig, load_config
-from schemas.report import FileResult, RunReport, summarise_corpus, total_into
+from schemas.report import DedupReport, FileResult, RunReport, add_stage, summarise_corpus, total_into
+from tasks.dedup import make_dedup_tasks
 from tasks.ingest import make_ingest_task
 from tasks.inputs import Corpus, resolve_inputs
-from tasks.report import corpus_rows, markdown_summary, reason_rows, write_report
+from tasks.report import corpus_rows, dedup_rows, markdown_summary, reason_rows, write_report
 from tasks.workdir import write_json_atomic
 
 from flows.runtime import prefect_api
@@ -76,6 +77,29 @@ def run_ingest(corpora: list[Corpus], cfg: CurateConfig, work_root: Path) -> dic
     return results
 
 
+def run_dedup(ingested: dict[str, list[FileResult]], cfg: CurateConfig, work_root: Path) -> dict[str, DedupReport]:
+    """Signatures in parallel across parts, then each corpus against the index, in registration order."""
+    logger = get_run_logger()
+    sign_task, cluster_task = make_dedup_tasks(cfg.runner.retries)
+    parts = [p for files in ingested.values() for p in files]
+    progress_id = create_progress_artifact(0.0, key=_artifact_key("dedup-progress"),
+                                           description="dedup: signature parts done / parts")
+    futures = [sign_task.submit(p, cfg.dedup, str(work_root)) for p in parts]
+    _notify("minhash", 0, len(parts), "")
+    for done, fut in enumerate(as_completed(futures), start=1):
+        fut.result()
+        update_progress_artifact(progress_id, 100.0 * done / max(1, len(parts)))
+        _notify("minhash", done, len(parts), "")
+    reports = {}
+    for i, (corpus, files) in enumerate(ingested.items(), start=1):
+        rep: DedupReport = cluster_task(corpus, files, cfg.dedup, str(work_root))
+        logger.info("dedup %s: %d in, %d kept, %d exact and %d near duplicates%s", corpus, rep.docs_in, rep.kept,
+                    rep.exact_duplicates, rep.near_duplicates, " (reused)" if rep.reused else "")
+        _notify("dedup", i, len(ingested), corpus)
+        reports[corpus] = rep
+    return reports
+
+
 def publish(report: RunReport) -> None:
     create_markdown_artifact(markdown_summary(report), key=_artifact_key("summary"),
                              description="Documents in, kept and rejected, per corpus")
@@ -83,6 +107,9 @@ def publish(report: RunReport) -> None:
     if report.by_reason:
         create_table_artifact(reason_rows(report), key=_artifact_key("rejects"),
                               description="Rejected documents by corpus and reason")
+    if "dedup" in report.stages:
+        create_table_artifact(dedup_rows(report), key=_artifact_key("dedup"),
+                              description="Duplicates removed per corpus, cluster sizes, largest clusters")
 
 
 @flow(name="curate", log_prints=True)
@@ -99,6 +126,11 @@ def curate(inputs: list[str] | None = None, out: str = "out", config_path: str |
     )
     ingested = run_ingest(corpora, cfg, work_root)
     report.corpora = [summarise_corpus(name, files) for name, files in ingested.items()]
+    if cfg.dedup.enabled:
+        report.stages.append("dedup")
+        for rep, dd in zip(report.corpora, run_dedup(ingested, cfg, work_root).values()):
+            add_stage(rep, dd.kept, {"exact_duplicate": dd.exact_duplicates, "near_duplicate": dd.near_duplicates})
+            rep.dedup = dd
     total_into(report)
     report.seconds = round(time.perf_counter() - t0, 2)
     write_report(report, work_root)

@@ -48,6 +48,23 @@ class IngestConfig(_Strict):
         return v
 
 
+class DedupConfig(_Strict):
+    enabled: bool = Field(True, description="Run exact and near-duplicate removal.")
+    ngram: int = Field(5, ge=1, le=16, description="Words per shingle.")
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations.")
+    threshold: float = Field(
+        0.8, gt=0.0, lt=1.0, description="Jaccard threshold; LSH bands x rows are datasketch's optimum for it."
+    )
+    verify_min_similarity: float = Field(
+        0.7, ge=0.0, le=1.0,
+        description="A candidate pair counts only if its estimated Jaccard (from signatures) reaches this.",
+    )
+    seed: int = Field(1, ge=0, description="MinHash permutation seed. Changing it invalidates the index.")
+    lock_wait_seconds: float = Field(
+        600.0, ge=0.0, description="How long a run waits for another run's lock on the dedup index."
+    )
+
+
 class RunnerConfig(_Strict):
     workers: int = Field(2, ge=1, le=64, description="Processes that ingest files in parallel.")
     retries: int = Field(2, ge=0, le=10, description="Retries of a file task after a transient IO error.")
@@ -58,6 +75,7 @@ class CurateConfig(_Strict):
         default_factory=list, description="Corpora to curate when the command line names none."
     )
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
 
     def stage_hash(self, stage: str) -> str:

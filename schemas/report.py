@@ -22,6 +22,23 @@ class FileResult(BaseModel):
     seconds: float = 0.0
 
 
+class DedupReport(BaseModel):
+    corpus: str
+    docs_in: int = 0
+    kept: int = 0
+    rejected: int = 0
+    exact_duplicates: int = 0
+    near_duplicates: int = 0
+    too_short_for_minhash: int = 0  # fewer words than one shingle: exact hash only
+    candidate_pairs: int = 0
+    cluster_sizes: dict[str, int] = Field(default_factory=dict)  # size (kept one included) → clusters
+    largest_clusters: list[dict] = Field(default_factory=list)  # size and kept id
+    kept_paths: list[str] = Field(default_factory=list)
+    rejects_path: str = ""
+    reused: bool = False
+    seconds: float = 0.0
+
+
 class CorpusReport(BaseModel):
     corpus: str
     files: int = 0
@@ -33,6 +50,7 @@ class CorpusReport(BaseModel):
     bytes_in: int = 0
     text_bytes: int = 0
     langs: dict[str, int] = Field(default_factory=dict)
+    dedup: DedupReport | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -80,6 +98,16 @@ def summarise_corpus(corpus: str, files: list[FileResult]) -> CorpusReport:
         rep.by_reason = _add(rep.by_reason, f.by_reason)
         rep.langs = _add(rep.langs, f.langs)
     return rep
+
+
+def add_stage(rep: CorpusReport, stage_kept: int, by_reason: dict[str, int]) -> None:
+    """A later stage takes rep.kept documents and keeps stage_kept of them; its rejects join the totals."""
+    if rep.kept != stage_kept + sum(by_reason.values()):
+        raise ValueError(f"{rep.corpus}: a stage got {rep.kept} documents but accounts for "
+                         f"{stage_kept} kept + {sum(by_reason.values())} rejected")
+    rep.kept = stage_kept
+    rep.rejected += sum(by_reason.values())
+    rep.by_reason = _add(rep.by_reason, {k: v for k, v in by_reason.items() if v})
 
 
 def total_into(report: RunReport) -> RunReport:

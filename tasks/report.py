@@ -44,6 +44,19 @@ def reason_rows(report: RunReport) -> list[dict]:
     return sorted(rows, key=lambda r: (-r["count"], r["corpus"], r["reason"]))
 
 
+def dedup_rows(report: RunReport) -> list[dict]:
+    rows = []
+    for c in report.corpora:
+        d = c.dedup
+        if d is None:
+            continue
+        rows.append({"corpus": c.corpus, "docs_in": d.docs_in, "kept": d.kept, "exact": d.exact_duplicates,
+                     "near": d.near_duplicates, "clusters": sum(d.cluster_sizes.values()),
+                     "cluster_sizes": ", ".join(f"{k}:{v}" for k, v in d.cluster_sizes.items()),
+                     "largest (size kept_id)": "; ".join(f"{x['size']} {x['kept_id']}" for x in d.largest_clusters[:3])})
+    return rows
+
+
 def markdown_summary(report: RunReport) -> str:
     status = "balanced" if report.balanced else "**NOT BALANCED**"
     lines = [
@@ -68,6 +81,13 @@ def markdown_summary(report: RunReport) -> str:
     if report.by_reason:
         lines += ["", "## Rejected, by reason", "", "| reason | count |", "|---|---:|"]
         lines += [f"| {r} | {n:,} |" for r, n in sorted(report.by_reason.items(), key=lambda kv: -kv[1])]
+    if any(c.dedup for c in report.corpora):
+        lines += ["", "## Dedup", "", "| corpus | in | kept | exact | near | clusters (size:count) | largest cluster kept |",
+                  "|---|---:|---:|---:|---:|---|---|"]
+        for row in dedup_rows(report):
+            largest = row["largest (size kept_id)"].split("; ")[0]
+            lines.append(f"| {row['corpus']} | {row['docs_in']:,} | {row['kept']:,} | {row['exact']:,} | {row['near']:,}"
+                         f" | {row['cluster_sizes']} | {largest} |")
     if report.ignored_files:
         lines += ["", f"Files ignored (not an input format): {len(report.ignored_files)}"]
     return "\n".join(lines) + "\n"

@@ -1,0 +1,288 @@
+"""Dedup: exact (content hash) and near (MinHash LSH) duplicates, within a corpus and against the index.
+
+Two steps, so both cores work: `sign_part` computes signatures per ingest part (mapped across
+processes); `dedup_corpus` then matches one corpus against itself and every earlier corpus, keeps one
+document per cluster (earlier-registered corpus first, then smallest id), writes the kept documents and
+the rejects, and registers the kept ones in the index. Decisions about earlier corpora never change.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from schemas.config import DedupConfig
+from schemas.documents import REJECT_SCHEMA, excerpt
+from schemas.documents import RejectReason as R
+from schemas.report import DedupReport, FileResult
+from tasks.dedup_index import DedupIndex, index_lock
+from tasks.minhash import LSHParams, MinHasher, band_keys, estimated_jaccard, lsh_params
+from tasks.workdir import atomic_path, file_fingerprint, read_json, write_json_atomic
+
+STAGE = "dedup"
+
+
+def index_params(cfg: DedupConfig) -> dict:
+    """The settings that make signatures comparable: the index is valid only under the same ones."""
+    lsh = lsh_params(cfg.threshold, cfg.num_perm)
+    return {"ngram": cfg.ngram, "num_perm": cfg.num_perm, "seed": cfg.seed, "threshold": cfg.threshold,
+            "verify_min_similarity": cfg.verify_min_similarity, "bands": lsh.bands, "rows": lsh.rows,
+            "scheme": "affine32"}
+
+
+def _params_hash(cfg: DedupConfig) -> str:
+    return hashlib.sha256(json.dumps(index_params(cfg), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def sig_path(work_root: Path, part: FileResult) -> Path:
+    name = Path(part.docs_path).name.replace(".docs.parquet", ".sig.npz")
+    return Path(work_root) / STAGE / "sigs" / part.corpus / name
+
+
+def sign_part(part: FileResult, cfg: DedupConfig, work_root: str | Path) -> str:
+    """MinHash signatures of one ingest part, saved beside the index. Reused when part and settings match."""
+    work_root = Path(work_root)
+    src = work_root / part.docs_path
+    out = sig_path(work_root, part)
+    stamp = f"{file_fingerprint(src)}:{_params_hash(cfg)}"
+    if out.exists() and read_json(out.with_suffix(".json")) == {"stamp": stamp}:
+        return str(out)
+    hasher = MinHasher(cfg.num_perm, cfg.seed, cfg.ngram)
+    sigs, counts = [], []
+    for batch in pq.ParquetFile(src).iter_batches(columns=["text"], batch_size=1000):
+        s, c = hasher.signatures(batch.column(0).to_pylist())
+        sigs.append(s)
+        counts.append(c)
+    sig = np.concatenate(sigs) if sigs else np.zeros((0, cfg.num_perm), np.uint32)
+    cnt = np.concatenate(counts) if counts else np.zeros(0, np.int64)
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, sigs=sig, counts=cnt)
+    write_json_atomic(out.with_suffix(".json"), {"stamp": stamp})
+    return str(out)
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[int, int] = {}
+
+    def find(self, x: int) -> int:
+        root = x
+        while self.parent.get(root, root) != root:
+            root = self.parent[root]
+        while self.parent.get(x, x) != root:  # path compression
+            self.parent[x], x = root, self.parent[x]
+        return root
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def _load_corpus(parts: list[FileResult], work_root: Path) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+    tables, sigs, counts = [], [], []
+    for part in parts:
+        tables.append(pq.read_table(work_root / part.docs_path, columns=["id", "content_hash", "source_file", "line"]))
+        with np.load(sig_path(work_root, part)) as z:
+            sigs.append(z["sigs"])
+            counts.append(z["counts"])
+    meta = pa.concat_tables(tables) if tables else None
+    return meta, np.concatenate(sigs), np.concatenate(counts)
+
+
+def _corpus_fingerprint(parts: list[FileResult], work_root: Path) -> str:
+    h = hashlib.sha256()
+    for part in sorted(parts, key=lambda p: p.docs_path):
+        h.update(f"{part.docs_path}:{file_fingerprint(work_root / part.docs_path)};".encode())
+    return h.hexdigest()
+
+
+def _candidate_edges(keys: np.ndarray, alive: np.ndarray, id_rank: np.ndarray, index: DedupIndex,
+                     n: int, old_nodes: dict[tuple[int, int], int]) -> np.ndarray:
+    """Pairs that share a band key: new-new (star to the bucket's first by id) and new-old."""
+    edges = []
+    live = np.flatnonzero(alive)
+    for band in range(keys.shape[1]):
+        k = keys[live, band]
+        order = np.lexsort((id_rank[live], k))
+        ks, docs = k[order], live[order]
+        same = np.concatenate([[False], ks[1:] == ks[:-1]])
+        first = np.maximum.accumulate(np.where(~same, np.arange(len(ks)), 0))
+        edges.append(np.stack([docs[first[same]], docs[same]], axis=1))
+        old_k, old_rank, old_row = index.band(band)
+        if len(old_k):
+            pos = np.minimum(np.searchsorted(old_k, k), len(old_k) - 1)
+            hit = old_k[pos] == k
+            for doc, r, row in zip(live[hit], old_rank[pos[hit]], old_row[pos[hit]]):
+                node = old_nodes.setdefault((int(r), int(row)), n + len(old_nodes))
+                edges.append(np.array([[doc, node]]))
+    if not edges:
+        return np.zeros((0, 2), np.int64)
+    return np.unique(np.concatenate(edges).astype(np.int64), axis=0)
+
+
+def dedup_corpus(corpus: str, parts: list[FileResult], cfg: DedupConfig, work_root: str | Path) -> DedupReport:
+    """Deduplicate one corpus against itself and the index; register what it keeps. Idempotent."""
+    work_root = Path(work_root)
+    out_dir = work_root / STAGE / corpus
+    with index_lock(work_root, cfg.lock_wait_seconds):
+        index = DedupIndex(work_root, index_params(cfg))
+        fingerprint = _corpus_fingerprint(parts, work_root)
+        entry = index.entry(corpus)
+        if entry is not None:
+            done = read_json(out_dir / "_done.json")
+            if entry["fingerprint"] != fingerprint or done is None:
+                from tasks.dedup_index import DedupIndexError
+                raise DedupIndexError(
+                    f"corpus {corpus!r} is already in the dedup index with other content: earlier decisions never "
+                    "change, so curate the new content under a new corpus name (NAME=PATH)")
+            return DedupReport.model_validate({**done, "reused": True})
+        t0 = time.perf_counter()
+        report = _decide_and_write(corpus, parts, cfg, work_root, index, fingerprint)
+        report.seconds = round(time.perf_counter() - t0, 3)
+        write_json_atomic(out_dir / "_done.json", report.model_dump(mode="json"))
+        return report
+
+
+def _decide_and_write(corpus, parts, cfg, work_root, index, fingerprint) -> DedupReport:
+    meta, sigs, counts = _load_corpus(parts, work_root)
+    n = len(meta)
+    ids, hashes = meta.column("id").combine_chunks(), meta.column("content_hash").combine_chunks()
+    id_rank = np.empty(n, np.int64)
+    id_rank[pc.sort_indices(ids).to_numpy()] = np.arange(n)
+    dup_of: dict[int, tuple[str, str, float]] = {}  # doc → (reason, kept id, similarity)
+
+    # exact: first against every earlier corpus, then within this one (smallest id kept)
+    old_exact = index.exact()
+    at = pc.index_in(hashes, value_set=old_exact.column("content_hash")).to_numpy(zero_copy_only=False)
+    for doc in np.flatnonzero(~np.isnan(at.astype(float))):
+        dup_of[int(doc)] = (R.EXACT_DUPLICATE, old_exact.column("id")[int(at[doc])].as_py(), 1.0)
+    group = hashes.dictionary_encode().indices.to_numpy()
+    order = np.lexsort((id_rank, group))
+    first = np.concatenate([[True], group[order][1:] != group[order][:-1]])
+    keeper = order[np.maximum.accumulate(np.where(first, np.arange(n), 0))]
+    for doc, keep in zip(order[~first], keeper[~first]):
+        if int(doc) not in dup_of:
+            dup_of[int(doc)] = (R.EXACT_DUPLICATE, ids[int(keep)].as_py(), 1.0)
+
+    # near: LSH candidates, verified on signatures, union-find into clusters
+    params = LSHParams(*(index_params(cfg)[k] for k in ("bands", "rows")))
+    keys = band_keys(sigs, params)
+    alive = (counts > 0) & ~np.isin(np.arange(n), list(dup_of))
+    old_nodes: dict[tuple[int, int], int] = {}
+    edges = _candidate_edges(keys, alive, id_rank, index, n, old_nodes)
+    old_sig = {}
+    node_info = {v: k for k, v in old_nodes.items()}
+
+    def sig_of(node: int) -> np.ndarray:
+        if node < n:
+            return sigs[node]
+        rank, row = node_info[node]
+        if rank not in old_sig:
+            old_sig[rank] = index.signatures(rank)
+        return np.asarray(old_sig[rank][row])
+
+    uf = _UnionFind()
+    if len(edges):
+        sim = estimated_jaccard(np.stack([sig_of(int(a)) for a in edges[:, 0]]),
+                                np.stack([sig_of(int(b)) for b in edges[:, 1]]))
+        for (a, b), s in zip(edges, sim):
+            if s >= cfg.verify_min_similarity:
+                uf.union(int(a), int(b))
+    clusters: dict[int, list[int]] = {}
+    for node in set(uf.parent) | set(uf.parent.values()):
+        clusters.setdefault(uf.find(node), []).append(node)
+    old_ids: dict[int, pa.Array] = {}
+    sizes: Counter[int] = Counter()
+    largest: list[tuple[int, str]] = []
+    for members in clusters.values():
+        members = sorted(set(members))
+        old = [m for m in members if m >= n]
+        if old:
+            def old_key(m):
+                rank, row = node_info[m]
+                return rank, old_ids.setdefault(rank, index.ids(rank))[row].as_py()
+            keep_node = min(old, key=old_key)
+            keep_id = old_key(keep_node)[1]
+        else:
+            keep_node = min(members, key=lambda m: id_rank[m])
+            keep_id = ids[keep_node].as_py()
+        new_members = [m for m in members if m < n]
+        sizes[len(members)] += 1
+        largest.append((len(members), keep_id))
+        keep_sig = sig_of(keep_node)
+        for m in new_members:
+            if m != keep_node:
+                dup_of[m] = (R.NEAR_DUPLICATE, keep_id, float(estimated_jaccard(sigs[m], keep_sig)))
+
+    kept_mask = np.ones(n, bool)
+    kept_mask[list(dup_of)] = False
+    _write_outputs(corpus, parts, work_root, meta, dup_of, kept_mask)
+    kept = np.flatnonzero(kept_mask)
+    index.add(corpus, fingerprint, ids.take(pa.array(kept)), hashes.take(pa.array(kept)), sigs[kept],
+              counts[kept] > 0, keys[kept])
+    reasons = Counter(r for r, _, _ in dup_of.values())
+    return DedupReport(
+        corpus=corpus, docs_in=n, kept=int(kept_mask.sum()), rejected=len(dup_of),
+        exact_duplicates=reasons[R.EXACT_DUPLICATE], near_duplicates=reasons[R.NEAR_DUPLICATE],
+        too_short_for_minhash=int((counts == 0).sum()), candidate_pairs=len(edges),
+        cluster_sizes={str(k): v for k, v in sorted(sizes.items())},
+        largest_clusters=[{"size": s, "kept_id": i} for s, i in sorted(largest, key=lambda t: (-t[0], t[1]))[:5]],
+        kept_paths=[str((work_root / STAGE / corpus / Path(p.docs_path).name).relative_to(work_root)) for p in parts],
+        rejects_path=str((work_root / STAGE / corpus / "rejects.parquet").relative_to(work_root)),
+    )
+
+
+def _write_outputs(corpus, parts, work_root, meta, dup_of, kept_mask) -> None:
+    out_dir = work_root / STAGE / corpus
+    offset = 0
+    for part in parts:
+        with atomic_path(out_dir / Path(part.docs_path).name) as tmp:
+            src = pq.ParquetFile(work_root / part.docs_path)
+            with pq.ParquetWriter(tmp, src.schema_arrow, compression="zstd", compression_level=1,
+                                  use_dictionary=["corpus", "source_file", "lang"]) as w:
+                for batch in src.iter_batches(batch_size=2000):
+                    mask = kept_mask[offset: offset + batch.num_rows]
+                    offset += batch.num_rows
+                    w.write_table(pa.Table.from_batches([batch]).filter(pa.array(mask)))
+    rows = []
+    texts: dict[int, str | None] = {}
+    start = 0
+    rejected = np.array(sorted(dup_of), dtype=np.int64)
+    for part in parts:  # excerpts of the rejected only, by row position
+        pf = pq.ParquetFile(work_root / part.docs_path)
+        end = start + pf.metadata.num_rows
+        local = rejected[(rejected >= start) & (rejected < end)]
+        if len(local):
+            col = pf.read(columns=["text"]).column("text").take(pa.array(local - start))
+            texts.update({int(d): excerpt(t) for d, t in zip(local, col.to_pylist())})
+        start = end
+    for doc in sorted(dup_of):
+        reason, keep_id, sim = dup_of[doc]
+        rid = meta.column("id")[doc].as_py()
+        rows.append(dict(stage=STAGE, corpus=corpus, source_file=meta.column("source_file")[doc].as_py(),
+                         line=meta.column("line")[doc].as_py(), id=rid, reason=reason,
+                         detail=f"{reason.replace('_', ' ')} of {keep_id}", excerpt=texts.get(doc),
+                         duplicate_of=keep_id, similarity=sim))
+    with atomic_path(out_dir / "rejects.parquet") as tmp:
+        pq.write_table(pa.Table.from_pylist(rows, schema=REJECT_SCHEMA), tmp, compression="zstd")
+
+
+def make_dedup_tasks(retries: int):
+    """Thin Prefect wrappers: signatures mapped over parts (processes), clustering per corpus (in order)."""
+    from prefect import task
+    from prefect.cache_policies import NO_CACHE
+
+    sign = task(sign_part, name="minhash-signatures", task_run_name="minhash-{part.corpus}-{part.source_file}",
+                retries=retries, retry_delay_seconds=2, cache_policy=NO_CACHE, persist_result=False)
+    cluster = task(dedup_corpus, name="dedup-corpus", task_run_name="dedup-{corpus}", cache_policy=NO_CACHE,
+                   persist_result=False)
+    return sign, cluster

@@ -1,0 +1,147 @@
+"""The persistent dedup index: what every earlier corpus kept, so a new corpus is checked against it.
+
+Layout under <work>/dedup/index/:
+  registry.json                  corpora in registration order, their input fingerprints, the MinHash
+                                 settings; written last, so a corpus is in the index only when complete
+  exact/<corpus>.parquet         content_hash, id of every kept document
+  bands/band=NN/<corpus>.parquet key (uint64), row: one LSH band of every kept document with shingles
+  sigs/<corpus>.npy              kept documents' signatures (rows match exact/), memory-mapped on read
+Nothing is loaded whole into Python objects: a band is read as numpy arrays, one band at a time, and
+signatures are read only for the rows a candidate pair names. A lock file serialises runs.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tasks.workdir import atomic_path, write_json_atomic
+
+
+class DedupIndexError(RuntimeError):
+    """The index cannot be used as it is (missing or corrupt file, other settings, a held lock)."""
+
+
+class DedupIndex:
+    def __init__(self, work_root: Path, params: dict):
+        self.root = Path(work_root) / "dedup" / "index"
+        self.params = params
+        self.registry_path = self.root / "registry.json"
+        self.registry = self._load_registry()
+
+    def _load_registry(self) -> dict:
+        if not self.registry_path.exists():
+            return {"params": self.params, "corpora": []}
+        try:
+            reg = json.loads(self.registry_path.read_text(encoding="utf-8"))
+            names = [c["name"] for c in reg["corpora"]]
+        except (ValueError, KeyError, TypeError) as err:
+            raise DedupIndexError(f"dedup index registry is corrupt: {self.registry_path} ({err}); "
+                                  "refusing to reset dedup state — restore it or remove the index folder") from None
+        if reg.get("params") != self.params:
+            raise DedupIndexError(
+                f"the dedup index at {self.root} was built with other settings {reg.get('params')}, not "
+                f"{self.params}: use another work root, or remove {self.root} to rebuild it")
+        assert len(set(names)) == len(names)
+        return reg
+
+    @property
+    def corpora(self) -> list[str]:
+        return [c["name"] for c in self.registry["corpora"]]
+
+    def entry(self, name: str) -> dict | None:
+        return next((c for c in self.registry["corpora"] if c["name"] == name), None)
+
+    # --- reading -----------------------------------------------------------------------------------
+    def _read(self, path: Path, columns: list[str]) -> pa.Table:
+        if not path.exists():
+            raise DedupIndexError(f"dedup index file missing: {path} (the registry lists its corpus)")
+        try:
+            return pq.read_table(path, columns=columns)
+        except Exception as err:  # pyarrow raises several types for a damaged file
+            raise DedupIndexError(f"dedup index file is corrupt: {path} ({err})") from None
+
+    def exact(self) -> pa.Table:
+        """content_hash, id, corpus rank of every kept document of every registered corpus."""
+        parts = []
+        for rank, name in enumerate(self.corpora):
+            t = self._read(self.root / "exact" / f"{name}.parquet", ["content_hash", "id"])
+            parts.append(t.append_column("rank", pa.array(np.full(len(t), rank, np.int32))))
+        if not parts:
+            return pa.table({"content_hash": pa.array([], pa.string()), "id": pa.array([], pa.string()),
+                             "rank": pa.array([], pa.int32())})
+        return pa.concat_tables(parts)
+
+    def band(self, band: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(keys sorted, corpus rank, row) of one band over every registered corpus."""
+        keys, ranks, rows = [], [], []
+        for rank, name in enumerate(self.corpora):
+            t = self._read(self.root / "bands" / f"band={band:02d}" / f"{name}.parquet", ["key", "row"])
+            keys.append(t.column("key").to_numpy())
+            rows.append(t.column("row").to_numpy())
+            ranks.append(np.full(len(t), rank, np.int32))
+        if not keys:
+            return np.zeros(0, np.uint64), np.zeros(0, np.int32), np.zeros(0, np.int32)
+        k, c, r = np.concatenate(keys), np.concatenate(ranks), np.concatenate(rows)
+        order = np.argsort(k, kind="stable")
+        return k[order], c[order], r[order]
+
+    def signatures(self, rank: int) -> np.ndarray:
+        path = self.root / "sigs" / f"{self.corpora[rank]}.npy"
+        if not path.exists():
+            raise DedupIndexError(f"dedup index file missing: {path} (the registry lists its corpus)")
+        try:
+            return np.load(path, mmap_mode="r")
+        except (ValueError, OSError) as err:
+            raise DedupIndexError(f"dedup index file is corrupt: {path} ({err})") from None
+
+    def ids(self, rank: int) -> pa.Array:
+        return self._read(self.root / "exact" / f"{self.corpora[rank]}.parquet", ["id"]).column("id")
+
+    # --- writing -----------------------------------------------------------------------------------
+    def add(self, name: str, fingerprint: str, ids: pa.Array, hashes: pa.Array, sigs: np.ndarray,
+            has_shingles: np.ndarray, keys: np.ndarray) -> None:
+        """Register a corpus's kept documents. Files first, the registry last: a crash leaves no trace."""
+        if self.entry(name):
+            raise DedupIndexError(f"corpus {name!r} is already in the dedup index")
+        with atomic_path(self.root / "exact" / f"{name}.parquet") as tmp:
+            pq.write_table(pa.table({"content_hash": hashes, "id": ids}), tmp, compression="zstd")
+        with atomic_path(self.root / "sigs" / f"{name}.npy") as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, np.ascontiguousarray(sigs))
+        rows = np.flatnonzero(has_shingles).astype(np.int32)
+        for band in range(keys.shape[1]):
+            with atomic_path(self.root / "bands" / f"band={band:02d}" / f"{name}.parquet") as tmp:
+                pq.write_table(pa.table({"key": keys[rows, band], "row": rows}), tmp, compression="zstd")
+        self.registry["corpora"].append({"name": name, "fingerprint": fingerprint, "kept": len(ids)})
+        write_json_atomic(self.registry_path, self.registry)
+
+
+@contextlib.contextmanager
+def index_lock(work_root: Path, wait_seconds: float) -> Iterator[None]:
+    """One run at a time updates the index: a second waits up to `wait_seconds`, then refuses."""
+    path = Path(work_root) / "dedup" / "index.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise DedupIndexError(
+                        f"another run holds the dedup index lock {path} (waited {wait_seconds:.0f} s): "
+                        "wait for it to finish; two runs must not update one work root at once") from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
