@@ -31,7 +31,7 @@ STAGE = "dedup"
 
 def index_params(cfg: DedupConfig) -> dict:
     """The settings that make signatures comparable: the index is valid only under the same ones."""
-    lsh = lsh_params(cfg.threshold, cfg.num_perm)
+    lsh = lsh_params(cfg.threshold, cfg.num_perm, cfg.false_negative_weight)
     return {"ngram": cfg.ngram, "num_perm": cfg.num_perm, "seed": cfg.seed, "threshold": cfg.threshold,
             "verify_min_similarity": cfg.verify_min_similarity, "bands": lsh.bands, "rows": lsh.rows,
             "scheme": "affine32"}
@@ -67,6 +67,11 @@ def sign_part(part: FileResult, cfg: DedupConfig, work_root: str | Path) -> str:
             np.savez(f, sigs=sig, counts=cnt)
     write_json_atomic(out.with_suffix(".json"), {"stamp": stamp})
     return str(out)
+
+
+def _run_starts(sorted_values: np.ndarray) -> np.ndarray:
+    """True where a run of equal values begins (empty input, empty output)."""
+    return np.concatenate([[True], sorted_values[1:] != sorted_values[:-1]])[: len(sorted_values)]
 
 
 class _UnionFind:
@@ -110,15 +115,17 @@ def _candidate_edges(keys: np.ndarray, alive: np.ndarray, id_rank: np.ndarray, i
     """Pairs that share a band key: new-new (star to the bucket's first by id) and new-old."""
     edges = []
     live = np.flatnonzero(alive)
+    if len(live) == 0:
+        return np.zeros((0, 2), np.int64)
     for band in range(keys.shape[1]):
         k = keys[live, band]
         order = np.lexsort((id_rank[live], k))
         ks, docs = k[order], live[order]
-        same = np.concatenate([[False], ks[1:] == ks[:-1]])
+        same = ~_run_starts(ks)
         first = np.maximum.accumulate(np.where(~same, np.arange(len(ks)), 0))
         edges.append(np.stack([docs[first[same]], docs[same]], axis=1))
         old_k, old_rank, old_row = index.band(band)
-        if len(old_k):
+        if len(old_k) and len(k):
             pos = np.minimum(np.searchsorted(old_k, k), len(old_k) - 1)
             hit = old_k[pos] == k
             for doc, r, row in zip(live[hit], old_rank[pos[hit]], old_row[pos[hit]]):
@@ -167,7 +174,7 @@ def _decide_and_write(corpus, parts, cfg, work_root, index, fingerprint) -> Dedu
         dup_of[int(doc)] = (R.EXACT_DUPLICATE, old_exact.column("id")[int(at[doc])].as_py(), 1.0)
     group = hashes.dictionary_encode().indices.to_numpy()
     order = np.lexsort((id_rank, group))
-    first = np.concatenate([[True], group[order][1:] != group[order][:-1]])
+    first = _run_starts(group[order])
     keeper = order[np.maximum.accumulate(np.where(first, np.arange(n), 0))]
     for doc, keep in zip(order[~first], keeper[~first]):
         if int(doc) not in dup_of:
@@ -201,27 +208,36 @@ def _decide_and_write(corpus, parts, cfg, work_root, index, fingerprint) -> Dedu
     for node in set(uf.parent) | set(uf.parent.values()):
         clusters.setdefault(uf.find(node), []).append(node)
     old_ids: dict[int, pa.Array] = {}
+
+    def priority(m: int) -> tuple:
+        """Earlier-registered corpus first, then smallest id; this corpus ranks after every old one."""
+        if m < n:
+            return (len(index.corpora), int(id_rank[m]), "")
+        rank, row = node_info[m]
+        return (rank, 0, old_ids.setdefault(rank, index.ids(rank))[row].as_py())
+
+    def node_id(m: int) -> str:
+        return ids[m].as_py() if m < n else priority(m)[2]
+
     sizes: Counter[int] = Counter()
     largest: list[tuple[int, str]] = []
     for members in clusters.values():
-        members = sorted(set(members))
-        old = [m for m in members if m >= n]
-        if old:
-            def old_key(m):
-                rank, row = node_info[m]
-                return rank, old_ids.setdefault(rank, index.ids(rank))[row].as_py()
-            keep_node = min(old, key=old_key)
-            keep_id = old_key(keep_node)[1]
-        else:
-            keep_node = min(members, key=lambda m: id_rank[m])
-            keep_id = ids[keep_node].as_py()
-        new_members = [m for m in members if m < n]
-        sizes[len(members)] += 1
-        largest.append((len(members), keep_id))
-        keep_sig = sig_of(keep_node)
-        for m in new_members:
-            if m != keep_node:
-                dup_of[m] = (R.NEAR_DUPLICATE, keep_id, float(estimated_jaccard(sigs[m], keep_sig)))
+        # Star refinement of the union-find cluster: the best-ranked member keeps the documents that are
+        # similar to it; chained members (similar only through another) start a cluster of their own.
+        remaining = sorted(set(members), key=priority)
+        while remaining:
+            keep, rest = remaining[0], remaining[1:]
+            sims = estimated_jaccard(np.stack([sig_of(m) for m in rest]), sig_of(keep)) if rest else np.zeros(0)
+            near = [(m, float(sim)) for m, sim in zip(rest, sims) if sim >= cfg.verify_min_similarity]
+            remaining = [m for m, sim in zip(rest, sims) if sim < cfg.verify_min_similarity]
+            rejected_here = [(m, sim) for m, sim in near if m < n]
+            if not rejected_here:
+                continue
+            keep_id = node_id(keep)
+            for m, sim in rejected_here:
+                dup_of[m] = (R.NEAR_DUPLICATE, keep_id, sim)
+            sizes[1 + len(rejected_here)] += 1
+            largest.append((1 + len(rejected_here), keep_id))
 
     kept_mask = np.ones(n, bool)
     kept_mask[list(dup_of)] = False

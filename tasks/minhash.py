@@ -77,9 +77,9 @@ class LSHParams:
     rows: int
 
 
-def lsh_params(threshold: float, num_perm: int) -> LSHParams:
-    """datasketch's optimal bands × rows for a Jaccard threshold (equal weight on FP and FN)."""
-    b, r = _optimal_param(threshold, num_perm, 0.5, 0.5)
+def lsh_params(threshold: float, num_perm: int, false_negative_weight: float = 0.5) -> LSHParams:
+    """datasketch's optimal bands × rows for a Jaccard threshold and a weight of misses over false hits."""
+    b, r = _optimal_param(threshold, num_perm, 1.0 - false_negative_weight, false_negative_weight)
     return LSHParams(int(b), int(r))
 
 

@@ -13,7 +13,7 @@ from tests.conftest import SAMPLE
 
 def _hashes(root):
     return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted((root / "ingest").rglob("*.parquet"))}
+            for stage in ("ingest", "dedup") for p in sorted((root / stage).rglob("*.parquet"))}
 
 
 async def _artifacts(flow_run_id):
@@ -37,7 +37,11 @@ def test_curate_flow_on_the_sample(prefect_harness, tmp_path):
     on_disk = json.loads((tmp_path / "out" / "report.json").read_text())
     assert on_disk["docs_in"] == report["docs_in"] and on_disk["flow_run_id"] == report["flow_run_id"]
     arts = asyncio.run(_artifacts(report["flow_run_id"]))
-    assert {"curate-summary", "curate-corpora", "curate-ingest-progress"} <= set(arts)
+    assert {"curate-summary", "curate-corpora", "curate-ingest-progress", "curate-dedup"} <= set(arts)
+    assert report["stages"] == ["ingest", "dedup"]
+    legal = next(c for c in report["corpora"] if c["corpus"] == "legal")
+    assert legal["dedup"]["exact_duplicates"] + legal["dedup"]["near_duplicates"] > 0  # licences repeat
+    assert legal["by_reason"].get("near_duplicate", 0) == legal["dedup"]["near_duplicates"]
     assert "docs_in == kept + rejected: balanced" in arts["curate-summary"]["data"]
     assert arts["curate-ingest-progress"]["data"] == 100.0
 

@@ -1,0 +1,47 @@
+"""Peak resident memory of a child process and its descendants, sampled from /proc (psutil).
+
+ru_maxrss cannot be used for a child started from a large parent: Linux carries the parent's
+high-water mark across fork and exec, so every child would report at least the parent's peak.
+"""
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+
+
+def run_measured(cmd: list[str], interval: float = 0.05) -> tuple[str, float, float, float]:
+    """Run cmd; return (stdout, wall seconds, peak RSS MB of the largest process, peak MB of the tree)."""
+    import psutil
+
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak_one = peak_sum = 0.0
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak_one, peak_sum
+        root = psutil.Process(proc.pid)
+        while not stop.is_set():
+            try:
+                procs = [root, *root.children(recursive=True)]
+                sizes = []
+                for p in procs:
+                    try:
+                        sizes.append(p.memory_info().rss / 2**20)
+                    except psutil.Error:
+                        pass
+                if sizes:
+                    peak_one, peak_sum = max(peak_one, max(sizes)), max(peak_sum, sum(sizes))
+            except psutil.Error:
+                pass
+            stop.wait(interval)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    out, err = proc.communicate()
+    stop.set()
+    thread.join()
+    if proc.returncode:
+        raise RuntimeError(f"{cmd[:3]} failed ({proc.returncode}):\n{err[-3000:]}")
+    return out, time.perf_counter() - t0, peak_one, peak_sum

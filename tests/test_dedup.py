@@ -1,0 +1,185 @@
+"""Dedup on real text: datasketch parity, near-duplicate families, cross-corpus, re-runs, bad input."""
+import gzip
+import hashlib
+import importlib.util
+import json
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from datasketch import MinHash
+
+from schemas.config import DedupConfig, IngestConfig
+from tasks.dedup import dedup_corpus, sign_part
+from tasks.dedup_index import DedupIndexError, index_lock
+from tasks.ingest import FileJob, ingest_file
+from tasks.minhash import SCHEME, MinHasher, shingle_hash, shingles_of
+from tests.conftest import REPO, head_lines
+
+BENCH = REPO.parent / "shared" / "bench" / "make_neardups.py"
+
+
+def _neardups():
+    spec = importlib.util.spec_from_file_location("make_neardups", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def run_corpus(work, name, path, cfg=DedupConfig()):
+    part = ingest_file(FileJob(name, str(path), path.name), IngestConfig(), work, "h")
+    sign_part(part, cfg, work)
+    return dedup_corpus(name, [part], cfg, work)
+
+
+def rejects(work, name):
+    return pq.read_table(work / "dedup" / name / "rejects.parquet").to_pylist()
+
+
+def kept_ids(work, name):
+    return [i for p in sorted((work / "dedup" / name).glob("*.docs.parquet"))
+            for i in pq.read_table(p, columns=["id"]).column("id").to_pylist()]
+
+
+def write_jsonl_gz(path, records):
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    return path
+
+
+def test_signatures_equal_datasketch_on_real_text(shared_corpora):
+    texts = [json.loads(x)["text"] for x in head_lines(shared_corpora / "code.jsonl.gz", 12)]
+    texts += ["too short", ""]
+    hasher = MinHasher(chunk_shingles=256)  # small chunks: the huge-document path runs too
+    sigs, counts = hasher.signatures(texts)
+    assert counts.max() > 256 and counts[-1] == 0
+    for text, sig in zip(texts, sigs):
+        ref = MinHash(num_perm=128, seed=1, scheme=SCHEME, hashfunc=shingle_hash)
+        ref.update_batch(shingles_of(text, 5))
+        assert np.array_equal(ref.hashvalues, sig)
+    lean = hasher.lean(sigs[0])
+    ref = MinHash(num_perm=128, seed=1, scheme=SCHEME, hashfunc=shingle_hash)
+    ref.update_batch(shingles_of(texts[0], 5))
+    assert lean.jaccard(ref) == 1.0
+
+
+@pytest.fixture(scope="module")
+def neardup_set(tmp_path_factory, shared_corpora):
+    out = tmp_path_factory.mktemp("neardups")
+    subprocess.run([sys.executable, str(BENCH), str(out), str(shared_corpora / "literature.jsonl.gz"),
+                    str(shared_corpora / "legal.jsonl.gz"), "--docs", "500", "--dup-frac", "0.3"],
+                   check=True, stdout=subprocess.DEVNULL)
+    records = [json.loads(x) for x in gzip.open(out / "docs.jsonl.gz", "rt")]
+    pairs = [json.loads(x) for x in open(out / "pairs.jsonl")]
+    return out / "docs.jsonl.gz", records, pairs
+
+
+def test_near_duplicate_families_are_found_and_unrelated_text_is_not_merged(tmp_path, neardup_set):
+    path, records, pairs = neardup_set
+    rep = run_corpus(tmp_path, "set", path)
+    assert rep.docs_in == len(records) == rep.kept + rep.rejected
+    assert rep.near_duplicates > 50
+    rej = rejects(tmp_path, "set")
+    rep_of = {r["id"]: r["duplicate_of"] for r in rej}
+    kept = set(kept_ids(tmp_path, "set"))
+    assert all(k in kept for k in rep_of.values()), "every reject points at a kept twin"
+    positive = [p for p in pairs if p["jaccard"] >= 0.8]
+    same = sum(rep_of.get(p["a"], p["a"]) == rep_of.get(p["b"], p["b"]) for p in positive)
+    assert same / len(positive) >= 0.9
+    mod, text = _neardups(), {r["id"]: r["text"] for r in records}
+    near = [r for r in rej if r["reason"] == "near_duplicate"]
+    true_j = [mod.jaccard(mod.shingles(text[r["id"]]), mod.shingles(text[r["duplicate_of"]])) for r in near]
+    assert sum(j >= 0.7 for j in true_j) / len(near) >= 0.95
+    assert all(r["excerpt"] and 0.7 <= r["similarity"] <= 1.0 and r["source_file"] == path.name for r in near)
+
+
+def test_second_corpus_copies_are_removed_and_first_is_untouched(tmp_path, shared_corpora):
+    lines = [json.loads(x) for x in head_lines(shared_corpora / "literature.jsonl.gz", 120)]
+    first = write_jsonl_gz(tmp_path / "first.jsonl.gz", lines[:80])
+    copies = [{"id": f"copy-{r['id']}", "text": r["text"].replace(" the ", " the very ", 2)} for r in lines[:20]]
+    exact = [{"id": f"same-{r['id']}", "text": r["text"]} for r in lines[20:25]]
+    second = write_jsonl_gz(tmp_path / "second.jsonl.gz", copies + exact + lines[80:120])
+    work = tmp_path / "w"
+    run_corpus(work, "first", first)
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (work / "dedup" / "first").iterdir()}
+    rep = run_corpus(work, "second", second)
+    assert rep.near_duplicates == 20 and rep.exact_duplicates == 5 and rep.kept == 40
+    for r in rejects(work, "second"):
+        assert r["duplicate_of"] == r["id"].split("-", 1)[1]
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (work / "dedup" / "first").iterdir()}
+    assert after == before
+    registry = json.loads((work / "dedup" / "index" / "registry.json").read_text())
+    assert [c["name"] for c in registry["corpora"]] == ["first", "second"]
+    # a re-run is a no-op; a fresh work root gives identical decisions and bytes
+    again = run_corpus(work, "second", second)
+    assert again.reused and again.kept == rep.kept
+    fresh = tmp_path / "fresh"
+    run_corpus(fresh, "first", first)
+    run_corpus(fresh, "second", second)
+    for name in ("rejects.parquet", "second.jsonl.gz-" ):
+        for p in (work / "dedup" / "second").glob(f"{name}*parquet"):
+            assert p.read_bytes() == (fresh / "dedup" / "second" / p.name).read_bytes()
+
+
+def test_changed_content_under_an_old_name_is_refused(tmp_path, shared_corpora):
+    lines = [json.loads(x) for x in head_lines(shared_corpora / "legal.jsonl.gz", 30)]
+    path = write_jsonl_gz(tmp_path / "c.jsonl.gz", lines[:20])
+    run_corpus(tmp_path / "w", "c", path)
+    write_jsonl_gz(path, lines[10:30])
+    with pytest.raises(DedupIndexError, match="already in the dedup index with other content"):
+        run_corpus(tmp_path / "w", "c", path)
+
+
+def test_short_and_empty_corpora(tmp_path):
+    words = write_jsonl_gz(tmp_path / "w.jsonl.gz", [{"id": f"{i}", "text": t} for i, t in
+                                                      enumerate(["hello", "hello", "two words", "hello"])])
+    rep = run_corpus(tmp_path / "a", "short", words)
+    assert rep.too_short_for_minhash == 4 and rep.exact_duplicates == 2 and rep.near_duplicates == 0
+    empty = tmp_path / "e.jsonl"
+    empty.write_text("")
+    rep = run_corpus(tmp_path / "a", "empty", empty)
+    assert rep.docs_in == 0 and rep.kept == 0
+
+
+def test_corrupt_or_missing_index_partition_is_a_clear_error(tmp_path, shared_corpora):
+    lines = [json.loads(x) for x in head_lines(shared_corpora / "literature.jsonl.gz", 40)]
+    a = write_jsonl_gz(tmp_path / "a.jsonl.gz", lines[:20])
+    b = write_jsonl_gz(tmp_path / "b.jsonl.gz", lines[20:])
+    work = tmp_path / "w"
+    run_corpus(work, "a", a)
+    band = work / "dedup" / "index" / "bands" / "band=03" / "a.parquet"
+    band.write_bytes(b"PAR1 garbage")
+    with pytest.raises(DedupIndexError, match=r"corrupt: .*band=03/a\.parquet"):
+        run_corpus(work, "b", b)
+    band.unlink()
+    with pytest.raises(DedupIndexError, match=r"missing: .*band=03/a\.parquet"):
+        run_corpus(work, "b", b)
+    (work / "dedup" / "index" / "registry.json").write_text("{not json")
+    with pytest.raises(DedupIndexError, match="registry is corrupt"):
+        run_corpus(work, "b", b)
+
+
+def test_second_run_on_the_same_work_root_waits_then_refuses(tmp_path):
+    held, release = threading.Event(), threading.Event()
+
+    def holder():
+        with index_lock(tmp_path, 1):
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    held.wait(5)
+    try:
+        with pytest.raises(DedupIndexError, match="another run holds the dedup index lock"):
+            with index_lock(tmp_path, 0.5):
+                pass
+    finally:
+        release.set()
+        t.join()
+    with index_lock(tmp_path, 0.5):  # free again once the first run is done
+        pass
