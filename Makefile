@@ -23,7 +23,9 @@ test: install
 	$(PY) -m pytest -q
 
 bench: install
+	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) tests/benchmarks/bench_ingest.py
+	$(PY) tests/benchmarks/bench_dedup.py
 
 clean:
 	rm -rf out .pytest_cache

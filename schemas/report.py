@@ -6,12 +6,22 @@ from collections import Counter
 from pydantic import BaseModel, Field, computed_field
 
 
-class FileResult(BaseModel):
+class Counts(BaseModel):
+    """What a unit of work (a file, a stage on a corpus, a corpus) took in, kept and rejected."""
+
     corpus: str
-    source_file: str
     docs_in: int = 0
     kept: int = 0
     rejected: int = 0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def balanced(self) -> bool:
+        return self.docs_in == self.kept + self.rejected
+
+
+class FileResult(Counts):
+    source_file: str
     by_reason: dict[str, int] = Field(default_factory=dict)
     bytes_in: int = 0  # bytes of the input file as stored (compressed if it is)
     text_bytes: int = 0  # UTF-8 bytes of kept, normalised text
@@ -22,11 +32,7 @@ class FileResult(BaseModel):
     seconds: float = 0.0
 
 
-class DedupReport(BaseModel):
-    corpus: str
-    docs_in: int = 0
-    kept: int = 0
-    rejected: int = 0
+class DedupReport(Counts):
     exact_duplicates: int = 0
     near_duplicates: int = 0
     too_short_for_minhash: int = 0  # fewer words than one shingle: exact hash only
@@ -39,23 +45,14 @@ class DedupReport(BaseModel):
     seconds: float = 0.0
 
 
-class CorpusReport(BaseModel):
-    corpus: str
+class CorpusReport(Counts):
     files: int = 0
     files_reused: int = 0
-    docs_in: int = 0
-    kept: int = 0
-    rejected: int = 0
     by_reason: dict[str, int] = Field(default_factory=dict)
     bytes_in: int = 0
     text_bytes: int = 0
     langs: dict[str, int] = Field(default_factory=dict)
     dedup: DedupReport | None = None
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def balanced(self) -> bool:
-        return self.docs_in == self.kept + self.rejected
 
 
 class RunReport(BaseModel):
