@@ -23,7 +23,7 @@ from schemas.documents import REJECT_SCHEMA, excerpt
 from schemas.documents import RejectReason as R
 from schemas.report import DedupReport, FileResult
 from tasks.dedup_index import DedupIndex, index_lock
-from tasks.minhash import LSHParams, MinHasher, band_keys, estimated_jaccard, lsh_params
+from tasks.minhash import LSHParams, MinHasher, band_keys, lsh_params, shingle_hashes, word_hashes, words_of
 from tasks.workdir import atomic_path, file_fingerprint, read_json, write_json_atomic
 
 STAGE = "dedup"
@@ -159,6 +159,47 @@ def dedup_corpus(corpus: str, parts: list[FileResult], cfg: DedupConfig, work_ro
         return report
 
 
+class _ShingleSets:
+    """Unique shingle hashes of the documents that candidate pairs name, read and hashed on demand."""
+
+    def __init__(self, parts, work_root, index, node_info, n, ngram):
+        self.parts, self.work_root, self.index, self.node_info, self.n, self.ngram = \
+            parts, work_root, index, node_info, n, ngram
+        self.starts = np.cumsum([0] + [pq.ParquetFile(work_root / p.docs_path).metadata.num_rows for p in parts])
+        self.cache: dict[int, np.ndarray] = {}
+        self.pairs: dict[tuple[int, int], float] = {}
+
+    def _where(self, node: int) -> tuple[Path, int]:
+        if node < self.n:
+            k = int(np.searchsorted(self.starts, node, side="right")) - 1
+            return self.work_root / self.parts[k].docs_path, int(node - self.starts[k])
+        return self.index.locate(*self.node_info[node])
+
+    def prefetch(self, nodes) -> None:
+        """Hash the shingles of these documents, reading each Parquet file once (one part at a time)."""
+        by_file: dict[Path, list[tuple[int, int]]] = {}
+        for node in sorted(set(nodes) - set(self.cache)):
+            path, row = self._where(node)
+            by_file.setdefault(path, []).append((node, row))
+        for path, wanted in by_file.items():
+            texts = pq.read_table(path, columns=["text"]).column("text").take(pa.array([r for _, r in wanted]))
+            for (node, _), text in zip(wanted, texts.to_pylist()):
+                self.cache[node] = np.unique(shingle_hashes(word_hashes(words_of(text)), self.ngram))
+
+    def shingles(self, node: int) -> np.ndarray:
+        if node not in self.cache:
+            self.prefetch([node])
+        return self.cache[node]
+
+    def jaccard(self, a: int, b: int) -> float:
+        key = (min(a, b), max(a, b))
+        if key not in self.pairs:
+            sa, sb = self.shingles(a), self.shingles(b)
+            inter = len(np.intersect1d(sa, sb, assume_unique=True))
+            self.pairs[key] = inter / max(1, len(sa) + len(sb) - inter)
+        return self.pairs[key]
+
+
 def _decide_and_write(corpus, parts, cfg, work_root, index, fingerprint) -> DedupReport:
     meta, sigs, counts = _load_corpus(parts, work_root)
     n = len(meta)
@@ -186,24 +227,15 @@ def _decide_and_write(corpus, parts, cfg, work_root, index, fingerprint) -> Dedu
     alive = (counts > 0) & ~np.isin(np.arange(n), list(dup_of))
     old_nodes: dict[tuple[int, int], int] = {}
     edges = _candidate_edges(keys, alive, id_rank, index, n, old_nodes)
-    old_sig = {}
     node_info = {v: k for k, v in old_nodes.items()}
-
-    def sig_of(node: int) -> np.ndarray:
-        if node < n:
-            return sigs[node]
-        rank, row = node_info[node]
-        if rank not in old_sig:
-            old_sig[rank] = index.signatures(rank)
-        return np.asarray(old_sig[rank][row])
+    shingle_sets = _ShingleSets(parts, work_root, index, node_info, n, cfg.ngram)
+    jaccard = shingle_sets.jaccard
+    shingle_sets.prefetch(edges.ravel().tolist())
 
     uf = _UnionFind()
-    if len(edges):
-        sim = estimated_jaccard(np.stack([sig_of(int(a)) for a in edges[:, 0]]),
-                                np.stack([sig_of(int(b)) for b in edges[:, 1]]))
-        for (a, b), s in zip(edges, sim):
-            if s >= cfg.verify_min_similarity:
-                uf.union(int(a), int(b))
+    for a, b in edges:  # candidates are verified on their true shingle-set Jaccard
+        if jaccard(int(a), int(b)) >= cfg.verify_min_similarity:
+            uf.union(int(a), int(b))
     clusters: dict[int, list[int]] = {}
     for node in set(uf.parent) | set(uf.parent.values()):
         clusters.setdefault(uf.find(node), []).append(node)
@@ -227,7 +259,7 @@ def _decide_and_write(corpus, parts, cfg, work_root, index, fingerprint) -> Dedu
         remaining = sorted(set(members), key=priority)
         while remaining:
             keep, rest = remaining[0], remaining[1:]
-            sims = estimated_jaccard(np.stack([sig_of(m) for m in rest]), sig_of(keep)) if rest else np.zeros(0)
+            sims = [jaccard(m, keep) for m in rest]
             near = [(m, float(sim)) for m, sim in zip(rest, sims) if sim >= cfg.verify_min_similarity]
             remaining = [m for m, sim in zip(rest, sims) if sim < cfg.verify_min_similarity]
             rejected_here = [(m, sim) for m, sim in near if m < n]
@@ -243,8 +275,13 @@ def _decide_and_write(corpus, parts, cfg, work_root, index, fingerprint) -> Dedu
     kept_mask[list(dup_of)] = False
     _write_outputs(corpus, parts, work_root, meta, dup_of, kept_mask)
     kept = np.flatnonzero(kept_mask)
-    index.add(corpus, fingerprint, ids.take(pa.array(kept)), hashes.take(pa.array(kept)), sigs[kept],
-              counts[kept] > 0, keys[kept])
+    kept_parts, start = [], 0
+    for part in parts:
+        rows = pq.ParquetFile(work_root / part.docs_path).metadata.num_rows
+        kept_parts.append([str(Path(STAGE) / corpus / Path(part.docs_path).name), int(kept_mask[start:start + rows].sum())])
+        start += rows
+    index.add(corpus, fingerprint, ids.take(pa.array(kept)), hashes.take(pa.array(kept)), counts[kept] > 0,
+              keys[kept], kept_parts)
     reasons = Counter(r for r, _, _ in dup_of.values())
     return DedupReport(
         corpus=corpus, docs_in=n, kept=int(kept_mask.sum()), rejected=len(dup_of),

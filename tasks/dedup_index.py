@@ -3,11 +3,11 @@
 Layout under <work>/dedup/index/:
   registry.json                  corpora in registration order, their input fingerprints, the MinHash
                                  settings; written last, so a corpus is in the index only when complete
-  exact/<corpus>.parquet         content_hash, id of every kept document
+  exact/<corpus>.parquet         content_hash, id of every kept document (row order = kept files' order)
   bands/band=NN/<corpus>.parquet key (uint64), row: one LSH band of every kept document with shingles
-  sigs/<corpus>.npy              kept documents' signatures (rows match exact/), memory-mapped on read
-Nothing is loaded whole into Python objects: a band is read as numpy arrays, one band at a time, and
-signatures are read only for the rows a candidate pair names. A lock file serialises runs.
+The registry also names each corpus's kept-document files, so verification reads the text of just the
+rows a candidate pair names. Nothing is loaded whole into Python objects: a band is read as numpy
+arrays, one band at a time. A lock file serialises runs.
 """
 from __future__ import annotations
 
@@ -93,34 +93,34 @@ class DedupIndex:
         order = np.argsort(k, kind="stable")
         return k[order], c[order], r[order]
 
-    def signatures(self, rank: int) -> np.ndarray:
-        path = self.root / "sigs" / f"{self.corpora[rank]}.npy"
-        if not path.exists():
-            raise DedupIndexError(f"dedup index file missing: {path} (the registry lists its corpus)")
-        try:
-            return np.load(path, mmap_mode="r")
-        except (ValueError, OSError) as err:
-            raise DedupIndexError(f"dedup index file is corrupt: {path} ({err})") from None
+    def locate(self, rank: int, row: int) -> tuple[Path, int]:
+        """The kept-documents Parquet file and row that hold row `row` of a registered corpus."""
+        entry = self.registry["corpora"][rank]
+        work_root = self.root.parent.parent
+        for rel, rows in entry["parts"]:
+            if row < rows:
+                path = work_root / rel
+                if not path.exists():
+                    raise DedupIndexError(f"kept documents of corpus {entry['name']!r} missing: {path}")
+                return path, row
+            row -= rows
+        raise DedupIndexError(f"dedup index row {row} beyond the kept documents of {entry['name']!r}")
 
     def ids(self, rank: int) -> pa.Array:
         return self._read(self.root / "exact" / f"{self.corpora[rank]}.parquet", ["id"]).column("id")
 
     # --- writing -----------------------------------------------------------------------------------
-    def add(self, name: str, fingerprint: str, ids: pa.Array, hashes: pa.Array, sigs: np.ndarray,
-            has_shingles: np.ndarray, keys: np.ndarray) -> None:
+    def add(self, name: str, fingerprint: str, ids: pa.Array, hashes: pa.Array, has_shingles: np.ndarray, keys: np.ndarray, parts: list[list]) -> None:
         """Register a corpus's kept documents. Files first, the registry last: a crash leaves no trace."""
         if self.entry(name):
             raise DedupIndexError(f"corpus {name!r} is already in the dedup index")
         with atomic_path(self.root / "exact" / f"{name}.parquet") as tmp:
             pq.write_table(pa.table({"content_hash": hashes, "id": ids}), tmp, compression="zstd")
-        with atomic_path(self.root / "sigs" / f"{name}.npy") as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, np.ascontiguousarray(sigs))
         rows = np.flatnonzero(has_shingles).astype(np.int32)
         for band in range(keys.shape[1]):
             with atomic_path(self.root / "bands" / f"band={band:02d}" / f"{name}.parquet") as tmp:
                 pq.write_table(pa.table({"key": keys[rows, band], "row": rows}), tmp, compression="zstd")
-        self.registry["corpora"].append({"name": name, "fingerprint": fingerprint, "kept": len(ids)})
+        self.registry["corpora"].append({"name": name, "fingerprint": fingerprint, "kept": len(ids), "parts": parts})
         write_json_atomic(self.registry_path, self.registry)
 
 

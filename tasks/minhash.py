@@ -144,8 +144,3 @@ def band_keys(sigs: np.ndarray, params: LSHParams) -> np.ndarray:
                 acc = (acc ^ cols[:, j]) * np.uint64(0x100000001B3) + _GRAM_MULT[j % 16]
             keys[:, band] = acc
     return keys
-
-
-def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:
-    """Row-wise fraction of equal slots: datasketch's MinHash.jaccard, for many pairs at once."""
-    return (sig_a == sig_b).mean(axis=-1)
