@@ -22,7 +22,7 @@ from schemas.config import DedupConfig
 from schemas.documents import REJECT_SCHEMA, excerpt
 from schemas.documents import RejectReason as R
 from schemas.report import DedupReport, FileResult
-from tasks.dedup_index import DedupIndex, index_lock
+from tasks.dedup_index import DedupIndex, DedupIndexError, index_lock
 from tasks.minhash import LSHParams, MinHasher, band_keys, lsh_params, shingle_hashes, word_hashes, words_of
 from tasks.workdir import atomic_path, file_fingerprint, read_json, write_json_atomic
 
@@ -147,7 +147,6 @@ def dedup_corpus(corpus: str, parts: list[FileResult], cfg: DedupConfig, work_ro
         if entry is not None:
             done = read_json(out_dir / "_done.json")
             if entry["fingerprint"] != fingerprint or done is None:
-                from tasks.dedup_index import DedupIndexError
                 raise DedupIndexError(
                     f"corpus {corpus!r} is already in the dedup index with other content: earlier decisions never "
                     "change, so curate the new content under a new corpus name (NAME=PATH)")
