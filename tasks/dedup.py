@@ -103,6 +103,11 @@ def _load_corpus(parts: list[FileResult], work_root: Path) -> tuple[pa.Table, np
     return meta, np.concatenate(sigs), np.concatenate(counts)
 
 
+def _part_starts(parts: list[FileResult]) -> np.ndarray:
+    """Row offsets of each ingest part in the corpus's concatenated order (a part holds `kept` rows)."""
+    return np.cumsum([0] + [p.kept for p in parts])
+
+
 def _corpus_fingerprint(parts: list[FileResult], work_root: Path) -> str:
     h = hashlib.sha256()
     for part in sorted(parts, key=lambda p: p.docs_path):
@@ -164,7 +169,7 @@ class _ShingleSets:
     def __init__(self, parts, work_root, index, node_info, n, ngram):
         self.parts, self.work_root, self.index, self.node_info, self.n, self.ngram = \
             parts, work_root, index, node_info, n, ngram
-        self.starts = np.cumsum([0] + [pq.ParquetFile(work_root / p.docs_path).metadata.num_rows for p in parts])
+        self.starts = _part_starts(parts)
         self.cache: dict[int, np.ndarray] = {}
         self.pairs: dict[tuple[int, int], float] = {}
 
@@ -274,11 +279,8 @@ def _decide_and_write(corpus, parts, cfg, work_root, index, fingerprint) -> Dedu
     kept_mask[list(dup_of)] = False
     _write_outputs(corpus, parts, work_root, meta, dup_of, kept_mask)
     kept = np.flatnonzero(kept_mask)
-    kept_parts, start = [], 0
-    for part in parts:
-        rows = pq.ParquetFile(work_root / part.docs_path).metadata.num_rows
-        kept_parts.append([str(Path(STAGE) / corpus / Path(part.docs_path).name), int(kept_mask[start:start + rows].sum())])
-        start += rows
+    kept_parts = [[str(Path(STAGE) / corpus / Path(part.docs_path).name), int(kept_mask[a:b].sum())]
+                  for part, a, b in zip(parts, _part_starts(parts)[:-1], _part_starts(parts)[1:])]
     index.add(corpus, fingerprint, ids.take(pa.array(kept)), hashes.take(pa.array(kept)), counts[kept] > 0,
               keys[kept], kept_parts)
     reasons = Counter(r for r, _, _ in dup_of.values())
