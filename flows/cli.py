@@ -58,6 +58,54 @@ def print_summary(report: dict) -> None:
                       f"{d['near_duplicates']:,}", " ".join(f"{k}→{v}" for k, v in d["cluster_sizes"].items()),
                       f"{largest['size']} ({largest['kept_id']})" if largest else "")
         console.print(t)
+    classified = [c for c in report["corpora"] if c.get("classify")]
+    if classified:
+        t = Table(title="classify (kept documents per domain)")
+        for col in ("corpus", "in", "kept", "domains", "rule drops", "PII found"):
+            t.add_column(col, justify="right" if col in ("in", "kept", "rule drops") else "left")
+        for c in classified:
+            cl = c["classify"]
+            doms = " ".join(f"{d} {n:,}" for d, n in sorted(cl["domains"].items(), key=lambda kv: -kv[1]))
+            drops = sum(v for k, v in cl["by_reason"].items() if k not in ("low_quality_score", "pii"))
+            t.add_row(c["corpus"], f"{cl['docs_in']:,}", f"{cl['kept']:,}", doms, f"{drops:,}",
+                      " ".join(f"{k} {v:,}" for k, v in cl["pii"].items()) or "none")
+        console.print(t)
+
+
+@app.command("train-classifier")
+def train_classifier(
+    kind: str = typer.Argument(..., help="domain or quality"),
+    data: Path = typer.Option(..., "--data", "-d", help="Labeled JSONL(.gz): text, a label field, optional family."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for model.bin, metrics.json (and model.ftz)."),
+    label_field: str = typer.Option("domain", "--label-field", help="The field holding the label (domain kind); "
+                                    "for quality, the field naming each record's domain, whose rules give its label."),
+    quantize: bool = typer.Option(False, "--quantize", help="Also write a quantised model.ftz."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config: max_chars, quality rules."),
+) -> None:
+    """Train a fastText classifier; the held-out split keeps each source family on one side."""
+    from schemas.config import ConfigError, load_config
+    from tasks.classifier import ClassifierError
+    from tasks.classify_models import train_kind
+    from tasks.quality_rules import RuleConfigError
+
+    if kind not in ("domain", "quality"):
+        _fail(f"unknown classifier kind {kind!r}: use domain or quality")
+    try:
+        cfg = load_config(config)
+        with console.status(f"training the {kind} classifier on {data}…"):
+            metrics = train_kind(kind, data, out, cfg.classify, label_field=label_field, quantize=quantize)
+    except (ConfigError, ClassifierError, RuleConfigError) as err:
+        _fail(str(err))
+    t = Table(title=f"{kind} classifier, held-out split ({metrics['test_docs']} docs, "
+                    f"{metrics['test_families']} families)")
+    for col in ("label", "precision", "recall", "F1", "support"):
+        t.add_column(col, justify="left" if col == "label" else "right")
+    for lab, m in metrics["per_label"].items():
+        t.add_row(lab, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
+    console.print(t)
+    console.print(f"macro-F1 [bold]{metrics['macro_f1']:.4f}[/], accuracy {metrics['accuracy']:.4f}"
+                  + (f", quantised macro-F1 {metrics['quantized_macro_f1']:.4f}" if quantize else ""))
+    console.print(f"model: [bold]{out}/model.bin[/]  metrics: [bold]{out}/metrics.json[/]")
 
 
 @app.command()
@@ -68,19 +116,31 @@ def run(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (see schemas/config.py)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
 ) -> None:
-    """Run the curate flow: ingest (and the stages built so far) with a report of every document."""
+    """Run the curate flow: ingest → dedup → classify, with a report of every document."""
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     from schemas.config import ConfigError, load_config
+    from tasks.classifier import ClassifierError
+    from tasks.classify_models import resolve_models
     from tasks.inputs import InputError, resolve_inputs
+    from tasks.quality_rules import RuleConfigError
 
     from flows import curate as curate_flow
 
-    try:  # every argument is checked before anything runs
+    try:  # every argument, rule name and model is checked before anything runs
         cfg = load_config(config)
         resolve_inputs(list(inputs) if inputs else curate_flow.default_inputs(cfg))
-    except (ConfigError, InputError) as err:
+        if cfg.classify.enabled:
+            with console.status("classifier models (the defaults train once, about 20 s, then come from the cache)…"):
+                resolve_models(cfg.classify)
+    except (ConfigError, InputError, ClassifierError, RuleConfigError) as err:
         _fail(str(err))
+    _run_with_progress(inputs, out, config)
+
+
+def _run_with_progress(inputs, out: Path, config: Optional[Path]) -> None:
+    from flows import curate as curate_flow
+
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[last]}"), console=console, transient=False) as progress:
         bars: dict[str, int] = {}
@@ -101,6 +161,8 @@ def run(
     console.print(f"outputs: [bold]{out}/ingest/<corpus>/[/] (documents and rejects as Parquet)")
     if any(c.get("dedup") for c in report["corpora"]):
         console.print(f"         [bold]{out}/dedup/<corpus>/[/] (unique documents, duplicate rejects with their kept twin)")
+    if any(c.get("classify") for c in report["corpora"]):
+        console.print(f"         [bold]{out}/classify/<corpus>/[/] (annotations beside the documents, rule rejects)")
     console.print(f"report:  [bold]{out}/report.json[/]")
 
 

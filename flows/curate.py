@@ -1,4 +1,4 @@
-"""The `curate` flow: ingest → dedup (→ classify → tokenize → mix, as those stages land).
+"""The `curate` flow: ingest → dedup → classify (→ tokenize → mix, as those stages land).
 
 Wiring and reporting only: each stage's work is a plain function in tasks/.
 """
@@ -17,11 +17,15 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ProcessPoolTaskRunner
 
 from schemas.config import CurateConfig, load_config
-from schemas.report import DedupReport, FileResult, RunReport, add_stage, summarise_corpus, total_into
+from schemas.report import ClassifyPartResult, ClassifyReport, DedupReport, FileResult, RunReport, add_stage, \
+    summarise_classify, summarise_corpus, total_into
+from tasks.classify import PartRef, make_classify_task
+from tasks.classify_models import resolve_models
 from tasks.dedup import make_dedup_tasks
 from tasks.ingest import make_ingest_task
 from tasks.inputs import Corpus, resolve_inputs
-from tasks.report import corpus_rows, dedup_rows, markdown_summary, reason_rows, write_report
+from tasks.report import classify_markdown, classify_rows, corpus_rows, dedup_rows, markdown_summary, reason_rows, \
+    write_report
 from tasks.workdir import write_json_atomic
 
 from flows.runtime import prefect_api
@@ -100,6 +104,30 @@ def run_dedup(ingested: dict[str, list[FileResult]], cfg: CurateConfig, work_roo
     return reports
 
 
+def run_classify(parts: dict[str, list[str]], cfg: CurateConfig, work_root: Path) -> dict[str, ClassifyReport]:
+    """Domain, quality, rules and PII over every documents part, mapped across worker processes."""
+    logger = get_run_logger()
+    models = resolve_models(cfg.classify)  # the default models train here, once, before any task needs them
+    logger.info("classify models: domain %s, quality %s", models.domain_path, models.quality_path)
+    classify_task = make_classify_task(cfg.runner.retries)
+    refs = [PartRef(corpus, path) for corpus, paths in parts.items() for path in paths]
+    progress_id = create_progress_artifact(0.0, key=_artifact_key("classify-progress"),
+                                           description="classify: document parts done / parts")
+    futures = [classify_task.submit(ref, cfg.classify, models, str(work_root)) for ref in refs]
+    results: dict[str, list[ClassifyPartResult]] = {c: [] for c in parts}
+    _notify("classify", 0, len(refs), "")
+    for done, fut in enumerate(as_completed(futures), start=1):
+        res: ClassifyPartResult = fut.result()
+        results[res.corpus].append(res)
+        update_progress_artifact(progress_id, 100.0 * done / max(1, len(refs)))
+        _notify("classify", done, len(refs), res.docs_path)
+    reports = {c: summarise_classify(c, r) for c, r in results.items()}
+    for c, rep in reports.items():
+        logger.info("classify %s: %d in, %d kept, domains %s, rejected %s", c, rep.docs_in, rep.kept, rep.domains,
+                    rep.by_reason)
+    return reports
+
+
 def publish(report: RunReport) -> None:
     create_markdown_artifact(markdown_summary(report), key=_artifact_key("summary"),
                              description="Documents in, kept and rejected, per corpus")
@@ -110,6 +138,11 @@ def publish(report: RunReport) -> None:
     if "dedup" in report.stages:
         create_table_artifact(dedup_rows(report), key=_artifact_key("dedup"),
                               description="Duplicates removed per corpus, cluster sizes, largest clusters")
+    if "classify" in report.stages:
+        create_table_artifact(classify_rows(report), key=_artifact_key("domains"),
+                              description="Kept documents per corpus and domain, rule drops and PII found")
+        create_markdown_artifact(classify_markdown(report), key=_artifact_key("quality"),
+                                 description="Domains and quality-score histogram per corpus (charts)")
 
 
 @flow(name="curate", log_prints=True)
@@ -131,6 +164,13 @@ def curate(inputs: list[str] | None = None, out: str = "out", config_path: str |
         for rep, dd in zip(report.corpora, run_dedup(ingested, cfg, work_root).values()):
             add_stage(rep, dd.kept, {"exact_duplicate": dd.exact_duplicates, "near_duplicate": dd.near_duplicates})
             rep.dedup = dd
+    if cfg.classify.enabled:
+        report.stages.append("classify")
+        parts = {c.corpus: (c.dedup.kept_paths if c.dedup else [f.docs_path for f in ingested[c.corpus]])
+                 for c in report.corpora}
+        for rep, cl in zip(report.corpora, run_classify(parts, cfg, work_root).values()):
+            add_stage(rep, cl.kept, cl.by_reason)
+            rep.classify = cl
     total_into(report)
     report.seconds = round(time.perf_counter() - t0, 2)
     write_report(report, work_root)

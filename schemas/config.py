@@ -72,6 +72,52 @@ class DedupConfig(_Strict):
     )
 
 
+_GOPHER_QUALITY = ["gopher_word_count", "gopher_mean_word_length", "gopher_symbol_ratio", "gopher_bullet_lines",
+                   "gopher_ellipsis_lines", "gopher_alpha_words", "gopher_stop_words"]
+_GOPHER_REPETITION = ["gopher_duplicate_lines", "gopher_duplicate_paragraphs", "gopher_top_ngrams",
+                      "gopher_duplicate_ngrams"]
+_C4 = ["c4_curly_brace", "c4_lorem_ipsum", "c4_min_sentences"]
+_FINEWEB = ["fineweb_line_punctuation", "fineweb_short_lines", "fineweb_duplicate_line_chars"]
+_CODE = ["code_max_line_length", "code_mean_line_length", "code_alnum_fraction"]
+
+# Per domain, the rules that judge it. Prose rules never judge code. Dictionary entries and fortune files repeat
+# their format lines ("[1913 Webster]", "%") and scripture and verse repeat by design ("And the LORD spake unto
+# Moses"): there, repetition rules would judge form, not quality. Unknown domains (web text) get every prose rule.
+DEFAULT_RULES: dict[str, list[str]] = {
+    "code": _CODE,
+    "legal": _GOPHER_QUALITY + _GOPHER_REPETITION + ["c4_lorem_ipsum"],
+    "literature": _GOPHER_QUALITY + ["c4_lorem_ipsum"],
+    "reference": _GOPHER_QUALITY + ["c4_lorem_ipsum"],
+    "techdocs": _GOPHER_QUALITY + _GOPHER_REPETITION + ["c4_lorem_ipsum"],
+    "default": _GOPHER_QUALITY + _GOPHER_REPETITION + _C4 + _FINEWEB,
+}
+
+
+class PiiConfig(_Strict):
+    mode: str = Field("redact", pattern="^(redact|drop|off)$",
+                      description="redact: replace with typed placeholders; drop: reject the document; off.")
+    types: list[str] = Field(["email", "ip_address", "phone", "card_number", "secret"],
+                             description="Which kinds of personal data to look for.")
+
+
+class ClassifyConfig(_Strict):
+    enabled: bool = Field(True, description="Run domain and quality classification, rules and PII.")
+    domains: list[str] = Field(["code", "legal", "literature", "reference", "techdocs"], min_length=2,
+                               description="The domain model's labels; a model with other labels is refused.")
+    domain_model: str | None = Field(None, description="A fastText .bin/.ftz; null trains the default on first use.")
+    quality_model: str | None = Field(None, description="A fastText model with labels hq and lq; null: default.")
+    labeled_data: str | None = Field(None, description="Seed set the default models train on; null: bundled.")
+    max_chars: int = Field(2000, ge=100, description="Characters of each document the models read.")
+    batch_size: int = Field(1000, gt=0, description="Documents per predict batch and annotation row group.")
+    min_quality_score: float = Field(0.0, ge=0.0, le=1.0,
+                                     description="Documents whose quality score is below this are rejected.")
+    rules: dict[str, list[str]] = Field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_RULES.items()},
+                                        description="Rule names per domain; 'default' for any other domain.")
+    rule_params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Threshold overrides per rule, e.g. {gopher_word_count: {min_words: 30}}.")
+    pii: PiiConfig = Field(default_factory=PiiConfig)
+
+
 class RunnerConfig(_Strict):
     workers: int = Field(2, ge=1, le=64, description="Processes that ingest files in parallel.")
     retries: int = Field(2, ge=0, le=10, description="Retries of a file task after a transient IO error.")
@@ -83,6 +129,7 @@ class CurateConfig(_Strict):
     )
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
+    classify: ClassifyConfig = Field(default_factory=ClassifyConfig)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
 
     def stage_hash(self, stage: str) -> str:

@@ -45,6 +45,49 @@ class DedupReport(Counts):
     seconds: float = 0.0
 
 
+class ClassifyPartResult(Counts):
+    docs_path: str = ""  # the documents part it read, relative to the work root
+    annotations_path: str = ""
+    rejects_path: str = ""
+    by_reason: dict[str, int] = Field(default_factory=dict)
+    domains: dict[str, int] = Field(default_factory=dict)  # kept documents per predicted domain
+    quality_hist: list[int] = Field(default_factory=list)  # every document's quality score, 10 bins over [0, 1]
+    pii: dict[str, int] = Field(default_factory=dict)  # matches per type
+    text_bytes: int = 0  # UTF-8 bytes of the kept documents
+    reused: bool = False
+    seconds: float = 0.0
+
+
+class ClassifyReport(Counts):
+    by_reason: dict[str, int] = Field(default_factory=dict)
+    domains: dict[str, int] = Field(default_factory=dict)
+    quality_hist: list[int] = Field(default_factory=list)
+    pii: dict[str, int] = Field(default_factory=dict)
+    text_bytes: int = 0
+    parts: list[ClassifyPartResult] = Field(default_factory=list)
+    parts_reused: int = 0
+    seconds: float = 0.0
+
+
+def summarise_classify(corpus: str, parts: list[ClassifyPartResult]) -> ClassifyReport:
+    rep = ClassifyReport(corpus=corpus, parts=sorted(parts, key=lambda p: p.docs_path))
+    hist = [0] * max((len(p.quality_hist) for p in parts), default=0)
+    for p in parts:
+        rep.docs_in += p.docs_in
+        rep.kept += p.kept
+        rep.rejected += p.rejected
+        rep.text_bytes += p.text_bytes
+        rep.parts_reused += int(p.reused)
+        rep.seconds += p.seconds
+        rep.by_reason = _add(rep.by_reason, p.by_reason)
+        rep.domains = _add(rep.domains, p.domains)
+        rep.pii = _add(rep.pii, p.pii)
+        hist = [a + b for a, b in zip(hist, p.quality_hist)]
+    rep.quality_hist = hist
+    rep.seconds = round(rep.seconds, 3)
+    return rep
+
+
 class CorpusReport(Counts):
     files: int = 0
     files_reused: int = 0
@@ -53,6 +96,7 @@ class CorpusReport(Counts):
     text_bytes: int = 0
     langs: dict[str, int] = Field(default_factory=dict)
     dedup: DedupReport | None = None
+    classify: ClassifyReport | None = None
 
 
 class RunReport(BaseModel):

@@ -21,11 +21,17 @@ import numpy as np
 RuleResult = Union[bool, tuple[bool, str]]
 Rule = Callable[..., RuleResult]
 
-_WORD_SPLIT = re.compile(r"\s+")
 # a whitespace-delimited word with no letter in it (digits, underscores, symbols only)
 _NO_LETTER_WORD = re.compile(r"(?<!\S)(?:[\d_]|[^\w\s])+(?!\S)")
 _NOT_ALNUM = re.compile(r"[\W_]+")
-STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})  # Gopher's list
+# Gopher's eight English stop words, and the same kind of function words for the languages lid sees most here;
+# a language without a list is not judged by this rule.
+STOP_WORDS = {
+    "en": frozenset({"the", "be", "to", "of", "and", "that", "have", "with"}),
+    "fr": frozenset({"le", "la", "les", "de", "et", "que", "des", "est", "avec", "pour"}),
+    "de": frozenset({"der", "die", "das", "und", "zu", "den", "mit", "ist", "nicht", "von"}),
+    "es": frozenset({"el", "la", "de", "que", "y", "los", "con", "es", "por", "para"}),
+}
 TERMINAL_PUNCT = (".", "!", "?", '"', "'", "”", "’", "»", "。", "！", "？", ":", ";")
 C4_TERMINAL = (".", "!", "?", '"', "”")
 BULLETS = ("•", "●", "○", "▪", "◦", "‣", "⁃", "-", "*", "–", "—")
@@ -35,8 +41,9 @@ _U64 = np.uint64
 class Doc:
     """One document's text and the statistics rules share, each computed at most once."""
 
-    def __init__(self, text: str):
+    def __init__(self, text: str, lang: str = "en"):
         self.text = text
+        self.lang = lang
 
     @functools.cached_property
     def words(self) -> list[str]:
@@ -58,7 +65,7 @@ class Doc:
 
     @functools.cached_property
     def word_lens(self) -> np.ndarray:
-        return np.fromiter((len(w) for w in self.words), dtype=np.int64, count=len(self.words))
+        return np.fromiter(map(len, self.words), dtype=np.int64, count=len(self.words))
 
     def ngram_keys(self, n: int) -> np.ndarray:
         """A 64-bit key per n-gram position (polynomial over word ids; collisions are negligible here).
@@ -124,13 +131,16 @@ def gopher_alpha_words(doc: Doc, min_ratio: float = 0.8) -> RuleResult:
 
 
 def gopher_stop_words(doc: Doc, min_count: int = 2) -> RuleResult:
+    stop = STOP_WORDS.get(doc.lang)
+    if stop is None:
+        return True
     n = 0
     for w in doc.words:
-        if w.lower() in STOP_WORDS:
+        if w.lower() in stop:
             n += 1
             if n >= min_count:
                 return True
-    return False, f"{n} English stop words < {min_count}"
+    return False, f"{n} stop words ({doc.lang}) < {min_count}"
 
 
 # ---- Gopher repetition --------------------------------------------------------------------------
@@ -292,9 +302,9 @@ class RuleSet:
     def rules_for(self, domain: str) -> list[str]:
         return [name for name, _ in self._by_domain.get(domain, self._by_domain.get("default", []))]
 
-    def first_failure(self, text: str, domain: str) -> tuple[str, str] | None:
+    def first_failure(self, text: str, domain: str, lang: str = "en") -> tuple[str, str] | None:
         """(rule name, detail) of the first rule the text fails under its domain's rules, or None."""
-        doc = Doc(text)
+        doc = Doc(text, lang)
         for name, rule in self._by_domain.get(domain, self._by_domain.get("default", [])):
             res = rule(doc)
             if res is not True:

@@ -57,6 +57,48 @@ def dedup_rows(report: RunReport) -> list[dict]:
     return rows
 
 
+def classify_rows(report: RunReport) -> list[dict]:
+    rows = []
+    for c in report.corpora:
+        cl = c.classify
+        if cl is None:
+            continue
+        for domain, n in sorted(cl.domains.items(), key=lambda kv: -kv[1]):
+            rows.append({"corpus": c.corpus, "domain": domain, "kept": n, "share": round(n / max(1, cl.kept), 3),
+                         "rule_drops": sum(v for k, v in cl.by_reason.items() if k not in ("low_quality_score", "pii")),
+                         "pii_found": sum(cl.pii.values())})
+    return rows
+
+
+def _bar(n: int, most: int, width: int = 30) -> str:
+    return "█" * max(1 if n else 0, round(width * n / most)) if most else ""
+
+
+def classify_markdown(report: RunReport) -> str:
+    """Per corpus: kept documents per domain and the quality-score histogram, as text bar charts."""
+    lines = ["# classify", ""]
+    for c in report.corpora:
+        cl = c.classify
+        if cl is None:
+            continue
+        lines += [f"## {c.corpus}: {cl.docs_in:,} in, {cl.kept:,} kept", "", "```"]
+        most = max(cl.domains.values(), default=0)
+        lines += [f"{d:<12} {_bar(n, most)} {n:,}" for d, n in sorted(cl.domains.items(), key=lambda kv: -kv[1])]
+        lines += ["", "quality score (all documents)"]
+        most = max(cl.quality_hist, default=0)
+        k = len(cl.quality_hist)
+        lines += [f"{i / k:.1f}-{(i + 1) / k:.1f}  {_bar(n, most)} {n:,}" for i, n in enumerate(cl.quality_hist)]
+        lines += ["```", ""]
+        if cl.by_reason:
+            lines += ["| dropped by | count |", "|---|---:|"]
+            lines += [f"| {r} | {n:,} |" for r, n in sorted(cl.by_reason.items(), key=lambda kv: -kv[1])]
+            lines.append("")
+        if cl.pii:
+            lines.append("PII found: " + ", ".join(f"{k} {v:,}" for k, v in cl.pii.items()))
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
 def markdown_summary(report: RunReport) -> str:
     status = "balanced" if report.balanced else "**NOT BALANCED**"
     lines = [
@@ -88,6 +130,14 @@ def markdown_summary(report: RunReport) -> str:
             largest = row["largest (size kept_id)"].split("; ")[0]
             lines.append(f"| {row['corpus']} | {row['docs_in']:,} | {row['kept']:,} | {row['exact']:,} | {row['near']:,}"
                          f" | {row['cluster_sizes']} | {largest} |")
+    if any(c.classify for c in report.corpora):
+        lines += ["", "## Classify", "", "| corpus | in | kept | domains (kept) | PII found |", "|---|---:|---:|---|---|"]
+        for c in report.corpora:
+            if c.classify:
+                cl = c.classify
+                doms = ", ".join(f"{d} {n:,}" for d, n in sorted(cl.domains.items(), key=lambda kv: -kv[1]))
+                pii = ", ".join(f"{k} {v:,}" for k, v in cl.pii.items()) or "none"
+                lines.append(f"| {c.corpus} | {cl.docs_in:,} | {cl.kept:,} | {doms} | {pii} |")
     if report.ignored_files:
         lines += ["", f"Files ignored (not an input format): {len(report.ignored_files)}"]
     return "\n".join(lines) + "\n"

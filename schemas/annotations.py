@@ -1,0 +1,33 @@
+"""Arrow schema of the classify stage's annotations: one row per document it saw, beside the documents.
+
+Annotations are their own Parquet parts, so re-running a classifier rewrites them and never the documents.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+PII_TYPES = ("email", "ip_address", "phone", "card_number", "secret")
+QUALITY_LABEL_HIGH = "hq"
+QUALITY_LABEL_LOW = "lq"
+LOW_QUALITY_REASON = "low_quality_score"
+PII_REASON = "pii"
+
+ANNOTATION_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("domain", pa.string(), nullable=False),
+        pa.field("domain_prob", pa.float32(), nullable=False),
+        pa.field("domain_runner_up", pa.string(), nullable=True),
+        pa.field("runner_up_prob", pa.float32(), nullable=True),
+        # probability of the quality model's "hq" label, in [0, 1]
+        pa.field("quality_score", pa.float32(), nullable=False),
+        # the first heuristic rule the document failed under its domain's rules; null when it passed all
+        pa.field("failed_rule", pa.string(), nullable=True),
+        pa.field("kept", pa.bool_(), nullable=False),
+        # the reject reason when not kept: a rule name, low_quality_score or pii
+        pa.field("reason", pa.string(), nullable=True),
+        *[pa.field(f"pii_{t}", pa.int32(), nullable=False) for t in PII_TYPES],
+        # the text with personal data replaced by typed placeholders; null when nothing was replaced
+        pa.field("text_redacted", pa.large_string(), nullable=True),
+    ]
+)

@@ -1,0 +1,158 @@
+"""Classify: per document part, domain and quality scores (fastText), heuristic rules and PII.
+
+`classify_part` is the plain function. It reads a documents part, writes an annotations part beside it
+(schemas/annotations.py) and a rejects part, and never rewrites the documents. A part whose input
+fingerprint, classify config and model hashes match a completed earlier run is reused.
+"""
+from __future__ import annotations
+
+import functools
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from schemas.annotations import ANNOTATION_SCHEMA, LOW_QUALITY_REASON, PII_REASON, PII_TYPES, QUALITY_LABEL_HIGH
+from schemas.config import ClassifyConfig
+from schemas.documents import REJECT_SCHEMA, excerpt
+from schemas.report import ClassifyPartResult
+from tasks.classifier import LABEL_PREFIX, load_model, model_text
+from tasks.classify_models import QUALITY_LABELS, ModelRefs, rule_set
+from tasks.pii import redact
+from tasks.quality_rules import RuleSet
+from tasks.workdir import atomic_path, file_fingerprint, read_json, write_json_atomic
+
+STAGE = "classify"
+HIST_BINS = 10
+
+
+@dataclass(frozen=True)
+class PartRef:
+    corpus: str
+    docs_path: str  # relative to the work root
+
+
+@functools.lru_cache(maxsize=4)
+def _model(path: str, labels: tuple[str, ...], what: str):
+    # one load per worker process and model file
+    return load_model(path, labels, what=what)
+
+
+@functools.lru_cache(maxsize=4)
+def _rules(cfg_json: str) -> RuleSet:
+    return rule_set(ClassifyConfig.model_validate_json(cfg_json))
+
+
+def predict_batch(texts: list[str], cfg: ClassifyConfig, models: ModelRefs) -> dict[str, list]:
+    """Domain (top two) and quality score for a batch, both models reading the same prepared text."""
+    dom = _model(models.domain_path, tuple(sorted(cfg.domains)), "domain model")
+    qual = _model(models.quality_path, tuple(sorted(QUALITY_LABELS)), "quality model")
+    heads = [model_text(t, cfg.max_chars) for t in texts]
+    d_labels, d_probs = dom.predict(heads, k=2)
+    q_labels, q_probs = qual.predict(heads, k=2)
+    n = len(LABEL_PREFIX)
+    out: dict[str, list] = {"domain": [], "domain_prob": [], "domain_runner_up": [], "runner_up_prob": [],
+                            "quality_score": []}
+    for labs, probs, qlabs, qprobs in zip(d_labels, d_probs, q_labels, q_probs):
+        out["domain"].append(labs[0][n:])
+        out["domain_prob"].append(min(1.0, float(probs[0])))
+        out["domain_runner_up"].append(labs[1][n:] if len(labs) > 1 else None)
+        out["runner_up_prob"].append(float(probs[1]) if len(probs) > 1 else None)
+        hq = next((float(p) for lab, p in zip(qlabs, qprobs) if lab[n:] == QUALITY_LABEL_HIGH), 0.0)
+        out["quality_score"].append(min(1.0, hq))
+    return out
+
+
+def part_paths(work_root: Path, ref: PartRef) -> tuple[Path, Path, Path]:
+    stem = Path(ref.docs_path).name.removesuffix(".docs.parquet")
+    base = work_root / STAGE / ref.corpus / stem
+    return (base.with_name(stem + ".annotations.parquet"), base.with_name(stem + ".rejects.parquet"),
+            base.with_name(stem + ".done.json"))
+
+
+def classify_part(ref: PartRef, cfg: ClassifyConfig, models: ModelRefs, work_root: str | Path) -> ClassifyPartResult:
+    work_root = Path(work_root)
+    src = work_root / ref.docs_path
+    ann_path, rej_path, done_path = part_paths(work_root, ref)
+    key = {"fingerprint": file_fingerprint(src), "config": cfg.model_dump(mode="json"),
+           "models": [models.domain_sha, models.quality_sha]}
+    done = read_json(done_path)
+    if done and done.get("key") == key and ann_path.exists() and rej_path.exists():
+        res = ClassifyPartResult.model_validate(done["result"])
+        res.reused = True
+        return res
+
+    t0 = time.perf_counter()
+    rules = _rules(cfg.model_dump_json())
+    pii_kinds = frozenset(cfg.pii.types)
+    res = ClassifyPartResult(corpus=ref.corpus, docs_path=ref.docs_path,
+                             annotations_path=str(ann_path.relative_to(work_root)),
+                             rejects_path=str(rej_path.relative_to(work_root)))
+    reasons, domains, pii_total = Counter(), Counter(), Counter()
+    hist = np.zeros(HIST_BINS, dtype=np.int64)
+    pf = pq.ParquetFile(src)
+    with atomic_path(ann_path) as ann_tmp, atomic_path(rej_path) as rej_tmp:
+        with pq.ParquetWriter(ann_tmp, ANNOTATION_SCHEMA, compression="zstd", compression_level=1,
+                              use_dictionary=["domain", "domain_runner_up", "failed_rule", "reason"]) as ann_w, \
+                pq.ParquetWriter(rej_tmp, REJECT_SCHEMA, compression="zstd") as rej_w:
+            for batch in pf.iter_batches(batch_size=cfg.batch_size, columns=["id", "text", "lang", "source_file", "line"]):
+                texts = batch.column("text").to_pylist()
+                langs = batch.column("lang").to_pylist()
+                pred = predict_batch(texts, cfg, models)
+                cols: dict[str, list] = {**pred, "id": batch.column("id").to_pylist(), "failed_rule": [], "kept": [],
+                                         "reason": [], "text_redacted": [], **{f"pii_{t}": [] for t in PII_TYPES}}
+                rejects = []
+                for i, text in enumerate(texts):
+                    failed = rules.first_failure(text, pred["domain"][i], langs[i])
+                    redacted, found = redact(text, pii_kinds) if cfg.pii.mode != "off" else (text, Counter())
+                    reason = detail = None
+                    if failed:
+                        reason, detail = failed
+                    elif pred["quality_score"][i] < cfg.min_quality_score:
+                        reason = LOW_QUALITY_REASON
+                        detail = f"quality score {pred['quality_score'][i]:.3f} < {cfg.min_quality_score}"
+                    elif found and cfg.pii.mode == "drop":
+                        reason, detail = PII_REASON, ", ".join(f"{k}: {v}" for k, v in sorted(found.items()))
+                    cols["failed_rule"].append(failed[0] if failed else None)
+                    cols["kept"].append(reason is None)
+                    cols["reason"].append(reason)
+                    cols["text_redacted"].append(redacted if found and cfg.pii.mode == "redact" else None)
+                    for t in PII_TYPES:
+                        cols[f"pii_{t}"].append(found.get(t, 0))
+                    pii_total.update(found)
+                    if reason:
+                        reasons[reason] += 1
+                        rejects.append(dict(stage=STAGE, corpus=ref.corpus, source_file=batch.column("source_file")[i].as_py(),
+                                            line=batch.column("line")[i].as_py(), id=cols["id"][i], reason=reason,
+                                            detail=detail, excerpt=excerpt(text), duplicate_of=None, similarity=None))
+                    else:
+                        domains[pred["domain"][i]] += 1
+                        res.text_bytes += len(text.encode("utf-8"))
+                hist += np.histogram(np.asarray(pred["quality_score"]), bins=HIST_BINS, range=(0.0, 1.0))[0]
+                ann_w.write_table(pa.Table.from_pydict({f.name: cols[f.name] for f in ANNOTATION_SCHEMA},
+                                                       schema=ANNOTATION_SCHEMA))
+                if rejects:
+                    rej_w.write_table(pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA))
+                res.docs_in += batch.num_rows
+    res.rejected = sum(reasons.values())
+    res.kept = res.docs_in - res.rejected
+    res.by_reason = dict(sorted(reasons.items()))
+    res.domains = dict(sorted(domains.items()))
+    res.quality_hist = hist.tolist()
+    res.pii = dict(sorted(pii_total.items()))
+    res.seconds = round(time.perf_counter() - t0, 3)
+    write_json_atomic(done_path, {"key": key, "result": res.model_dump(mode="json")})
+    return res
+
+
+def make_classify_task(retries: int):
+    """The thin Prefect wrapper, mapped over document parts (processes: fastText and rules are CPU-bound)."""
+    from prefect import task
+    from prefect.cache_policies import NO_CACHE
+
+    return task(classify_part, name="classify-part", task_run_name="classify-{ref.corpus}-{ref.docs_path}",
+                retries=retries, retry_delay_seconds=2, cache_policy=NO_CACHE, persist_result=False)
