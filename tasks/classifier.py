@@ -51,6 +51,7 @@ class TrainParams:
     bucket: int = 200_000
     holdout: float = 0.2
     seed: int = 7
+    quantize_cutoff: int = 100_000  # rows a quantised model keeps: its size, and most of quantisation's time
 
     def fingerprint(self) -> dict:
         return asdict(self)
@@ -127,7 +128,7 @@ def evaluate(true: list[str], pred: list[str], labels: list[str]) -> dict:
         prec = tp / cm[:, i].sum() if cm[:, i].sum() else 0.0
         rec = tp / cm[i, :].sum() if cm[i, :].sum() else 0.0
         f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
-        per[lab] = {"precision": round(prec, 4), "recall": round(rec, 4), "f1": round(f1, 4),
+        per[lab] = {"precision": round(float(prec), 4), "recall": round(float(rec), 4), "f1": round(float(f1), 4),
                     "support": int(cm[i, :].sum())}
     return {"labels": labels, "per_label": per,
             "macro_f1": round(float(np.mean([v["f1"] for v in per.values()])), 4),
@@ -183,7 +184,7 @@ def _fit(train_path: str, params: dict, lr: float, out_dir: str, quantize: bool)
         thread=1)  # one thread: fastText's training is deterministic for a seed only single-threaded
     model.save_model(str(Path(out_dir) / "model.bin"))
     if quantize:
-        model.quantize(input=train_path, qnorm=True, retrain=False, cutoff=100_000)
+        model.quantize(input=train_path, qnorm=True, retrain=False, cutoff=params["quantize_cutoff"])
         model.save_model(str(Path(out_dir) / "model.ftz"))
 
 

@@ -8,13 +8,15 @@ rules into a score in [0, 1] that also ranks the documents the rules let through
 from __future__ import annotations
 
 import hashlib
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
 from schemas.annotations import QUALITY_LABEL_HIGH, QUALITY_LABEL_LOW
 from schemas.config import ClassifyConfig
+from tasks import quality_rules
 from tasks.classifier import ClassifierError, LabeledDoc, TrainParams, cached_model, family_of, load_model, \
-    read_labeled, train
+    model_text, read_labeled, train
 from tasks.quality_rules import RuleSet
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -76,7 +78,11 @@ def _default(kind: str, cfg: ClassifyConfig) -> Path:
     if not data.is_file():
         raise ClassifierError(f"labeled data for the default {kind} model not found: {data}")
     params = TrainParams(max_chars=cfg.max_chars)
-    extra = {"rules": cfg.rules, "rule_params": cfg.rule_params} if kind == "quality" else {}
+    # the code that prepares text and labels is part of what a cached model depends on
+    extra = {"model_text": hashlib.sha256(inspect.getsource(model_text).encode()).hexdigest()}
+    if kind == "quality":
+        extra.update(rules=cfg.rules, rule_params=cfg.rule_params,
+                     rules_code=hashlib.sha256(inspect.getsource(quality_rules).encode()).hexdigest())
     return cached_model(kind, data, params, extra, lambda d: train_kind(kind, data, d, cfg, params=params))
 
 

@@ -183,11 +183,13 @@ def gopher_top_ngrams(doc: Doc, limits: tuple[tuple[int, float], ...] = ((2, 0.2
         s = keys[order]
         run_starts = np.flatnonzero(np.concatenate(([True], s[1:] != s[:-1])))
         run_lens = np.diff(np.append(run_starts, len(s)))
-        top = int(np.argmax(run_lens))
-        if run_lens[top] < 2:
+        top_count = int(run_lens.max())
+        if top_count < 2:
             continue
-        first = int(order[run_starts[top]])
-        share = int(doc.word_lens[first: first + n].sum()) * int(run_lens[top]) / total
+        # several n-grams may share the top count: take the longest, so the answer never depends on hash order
+        cum = np.concatenate(([0], np.cumsum(doc.word_lens)))
+        firsts = order[run_starts[run_lens == top_count]]
+        share = int((cum[firsts + n] - cum[firsts]).max()) * top_count / total
         if share > limit:
             return False, f"the most frequent {n}-gram covers {share:.0%} of characters > {limit:.0%}"
     return True

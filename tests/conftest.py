@@ -12,6 +12,29 @@ SAMPLE = REPO / "data" / "sample"
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+LABELED = REPO / "data" / "labeled" / "domain.jsonl.gz"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory) -> Path:
+    """The default classifier models train once per test session, into a cache of its own (never ~/.cache)."""
+    cache = tmp_path_factory.mktemp("model-cache")
+    old = os.environ.get("CURATE_MODEL_CACHE")
+    os.environ["CURATE_MODEL_CACHE"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("CURATE_MODEL_CACHE", None)
+    else:
+        os.environ["CURATE_MODEL_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def labeled_records() -> dict[str, dict]:
+    """The shipped seed set (real documents from ../shared/corpora), by id."""
+    import json
+
+    with gzip.open(LABELED, "rt", encoding="utf-8") as f:
+        return {r["id"]: r for r in map(json.loads, f)}
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from tests.conftest import SAMPLE
 
 def _hashes(root):
     return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for stage in ("ingest", "dedup") for p in sorted((root / stage).rglob("*.parquet"))}
+            for stage in ("ingest", "dedup", "classify") for p in sorted((root / stage).rglob("*.parquet"))}
 
 
 async def _artifacts(flow_run_id):
@@ -37,8 +37,14 @@ def test_curate_flow_on_the_sample(prefect_harness, tmp_path):
     on_disk = json.loads((tmp_path / "out" / "report.json").read_text())
     assert on_disk["docs_in"] == report["docs_in"] and on_disk["flow_run_id"] == report["flow_run_id"]
     arts = asyncio.run(_artifacts(report["flow_run_id"]))
-    assert {"curate-summary", "curate-corpora", "curate-ingest-progress", "curate-dedup"} <= set(arts)
-    assert report["stages"] == ["ingest", "dedup"]
+    assert {"curate-summary", "curate-corpora", "curate-ingest-progress", "curate-dedup", "curate-domains",
+            "curate-quality", "curate-classify-progress"} <= set(arts)
+    assert report["stages"] == ["ingest", "dedup", "classify"]
+    for c in report["corpora"]:  # classify takes what dedup kept, and its rejects join the totals
+        assert c["classify"]["docs_in"] == c["dedup"]["kept"] and c["kept"] == c["classify"]["kept"]
+    code = next(c for c in report["corpora"] if c["corpus"] == "code")
+    assert max(code["classify"]["domains"], key=code["classify"]["domains"].get) == "code"
+    assert "quality score" in arts["curate-quality"]["data"] and "█" in arts["curate-quality"]["data"]
     legal = next(c for c in report["corpora"] if c["corpus"] == "legal")
     assert legal["dedup"]["exact_duplicates"] + legal["dedup"]["near_duplicates"] > 0  # licences repeat
     assert legal["by_reason"].get("near_duplicate", 0) == legal["dedup"]["near_duplicates"]

@@ -1,0 +1,110 @@
+"""fastText classifiers: training on real labeled text, the family split, and clear errors for bad input."""
+import gzip
+import json
+import random
+
+import fasttext
+import pytest
+
+from schemas.config import ClassifyConfig
+from tasks.classifier import ClassifierError, LabeledDoc, TrainParams, is_held_out, load_model, model_text, train
+from tasks.classify import predict_batch
+from tasks.classify_models import domain_docs, resolve_models
+
+# Article 1 of the Universal Declaration of Human Rights: scripts the seed set never shows the models.
+UNSEEN_SCRIPTS = [
+    "人人生而自由，在尊严和权利上一律平等。他们赋有理性和良心，并应以兄弟关系的精神相对待。",
+    "يولد جميع الناس أحرارًا متساوين في الكرامة والحقوق. وهم قد وهبوا عقلاً وضميرًا وعليهم أن يعامل بعضهم بعضًا بروح الإخاء.",
+    "Все люди рождаются свободными и равными в своем достоинстве и правах.",
+]
+
+
+@pytest.fixture(scope="module")
+def small_set(labeled_records):
+    """100 real documents per domain, drawn with a fixed seed."""
+    rng = random.Random(3)
+    by_domain = {}
+    for r in sorted(labeled_records.values(), key=lambda r: r["id"]):
+        by_domain.setdefault(r["domain"], []).append(r)
+    return [r for recs in by_domain.values() for r in rng.sample(recs, 100)]
+
+
+def test_small_real_subset_trains_to_a_stated_f1(small_set, tmp_path):
+    # keeping fewer rows than the default makes quantisation quick here
+    metrics = train(domain_docs(small_set), TrainParams(quantize_cutoff=10_000), tmp_path, source="small set",
+                    quantize=True)
+    assert metrics["macro_f1"] >= 0.9, metrics["per_label"]  # about 80 training documents a domain: 0.93 measured
+    assert metrics["quantized_macro_f1"] >= 0.85
+    assert (tmp_path / "model.bin").is_file() and (tmp_path / "model.ftz").is_file()
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk["macro_f1"] == metrics["macro_f1"]
+    assert set(on_disk["per_label"]) == {"code", "legal", "literature", "reference", "techdocs"}
+    cm = on_disk["confusion"]["matrix"]
+    assert sum(map(sum, cm)) == on_disk["test_docs"] > 0
+
+
+def test_held_out_split_keeps_each_family_on_one_side(labeled_records):
+    docs = domain_docs(list(labeled_records.values()))
+    sides = {}
+    for d in docs:
+        sides.setdefault(d.family, set()).add(is_held_out(d.family, 0.2, 7))
+    assert all(len(s) == 1 for s in sides.values())
+    held = sum(1 for d in docs if is_held_out(d.family, 0.2, 7))
+    assert 0.12 < held / len(docs) < 0.28
+    # chunks of one source file share a family: "#N" chunks and KJV chapters of one book
+    assert len({d.family for d in docs if d.id.startswith("literature/kjv/Ge ")}) <= 1
+
+
+def test_same_text_preparation_for_training_and_inference():
+    assert model_text("Def  Foo(x):\n\treturn   X", 1000) == "def foo(x): return x"
+    assert model_text("a" * 50, 10) == "a" * 10
+
+
+def test_default_models_and_their_metrics(model_cache):
+    refs = resolve_models(ClassifyConfig())
+    metrics = json.loads((model_cache / refs.domain_path.split("/")[-2] / "metrics.json").read_text())
+    assert metrics["macro_f1"] >= 0.95  # the issue's target, on the held-out families
+    again = resolve_models(ClassifyConfig())
+    assert again == refs  # cached by data and parameters: trained once
+
+
+def test_unseen_scripts_are_classified_with_their_probability():
+    cfg = ClassifyConfig()
+    pred = predict_batch(UNSEEN_SCRIPTS, cfg, resolve_models(cfg))
+    assert all(d in cfg.domains for d in pred["domain"])
+    assert all(0.0 <= p <= 1.0 for p in pred["domain_prob"] + pred["quality_score"])
+    assert all(r in cfg.domains for r in pred["domain_runner_up"])
+
+
+def test_bad_labeled_data_is_a_clear_error(tmp_path, small_set):
+    with pytest.raises(ClassifierError, match="labeled data not found"):
+        from tasks.classifier import read_labeled
+        read_labeled(tmp_path / "nope.jsonl")
+    empty = tmp_path / "empty.jsonl.gz"
+    with gzip.open(empty, "wt") as f:
+        f.write("\n")
+    from tasks.classifier import read_labeled
+    with pytest.raises(ClassifierError, match="is empty"):
+        read_labeled(empty)
+    thin = [LabeledDoc(r["id"], r["text"], r["domain"], r["family"]) for r in small_set]
+    thin += [LabeledDoc(f"x{i}", small_set[i]["text"], "poetry", f"x{i}") for i in range(4)]
+    with pytest.raises(ClassifierError, match=r"fewer than 10 examples: poetry \(4\)"):
+        train(thin, TrainParams(), tmp_path / "m")
+    nolabel = tmp_path / "nolabel.jsonl"
+    nolabel.write_text(json.dumps({"text": "hello"}) + "\n")
+    with pytest.raises(ClassifierError, match=r"nolabel.jsonl:1: missing label field 'domain'"):
+        read_labeled(nolabel)
+
+
+def test_bad_model_files_are_clear_errors(tmp_path, small_set):
+    with pytest.raises(ClassifierError, match="domain model file not found"):
+        load_model(tmp_path / "missing.bin", what="domain model")
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"\x00not a model at all" * 10)
+    with pytest.raises(ClassifierError, match="is not a fastText model"):
+        load_model(junk)
+    train(domain_docs(small_set), TrainParams(epoch=5), tmp_path / "m")
+    with pytest.raises(ClassifierError, match=r"missing \['web'\]; unexpected \['reference'\]"):
+        load_model(tmp_path / "m" / "model.bin", ["code", "legal", "literature", "techdocs", "web"])
+    assert isinstance(load_model(tmp_path / "m" / "model.bin", ["code", "legal", "literature", "reference", "techdocs"]),
+                      fasttext.FastText._FastText)
