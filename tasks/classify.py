@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from schemas.annotations import ANNOTATION_SCHEMA, LOW_QUALITY_REASON, PII_REASON, PII_TYPES, QUALITY_LABEL_HIGH
@@ -88,7 +89,6 @@ def classify_part(ref: PartRef, cfg: ClassifyConfig, models: ModelRefs, work_roo
 
     t0 = time.perf_counter()
     rules = _rules(cfg.model_dump_json())
-    pii_kinds = frozenset(cfg.pii.types)
     res = ClassifyPartResult(corpus=ref.corpus, docs_path=ref.docs_path,
                              annotations_path=str(ann_path.relative_to(work_root)),
                              rejects_path=str(rej_path.relative_to(work_root)))
@@ -100,53 +100,64 @@ def classify_part(ref: PartRef, cfg: ClassifyConfig, models: ModelRefs, work_roo
                               use_dictionary=["domain", "domain_runner_up", "failed_rule", "reason"]) as ann_w, \
                 pq.ParquetWriter(rej_tmp, REJECT_SCHEMA, compression="zstd") as rej_w:
             for batch in pf.iter_batches(batch_size=cfg.batch_size, columns=["id", "text", "lang", "source_file", "line"]):
-                texts = batch.column("text").to_pylist()
-                langs = batch.column("lang").to_pylist()
-                pred = predict_batch(texts, cfg, models)
-                cols: dict[str, list] = {**pred, "id": batch.column("id").to_pylist(), "failed_rule": [], "kept": [],
-                                         "reason": [], "text_redacted": [], **{f"pii_{t}": [] for t in PII_TYPES}}
-                rejects = []
-                for i, text in enumerate(texts):
-                    failed = rules.first_failure(text, pred["domain"][i], langs[i])
-                    redacted, found = redact(text, pii_kinds) if cfg.pii.mode != "off" else (text, Counter())
-                    reason = detail = None
-                    if failed:
-                        reason, detail = failed
-                    elif pred["quality_score"][i] < cfg.min_quality_score:
-                        reason = LOW_QUALITY_REASON
-                        detail = f"quality score {pred['quality_score'][i]:.3f} < {cfg.min_quality_score}"
-                    elif found and cfg.pii.mode == "drop":
-                        reason, detail = PII_REASON, ", ".join(f"{k}: {v}" for k, v in sorted(found.items()))
-                    cols["failed_rule"].append(failed[0] if failed else None)
-                    cols["kept"].append(reason is None)
-                    cols["reason"].append(reason)
-                    cols["text_redacted"].append(redacted if found and cfg.pii.mode == "redact" else None)
-                    for t in PII_TYPES:
-                        cols[f"pii_{t}"].append(found.get(t, 0))
-                    pii_total.update(found)
-                    if reason:
-                        reasons[reason] += 1
-                        rejects.append(dict(stage=STAGE, corpus=ref.corpus, source_file=batch.column("source_file")[i].as_py(),
-                                            line=batch.column("line")[i].as_py(), id=cols["id"][i], reason=reason,
-                                            detail=detail, excerpt=excerpt(text), duplicate_of=None, similarity=None))
-                    else:
-                        domains[pred["domain"][i]] += 1
-                        res.text_bytes += len(text.encode("utf-8"))
-                hist += np.histogram(np.asarray(pred["quality_score"]), bins=HIST_BINS, range=(0.0, 1.0))[0]
-                ann_w.write_table(pa.Table.from_pydict({f.name: cols[f.name] for f in ANNOTATION_SCHEMA},
-                                                       schema=ANNOTATION_SCHEMA))
+                cols, rejects = _judge_batch(batch, ref.corpus, cfg, models, rules)
+                ann_w.write_table(pa.Table.from_pydict(cols, schema=ANNOTATION_SCHEMA))
                 if rejects:
                     rej_w.write_table(pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA))
+                kept = np.asarray(cols["kept"], dtype=bool)
                 res.docs_in += batch.num_rows
+                res.text_bytes += int(pc.sum(pc.filter(pc.binary_length(batch.column("text")), kept)).as_py() or 0)
+                reasons.update(r["reason"] for r in rejects)
+                domains.update(d for d, k in zip(cols["domain"], kept) if k)
+                pii_total.update({t: sum(cols[f"pii_{t}"]) for t in PII_TYPES})
+                hist += np.histogram(np.asarray(cols["quality_score"]), bins=HIST_BINS, range=(0.0, 1.0))[0]
     res.rejected = sum(reasons.values())
     res.kept = res.docs_in - res.rejected
     res.by_reason = dict(sorted(reasons.items()))
     res.domains = dict(sorted(domains.items()))
     res.quality_hist = hist.tolist()
-    res.pii = dict(sorted(pii_total.items()))
+    res.pii = {t: n for t, n in sorted(pii_total.items()) if n}
     res.seconds = round(time.perf_counter() - t0, 3)
     write_json_atomic(done_path, {"key": key, "result": res.model_dump(mode="json")})
     return res
+
+
+def _judge_batch(batch: pa.RecordBatch, corpus: str, cfg: ClassifyConfig, models: ModelRefs,
+                 rules: RuleSet) -> tuple[dict[str, list], list[dict]]:
+    """Annotation columns for one batch, and reject rows for what it drops: the first failed rule of the
+    document's predicted domain, else a quality score under the threshold, else (drop mode) personal data."""
+    pii_on = cfg.pii.mode != "off"
+    pii_kinds = frozenset(cfg.pii.types)
+    if pii_on or any(rules.rules_for(d) for d in cfg.domains + ["default"]):
+        texts = batch.column("text").to_pylist()
+    else:  # models only: never materialise more of a document than the models read
+        texts = pc.utf8_slice_codeunits(batch.column("text"), 0, cfg.max_chars).to_pylist()
+    langs = batch.column("lang").to_pylist()
+    cols: dict[str, list] = {**predict_batch(texts, cfg, models), "id": batch.column("id").to_pylist(),
+                             "failed_rule": [], "kept": [], "reason": [], "text_redacted": [],
+                             **{f"pii_{t}": [] for t in PII_TYPES}}
+    rejects = []
+    for i, text in enumerate(texts):
+        failed = rules.first_failure(text, cols["domain"][i], langs[i])
+        redacted, found = redact(text, pii_kinds) if pii_on else (text, Counter())
+        reason = detail = None
+        if failed:
+            reason, detail = failed
+        elif cols["quality_score"][i] < cfg.min_quality_score:
+            reason, detail = LOW_QUALITY_REASON, f"quality score {cols['quality_score'][i]:.3f} < {cfg.min_quality_score}"
+        elif found and cfg.pii.mode == "drop":
+            reason, detail = PII_REASON, ", ".join(f"{k}: {v}" for k, v in sorted(found.items()))
+        cols["failed_rule"].append(failed[0] if failed else None)
+        cols["kept"].append(reason is None)
+        cols["reason"].append(reason)
+        cols["text_redacted"].append(redacted if found and cfg.pii.mode == "redact" else None)
+        for t in PII_TYPES:
+            cols[f"pii_{t}"].append(found.get(t, 0))
+        if reason:
+            rejects.append(dict(stage=STAGE, corpus=corpus, source_file=batch.column("source_file")[i].as_py(),
+                                line=batch.column("line")[i].as_py(), id=cols["id"][i], reason=reason, detail=detail,
+                                excerpt=excerpt(text), duplicate_of=None, similarity=None))
+    return cols, rejects
 
 
 def make_classify_task(retries: int):

@@ -56,7 +56,7 @@ def test_held_out_split_keeps_each_family_on_one_side(labeled_records):
 
 
 def test_same_text_preparation_for_training_and_inference():
-    assert model_text("Def  Foo(x):\n\treturn   X", 1000) == "def foo(x): return x"
+    assert model_text("Def  Foo(x):\n\treturn   X", 1000) == "def  foo(x): \treturn   x"
     assert model_text("a" * 50, 10) == "a" * 10
 
 

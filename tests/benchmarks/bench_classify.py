@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Classify-stage throughput against fastText's raw predict on the same documents, same run, one core.
+
+Usage: python tests/benchmarks/bench_classify.py [--corpora ../shared/corpora] [--docs 1500] [--repeats 3]
+
+The documents: the first --docs records of each shared corpus, ingested once. The baseline is the pure
+model cost: both models' `predict` on the prepared texts (preparation outside the timer). Then
+`classify_part` over the same parts (reading Parquet, preparing text, both models, writing annotations
+and rejects) in three configurations: models only, + PII, + heuristic rules (the default config).
+Prints MB/s of document text per core and the ratio to raw predict (median of repeats).
+Target (issue 4): the stage >= 60% of raw predict.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import itertools
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from schemas.config import ClassifyConfig, IngestConfig, PiiConfig  # noqa: E402
+from tasks.classifier import load_model, model_text  # noqa: E402
+from tasks.classify import PartRef, classify_part  # noqa: E402
+from tasks.classify_models import resolve_models  # noqa: E402
+from tasks.ingest import FileJob, ingest_file  # noqa: E402
+
+
+def ingest_heads(corpora: Path, docs: int, work: Path) -> list[PartRef]:
+    refs = []
+    for src in sorted(corpora.glob("*.jsonl.gz")):
+        head = work / "src" / src.name
+        head.parent.mkdir(parents=True, exist_ok=True)
+        with gzip.open(src, "rb") as f, gzip.open(head, "wb", compresslevel=1) as out:
+            out.writelines(itertools.islice(f, docs))
+        res = ingest_file(FileJob(src.name.split(".")[0], str(head), src.name), IngestConfig(), work, "bench")
+        refs.append(PartRef(res.corpus, res.docs_path))
+    return refs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--corpora", default=str(REPO.parent / "shared" / "corpora"))
+    ap.add_argument("--docs", type=int, default=1500, help="records per corpus")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    base = ClassifyConfig()
+    configs = {
+        "stage, models only": base.model_copy(update={"rules": {}, "pii": PiiConfig(mode="off")}),
+        "stage + PII": base.model_copy(update={"rules": {}}),
+        "stage + PII + rules": base,
+    }
+    models = resolve_models(base)
+    work = Path(tempfile.mkdtemp(prefix="bench-classify-"))
+    try:
+        refs = ingest_heads(Path(args.corpora), args.docs, work)
+        texts = [t for r in refs for t in pq.read_table(work / r.docs_path, columns=["text"]).column("text").to_pylist()]
+        mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
+        dom = load_model(models.domain_path)
+        qual = load_model(models.quality_path)
+        prepared = [model_text(t, base.max_chars) for t in texts]
+        raw = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            for i in range(0, len(prepared), base.batch_size):
+                dom.predict(prepared[i: i + base.batch_size], k=2)
+                qual.predict(prepared[i: i + base.batch_size], k=2)
+            raw.append(time.perf_counter() - t0)
+        raw_s = statistics.median(raw)
+        print(f"{len(texts):,} documents, {mb:.1f} MB of text, {len(refs)} parts; models read {base.max_chars} chars;"
+              f" one core, median of {args.repeats}")
+        print(f"{'what':28} {'seconds':>8} {'MB/s':>8} {'ratio':>6}")
+        print(f"{'raw predict (both models)':28} {raw_s:8.2f} {mb / raw_s:8.1f} {1.0:6.2f}")
+        for name, cfg in configs.items():
+            times = []
+            for _ in range(args.repeats):
+                shutil.rmtree(work / "classify", ignore_errors=True)
+                t0 = time.perf_counter()
+                for ref in refs:
+                    classify_part(ref, cfg, models, work)
+                times.append(time.perf_counter() - t0)
+            s = statistics.median(times)
+            print(f"{name:28} {s:8.2f} {mb / s:8.1f} {raw_s / s:6.2f}")
+        print("target: the stage >= 0.60 of raw predict")
+    finally:
+        shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()
