@@ -26,6 +26,7 @@ bench: install
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) tests/benchmarks/bench_ingest.py
 	$(PY) tests/benchmarks/bench_dedup.py
+	$(PY) tests/benchmarks/bench_classify.py
 
 clean:
 	rm -rf out .pytest_cache

@@ -12,6 +12,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from schemas.annotations import PII_TYPES
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -112,10 +114,25 @@ class ClassifyConfig(_Strict):
     min_quality_score: float = Field(0.0, ge=0.0, le=1.0,
                                      description="Documents whose quality score is below this are rejected.")
     rules: dict[str, list[str]] = Field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_RULES.items()},
-                                        description="Rule names per domain; 'default' for any other domain.")
+                                        description="Rule names per domain; 'default' for any other domain. "
+                                        "Domains you list replace their defaults ([] turns a domain's rules off); "
+                                        "the others keep theirs.")
     rule_params: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Threshold overrides per rule, e.g. {gopher_word_count: {min_words: 30}}.")
     pii: PiiConfig = Field(default_factory=PiiConfig)
+
+    @field_validator("rules")
+    @classmethod
+    def _over_defaults(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        return {**{k: list(r) for k, r in DEFAULT_RULES.items()}, **v}
+
+    @field_validator("pii")
+    @classmethod
+    def _known_pii_types(cls, v: PiiConfig) -> PiiConfig:
+        unknown = sorted(set(v.types) - set(PII_TYPES))
+        if unknown:
+            raise ValueError(f"unknown PII types {unknown}; known: {list(PII_TYPES)}")
+        return v
 
 
 class RunnerConfig(_Strict):

@@ -24,11 +24,16 @@ PLACEHOLDERS = {
 _EMAIL_LOCAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}$")
 _EMAIL_DOMAIN = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}\b")
 _DIGIT_RUN = re.compile(r"\d[\d .()\-]{5,}\d")  # where an IP, phone or card number could be
-_IPV4 = r"(?P<ip_address>(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]|\.\d))"
+_IPV4 = r"(?P<ip_address>(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]|\.\d|-\d))"
 # international (+CC ...) or North American (NXX) NXX-XXXX with consistent separators; never a bare digit run
-_PHONE = (r"(?P<phone>(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,5}\)?){2,5}(?![\w-])"
+_PHONE = (r"(?P<phone>(?<![\w+])\+[1-9]\d{0,2}(?:[ .-]\(?\d{1,8}\)?|\(\d{1,5}\)){2,5}(?![\w-])"
           r"|(?<![\w-])(?:\(\d{3}\) ?\d{3}-\d{4}|\d{3}(?P<sep>[.-])\d{3}(?P=sep)\d{4})(?![\w-]))")
-_CARD = r"(?P<card_number>(?<![\w-])(?:\d{4}[ -]?){3}\d{1,7}(?![\w-]))"
+# grouped 4-4-4-x with one consistent separator, or a bare 13-19 digit run that a payment word precedes
+# (bare runs alone are ids, timestamps and constants far more often than cards, even after the Luhn check)
+_CARD = (r"(?P<card_number>(?<![\w.-])(?:\d{4}(?P<csep>[ -])\d{4}(?P=csep)\d{4}(?P=csep)\d{1,7}|\d{13,19})"
+         r"(?!\w|[.-]\d))")
+_CARD_CONTEXT = re.compile(r"(?:card|visa|mastercard|amex|credit|debit|payment|kreditkarte|carte|tarjeta)\W{0,3}"
+                           r"(?:\w+\W{1,3}){0,3}$", re.IGNORECASE)
 _DIGIT_KINDS = re.compile("|".join((_CARD, _IPV4, _PHONE)))
 _SECRET_PREFIXES = ("AKIA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "xox", "AIza", "k_live_",
                     "-----BEGIN")
@@ -37,7 +42,7 @@ _SECRET = re.compile(
     r"|\bxox[abposr]-[A-Za-z0-9-]{10,72}\b|\bAIza[0-9A-Za-z_-]{35}\b|\b[sr]k_live_[0-9A-Za-z]{20,99}\b"
     r"|-----BEGIN (?:RSA |EC |DSA |OPENSSH |PGP )?PRIVATE KEY(?: BLOCK)?-----[\s\S]{0,8000}?"
     r"-----END (?:RSA |EC |DSA |OPENSSH |PGP )?PRIVATE KEY(?: BLOCK)?-----")
-_VERSION_BEFORE = re.compile(r"(?:\bv|version\s*|release\s*|==\s*|>=\s*|<=\s*)$", re.IGNORECASE)
+_VERSION_BEFORE = re.compile(r"(?:\bv\s?|version\s*|release\s*|[=<>]=\s*|,v\s)$", re.IGNORECASE)
 
 
 def luhn_ok(digits: str) -> bool:
@@ -62,7 +67,9 @@ def _is_public_ipv4(s: str) -> bool:
 def _accept_digits(kind: str, s: str, before: str) -> bool:
     if kind == "card_number":
         digits = s.replace(" ", "").replace("-", "")
-        return 13 <= len(digits) <= 19 and luhn_ok(digits)
+        if not (13 <= len(digits) <= 19 and luhn_ok(digits)) or len(set(digits)) == 1:  # 0000 0000 ... is a dump
+            return False
+        return digits != s or bool(_CARD_CONTEXT.search(before))
     if kind == "ip_address":
         return _is_public_ipv4(s) and not _VERSION_BEFORE.search(before)
     return 8 <= sum(ch.isdigit() for ch in s) <= 15  # phone; E.164 allows at most 15 digits
@@ -90,7 +97,7 @@ def _digit_kinds(text: str) -> Iterator[tuple[int, int, str]]:
         window = text[lo:hi]
         for m in _DIGIT_KINDS.finditer(window):
             kind = m.lastgroup
-            if kind and _accept_digits(kind, m.group(kind), text[max(0, lo + m.start() - 12): lo + m.start()]):
+            if kind and _accept_digits(kind, m.group(kind), text[max(0, lo + m.start() - 40): lo + m.start()]):
                 yield lo + m.start(), lo + m.end(), kind
 
 

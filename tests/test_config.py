@@ -51,3 +51,13 @@ def test_stage_hash_changes_with_its_settings_only():
     c = parse_config({"runner": {"workers": 1}})
     assert a.stage_hash("ingest") != b.stage_hash("ingest")
     assert a.stage_hash("ingest") == c.stage_hash("ingest")
+
+
+def test_classify_rules_override_per_domain_and_unknown_pii_types_are_refused():
+    cfg = parse_config({"classify": {"rules": {"code": [], "web": ["c4_curly_brace"]}}})
+    assert cfg.classify.rules["code"] == [] and cfg.classify.rules["web"] == ["c4_curly_brace"]
+    assert "gopher_word_count" in cfg.classify.rules["legal"]  # domains not named keep their defaults
+    with pytest.raises(ConfigError, match=r"classify.pii: .*unknown PII types \['ssn'\]"):
+        parse_config({"classify": {"pii": {"types": ["email", "ssn"]}}})
+    with pytest.raises(ConfigError, match=r"classify.pii.mode"):
+        parse_config({"classify": {"pii": {"mode": "mask"}}})

@@ -12,6 +12,7 @@ from tasks.pii import find_pii, luhn_ok, redact
     ("Call +49 30 1234567 or (415) 555-2671, fax 415.555.2672.", "Call <PHONE> or <PHONE>, fax <PHONE>.", {"phone": 3}),
     ("paid with 4111 1111 1111 1111 yesterday", "paid with <CARD_NUMBER> yesterday", {"card_number": 1}),
     ("card 5500-0000-0000-0004 on file", "card <CARD_NUMBER> on file", {"card_number": 1}),
+    ("Visa card number: 4012888888881881.", "Visa card number: <CARD_NUMBER>.", {"card_number": 1}),
     ("export AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE", "export AWS_ACCESS_KEY_ID=<SECRET>", {"secret": 1}),
     ("token = 'ghp_" + "x1Y2" * 9 + "'", "token = '<SECRET>'", {"secret": 1}),
     ("-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----\nrest", "<SECRET>\nrest", {"secret": 1}),
@@ -31,6 +32,11 @@ def test_redacts_realistic_personal_data(text, expected, counts):
     "@property\ndef name(self): return self.__dict__['a@b']",  # decorators, not addresses
     "ISBN 978-0-13-468599-1 and page 1024",  # identifiers that are not phone numbers
     "timestamp 1700000000123 and serial 1234567890123456",  # long digit runs without separators
+    "see https://x.com/ezyang/status/1746653285440585798/ and assert_almost_equal(norm, 46.4222398107638)",
+    "alpha = -1.6732632423543772 and s = pa.scalar(4012888888881881 + 1000)",  # Luhn-valid, but a constant
+    "list('-+0123456789') and array([+1.12345679+1.12j])",  # code, not phone numbers
+    "$Id: strftime.c,v 1.10.2.3 2005 and ROCM_VERSION,6.0.0.0-1296",  # RCS and build versions
+    "0000000: 0000 0000 0000 0000 0000  ................",  # a hex dump
 ])
 def test_leaves_look_alikes_alone(text):
     assert redact(text) == (text, {})
