@@ -53,9 +53,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     base = ClassifyConfig()
+    no_rules = {domain: [] for domain in base.rules}
     configs = {
-        "stage, models only": base.model_copy(update={"rules": {}, "pii": PiiConfig(mode="off")}),
-        "stage + PII": base.model_copy(update={"rules": {}}),
+        "stage, models only": ClassifyConfig(rules=no_rules, pii=PiiConfig(mode="off")),
+        "stage + PII": ClassifyConfig(rules=no_rules),
         "stage + PII + rules": base,
     }
     models = resolve_models(base)
