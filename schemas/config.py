@@ -135,6 +135,36 @@ class ClassifyConfig(_Strict):
         return v
 
 
+class TokenizeConfig(_Strict):
+    enabled: bool = Field(True, description="Encode kept documents into token shards.")
+    tokenizer: str | None = Field(
+        None, description="A sentencepiece .model to use. Null: the work root's own, trained on the first run from "
+        "a domain-balanced sample of kept documents and kept for every later run (shards must share one).")
+    vocab_size: int = Field(32000, ge=256, le=1 << 20, description="Vocabulary of a tokenizer trained here.")
+    model_type: str = Field("bpe", pattern="^(bpe|unigram)$")
+    sample_chars_per_domain: int = Field(20_000_000, gt=0, description="Training sample: characters per domain.")
+    threads: int = Field(1, ge=1, le=64, description="sentencepiece encode threads per task (tasks run in parallel).")
+    batch_docs: int = Field(256, gt=0, description="Documents per encode call.")
+    shard_tokens: int = Field(50_000_000, gt=0, description="Target tokens per shard (about 100 MB as uint16).")
+    validation_fraction: float = Field(0.01, ge=0.0, lt=1.0,
+                                       description="Share of documents (by id hash) held out as validation shards.")
+    seed: int = Field(1, ge=0, description="Seed of the validation split and of the tokenizer's training sample.")
+
+
+class MixConfig(_Strict):
+    enabled: bool = Field(True, description="Write a mixture manifest version after tokenizing.")
+    name: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="manifests/<name>/vNNNN.json")
+    method: str = Field("natural", pattern="^(natural|temperature|unimax|manual)$")
+    alpha: float = Field(0.3, gt=0.0, le=1.0, description="temperature: weights proportional to tokens^alpha.")
+    weights: dict[str, float] | None = Field(None, description="manual: domain -> share of tokens, summing to 1.")
+    total_tokens: int | None = Field(None, gt=0, description="Token budget; null: every available token once.")
+    sequence_length: int = Field(2048, gt=0)
+    seed: int = Field(0, ge=0, description="The loader's seed, recorded in the manifest.")
+    max_epochs: float = Field(4.0, gt=0.0, description="Most a domain's data may repeat (Muennighoff et al. 2023).")
+    cap_epochs: bool = Field(False, description="Cap a domain at max_epochs and give the rest to the others, "
+                                                "instead of failing.")
+
+
 class RunnerConfig(_Strict):
     workers: int = Field(2, ge=1, le=64, description="Processes that ingest files in parallel.")
     retries: int = Field(2, ge=0, le=10, description="Retries of a file task after a transient IO error.")
@@ -147,6 +177,8 @@ class CurateConfig(_Strict):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     classify: ClassifyConfig = Field(default_factory=ClassifyConfig)
+    tokenize: TokenizeConfig = Field(default_factory=TokenizeConfig)
+    mix: MixConfig = Field(default_factory=MixConfig)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
 
     def stage_hash(self, stage: str) -> str:

@@ -88,6 +88,25 @@ def summarise_classify(corpus: str, parts: list[ClassifyPartResult]) -> Classify
     return rep
 
 
+class ShardInfo(BaseModel):
+    path: str  # relative to the work root
+    domain: str
+    split: str  # train or validation
+    docs: int
+    tokens: int
+    bytes: int
+    sha256: str
+
+
+class TokenizePartResult(Counts):
+    tokenizer_sha256: str = ""
+    tokens: int = 0
+    text_bytes: int = 0
+    shards: list[ShardInfo] = Field(default_factory=list)
+    reused: bool = False
+    seconds: float = 0.0
+
+
 class CorpusReport(Counts):
     files: int = 0
     files_reused: int = 0
@@ -97,6 +116,7 @@ class CorpusReport(Counts):
     langs: dict[str, int] = Field(default_factory=dict)
     dedup: DedupReport | None = None
     classify: ClassifyReport | None = None
+    tokens: dict[str, int] = Field(default_factory=dict)  # tokens per domain (train and validation)
 
 
 class RunReport(BaseModel):

@@ -1,0 +1,120 @@
+"""The mixture manifest: the contract with the training team. JSON, versioned, checked on load.
+
+`manifest.schema.json` beside this file is the exported JSON Schema (`python -m schemas.manifest` rewrites it;
+a test keeps it in sync).
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path, PurePosixPath
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MANIFEST_VERSION = "1"
+WEIGHT_TOLERANCE = 1e-6
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ShardRef(_Model):
+    path: str = Field(description="Relative to the manifest's folder; never absolute, never escaping it.")
+    docs: int = Field(ge=0)
+    tokens: int = Field(ge=0)
+    bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    @field_validator("path")
+    @classmethod
+    def _inside(cls, v: str) -> str:
+        p = PurePosixPath(v)
+        if p.is_absolute() or ".." in p.parts or "\\" in v:
+            raise ValueError(f"shard path {v!r} escapes the manifest's folder")
+        return v
+
+
+class Producer(_Model):
+    package_version: str
+    git_commit: str | None = None
+    flow_run_id: str | None = None
+    config_sha256: str
+
+
+class TokenizerRef(_Model):
+    path: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    vocab_size: int = Field(gt=0)
+    eos_id: int = Field(ge=0)
+    token_dtype: str = Field(pattern=r"^(uint16|uint32)$")
+
+
+class Budget(_Model):
+    total_tokens: int = Field(gt=0)
+    sequence_length: int = Field(gt=0)
+    seed: int = Field(ge=0)
+
+
+class Source(_Model):
+    domain: str
+    weight: float = Field(ge=0.0, le=1.0, description="Share of training tokens.")
+    available_tokens: int = Field(ge=0)
+    available_docs: int = Field(ge=0)
+    target_tokens: int = Field(ge=0)
+    epochs: float = Field(ge=0.0, description="target_tokens / available_tokens.")
+    max_epochs: float = Field(gt=0.0)
+    shards: list[ShardRef]
+    validation_shards: list[ShardRef] = Field(default_factory=list)
+
+
+class WeightsProvenance(_Model):
+    method: str
+    parameters: dict = Field(default_factory=dict)
+
+
+class Exports(_Model):
+    megatron_data_path: str = Field(description="Megatron --data-path: 'w1 prefix1 w2 prefix2 ...'.")
+    hf_interleave_probabilities: dict[str, float] = Field(
+        description="datasets.interleave_datasets(probabilities=...) in the order of `sources`.")
+
+
+class Manifest(_Model):
+    manifest_version: str = MANIFEST_VERSION
+    id: str
+    name: str
+    version: int = Field(ge=1)
+    created_at: str
+    producer: Producer
+    tokenizer: TokenizerRef
+    budget: Budget
+    sources: list[Source] = Field(min_length=1)
+    weights_provenance: WeightsProvenance
+    fingerprint: str = Field(pattern=r"^[0-9a-f]{64}$")
+    exports: Exports
+    warnings: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _weights(self) -> "Manifest":
+        total = math.fsum(s.weight for s in self.sources)
+        if abs(total - 1.0) > WEIGHT_TOLERANCE:
+            raise ValueError(f"source weights sum to {total:.9f}, not 1")
+        for s in self.sources:
+            if s.weight > 0 and s.available_tokens == 0:
+                raise ValueError(f"domain {s.domain!r} has weight {s.weight} but no tokens")
+            if s.epochs > s.max_epochs + 1e-9:
+                raise ValueError(f"domain {s.domain!r} needs {s.epochs:.2f} epochs > max_epochs {s.max_epochs}")
+        return self
+
+
+SCHEMA_PATH = Path(__file__).with_name("manifest.schema.json")
+
+
+def json_schema() -> str:
+    return json.dumps(Manifest.model_json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    SCHEMA_PATH.write_text(json_schema())
+    sys.stdout.write(f"wrote {SCHEMA_PATH}\n")

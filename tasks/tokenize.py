@@ -1,0 +1,142 @@
+"""Tokenize: per classified part, kept documents → token shards (Arrow IPC), one shard set per domain.
+
+`tokenize_part` is the plain function. Documents are encoded in batches (sentencepiece's multi-threaded
+encode), EOS appended, and routed by domain and split (a deterministic validation slice by id hash) into
+shards of about `shard_tokens` tokens: tokens/<domain>/<split>/<corpus>/<part>-NNNNN.arrow. Each shard's
+schema metadata holds its counts and the tokenizer's sha256; its own sha256 goes in the result (and the
+manifest). Same input and config, same bytes; a completed part is reused.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+import xxhash
+
+from schemas.config import TokenizeConfig
+from schemas.report import ShardInfo, TokenizePartResult
+from schemas.shards import META_DOCS, META_DOMAIN, META_FORMAT, META_SPLIT, META_TOKENIZER_SHA, META_TOKENS, \
+    SHARD_FORMAT_VERSION, token_shard_schema, token_type
+from tasks.tokenizer import TokenizerInfo, load_tokenizer, sha256_file
+from tasks.workdir import atomic_path, file_fingerprint, read_json, write_json_atomic
+
+STAGE = "tokenize"
+TRAIN, VALIDATION = "train", "validation"
+
+
+@dataclass(frozen=True)
+class TokenizeRef:
+    corpus: str
+    docs_path: str  # relative to the work root
+    annotations_path: str
+
+
+def is_validation(doc_id: str, fraction: float, seed: int) -> bool:
+    return xxhash.xxh64_intdigest(f"{seed}:{doc_id}") % 1_000_000 < fraction * 1_000_000
+
+
+class _ShardSet:
+    """Rows of one (domain, split) of one part, written out each time they reach the target size."""
+
+    def __init__(self, base: Path, work_root: Path, domain: str, split: str, tok: TokenizerInfo, target: int):
+        self.base, self.work_root, self.domain, self.split, self.tok, self.target = base, work_root, domain, split, tok, target
+        self.rows: dict[str, list] = {"doc_id": [], "corpus": [], "quality": [], "tokens": []}
+        self.n_tokens = 0
+        self.shards: list[ShardInfo] = []
+        self.np_dtype = np.uint16 if token_type(tok.vocab_size) == pa.uint16() else np.uint32
+
+    def add(self, doc_id: str, corpus: str, quality: float, tokens: list[int]) -> None:
+        self.rows["doc_id"].append(doc_id)
+        self.rows["corpus"].append(corpus)
+        self.rows["quality"].append(quality)
+        self.rows["tokens"].append(np.asarray(tokens, dtype=self.np_dtype))
+        self.n_tokens += len(tokens)
+        if self.n_tokens >= self.target:
+            self.flush()
+
+    def flush(self) -> None:
+        n = len(self.rows["doc_id"])
+        if not n:
+            return
+        dtype = token_type(self.tok.vocab_size)
+        flat = np.concatenate(self.rows["tokens"])
+        offsets = np.zeros(n + 1, dtype=np.int32)
+        np.cumsum([len(t) for t in self.rows["tokens"]], out=offsets[1:])
+        schema = token_shard_schema(self.tok.vocab_size).with_metadata({
+            META_TOKENIZER_SHA: self.tok.sha256.encode(), META_DOCS: str(n).encode(),
+            META_TOKENS: str(self.n_tokens).encode(), META_DOMAIN: self.domain.encode(),
+            META_SPLIT: self.split.encode(), META_FORMAT: SHARD_FORMAT_VERSION.encode()})
+        table = pa.Table.from_arrays([
+            pa.array(self.rows["doc_id"], pa.string()),
+            pa.array(self.rows["corpus"], pa.string()),
+            pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([self.domain])),
+            pa.array(self.rows["quality"], pa.float32()),
+            pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=dtype)),
+        ], schema=schema)
+        path = self.base.with_name(f"{self.base.name}-{len(self.shards):05d}.arrow")
+        with atomic_path(path) as tmp:
+            with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, schema) as writer:
+                writer.write_table(table)
+        self.shards.append(ShardInfo(path=str(path.relative_to(self.work_root)), domain=self.domain, split=self.split,
+                                     docs=n, tokens=self.n_tokens, bytes=path.stat().st_size, sha256=sha256_file(path)))
+        self.rows = {k: [] for k in self.rows}
+        self.n_tokens = 0
+
+
+def tokenize_part(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, work_root: str | Path) -> TokenizePartResult:
+    work_root = Path(work_root)
+    stem = Path(ref.docs_path).name.removesuffix(".docs.parquet")
+    done_path = work_root / STAGE / ref.corpus / f"{stem}.done.json"
+    sp, tok = load_tokenizer(tokenizer_path)
+    key = {"docs": file_fingerprint(work_root / ref.docs_path), "annotations": file_fingerprint(work_root / ref.annotations_path),
+           "tokenizer": tok.sha256, "config": cfg.model_dump(mode="json", exclude={"tokenizer", "threads"})}
+    done = read_json(done_path)
+    if done and done.get("key") == key and all((work_root / s["path"]).exists() for s in done["result"]["shards"]):
+        res = TokenizePartResult.model_validate(done["result"])
+        res.reused = True
+        return res
+    t0 = time.perf_counter()
+    docs = pq.read_table(work_root / ref.docs_path, columns=["id", "text"])
+    ann = pq.read_table(work_root / ref.annotations_path, columns=["id", "kept", "domain", "quality_score", "text_redacted"])
+    if docs.column("id").to_pylist() != ann.column("id").to_pylist():
+        raise ValueError(f"{ref.annotations_path} does not annotate {ref.docs_path} row for row: classify again")
+    mask = ann.column("kept")
+    ids = docs.column("id").filter(mask).to_pylist()
+    texts = [r if r is not None else t for t, r in zip(docs.column("text").filter(mask).to_pylist(),
+                                                       ann.column("text_redacted").filter(mask).to_pylist())]
+    domains = ann.column("domain").filter(mask).to_pylist()
+    quality = ann.column("quality_score").filter(mask).to_pylist()
+    sets: dict[tuple[str, str], _ShardSet] = {}
+    res = TokenizePartResult(corpus=ref.corpus, docs_in=len(ids), kept=len(ids), tokenizer_sha256=tok.sha256)
+    for start in range(0, len(texts), cfg.batch_docs):
+        batch = texts[start: start + cfg.batch_docs]
+        encoded = sp.encode(batch, num_threads=cfg.threads)
+        res.text_bytes += sum(len(t.encode("utf-8")) for t in batch)
+        for i, tokens in enumerate(encoded, start=start):
+            tokens.append(tok.eos_id)
+            split = VALIDATION if is_validation(ids[i], cfg.validation_fraction, cfg.seed) else TRAIN
+            key_ = (domains[i], split)
+            if key_ not in sets:
+                base = work_root / "tokens" / domains[i] / split / ref.corpus / stem
+                sets[key_] = _ShardSet(base, work_root, domains[i], split, tok, cfg.shard_tokens)
+            sets[key_].add(ids[i], ref.corpus, quality[i], tokens)
+    for k in sorted(sets):
+        sets[k].flush()
+        res.shards.extend(sets[k].shards)
+    res.tokens = sum(s.tokens for s in res.shards)
+    res.seconds = round(time.perf_counter() - t0, 3)
+    write_json_atomic(done_path, {"key": key, "result": res.model_dump(mode="json")})
+    return res
+
+
+def make_tokenize_task(retries: int):
+    from prefect import task
+    from prefect.cache_policies import NO_CACHE
+
+    return task(tokenize_part, name="tokenize-part", task_run_name="tokenize-{ref.corpus}-{ref.docs_path}",
+                retries=retries, retry_delay_seconds=2, cache_policy=NO_CACHE, persist_result=False)
