@@ -1,0 +1,178 @@
+"""MixtureDataset: the PyTorch side of a manifest. Streams token sequences in the manifest's proportions,
+deterministic for a seed, split without overlap across DataLoader workers and distributed ranks, resumable
+from a state_dict, over memory-mapped shards whose checksums are verified on open.
+
+How a sample is made (all of it a pure function of the manifest, seed, seq_len and the sample's index):
+- The run is N = total_tokens // (seq_len + 1) samples. Each domain gets its count by largest remainder of
+  its weight; the schedule (which domain each sample index draws from) places the k-th sample of a domain
+  at time (k + 1) / n_d, merged across domains (Megatron-style interleave: every prefix of the run is within
+  one sample per domain of its weights), or, with sampling="multinomial", seeded random draws.
+- A domain is an endless stream of its documents, in a seeded order reshuffled each epoch; its j-th sample
+  is tokens [j (L+1), (j+1)(L+1)) of that stream (documents packed, EOS between them). Inputs are the first
+  L tokens, labels the last L.
+- Sample indices are dealt to ranks round-robin (i % world_size), and a rank's samples to DataLoader workers
+  in whole batches (batch b to worker b % num_workers), so a DataLoader yields each rank's samples in order and
+  `samples consumed` is all a checkpoint needs.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from tasks.manifest import ManifestError, load_manifest, shard_path
+from tasks.mixing import largest_remainder
+
+STATE_VERSION = 1
+
+
+def interleave_schedule(counts: list[int]) -> np.ndarray:
+    """Domain index of each sample: the k-th sample of domain d is due at (k + 1) / counts[d] of the run."""
+    due = [((np.arange(n) + 1) / n, np.full(n, d, dtype=np.int16)) for d, n in enumerate(counts) if n]
+    times = np.concatenate([t for t, _ in due])
+    doms = np.concatenate([d for _, d in due])
+    return doms[np.lexsort((doms, times))]
+
+
+def multinomial_schedule(weights: list[float], n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng([seed, 7]).choice(len(weights), size=n, p=np.asarray(weights) / sum(weights)).astype(np.int16)
+
+
+class _DomainStream:
+    """One domain's documents, memory-mapped, as an endless stream of epochs in seeded orders."""
+
+    def __init__(self, paths: list[Path], seed: int, index: int):
+        self.values, self.offsets = [], []
+        for p in paths:
+            table = ipc.open_file(pa.memory_map(str(p), "r")).read_all()
+            tokens = table.column("tokens").combine_chunks()
+            self.values.append(tokens.values.to_numpy(zero_copy_only=True))
+            self.offsets.append(tokens.offsets.to_numpy())
+        self.doc_starts = np.cumsum([0] + [len(o) - 1 for o in self.offsets])
+        self.lengths = np.concatenate([np.diff(o) for o in self.offsets]).astype(np.int64)
+        self.epoch_tokens = int(self.lengths.sum())
+        self.seed, self.index = seed, index
+        self._epochs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _epoch(self, e: int) -> tuple[np.ndarray, np.ndarray]:
+        if e not in self._epochs:
+            if len(self._epochs) >= 2:  # a reader only ever straddles two epochs
+                self._epochs.pop(min(self._epochs))
+            order = np.random.default_rng([self.seed, self.index, e]).permutation(len(self.lengths))
+            self._epochs[e] = (order, np.cumsum(self.lengths[order]))
+        return self._epochs[e]
+
+    def _doc(self, g: int) -> np.ndarray:
+        s = int(np.searchsorted(self.doc_starts, g, side="right") - 1)
+        local = g - self.doc_starts[s]
+        return self.values[s][self.offsets[s][local]: self.offsets[s][local + 1]]
+
+    def read(self, start: int, n: int) -> np.ndarray:
+        out = np.empty(n, dtype=np.int64)
+        filled = 0
+        while filled < n:
+            e, pos = divmod(start + filled, self.epoch_tokens)
+            order, cum = self._epoch(e)
+            k = int(np.searchsorted(cum, pos, side="right"))
+            begin = pos - (cum[k - 1] if k else 0)
+            doc = self._doc(int(order[k]))[begin:]
+            take = min(len(doc), n - filled)
+            out[filled: filled + take] = doc[:take]
+            filled += take
+        return out
+
+
+class MixtureDataset(IterableDataset):
+    def __init__(self, manifest: str | Path, seq_len: int | None = None, seed: int | None = None,
+                 sampling: str = "interleave", batch_size: int = 1, rank: int | None = None,
+                 world_size: int | None = None, verify: bool = True, tokenizer_sha256: str | None = None):
+        self.manifest_path = Path(manifest)
+        m = load_manifest(manifest, verify=verify, tokenizer_sha256=tokenizer_sha256)
+        if self.manifest_path.is_dir():
+            self.manifest_path = self.manifest_path / f"v{m.version:04d}.json"
+        if sampling not in ("interleave", "multinomial"):
+            raise ValueError(f"sampling must be interleave or multinomial, not {sampling!r}")
+        self.manifest, self.sampling, self.batch_size = m, sampling, batch_size
+        self.seq_len = seq_len or m.budget.sequence_length
+        self.seed = m.budget.seed if seed is None else seed
+        self.domains = [s.domain for s in m.sources]
+        self.weights = [s.weight for s in m.sources]
+        self.n_samples = m.budget.total_tokens // (self.seq_len + 1)
+        if self.n_samples == 0:
+            raise ManifestError(f"{manifest}: a budget of {m.budget.total_tokens} tokens holds no sequence of "
+                                f"{self.seq_len + 1}")
+        if distributed := (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            rank = torch.distributed.get_rank() if rank is None else rank
+            world_size = torch.distributed.get_world_size() if world_size is None else world_size
+        self.rank, self.world_size = rank or 0, world_size or 1
+        self.distributed = distributed
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} is not in 0..{self.world_size - 1}")
+        self.start = 0  # samples of this rank already consumed (load_state_dict sets it)
+        self._streams: dict[int, _DomainStream] | None = None
+
+    @functools.cached_property
+    def schedule(self) -> tuple[np.ndarray, np.ndarray]:
+        """(domain of each sample, its index within the domain)."""
+        if self.sampling == "interleave":
+            counts = largest_remainder(dict(enumerate(self.weights)), self.n_samples)
+            doms = interleave_schedule([counts[i] for i in range(len(self.weights))])
+        else:
+            doms = multinomial_schedule(self.weights, self.n_samples, self.seed)
+        within = np.zeros(len(doms), dtype=np.int64)
+        for d in range(len(self.weights)):
+            mask = doms == d
+            within[mask] = np.arange(int(mask.sum()))
+        return doms, within
+
+    def _stream(self, d: int) -> _DomainStream:
+        if self._streams is None:
+            self._streams = {}
+        if d not in self._streams:  # opened lazily, inside each worker: memory maps are not pickled
+            paths = [shard_path(self.manifest_path, s.path) for s in self.manifest.sources[d].shards]
+            self._streams[d] = _DomainStream(paths, self.seed, d)
+        return self._streams[d]
+
+    def sample(self, i: int) -> dict[str, torch.Tensor]:
+        doms, within = self.schedule
+        d = int(doms[i])
+        block = self._stream(d).read(int(within[i]) * (self.seq_len + 1), self.seq_len + 1)
+        t = torch.from_numpy(block)
+        return {"input_ids": t[:-1], "labels": t[1:], "domain": torch.tensor(d), "index": torch.tensor(i)}
+
+    def rank_indices(self) -> np.ndarray:
+        return np.arange(self.rank, self.n_samples, self.world_size)[self.start:]
+
+    def __len__(self) -> int:
+        return len(np.arange(self.rank, self.n_samples, self.world_size)) - self.start
+
+    def __iter__(self):
+        mine = self.rank_indices()
+        info = get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info else (1, 0)
+        b = self.batch_size
+        for batch in range(worker, (len(mine) + b - 1) // b, workers):
+            for i in mine[batch * b: (batch + 1) * b]:
+                yield self.sample(int(i))
+
+    def state_dict(self, samples_consumed: int) -> dict:
+        """What a checkpoint needs: this rank has consumed `samples_consumed` samples since iteration began."""
+        return {"version": STATE_VERSION, "fingerprint": self.manifest.fingerprint, "seed": self.seed,
+                "seq_len": self.seq_len, "sampling": self.sampling, "rank": self.rank, "world_size": self.world_size,
+                "samples_seen": self.start + int(samples_consumed)}
+
+    def load_state_dict(self, state: dict, allow_other_manifest: bool = False) -> None:
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"unknown loader state version {state.get('version')!r}")
+        if state["fingerprint"] != self.manifest.fingerprint and not allow_other_manifest:
+            raise ManifestError(f"the state was saved on manifest {state['fingerprint'][:12]}, this is "
+                                f"{self.manifest.fingerprint[:12]}: pass allow_other_manifest=True to resume anyway")
+        for key in ("seed", "seq_len", "sampling", "world_size"):
+            if state[key] != getattr(self, key):
+                raise ValueError(f"the state was saved with {key}={state[key]!r}, this loader has {getattr(self, key)!r}")
+        self.start = int(state["samples_seen"])

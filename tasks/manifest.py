@@ -1,0 +1,195 @@
+"""Mixture manifests: written as numbered versions that are never overwritten, read back with every check
+a training job needs before its first step (paths inside the dataset root, shards present and unchanged,
+one tokenizer, weights summing to 1, no domain beyond max_epochs, no empty domain).
+
+Layout under the work root: manifests/<name>/v0001.json, v0002.json, ... and latest.json naming the newest.
+Shard paths in a manifest are relative to its `root` ("../.." from the manifest: the work root).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from schemas.config import MixConfig
+from schemas.manifest import Budget, Exports, Manifest, Producer, ShardRef, Source, TokenizerRef, WeightsProvenance
+from schemas.report import ShardInfo
+from tasks import mixing
+from tasks.tokenizer import TokenizerInfo, sha256_file
+from tasks.workdir import read_json, write_json_atomic
+
+ROOT_FROM_MANIFEST = "../.."
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be written or used; the message names the file, the domain or the shard."""
+
+
+def weights_for(cfg: MixConfig, available: dict[str, int], budget: int) -> tuple[dict[str, float], dict]:
+    if cfg.method == "natural":
+        return mixing.natural(available), {}
+    if cfg.method == "temperature":
+        return mixing.temperature(available, cfg.alpha), {"alpha": cfg.alpha}
+    if cfg.method == "unimax":
+        return mixing.unimax(available, budget, cfg.max_epochs), {"max_epochs": cfg.max_epochs}
+    if cfg.weights is None:
+        raise ManifestError("mix.method manual needs mix.weights")
+    return mixing.manual(cfg.weights, available), {"weights": cfg.weights}
+
+
+def _ref(s: ShardInfo) -> ShardRef:
+    return ShardRef(path=s.path, docs=s.docs, tokens=s.tokens, bytes=s.bytes, sha256=s.sha256)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True,
+                             timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def fingerprint(tok_sha: str, sources: list[Source], seed: int) -> str:
+    h = hashlib.sha256(tok_sha.encode())
+    for s in sources:
+        h.update(f"{s.domain}:{s.weight!r}:{s.target_tokens}".encode())
+        for sh in s.shards + s.validation_shards:
+            h.update(sh.sha256.encode())
+    h.update(str(seed).encode())
+    return h.hexdigest()
+
+
+def build_manifest(shards: list[ShardInfo], tok: TokenizerInfo, cfg: MixConfig, config_sha256: str, version: int,
+                   flow_run_id: str | None = None, weights: dict[str, float] | None = None,
+                   provenance: WeightsProvenance | None = None) -> Manifest:
+    """The manifest for these shards (paths relative to the work root) under cfg; `weights` overrides the
+    strategy (learned weights), with its provenance."""
+    domains = sorted({s.domain for s in shards if s.split == "train"})
+    if not domains:
+        raise ManifestError("no training shards: nothing to mix")
+    available = {d: sum(s.tokens for s in shards if s.domain == d and s.split == "train") for d in domains}
+    budget = cfg.total_tokens or sum(available.values())
+    try:
+        if weights is None:
+            weights, params = weights_for(cfg, available, budget)
+            provenance = WeightsProvenance(method=cfg.method, parameters=params)
+        alloc = mixing.allocate(weights, available, budget, cfg.max_epochs, cap=cfg.cap_epochs)
+    except mixing.MixError as err:
+        raise ManifestError(str(err)) from None
+    sources = []
+    for d in domains:
+        mine = sorted((s for s in shards if s.domain == d), key=lambda s: s.path)
+        sources.append(Source(
+            domain=d, weight=alloc.weights[d], available_tokens=available[d],
+            available_docs=sum(s.docs for s in mine if s.split == "train"), target_tokens=alloc.targets[d],
+            epochs=round(alloc.epochs[d], 6), max_epochs=cfg.max_epochs,
+            shards=[_ref(s) for s in mine if s.split == "train"],
+            validation_shards=[_ref(s) for s in mine if s.split == "validation"]))
+    fp = fingerprint(tok.sha256, sources, cfg.seed)
+    stamp = os.environ.get("SOURCE_DATE_EPOCH")  # reproducible builds: a fixed time gives identical bytes
+    created = datetime.fromtimestamp(int(stamp) if stamp else time.time(), timezone.utc)
+    try:
+        version_str = metadata.version("curate")
+    except metadata.PackageNotFoundError:
+        version_str = "0+unknown"
+    tok_dtype = "uint16" if tok.vocab_size <= 1 << 16 else "uint32"
+    return Manifest(
+        id=f"{cfg.name}-v{version:04d}-{fp[:12]}", name=cfg.name, version=version,
+        created_at=created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        producer=Producer(package_version=version_str, git_commit=_git_commit(), flow_run_id=flow_run_id,
+                          config_sha256=config_sha256),
+        tokenizer=TokenizerRef(path=tok.path, sha256=tok.sha256, vocab_size=tok.vocab_size, eos_id=tok.eos_id,
+                               token_dtype=tok_dtype),
+        budget=Budget(total_tokens=budget, sequence_length=cfg.sequence_length, seed=cfg.seed),
+        sources=sources, weights_provenance=provenance, fingerprint=fp,
+        exports=Exports(
+            megatron_data_path=" ".join(f"{s.weight:.6f} tokens/{s.domain}/train" for s in sources if s.weight > 0),
+            hf_interleave_probabilities={s.domain: s.weight for s in sources}),
+        warnings=alloc.warnings + [f"{s.domain}: no validation shards" for s in sources if not s.validation_shards])
+
+
+def manifest_dir(work_root: Path, name: str) -> Path:
+    return Path(work_root) / "manifests" / name
+
+
+def latest_version(work_root: Path, name: str) -> int:
+    latest = read_json(manifest_dir(work_root, name) / "latest.json")
+    return int(latest["version"]) if latest else 0
+
+
+def write_version(work_root: Path, manifest: Manifest) -> tuple[Path, bool]:
+    """Write manifests/<name>/vNNNN.json unless the latest version has the same fingerprint and weights'
+    provenance (then that one is returned, False). A version file is created exclusively: never overwritten."""
+    folder = manifest_dir(work_root, manifest.name)
+    current = latest_version(work_root, manifest.name)
+    if current:
+        prev = json.loads((folder / f"v{current:04d}.json").read_text())
+        if prev["fingerprint"] == manifest.fingerprint and prev["weights_provenance"] == \
+                manifest.weights_provenance.model_dump(mode="json"):
+            return folder / f"v{current:04d}.json", False
+    manifest = manifest.model_copy(update={"version": current + 1,
+                                           "id": f"{manifest.name}-v{current + 1:04d}-{manifest.fingerprint[:12]}"})
+    path = folder / f"v{manifest.version:04d}.json"
+    folder.mkdir(parents=True, exist_ok=True)
+    body = json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    tmp = folder / f".{path.name}.tmp"
+    tmp.write_text(body, encoding="utf-8")
+    try:
+        os.link(tmp, path)  # fails if the version exists: a version is never overwritten
+    except FileExistsError:
+        raise ManifestError(f"{path} already exists (another run wrote it); run again") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    write_json_atomic(folder / "latest.json", {"version": manifest.version, "path": path.name,
+                                               "fingerprint": manifest.fingerprint})
+    return path, True
+
+
+def shard_path(manifest_path: Path, rel: str) -> Path:
+    root = (manifest_path.parent / ROOT_FROM_MANIFEST).resolve()
+    path = (root / rel).resolve()
+    if root not in path.parents:
+        raise ManifestError(f"{manifest_path}: shard path {rel!r} escapes the dataset root {root}")
+    return path
+
+
+def load_manifest(path: str | Path, verify: bool = True, tokenizer_sha256: str | None = None) -> Manifest:
+    """Read and check a manifest (a version file, or a folder: its latest). Every problem is a ManifestError
+    naming the file; with verify, every shard's sha256 is checked."""
+    path = Path(path)
+    if path.is_dir():
+        latest = read_json(path / "latest.json")
+        if not latest:
+            raise ManifestError(f"{path} has no latest.json: not a manifest folder")
+        path = path / latest["path"]
+    if not path.is_file():
+        raise ManifestError(f"manifest not found: {path}")
+    try:
+        manifest = Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise ManifestError(f"{path}: invalid manifest at {where}: {first['msg']}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ManifestError(f"{path}: cannot read ({err})") from None
+    if tokenizer_sha256 and tokenizer_sha256 != manifest.tokenizer.sha256:
+        raise ManifestError(f"{path}: tokenizer mismatch: the manifest's is {manifest.tokenizer.sha256[:12]}, "
+                            f"the caller's {tokenizer_sha256[:12]}")
+    for src in manifest.sources:
+        for sh in src.shards + src.validation_shards:
+            p = shard_path(path, sh.path)
+            if not p.is_file():
+                raise ManifestError(f"{path}: shard of {src.domain!r} missing: {p}")
+            if p.stat().st_size != sh.bytes:
+                raise ManifestError(f"{path}: shard {p} has {p.stat().st_size} bytes, the manifest says {sh.bytes}")
+            if verify and sha256_file(p) != sh.sha256:
+                raise ManifestError(f"{path}: shard {p} is corrupt: its sha256 does not match the manifest")
+    return manifest
