@@ -164,10 +164,16 @@ def _run_with_progress(inputs, out: Path, config: Optional[Path]) -> None:
     if any(c.get("classify") for c in report["corpora"]):
         console.print(f"         [bold]{out}/classify/<corpus>/[/] (annotations beside the documents, rule rejects)")
     console.print(f"report:  [bold]{out}/report.json[/]")
+    if report.get("manifest"):
+        from flows.cli_mix import print_manifest
+        print_manifest(report["manifest"])
 
 
 def main() -> None:
     app()
+
+
+from flows import cli_mix as _cli_mix  # noqa: E402,F401  (registers train-tokenizer, mix and inspect on `app`)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The `curate` flow: ingest → dedup → classify (→ tokenize → mix, as those stages land).
+"""The `curate` flow: ingest → dedup → classify → tokenize → mix.
 
 Wiring and reporting only: each stage's work is a plain function in tasks/.
 """
@@ -17,15 +17,18 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ProcessPoolTaskRunner
 
 from schemas.config import CurateConfig, load_config
-from schemas.report import ClassifyPartResult, ClassifyReport, DedupReport, FileResult, RunReport, add_stage, \
-    summarise_classify, summarise_corpus, total_into
+from schemas.report import ClassifyPartResult, ClassifyReport, DedupReport, FileResult, RunReport, \
+    TokenizePartResult, add_stage, summarise_classify, summarise_corpus, total_into
 from tasks.classify import PartRef, make_classify_task
 from tasks.classify_models import resolve_models
+from tasks.manifest import build_manifest, collect_shards, latest_version, write_version
+from tasks.tokenize import TokenizeRef, make_tokenize_task
+from tasks.tokenizer import ensure_tokenizer
 from tasks.dedup import make_dedup_tasks
 from tasks.ingest import make_ingest_task
 from tasks.inputs import Corpus, resolve_inputs
-from tasks.report import classify_markdown, classify_rows, corpus_rows, dedup_rows, markdown_summary, reason_rows, \
-    write_report
+from tasks.report import classify_markdown, classify_rows, corpus_rows, dedup_rows, markdown_summary, mix_markdown, \
+    mix_rows, reason_rows, write_report
 from tasks.workdir import write_json_atomic
 
 from flows.runtime import prefect_api
@@ -128,6 +131,40 @@ def run_classify(parts: dict[str, list[str]], cfg: CurateConfig, work_root: Path
     return reports
 
 
+def run_tokenize(refs: list[TokenizeRef], cfg: CurateConfig, work_root: Path) -> list[TokenizePartResult]:
+    """One tokenizer for the work root (trained on the first run), then every classified part encoded."""
+    tc = cfg.tokenize
+    tok = ensure_tokenizer(work_root, [(r.docs_path, r.annotations_path) for r in refs], tc.tokenizer, tc.vocab_size,
+                           tc.model_type, tc.sample_chars_per_domain, tc.seed, threads=cfg.runner.workers)
+    get_run_logger().info("tokenizer %s (vocab %d, sha256 %s)", tok.path, tok.vocab_size, tok.sha256[:12])
+    task = make_tokenize_task(cfg.runner.retries)
+    progress_id = create_progress_artifact(0.0, key=_artifact_key("tokenize-progress"),
+                                           description="tokenize: parts done / parts")
+    futures = [task.submit(ref, tok.path, tc, str(work_root)) for ref in refs]
+    results = []
+    _notify("tokenize", 0, len(refs), "")
+    for done, fut in enumerate(as_completed(futures), start=1):
+        results.append(fut.result())
+        update_progress_artifact(progress_id, 100.0 * done / max(1, len(refs)))
+        _notify("tokenize", done, len(refs), results[-1].corpus)
+    return results
+
+
+def run_mix(cfg: CurateConfig, work_root: Path, flow_run_id: str | None) -> str:
+    """A manifest version over every shard of the work root (old corpora and new); the same shards and
+    config give back the latest version instead of a new one."""
+    from tasks.tokenizer import load_tokenizer
+
+    shards = collect_shards(work_root)
+    tok_path = cfg.tokenize.tokenizer or str(work_root / "tokenizer" / "tokenizer.model")
+    tok = load_tokenizer(tok_path)[1]
+    manifest = build_manifest(shards, tok, cfg.mix, cfg.sha256(), latest_version(work_root, cfg.mix.name) + 1,
+                              flow_run_id=flow_run_id)
+    path, new = write_version(work_root, manifest)
+    get_run_logger().info("manifest %s (%s)", path, "new version" if new else "unchanged: the latest version")
+    return str(path)
+
+
 def publish(report: RunReport) -> None:
     create_markdown_artifact(markdown_summary(report), key=_artifact_key("summary"),
                              description="Documents in, kept and rejected, per corpus")
@@ -143,6 +180,11 @@ def publish(report: RunReport) -> None:
                               description="Kept documents per corpus and domain, rule drops and PII found")
         create_markdown_artifact(classify_markdown(report), key=_artifact_key("quality"),
                                  description="Domains and quality-score histogram per corpus (charts)")
+    if report.manifest:
+        create_table_artifact(mix_rows(report.manifest), key=_artifact_key("mixture"),
+                              description="Per domain: documents, tokens, weight, target tokens, epochs")
+        create_markdown_artifact(mix_markdown(report.manifest), key=_artifact_key("weights"),
+                                 description="Mixture weights (chart) and the manifest's path")
 
 
 @flow(name="curate", log_prints=True)
@@ -171,6 +213,16 @@ def curate(inputs: list[str] | None = None, out: str = "out", config_path: str |
         for rep, cl in zip(report.corpora, run_classify(parts, cfg, work_root).values()):
             add_stage(rep, cl.kept, cl.by_reason)
             rep.classify = cl
+    if cfg.classify.enabled and cfg.tokenize.enabled:
+        report.stages.append("tokenize")
+        refs = [TokenizeRef(c.corpus, p.docs_path, p.annotations_path) for c in report.corpora for p in c.classify.parts]
+        by_corpus = {c.corpus: c for c in report.corpora}
+        for res in run_tokenize(refs, cfg, work_root):
+            for sh in res.shards:
+                by_corpus[res.corpus].tokens[sh.domain] = by_corpus[res.corpus].tokens.get(sh.domain, 0) + sh.tokens
+        if cfg.mix.enabled:
+            report.stages.append("mix")
+            report.manifest = run_mix(cfg, work_root, report.flow_run_id)
     total_into(report)
     report.seconds = round(time.perf_counter() - t0, 2)
     write_report(report, work_root)

@@ -129,6 +129,7 @@ class RunReport(BaseModel):
     stages: list[str] = Field(default_factory=list)
     corpora: list[CorpusReport] = Field(default_factory=list)
     ignored_files: list[str] = Field(default_factory=list)
+    manifest: str | None = None  # the manifest version this run wrote or confirmed
     docs_in: int = 0
     kept: int = 0
     rejected: int = 0

@@ -193,3 +193,22 @@ def load_manifest(path: str | Path, verify: bool = True, tokenizer_sha256: str |
             if verify and sha256_file(p) != sh.sha256:
                 raise ManifestError(f"{path}: shard {p} is corrupt: its sha256 does not match the manifest")
     return manifest
+
+
+def collect_shards(work_root: Path) -> list[ShardInfo]:
+    """Every shard the work root's tokenize stage has completed, all corpora (a backfill's new ones and
+    the old ones alike); shards of more than one tokenizer are an error."""
+    from schemas.report import TokenizePartResult
+
+    shards, toks = [], set()
+    for done in sorted((Path(work_root) / "tokenize").glob("*/*.done.json")):
+        data = read_json(done)
+        if not data:
+            continue
+        res = TokenizePartResult.model_validate(data["result"])
+        toks.add(res.tokenizer_sha256)
+        shards.extend(res.shards)
+    if len(toks) > 1:
+        raise ManifestError(f"{work_root}: shards from {len(toks)} tokenizers ({', '.join(t[:12] for t in sorted(toks))});"
+                            " a manifest needs one: re-tokenize with one tokenizer")
+    return sorted(shards, key=lambda s: s.path)

@@ -99,6 +99,31 @@ def classify_markdown(report: RunReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _manifest(path: str) -> dict:
+    import json
+
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def mix_rows(manifest_path: str) -> list[dict]:
+    m = _manifest(manifest_path)
+    return [{"domain": s["domain"], "docs": s["available_docs"], "tokens": s["available_tokens"],
+             "weight": round(s["weight"], 4), "target_tokens": s["target_tokens"], "epochs": round(s["epochs"], 3),
+             "shards": len(s["shards"]), "validation_shards": len(s["validation_shards"])} for s in m["sources"]]
+
+
+def mix_markdown(manifest_path: str) -> str:
+    m = _manifest(manifest_path)
+    lines = [f"# mixture {m['id']}", "", f"- manifest: `{manifest_path}`",
+             f"- weights: {m['weights_provenance']['method']} {m['weights_provenance']['parameters'] or ''}",
+             f"- budget: {m['budget']['total_tokens']:,} tokens, sequence length {m['budget']['sequence_length']}",
+             f"- tokenizer: vocab {m['tokenizer']['vocab_size']:,}, sha256 `{m['tokenizer']['sha256'][:12]}`", "", "```"]
+    lines += [f"{s['domain']:<12} {_bar(round(1000 * s['weight']), 1000)} {s['weight']:.3f}  "
+              f"({s['epochs']:.2f} epochs)" for s in m["sources"]]
+    lines += ["```", ""] + [f"- warning: {w}" for w in m["warnings"]]
+    return "\n".join(lines) + "\n"
+
+
 def markdown_summary(report: RunReport) -> str:
     status = "balanced" if report.balanced else "**NOT BALANCED**"
     lines = [

@@ -106,3 +106,21 @@ def train_tokenizer(texts: list[str], out_dir: str | Path, vocab_size: int = 320
         "requested_vocab_size": vocab_size, "byte_fallback": True, "training_lines": len(lines),
         "training_chars": sum(map(len, lines)), "seed": seed})
     return info
+
+
+def work_root_tokenizer(work_root: Path) -> Path:
+    return Path(work_root) / "tokenizer" / "tokenizer.model"
+
+
+def ensure_tokenizer(work_root: Path, parts: list[tuple[str, str]], user_model: str | None, vocab_size: int,
+                     model_type: str, chars_per_domain: int, seed: int, threads: int = 2) -> TokenizerInfo:
+    """The tokenizer a run encodes with: the user's model; else the work root's own; else one trained now
+    on a domain-balanced sample of the kept documents in `parts` and kept for every later run, because
+    every shard of a work root must share one tokenizer."""
+    if user_model:
+        return load_tokenizer(user_model)[1]
+    own = work_root_tokenizer(work_root)
+    if own.is_file():
+        return load_tokenizer(own)[1]
+    sample = balanced_sample(kept_documents(Path(work_root), parts), chars_per_domain, seed)
+    return train_tokenizer(sample, own.parent, vocab_size=vocab_size, model_type=model_type, threads=threads)

@@ -1,0 +1,92 @@
+"""`curate train-tokenizer`, `curate mix` and `curate inspect`: the tokenizer and manifests from the shell."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from flows.cli import _fail, app, console
+
+
+def print_manifest(path: str | Path) -> None:
+    from tasks.manifest import ManifestError, load_manifest
+
+    try:
+        m = load_manifest(path, verify=False)
+    except ManifestError as err:
+        _fail(str(err))
+    t = Table(title=f"{m.id}: {m.budget.total_tokens:,} tokens, seq {m.budget.sequence_length}, "
+                    f"{m.weights_provenance.method} weights")
+    for col in ("domain", "weight", "available tokens", "docs", "target tokens", "epochs", "shards", "validation"):
+        t.add_column(col, justify="left" if col == "domain" else "right")
+    for s in m.sources:
+        t.add_row(s.domain, f"{s.weight:.4f}", f"{s.available_tokens:,}", f"{s.available_docs:,}",
+                  f"{s.target_tokens:,}", f"{s.epochs:.2f}", str(len(s.shards)), str(len(s.validation_shards)))
+    console.print(t)
+    console.print(f"tokenizer: vocab {m.tokenizer.vocab_size:,} ({m.tokenizer.token_dtype}), "
+                  f"sha256 {m.tokenizer.sha256[:12]}; fingerprint {m.fingerprint[:12]}")
+    for w in m.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+
+
+@app.command()
+def inspect(manifest: Path = typer.Argument(..., help="A manifest version file, or a manifests/<name> folder.")) -> None:
+    """Print a manifest's domains, weights, tokens, epochs and warnings."""
+    print_manifest(manifest)
+
+
+@app.command()
+def mix(
+    out: Path = typer.Option(Path("out"), "--out", "-o", help="The work root whose shards to mix."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config: its mix section."),
+    method: Optional[str] = typer.Option(None, "--method", help="natural, temperature, unimax or manual."),
+) -> None:
+    """Write a new manifest version over every shard of the work root."""
+    from schemas.config import ConfigError, load_config
+    from tasks.manifest import ManifestError, build_manifest, collect_shards, latest_version, write_version
+    from tasks.tokenizer import TokenizerError, load_tokenizer
+
+    try:
+        cfg = load_config(config)
+        mix_cfg = cfg.mix.model_copy(update={"method": method}) if method else cfg.mix
+        if mix_cfg.method not in ("natural", "temperature", "unimax", "manual"):
+            raise ConfigError(f"unknown mix method {mix_cfg.method!r}")
+        tok = load_tokenizer(cfg.tokenize.tokenizer or out / "tokenizer" / "tokenizer.model")[1]
+        manifest = build_manifest(collect_shards(out), tok, mix_cfg, cfg.sha256(), latest_version(out, mix_cfg.name) + 1)
+        path, new = write_version(out, manifest)
+    except (ConfigError, ManifestError, TokenizerError) as err:
+        _fail(str(err))
+    console.print(f"{'wrote' if new else 'unchanged, latest is'} [bold]{path}[/]")
+    print_manifest(path)
+
+
+@app.command("train-tokenizer")
+def train_tokenizer_cmd(
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for tokenizer.model and tokenizer.json."),
+    work: Path = typer.Option(Path("out"), "--work", help="A work root whose classified, kept documents to sample."),
+    vocab_size: int = typer.Option(32000, "--vocab-size"),
+    model_type: str = typer.Option("bpe", "--model-type", help="bpe or unigram"),
+    chars_per_domain: int = typer.Option(20_000_000, "--chars-per-domain"),
+    seed: int = typer.Option(1, "--seed"),
+) -> None:
+    """Train a sentencepiece tokenizer (byte fallback) on a domain-balanced sample of curated documents."""
+    from tasks.tokenizer import TokenizerError, balanced_sample, kept_documents, train_tokenizer
+
+    parts = []
+    for ann in sorted((work / "classify").glob("*/*.annotations.parquet")):
+        corpus, stem = ann.parent.name, ann.name.removesuffix(".annotations.parquet")
+        docs = work / "dedup" / corpus / f"{stem}.docs.parquet"
+        if not docs.exists():
+            docs = work / "ingest" / corpus / f"{stem}.docs.parquet"
+        parts.append((str(docs.relative_to(work)), str(ann.relative_to(work))))
+    if not parts:
+        _fail(f"no classified documents under {work}/classify: run `curate run --out {work}` first")
+    try:
+        with console.status("training the tokenizer…"):
+            info = train_tokenizer(balanced_sample(kept_documents(work, parts), chars_per_domain, seed), out,
+                                   vocab_size=vocab_size, model_type=model_type)
+    except TokenizerError as err:
+        _fail(str(err))
+    console.print(f"tokenizer: [bold]{info.path}[/] vocab {info.vocab_size:,}, eos {info.eos_id}, sha256 {info.sha256}")
