@@ -135,7 +135,12 @@ def run(
                 resolve_models(cfg.classify)
     except (ConfigError, InputError, ClassifierError, RuleConfigError) as err:
         _fail(str(err))
-    _run_with_progress(inputs, out, config)
+    from tasks.manifest import ManifestError
+    from tasks.tokenizer import TokenizerError
+    try:
+        _run_with_progress(inputs, out, config)
+    except (TokenizerError, ManifestError) as err:  # e.g. a tokenizer file that is not one, a budget too large
+        _fail(str(err))
 
 
 def _run_with_progress(inputs, out: Path, config: Optional[Path]) -> None:

@@ -213,7 +213,10 @@ def curate(inputs: list[str] | None = None, out: str = "out", config_path: str |
         for rep, cl in zip(report.corpora, run_classify(parts, cfg, work_root).values()):
             add_stage(rep, cl.kept, cl.by_reason)
             rep.classify = cl
-    if cfg.classify.enabled and cfg.tokenize.enabled:
+    kept_any = any(c.classify and c.classify.kept for c in report.corpora)
+    if cfg.classify.enabled and cfg.tokenize.enabled and not kept_any:
+        get_run_logger().warning("tokenize and mix skipped: no document was kept")
+    elif cfg.classify.enabled and cfg.tokenize.enabled:
         report.stages.append("tokenize")
         refs = [TokenizeRef(c.corpus, p.docs_path, p.annotations_path) for c in report.corpora for p in c.classify.parts]
         by_corpus = {c.corpus: c for c in report.corpora}

@@ -13,7 +13,8 @@ from tests.conftest import SAMPLE
 
 def _hashes(root):
     return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for stage in ("ingest", "dedup", "classify") for p in sorted((root / stage).rglob("*.parquet"))}
+            for stage in ("ingest", "dedup", "classify", "tokens", "tokenizer") for p in sorted((root / stage).rglob("*"))
+            if p.suffix in (".parquet", ".arrow", ".model")}
 
 
 async def _artifacts(flow_run_id):
@@ -39,7 +40,13 @@ def test_curate_flow_on_the_sample(prefect_harness, tmp_path):
     arts = asyncio.run(_artifacts(report["flow_run_id"]))
     assert {"curate-summary", "curate-corpora", "curate-ingest-progress", "curate-dedup", "curate-domains",
             "curate-quality", "curate-classify-progress"} <= set(arts)
-    assert report["stages"] == ["ingest", "dedup", "classify"]
+    assert report["stages"] == ["ingest", "dedup", "classify", "tokenize", "mix"]
+    manifest = json.loads(open(report["manifest"]).read())
+    assert manifest["version"] == 1 and abs(sum(s["weight"] for s in manifest["sources"]) - 1) < 1e-9
+    assert sum(s["available_tokens"] for s in manifest["sources"]) == sum(sum(c["tokens"].values()) for c in
+                                                                         report["corpora"]) - sum(
+        sh["tokens"] for s in manifest["sources"] for sh in s["validation_shards"])
+    assert {"curate-mixture", "curate-weights", "curate-tokenize-progress"} <= set(arts)
     for c in report["corpora"]:  # classify takes what dedup kept, and its rejects join the totals
         assert c["classify"]["docs_in"] == c["dedup"]["kept"] and c["kept"] == c["classify"]["kept"]
     code = next(c for c in report["corpora"] if c["corpus"] == "code")
@@ -54,6 +61,7 @@ def test_curate_flow_on_the_sample(prefect_harness, tmp_path):
     first = _hashes(tmp_path / "out")
     again = run_curate(None, str(tmp_path / "out"), None)
     assert all(c["files_reused"] == c["files"] for c in again["corpora"])
+    assert again["manifest"] == report["manifest"]  # same shards and config: the latest version, not a new one
     assert _hashes(tmp_path / "out") == first
     fresh = run_curate(None, str(tmp_path / "fresh"), None)
     assert _hashes(tmp_path / "fresh") == first and fresh["kept"] == report["kept"]
