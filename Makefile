@@ -27,6 +27,7 @@ bench: install
 	$(PY) tests/benchmarks/bench_ingest.py
 	$(PY) tests/benchmarks/bench_dedup.py
 	$(PY) tests/benchmarks/bench_classify.py
+	$(PY) tests/benchmarks/bench_tokenize.py
 
 clean:
 	rm -rf out .pytest_cache

@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""Tokenize-stage throughput against sentencepiece's raw encode (same documents, same threads, same run),
+and the loader's delivery rate through a DataLoader.
+
+Usage: python tests/benchmarks/bench_tokenize.py [--corpora ../shared/corpora] [--docs 600] [--repeats 3]
+
+The documents: the first --docs records of each shared corpus, ingested and classified once. The baseline:
+`encode(texts, num_threads=T)` over the kept texts in the stage's batch size. The stage: `tokenize_part` over
+the same parts (reading Parquet and annotations, encoding, routing by domain and split, writing Arrow shards
+with their sha256). MB/s of document text, median of repeats, for 1 and 2 threads.
+Target (issue 5): the stage >= 90% of raw encode.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from torch.utils.data import DataLoader
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from schemas.config import ClassifyConfig, MixConfig, TokenizeConfig  # noqa: E402
+from tasks.classify import PartRef, classify_part  # noqa: E402
+from tasks.classify_models import resolve_models  # noqa: E402
+from tasks.loader import MixtureDataset  # noqa: E402
+from tasks.manifest import build_manifest, collect_shards, write_version  # noqa: E402
+from tasks.tokenize import TokenizeRef, tokenize_part  # noqa: E402
+from tasks.tokenizer import balanced_sample, kept_documents, load_tokenizer, train_tokenizer  # noqa: E402
+from tests.benchmarks.bench_classify import ingest_heads  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--corpora", default=str(REPO.parent / "shared" / "corpora"))
+    ap.add_argument("--docs", type=int, default=600, help="records per corpus")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-tokenize-"))
+    try:
+        cc = ClassifyConfig()
+        models = resolve_models(cc)
+        refs = []
+        for part in ingest_heads(Path(args.corpora), args.docs, work):
+            res = classify_part(part, cc, models, work)
+            refs.append(TokenizeRef(part.corpus, part.docs_path, res.annotations_path))
+        pairs = [(r.docs_path, r.annotations_path) for r in refs]
+        tok = train_tokenizer(balanced_sample(kept_documents(work, pairs), 2_000_000, 1), work / "tokenizer")
+        sp, _ = load_tokenizer(tok.path)
+        texts = [t for _, _, t in kept_documents(work, pairs)]
+        mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
+        print(f"{len(texts):,} kept documents, {mb:.1f} MB of text, vocab {tok.vocab_size:,}; median of {args.repeats}")
+        print(f"{'threads':>7} {'raw encode MB/s':>16} {'stage MB/s':>11} {'ratio':>6}")
+        for threads in (1, 2):
+            cfg = TokenizeConfig(threads=threads)
+            raw, stage = [], []
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                for i in range(0, len(texts), cfg.batch_docs):
+                    sp.encode(texts[i: i + cfg.batch_docs], num_threads=threads)
+                raw.append(time.perf_counter() - t0)
+                shutil.rmtree(work / "tokenize", ignore_errors=True)
+                shutil.rmtree(work / "tokens", ignore_errors=True)
+                t0 = time.perf_counter()
+                for ref in refs:
+                    tokenize_part(ref, tok.path, cfg, work)
+                stage.append(time.perf_counter() - t0)
+            r, s = statistics.median(raw), statistics.median(stage)
+            print(f"{threads:>7} {mb / r:16.2f} {mb / s:11.2f} {r / s:6.2f}")
+        print("target: the stage >= 0.90 of raw encode")
+
+        manifest = write_version(work, build_manifest(collect_shards(work), tok, MixConfig(sequence_length=2047), "b", 1))[0]
+        print(f"\nloader: {manifest.name}, sequences of 2048 tokens, batch 8")
+        for workers in (0, 2):
+            ds = MixtureDataset(manifest, batch_size=8)
+            loader = DataLoader(ds, batch_size=8, num_workers=workers)
+            t0 = time.perf_counter()
+            n = sum(batch["input_ids"].numel() for batch in loader)
+            dt = time.perf_counter() - t0
+            print(f"  {workers} workers: {n:,} tokens in {dt:.2f} s = {n / dt:,.0f} tokens/s (worker start-up included)")
+    finally:
+        shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()
