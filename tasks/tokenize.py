@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import xxhash
@@ -107,16 +108,16 @@ def tokenize_part(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, wo
         raise ValueError(f"{ref.annotations_path} does not annotate {ref.docs_path} row for row: classify again")
     mask = ann.column("kept")
     ids = docs.column("id").filter(mask).to_pylist()
-    texts = [r if r is not None else t for t, r in zip(docs.column("text").filter(mask).to_pylist(),
-                                                       ann.column("text_redacted").filter(mask).to_pylist())]
+    text_col = pc.coalesce(ann.column("text_redacted").filter(mask), docs.column("text").filter(mask))
+    texts = text_col.to_pylist()
     domains = ann.column("domain").filter(mask).to_pylist()
     quality = ann.column("quality_score").filter(mask).to_pylist()
     sets: dict[tuple[str, str], _ShardSet] = {}
-    res = TokenizePartResult(corpus=ref.corpus, docs_in=len(ids), kept=len(ids), tokenizer_sha256=tok.sha256)
+    res = TokenizePartResult(corpus=ref.corpus, docs_in=len(ids), kept=len(ids), tokenizer_sha256=tok.sha256,
+                             text_bytes=int(pc.sum(pc.binary_length(text_col)).as_py() or 0))
     for start in range(0, len(texts), cfg.batch_docs):
         batch = texts[start: start + cfg.batch_docs]
         encoded = sp.encode(batch, num_threads=cfg.threads)
-        res.text_bytes += sum(len(t.encode("utf-8")) for t in batch)
         for i, tokens in enumerate(encoded, start=start):
             tokens.append(tok.eos_id)
             split = VALIDATION if is_validation(ids[i], cfg.validation_fraction, cfg.seed) else TRAIN
