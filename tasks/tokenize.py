@@ -55,7 +55,7 @@ class _ShardSet:
         self.rows["doc_id"].append(doc_id)
         self.rows["corpus"].append(corpus)
         self.rows["quality"].append(quality)
-        self.rows["tokens"].append(np.asarray(tokens, dtype=self.np_dtype))
+        self.rows["tokens"].append(np.fromiter(tokens, dtype=self.np_dtype, count=len(tokens)))
         self.n_tokens += len(tokens)
         if self.n_tokens >= self.target:
             self.flush()
@@ -116,8 +116,7 @@ def tokenize_part(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, wo
     res = TokenizePartResult(corpus=ref.corpus, docs_in=len(ids), kept=len(ids), tokenizer_sha256=tok.sha256,
                              text_bytes=int(pc.sum(pc.binary_length(text_col)).as_py() or 0))
     for start in range(0, len(texts), cfg.batch_docs):
-        batch = texts[start: start + cfg.batch_docs]
-        encoded = sp.encode(batch, num_threads=cfg.threads)
+        encoded = sp.encode(texts[start: start + cfg.batch_docs], num_threads=cfg.threads)
         for i, tokens in enumerate(encoded, start=start):
             tokens.append(tok.eos_id)
             split = VALIDATION if is_validation(ids[i], cfg.validation_fraction, cfg.seed) else TRAIN
