@@ -68,11 +68,11 @@ def train_tokenizer_cmd(
     work: Path = typer.Option(Path("out"), "--work", help="A work root whose classified, kept documents to sample."),
     vocab_size: int = typer.Option(32000, "--vocab-size"),
     model_type: str = typer.Option("bpe", "--model-type", help="bpe or unigram"),
-    chars_per_domain: int = typer.Option(20_000_000, "--chars-per-domain"),
+    chars_per_domain: int = typer.Option(10_000_000, "--chars-per-domain"),
     seed: int = typer.Option(1, "--seed"),
 ) -> None:
     """Train a sentencepiece tokenizer (byte fallback) on a domain-balanced sample of curated documents."""
-    from tasks.tokenizer import TokenizerError, balanced_sample, kept_documents, train_tokenizer
+    from tasks.tokenizer import TokenizerError, balanced_sample, train_tokenizer
 
     parts = []
     for ann in sorted((work / "classify").glob("*/*.annotations.parquet")):
@@ -85,7 +85,7 @@ def train_tokenizer_cmd(
         _fail(f"no classified documents under {work}/classify: run `curate run --out {work}` first")
     try:
         with console.status("training the tokenizer…"):
-            info = train_tokenizer(balanced_sample(kept_documents(work, parts), chars_per_domain, seed), out,
+            info = train_tokenizer(balanced_sample(work, parts, chars_per_domain, seed), out,
                                    vocab_size=vocab_size, model_type=model_type)
     except TokenizerError as err:
         _fail(str(err))

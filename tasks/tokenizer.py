@@ -62,21 +62,24 @@ def kept_documents(work_root: Path, parts: Iterable[tuple[str, str]]) -> Iterato
                 yield doc_id, domain, redacted if redacted is not None else text
 
 
-def balanced_sample(docs: Iterable[tuple[str, str, str]], chars_per_domain: int, seed: int) -> list[str]:
-    """Up to chars_per_domain characters of each domain's documents, taken in a seeded order of their ids,
-    so a domain with a hundred times more text does not shape the vocabulary a hundred times more."""
-    by_domain: dict[str, list[tuple[int, str]]] = {}
-    for doc_id, domain, text in docs:
-        by_domain.setdefault(domain, []).append((xxhash.xxh64_intdigest(f"{seed}:{doc_id}"), text))
-    sample = []
+def balanced_sample(work_root: Path, parts: list[tuple[str, str]], chars_per_domain: int, seed: int) -> list[str]:
+    """Up to chars_per_domain characters of each domain's kept documents, taken in a seeded order of their ids,
+    so a domain with a hundred times more text does not shape the vocabulary a hundred times more. Two passes:
+    the choice is made on ids and lengths, and only the chosen texts are ever held in memory."""
+    by_domain: dict[str, list[tuple[int, str, int]]] = {}
+    for doc_id, domain, text in kept_documents(work_root, parts):
+        by_domain.setdefault(domain, []).append((xxhash.xxh64_intdigest(f"{seed}:{doc_id}"), doc_id, len(text)))
+    chosen: dict[str, int] = {}  # id -> characters to take
     for domain in sorted(by_domain):
         taken = 0
-        for _, text in sorted(by_domain[domain]):
+        for _, doc_id, n in sorted(by_domain[domain]):
             if taken >= chars_per_domain:
                 break
-            sample.append(text[: chars_per_domain - taken])
-            taken += len(sample[-1])
-    return sample
+            chosen[doc_id] = min(n, chars_per_domain - taken)
+            taken += chosen[doc_id]
+    picked = {doc_id: text[: chosen[doc_id]] for doc_id, _, text in kept_documents(work_root, parts)
+              if doc_id in chosen}
+    return [picked[i] for i in sorted(picked, key=lambda i: xxhash.xxh64_intdigest(f"{seed}:{i}"))]
 
 
 def train_tokenizer(texts: list[str], out_dir: str | Path, vocab_size: int = 32000, model_type: str = "bpe",
@@ -122,5 +125,5 @@ def ensure_tokenizer(work_root: Path, parts: list[tuple[str, str]], user_model: 
     own = work_root_tokenizer(work_root)
     if own.is_file():
         return load_tokenizer(own)[1]
-    sample = balanced_sample(kept_documents(Path(work_root), parts), chars_per_domain, seed)
+    sample = balanced_sample(Path(work_root), parts, chars_per_domain, seed)
     return train_tokenizer(sample, own.parent, vocab_size=vocab_size, model_type=model_type, threads=threads)

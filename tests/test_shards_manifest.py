@@ -12,7 +12,7 @@ from tasks.classify_models import resolve_models
 from tasks.ingest import FileJob, ingest_file
 from tasks.manifest import ManifestError, build_manifest, collect_shards, load_manifest, write_version
 from tasks.tokenize import TokenizeRef, tokenize_part
-from tasks.tokenizer import balanced_sample, kept_documents, load_tokenizer, train_tokenizer
+from tasks.tokenizer import balanced_sample, load_tokenizer, train_tokenizer
 from tests.conftest import SAMPLE
 
 CORPORA = ("code", "legal", "literature", "reference", "techdocs")
@@ -26,7 +26,7 @@ def curate_sample(root, vocab_size=2000, validation_fraction=0.05):
         cl = classify_part(PartRef(name, ing.docs_path), ClassifyConfig(), models, root)
         refs.append(TokenizeRef(name, ing.docs_path, cl.annotations_path))
     pairs = [(r.docs_path, r.annotations_path) for r in refs]
-    tok = train_tokenizer(balanced_sample(kept_documents(root, pairs), 400_000, 1), root / "tokenizer", vocab_size)
+    tok = train_tokenizer(balanced_sample(root, pairs, 400_000, 1), root / "tokenizer", vocab_size)
     cfg = TokenizeConfig(validation_fraction=validation_fraction, shard_tokens=60_000)
     results = [tokenize_part(r, tok.path, cfg, root) for r in refs]
     return tok, refs, results

@@ -51,7 +51,7 @@ def main() -> None:
             res = classify_part(part, cc, models, work)
             refs.append(TokenizeRef(part.corpus, part.docs_path, res.annotations_path))
         pairs = [(r.docs_path, r.annotations_path) for r in refs]
-        tok = train_tokenizer(balanced_sample(kept_documents(work, pairs), 2_000_000, 1), work / "tokenizer")
+        tok = train_tokenizer(balanced_sample(work, pairs, 2_000_000, 1), work / "tokenizer")
         sp, _ = load_tokenizer(tok.path)
         texts = [t for _, _, t in kept_documents(work, pairs)]
         mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
