@@ -9,6 +9,7 @@ manifest). Same input and config, same bytes; a completed part is reused.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +90,24 @@ class _ShardSet:
         self.n_tokens = 0
 
 
+def _encoded_batches(sp, texts: list[str], size: int, threads: int):
+    """(start, token lists) per batch. With several encode threads, the next batch is submitted before this one
+    is routed (sentencepiece releases the GIL), so routing and writing overlap encoding instead of leaving the
+    encode threads idle between batches."""
+    starts = list(range(0, len(texts), size))
+    if threads <= 1 or len(starts) < 2:
+        for start in starts:
+            yield start, sp.encode(texts[start: start + size], num_threads=threads)
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(sp.encode, texts[:size], num_threads=threads)
+        for k, start in enumerate(starts):
+            encoded = pending.result()
+            if k + 1 < len(starts):
+                pending = pool.submit(sp.encode, texts[starts[k + 1]: starts[k + 1] + size], num_threads=threads)
+            yield start, encoded
+
+
 def tokenize_part(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, work_root: str | Path) -> TokenizePartResult:
     work_root = Path(work_root)
     stem = Path(ref.docs_path).name.removesuffix(".docs.parquet")
@@ -115,8 +134,7 @@ def tokenize_part(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, wo
     sets: dict[tuple[str, str], _ShardSet] = {}
     res = TokenizePartResult(corpus=ref.corpus, docs_in=len(ids), kept=len(ids), tokenizer_sha256=tok.sha256,
                              text_bytes=int(pc.sum(pc.binary_length(text_col)).as_py() or 0))
-    for start in range(0, len(texts), cfg.batch_docs):
-        encoded = sp.encode(texts[start: start + cfg.batch_docs], num_threads=cfg.threads)
+    for start, encoded in _encoded_batches(sp, texts, cfg.batch_docs, cfg.threads):
         for i, tokens in enumerate(encoded, start=start):
             tokens.append(tok.eos_id)
             split = VALIDATION if is_validation(ids[i], cfg.validation_fraction, cfg.seed) else TRAIN
