@@ -127,6 +127,9 @@ def run(
 
     from flows import curate as curate_flow
 
+    if not inputs and config is None and curate_flow.SAMPLE_CONFIG.is_file():
+        config = curate_flow.SAMPLE_CONFIG
+        console.print(f"bundled sample, config {config}")
     try:  # every argument, rule name and model is checked before anything runs
         cfg = load_config(config)
         resolve_inputs(list(inputs) if inputs else curate_flow.default_inputs(cfg))

@@ -41,7 +41,7 @@ def inspect(manifest: Path = typer.Argument(..., help="A manifest version file, 
 def mix(
     out: Path = typer.Option(Path("out"), "--out", "-o", help="The work root whose shards to mix."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config: its mix section."),
-    method: Optional[str] = typer.Option(None, "--method", help="natural, temperature, unimax or manual."),
+    method: Optional[str] = typer.Option(None, "--method", help="natural, uniform, temperature, unimax or manual."),
 ) -> None:
     """Write a new manifest version over every shard of the work root."""
     from schemas.config import ConfigError, load_config
@@ -51,7 +51,7 @@ def mix(
     try:
         cfg = load_config(config)
         mix_cfg = cfg.mix.model_copy(update={"method": method}) if method else cfg.mix
-        if mix_cfg.method not in ("natural", "temperature", "unimax", "manual"):
+        if mix_cfg.method not in ("natural", "uniform", "temperature", "unimax", "manual"):
             raise ConfigError(f"unknown mix method {mix_cfg.method!r}")
         tok = load_tokenizer(cfg.tokenize.tokenizer or out / "tokenizer" / "tokenizer.model")[1]
         manifest = build_manifest(collect_shards(out), tok, mix_cfg, cfg.sha256(), latest_version(out, mix_cfg.name) + 1)

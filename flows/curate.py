@@ -35,6 +35,7 @@ from flows.runtime import prefect_api
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = REPO_ROOT / "data" / "sample"
+SAMPLE_CONFIG = REPO_ROOT / "data" / "sample.yaml"  # what `curate run` with no input and no --config uses
 
 # The CLI registers a callback here to drive its progress bar: (stage, done, total, message).
 ProgressListener = Callable[[str, int, int, str], None]

@@ -149,13 +149,16 @@ class TokenizeConfig(_Strict):
     shard_tokens: int = Field(50_000_000, gt=0, description="Target tokens per shard (about 100 MB as uint16).")
     validation_fraction: float = Field(0.01, ge=0.0, lt=1.0,
                                        description="Share of documents (by id hash) held out as validation shards.")
+    validation_min_docs: int = Field(
+        4, ge=0, description="At least this many documents of each domain of each part are held out (those of lowest "
+        "id hash), so a small corpus still has per-domain validation data; never more than a fifth of them.")
     seed: int = Field(1, ge=0, description="Seed of the validation split and of the tokenizer's training sample.")
 
 
 class MixConfig(_Strict):
     enabled: bool = Field(True, description="Write a mixture manifest version after tokenizing.")
     name: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="manifests/<name>/vNNNN.json")
-    method: str = Field("natural", pattern="^(natural|temperature|unimax|manual)$")
+    method: str = Field("natural", pattern="^(natural|uniform|temperature|unimax|manual)$")
     alpha: float = Field(0.3, gt=0.0, le=1.0, description="temperature: weights proportional to tokens^alpha.")
     weights: dict[str, float] | None = Field(None, description="manual: domain -> share of tokens, summing to 1.")
     total_tokens: int | None = Field(None, gt=0, description="Token budget; null: every available token once.")

@@ -90,7 +90,10 @@ class _DomainStream:
 class MixtureDataset(IterableDataset):
     def __init__(self, manifest: str | Path, seq_len: int | None = None, seed: int | None = None,
                  sampling: str = "interleave", batch_size: int = 1, rank: int | None = None,
-                 world_size: int | None = None, verify: bool = True, tokenizer_sha256: str | None = None):
+                 world_size: int | None = None, verify: bool = True, tokenizer_sha256: str | None = None,
+                 weights: list[float] | None = None):
+        """`weights` (in the manifest's source order) replaces the manifest's for sampling: DoReMi's proxy, for
+        one, samples its domains uniformly from the same shards."""
         self.manifest_path = Path(manifest)
         m = load_manifest(manifest, verify=verify, tokenizer_sha256=tokenizer_sha256)
         if self.manifest_path.is_dir():
@@ -102,6 +105,12 @@ class MixtureDataset(IterableDataset):
         self.seed = m.budget.seed if seed is None else seed
         self.domains = [s.domain for s in m.sources]
         self.weights = [s.weight for s in m.sources]
+        if weights is not None:
+            if len(weights) != len(self.weights) or min(weights) < 0 or abs(sum(weights) - 1) > 1e-6:
+                raise ValueError(f"weights must be {len(self.weights)} non-negative shares summing to 1, not {weights}")
+            if empty := [s.domain for s, w in zip(m.sources, weights) if w > 0 and not s.available_tokens]:
+                raise ManifestError(f"{manifest}: weight given to domains without tokens: {empty}")
+            self.weights = [float(w) for w in weights]
         self.n_samples = m.budget.total_tokens // (self.seq_len + 1)
         if self.n_samples == 0:
             raise ManifestError(f"{manifest}: a budget of {m.budget.total_tokens} tokens holds no sequence of "
@@ -130,7 +139,7 @@ class MixtureDataset(IterableDataset):
             within[mask] = np.arange(int(mask.sum()))
         return doms, within
 
-    def _stream(self, d: int) -> _DomainStream:
+    def domain_stream(self, d: int) -> _DomainStream:
         if self._streams is None:
             self._streams = {}
         if d not in self._streams:  # opened lazily, inside each worker: memory maps are not pickled
@@ -141,7 +150,7 @@ class MixtureDataset(IterableDataset):
     def sample(self, i: int) -> dict[str, torch.Tensor]:
         doms, within = self.schedule
         d = int(doms[i])
-        block = self._stream(d).read(int(within[i]) * (self.seq_len + 1), self.seq_len + 1)
+        block = self.domain_stream(d).read(int(within[i]) * (self.seq_len + 1), self.seq_len + 1)
         t = torch.from_numpy(block)
         return {"input_ids": t[:-1], "labels": t[1:], "domain": torch.tensor(d), "index": torch.tensor(i)}
 
@@ -164,6 +173,7 @@ class MixtureDataset(IterableDataset):
         """What a checkpoint needs: this rank has consumed `samples_consumed` samples since iteration began."""
         return {"version": STATE_VERSION, "fingerprint": self.manifest.fingerprint, "seed": self.seed,
                 "seq_len": self.seq_len, "sampling": self.sampling, "rank": self.rank, "world_size": self.world_size,
+                "weights": self.weights,
                 "samples_seen": self.start + int(samples_consumed)}
 
     def load_state_dict(self, state: dict, allow_other_manifest: bool = False) -> None:
@@ -172,7 +182,7 @@ class MixtureDataset(IterableDataset):
         if state["fingerprint"] != self.manifest.fingerprint and not allow_other_manifest:
             raise ManifestError(f"the state was saved on manifest {state['fingerprint'][:12]}, this is "
                                 f"{self.manifest.fingerprint[:12]}: pass allow_other_manifest=True to resume anyway")
-        for key in ("seed", "seq_len", "sampling", "world_size"):
-            if state[key] != getattr(self, key):
+        for key in ("seed", "seq_len", "sampling", "world_size", "weights"):
+            if state.get(key, getattr(self, key)) != getattr(self, key):
                 raise ValueError(f"the state was saved with {key}={state[key]!r}, this loader has {getattr(self, key)!r}")
         self.start = int(state["samples_seen"])

@@ -35,6 +35,8 @@ class ManifestError(ValueError):
 def weights_for(cfg: MixConfig, available: dict[str, int], budget: int) -> tuple[dict[str, float], dict]:
     if cfg.method == "natural":
         return mixing.natural(available), {}
+    if cfg.method == "uniform":
+        return mixing.uniform(available), {}
     if cfg.method == "temperature":
         return mixing.temperature(available, cfg.alpha), {"alpha": cfg.alpha}
     if cfg.method == "unimax":

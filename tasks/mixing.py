@@ -26,6 +26,11 @@ def natural(available: dict[str, int]) -> dict[str, float]:
     return _normalise({d: float(n) for d, n in available.items()})
 
 
+def uniform(available: dict[str, int]) -> dict[str, float]:
+    """An equal share for every non-empty domain."""
+    return temperature(available, 0.0)
+
+
 def temperature(available: dict[str, int], alpha: float) -> dict[str, float]:
     """Proportional to n^alpha: alpha 1 is natural, 0 is uniform over non-empty domains."""
     return _normalise({d: (float(n) ** alpha if n > 0 else 0.0) for d, n in available.items()})

@@ -38,8 +38,20 @@ class TokenizeRef:
     annotations_path: str
 
 
-def is_validation(doc_id: str, fraction: float, seed: int) -> bool:
-    return xxhash.xxh64_intdigest(f"{seed}:{doc_id}") % 1_000_000 < fraction * 1_000_000
+def validation_mask(ids: list[str], domains: list[str], fraction: float, min_docs: int, seed: int) -> list[bool]:
+    """Which documents are held out: those whose id hash falls under `fraction`, topped up per domain to
+    `min_docs` with the lowest hashes (at most a fifth of the domain's documents), so small parts still give
+    every domain a validation slice. A pure function of the ids: the same documents every run."""
+    hashes = [xxhash.xxh64_intdigest(f"{seed}:{i}") % 1_000_000 for i in ids]
+    mask = [h < fraction * 1_000_000 for h in hashes]
+    by_domain: dict[str, list[int]] = {}
+    for k, d in enumerate(domains):
+        by_domain.setdefault(d, []).append(k)
+    for members in by_domain.values():
+        want = min(min_docs, len(members) // 5) - sum(mask[k] for k in members)
+        for k in sorted((k for k in members if not mask[k]), key=lambda k: (hashes[k], ids[k]))[:max(want, 0)]:
+            mask[k] = True
+    return mask
 
 
 class _ShardSet:
@@ -134,10 +146,11 @@ def tokenize_part(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, wo
     sets: dict[tuple[str, str], _ShardSet] = {}
     res = TokenizePartResult(corpus=ref.corpus, docs_in=len(ids), kept=len(ids), tokenizer_sha256=tok.sha256,
                              text_bytes=int(pc.sum(pc.binary_length(text_col)).as_py() or 0))
+    held_out = validation_mask(ids, domains, cfg.validation_fraction, cfg.validation_min_docs, cfg.seed)
     for start, encoded in _encoded_batches(sp, texts, cfg.batch_docs, cfg.threads):
         for i, tokens in enumerate(encoded, start=start):
             tokens.append(tok.eos_id)
-            split = VALIDATION if is_validation(ids[i], cfg.validation_fraction, cfg.seed) else TRAIN
+            split = VALIDATION if held_out[i] else TRAIN
             key_ = (domains[i], split)
             if key_ not in sets:
                 base = work_root / "tokens" / domains[i] / split / ref.corpus / stem

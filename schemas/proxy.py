@@ -1,0 +1,101 @@
+"""Proxy training and learned mixtures: the settings (validated, every default documented) and the records a
+run leaves behind (result.json of a proxy run, compare.json of a comparison)."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProxyConfig(_Strict):
+    """The proxy model and its training. The same config, manifest and seed give the same losses, bit for bit
+    (torch deterministic algorithms; the thread count is part of the config because float sums depend on it)."""
+
+    n_layer: int = Field(4, ge=1, le=24)
+    n_head: int = Field(4, ge=1, le=32)
+    n_embd: int = Field(128, ge=16, le=2048, description="Width; the embedding (vocab x n_embd) is most parameters.")
+    seq_len: int = Field(256, ge=8, le=8192, description="Tokens per training sequence (not the manifest's length).")
+    batch_size: int = Field(8, ge=1, le=1024)
+    steps: int = Field(200, ge=1, description="Optimizer steps.")
+    lr: float = Field(1e-3, gt=0.0, le=1.0, description="Peak AdamW learning rate (linear warm-up, cosine to 10%).")
+    warmup_steps: int = Field(20, ge=0)
+    weight_decay: float = Field(0.1, ge=0.0)
+    grad_clip: float = Field(1.0, gt=0.0)
+    eval_interval: int = Field(50, ge=1, description="Held-out loss per domain every this many steps (and at the end).")
+    eval_blocks: int = Field(16, ge=1, description="Validation sequences per domain (the first, in shard order).")
+    checkpoint_interval: int = Field(50, ge=1, description="Steps between checkpoints (a resumed run continues exactly).")
+    seed: int = Field(0, ge=0, description="Initialisation and data order.")
+    threads: int = Field(2, ge=1, le=256, description="torch intra-op threads.")
+
+    @model_validator(mode="after")
+    def _heads(self) -> "ProxyConfig":
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
+        return self
+
+    def sha256(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+class LearnConfig(_Strict):
+    """How a learned mixture is made from proxy training."""
+
+    method: str = Field("doremi", pattern="^(doremi|loss-softmax)$")
+    tau: float = Field(1.0, gt=0.0, description="loss-softmax: p_k = exp(-H_k / tau) / sum_j exp(-H_j / tau).")
+    eta: float = Field(1.0, gt=0.0, description="doremi: step size of the exponentiated-gradient update.")
+    epsilon: float = Field(1e-3, ge=0.0, lt=1.0, description="doremi: smoothing toward uniform each step.")
+    collapse_weight: float = Field(0.95, gt=0.0, le=1.0, description="A weight vector with one domain at or above "
+                                   "this has collapsed: warned, and smoothed toward uniform.")
+    collapse_smoothing: float = Field(0.1, gt=0.0, lt=1.0, description="Share of uniform mixed into a collapsed vector.")
+
+
+class EvalPoint(BaseModel):
+    step: int
+    train_loss: float | None = None
+    losses: dict[str, float] = Field(description="Held-out loss per domain, nats per token.")
+    weights: dict[str, float] | None = Field(None, description="The sampling/learner weights at this step.")
+
+
+class ProxyResult(BaseModel):
+    run_id: str
+    role: str = Field(description="baseline, reference, doremi or loss-softmax.")
+    manifest: str
+    manifest_id: str
+    manifest_fingerprint: str
+    tokenizer_sha256: str
+    config: ProxyConfig
+    learn: LearnConfig | None = None
+    parameters: int
+    tokens_trained: int
+    seconds: float
+    final_losses: dict[str, float]
+    average_loss: float
+    worst_domain: str
+    worst_loss: float
+    history: list[EvalPoint]
+    learned_weights: dict[str, float] | None = None
+    warnings: list[str] = Field(default_factory=list)
+    resumed_from_step: int = 0
+
+
+class CompareRow(BaseModel):
+    manifest: str
+    manifest_id: str
+    method: str
+    weights: dict[str, float]
+    run_id: str
+    losses: dict[str, float]
+    average_loss: float
+    worst_domain: str
+    worst_loss: float
+
+
+class CompareResult(BaseModel):
+    config: ProxyConfig
+    domains: list[str]
+    rows: list[CompareRow]
