@@ -182,6 +182,7 @@ def main() -> None:
 
 
 from flows import cli_mix as _cli_mix  # noqa: E402,F401  (registers train-tokenizer, mix and inspect on `app`)
+from flows import cli_proxy as _cli_proxy  # noqa: E402,F401  (registers train, learn-mixture, compare-mixtures)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from schemas.annotations import PII_TYPES
+from schemas.proxy import LearnConfig, ProxyConfig
 
 
 class _Strict(BaseModel):
@@ -184,6 +185,8 @@ class CurateConfig(_Strict):
     tokenize: TokenizeConfig = Field(default_factory=TokenizeConfig)
     mix: MixConfig = Field(default_factory=MixConfig)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    proxy: ProxyConfig = Field(default_factory=ProxyConfig, description="curate train / learn-mixture / compare-mixtures.")
+    learn: LearnConfig = Field(default_factory=LearnConfig, description="curate learn-mixture.")
 
     def stage_hash(self, stage: str) -> str:
         """sha256 of one stage's settings: a stage's outputs are reused only under the same hash."""
@@ -192,7 +195,8 @@ class CurateConfig(_Strict):
         return hashlib.sha256(blob).hexdigest()
 
     def sha256(self) -> str:
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        """The curation's settings (proxy training does not change what a run curates)."""
+        blob = json.dumps(self.model_dump(mode="json", exclude={"proxy", "learn"}), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 
 

@@ -72,6 +72,9 @@ class Source(_Model):
 class WeightsProvenance(_Model):
     method: str
     parameters: dict = Field(default_factory=dict)
+    proxy_run_id: str | None = Field(None, description="Learned weights: the proxy run they came from.")
+    reference_manifest: str | None = Field(None, description="Learned weights: the id of the manifest the proxy "
+                                           "trained on (whose shards and budget this version keeps).")
 
 
 class Exports(_Model):

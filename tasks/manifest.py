@@ -134,8 +134,8 @@ def write_version(work_root: Path, manifest: Manifest) -> tuple[Path, bool]:
     current = latest_version(work_root, manifest.name)
     if current:
         prev = json.loads((folder / f"v{current:04d}.json").read_text())
-        if prev["fingerprint"] == manifest.fingerprint and prev["weights_provenance"] == \
-                manifest.weights_provenance.model_dump(mode="json"):
+        if prev["fingerprint"] == manifest.fingerprint and \
+                WeightsProvenance.model_validate(prev["weights_provenance"]) == manifest.weights_provenance:
             return folder / f"v{current:04d}.json", False
     manifest = manifest.model_copy(update={"version": current + 1,
                                            "id": f"{manifest.name}-v{current + 1:04d}-{manifest.fingerprint[:12]}"})

@@ -104,17 +104,29 @@ def _optimizer(model: ProxyLM, cfg: ProxyConfig) -> torch.optim.AdamW:
                              lr=cfg.lr, betas=(0.9, 0.95))
 
 
-def train_proxy(manifest: str | Path, cfg: ProxyConfig, role: str = "baseline", learn: LearnConfig | None = None,
-                reference_run: Path | None = None, progress: Progress | None = None) -> ProxyResult:
+def preflight(manifest: str | Path, cfg: ProxyConfig, role: str = "baseline"):
+    """Everything that can be checked before the first step: the manifest and its shards, a validation slice
+    for every domain, enough sequences in the budget. Returns (manifest path, manifest, validation blocks)."""
     if role not in ROLES:
         raise ProxyError(f"unknown proxy role {role!r}: one of {', '.join(ROLES)}")
+    manifest_path = resolve_manifest_path(manifest)
+    m = load_manifest(manifest_path)
+    blocks = validation_blocks(m, manifest_path, cfg.seq_len, cfg.eval_blocks)
+    have, need = m.budget.total_tokens // (cfg.seq_len + 1), cfg.steps * cfg.batch_size
+    if role != "loss-softmax" and need > have:
+        raise ProxyError(f"{manifest_path}: its budget of {m.budget.total_tokens:,} tokens holds {have:,} sequences of "
+                         f"{cfg.seq_len + 1} tokens; {cfg.steps} steps of {cfg.batch_size} need {need:,}: lower --steps "
+                         "or raise mix.total_tokens")
+    return manifest_path, m, blocks
+
+
+def train_proxy(manifest: str | Path, cfg: ProxyConfig, role: str = "baseline", learn: LearnConfig | None = None,
+                reference_run: Path | None = None, progress: Progress | None = None) -> ProxyResult:
+    manifest_path, m, blocks = preflight(manifest, cfg, role)
     if role in ("doremi", "loss-softmax") and learn is None:
         learn = LearnConfig(method=role)
     if role == "doremi" and reference_run is None:
         raise ProxyError("doremi needs a reference run (trained on the baseline weights)")
-    manifest_path = resolve_manifest_path(manifest)
-    m = load_manifest(manifest_path)
-    blocks = validation_blocks(m, manifest_path, cfg.seq_len, cfg.eval_blocks)
     key = {"manifest": m.fingerprint, "role": role, "config": cfg.model_dump(mode="json"),
            "learn": learn.model_dump(mode="json") if role in ("doremi", "loss-softmax") else None,
            "reference": Path(reference_run).name if reference_run else None, "version": 1}

@@ -1,0 +1,145 @@
+"""`curate train`, `curate learn-mixture` and `curate compare-mixtures`: proxy training from the shell, through
+the Prefect flows (so the runs and their artifacts are in the UI), with a progress bar per run."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from flows.cli import _fail, app, console
+
+MANIFEST_HELP = "A manifest version file, or a manifests/<name> folder (its latest version)."
+CONFIG_HELP = "YAML config: its proxy (and learn) sections (see schemas/proxy.py)."
+
+
+def _proxy_config(config: Optional[Path], steps: Optional[int], seed: Optional[int]):
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # before Prefect is imported
+    from schemas.config import load_config
+
+    cfg = load_config(config)
+    update = {k: v for k, v in (("steps", steps), ("seed", seed)) if v is not None}
+    proxy = cfg.proxy.model_validate({**cfg.proxy.model_dump(), **update})
+    return cfg, proxy
+
+
+def _run(flow_fn, check: list[str], proxy, learn: str | None = None, **kwargs) -> dict:
+    """Check the manifests, then run a proxy flow with a rich progress bar per proxy run; every expected failure
+    is one clear line."""
+    from pydantic import ValidationError
+
+    from flows import proxy as proxy_flows
+    from schemas.config import ConfigError
+    from tasks.manifest import ManifestError
+    from tasks.proxy_data import ProxyError
+    from tasks.proxy_train import preflight
+
+    try:
+        for m in check:
+            preflight(m, proxy, learn or "baseline")
+    except (ProxyError, ManifestError) as err:
+        _fail(str(err))
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[last]}"), console=console) as progress:
+        bars: dict[str, int] = {}
+
+        def on_step(label: str, step: int, steps: int, message: str) -> None:
+            if label not in bars:
+                bars[label] = progress.add_task(label, total=steps, last="")
+            progress.update(bars[label], completed=step, last=message)
+
+        proxy_flows.LISTENERS.append(on_step)
+        progress.console.print("starting Prefect (a temporary local server unless PREFECT_API_URL is set)…")
+        try:
+            return proxy_flows.run_flow(flow_fn, proxy=proxy.model_dump(), **kwargs)
+        except (ProxyError, ManifestError, ConfigError, ValidationError) as err:
+            _fail(str(err))
+        finally:
+            proxy_flows.LISTENERS.remove(on_step)
+
+
+def print_losses(title: str, domains: list[str], rows: list[tuple[str, dict, float, str, float]]) -> None:
+    t = Table(title=title)
+    t.add_column("run")
+    for d in domains + ["average", "worst"]:
+        t.add_column(d, justify="right")
+    for name, losses, avg, worst, worst_loss in rows:
+        t.add_row(name, *[f"{losses[d]:.4f}" for d in domains], f"{avg:.4f}", f"{worst} {worst_loss:.4f}")
+    console.print(t)
+
+
+@app.command()
+def train(
+    manifest: Path = typer.Option(..., "--manifest", "-m", help=MANIFEST_HELP),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (default: proxy.steps, 200)."),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+) -> None:
+    """Train the proxy model on a manifest; held-out loss per domain every eval_interval steps."""
+    from flows.proxy import train_proxy_flow
+    from schemas.proxy import ProxyResult
+
+    try:
+        _, proxy = _proxy_config(config, steps, seed)
+    except ValueError as err:
+        _fail(str(err))
+    r = ProxyResult.model_validate(_run(train_proxy_flow, [str(manifest)], proxy, manifest=str(manifest)))
+    print_losses(f"{r.run_id}: held-out loss per domain (nats/token)", list(r.final_losses),
+                 [(f"step {h.step}", h.losses, sum(h.losses.values()) / len(h.losses),
+                   max(h.losses, key=h.losses.get), max(h.losses.values())) for h in r.history])
+    where = Path(r.manifest).parent.parent.parent / "proxy" / r.run_id
+    console.print(f"{r.parameters:,} parameters, {r.tokens_trained:,} tokens, {r.seconds:.0f} s"
+                  + (f" (resumed at step {r.resumed_from_step})" if r.resumed_from_step else ""))
+    console.print(f"run: [bold]{where}[/] (result.json, checkpoint.pt, curves.png)")
+
+
+@app.command("learn-mixture")
+def learn_mixture(
+    manifest: Path = typer.Option(..., "--manifest", "-m", help=MANIFEST_HELP),
+    method: Optional[str] = typer.Option(None, "--method", help="doremi (default) or loss-softmax."),
+    steps: Optional[int] = typer.Option(None, "--steps"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+) -> None:
+    """Learn mixture weights on a proxy and write them as the manifest's next version."""
+    from flows.cli_mix import print_manifest
+    from flows.proxy import learn_mixture_flow
+
+    try:
+        cfg, proxy = _proxy_config(config, steps, seed)
+        learn = cfg.learn.model_validate({**cfg.learn.model_dump(), **({"method": method} if method else {})})
+    except ValueError as err:
+        _fail(str(err))
+    out = _run(learn_mixture_flow, [str(manifest)], proxy, learn.method, manifest=str(manifest),
+               learn=learn.model_dump())
+    for w in out["warnings"]:
+        console.print(f"[yellow]warning:[/] {w}")
+    console.print(f"{'wrote' if out['new_version'] else 'unchanged, latest is'} [bold]{out['manifest']}[/]")
+    print_manifest(out["manifest"])
+
+
+@app.command("compare-mixtures")
+def compare_mixtures(
+    manifests: list[Path] = typer.Argument(..., help="Manifest version files (or folders: their latest)."),
+    steps: Optional[int] = typer.Option(None, "--steps"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+) -> None:
+    """Train a fresh proxy on each manifest (same steps and seed); per-domain held-out loss, average, worst."""
+    from flows.proxy import compare_mixtures_flow
+    from schemas.proxy import CompareResult
+
+    try:
+        _, proxy = _proxy_config(config, steps, seed)
+    except ValueError as err:
+        _fail(str(err))
+    out = _run(compare_mixtures_flow, [str(m) for m in manifests], proxy, manifests=[str(m) for m in manifests])
+    res = CompareResult.model_validate({k: v for k, v in out.items() if k != "out"})
+    print_losses(f"held-out loss per domain after {res.config.steps} steps (nats/token; lower is better)",
+                 res.domains, [(f"{r.method} v{r.manifest_id.split('-v')[-1][:4]}", r.losses, r.average_loss,
+                                r.worst_domain, r.worst_loss) for r in res.rows])
+    console.print(f"results: [bold]{out['out']}[/] (compare.json, compare.png)")

@@ -1,0 +1,109 @@
+"""Close the loop: learn weights on a proxy (DoReMi or loss-softmax) and write them as the next manifest version
+over the same shards and budget; and compare candidate manifests by training a fresh proxy on each."""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from pathlib import Path
+from typing import Callable
+
+from schemas.config import MixConfig
+from schemas.manifest import WeightsProvenance
+from schemas.proxy import CompareResult, CompareRow, LearnConfig, ProxyConfig, ProxyResult
+from schemas.report import ShardInfo
+from tasks.manifest import build_manifest, latest_version, load_manifest, write_version
+from tasks.proxy_data import ProxyError
+from tasks.proxy_plots import plot_compare, plot_run
+from tasks.proxy_train import resolve_manifest_path, train_proxy, work_root_of
+from tasks.tokenizer import TokenizerInfo
+from tasks.workdir import write_json_atomic
+
+# (run label, step, steps, message)
+MultiProgress = Callable[[str, int, int, str], None]
+
+
+def _progress(progress: MultiProgress | None, label: str):
+    return functools.partial(progress, label) if progress else None
+
+
+def run_dir(result: ProxyResult) -> Path:
+    return work_root_of(Path(result.manifest)) / "proxy" / result.run_id
+
+
+def write_learned_manifest(manifest: str | Path, weights: dict[str, float], provenance: WeightsProvenance
+                           ) -> tuple[Path, bool]:
+    """The next version of the manifest's series: its shards, budget, sequence length and seed, these weights.
+    A domain the weights would repeat beyond max_epochs is capped there (the manifest says so in warnings)."""
+    path = resolve_manifest_path(manifest)
+    m = load_manifest(path, verify=False)
+    shards = [ShardInfo(path=sh.path, domain=s.domain, split=split, docs=sh.docs, tokens=sh.tokens, bytes=sh.bytes,
+                        sha256=sh.sha256)
+              for s in m.sources for split, refs in (("train", s.shards), ("validation", s.validation_shards))
+              for sh in refs]
+    tok = TokenizerInfo(m.tokenizer.path, m.tokenizer.sha256, m.tokenizer.vocab_size, m.tokenizer.eos_id)
+    cfg = MixConfig(name=m.name, total_tokens=m.budget.total_tokens, sequence_length=m.budget.sequence_length,
+                    seed=m.budget.seed, max_epochs=max(s.max_epochs for s in m.sources), cap_epochs=True)
+    root = work_root_of(path)
+    learned = build_manifest(shards, tok, cfg, m.producer.config_sha256, latest_version(root, m.name) + 1,
+                             weights=weights, provenance=provenance)
+    return write_version(root, learned)
+
+
+def learn_mixture(manifest: str | Path, cfg: ProxyConfig, learn: LearnConfig,
+                  progress: MultiProgress | None = None) -> tuple[list[ProxyResult], Path, bool]:
+    """Train what the method needs (DoReMi: a reference on the manifest's weights, then the proxy), write the
+    learned weights as a new manifest version and the runs' plots. Returns (runs, manifest path, new?)."""
+    manifest = resolve_manifest_path(manifest)
+    m = load_manifest(manifest, verify=False)
+    runs = []
+    if learn.method == "doremi":
+        ref = train_proxy(manifest, cfg, "baseline", progress=_progress(progress, "reference"))
+        runs.append(ref)
+        runs.append(train_proxy(manifest, cfg, "doremi", learn, reference_run=run_dir(ref),
+                                progress=_progress(progress, "doremi proxy")))
+    else:
+        runs.append(train_proxy(manifest, cfg, "loss-softmax", learn, progress=_progress(progress, "loss-softmax")))
+    for r in runs:
+        plot_run(r, run_dir(r) / "curves.png")
+    proxy = runs[-1]
+    params = {**learn.model_dump(mode="json"), "steps": cfg.steps, "seed": cfg.seed,
+              "proxy": {k: v for k, v in cfg.model_dump(mode="json").items() if k in ("n_layer", "n_head", "n_embd",
+                                                                                     "seq_len", "batch_size")}}
+    if learn.method == "doremi":
+        params["reference_run_id"] = runs[0].run_id
+    prov = WeightsProvenance(method=learn.method, parameters=params, proxy_run_id=proxy.run_id, reference_manifest=m.id)
+    path, new = write_learned_manifest(manifest, proxy.learned_weights, prov)
+    return runs, path, new
+
+
+def compare_mixtures(manifests: list[str | Path], cfg: ProxyConfig, progress: MultiProgress | None = None
+                     ) -> tuple[CompareResult, Path]:
+    """A fresh proxy (same config, steps and seed) on each manifest; per-domain held-out loss, average, worst.
+    The manifests must share a tokenizer and validation shards, or the losses would not be comparable."""
+    if not manifests:
+        raise ProxyError("compare-mixtures needs at least one manifest")
+    paths = [resolve_manifest_path(p) for p in manifests]
+    loaded = [load_manifest(p, verify=False) for p in paths]
+    first = loaded[0]
+    valsets = [{s.domain: sorted(v.sha256 for v in s.validation_shards) for s in m.sources} for m in loaded]
+    for p, m, v in zip(paths, loaded, valsets):
+        if m.tokenizer.sha256 != first.tokenizer.sha256:
+            raise ProxyError(f"{p} uses tokenizer {m.tokenizer.sha256[:12]}, {paths[0]} {first.tokenizer.sha256[:12]}: "
+                             "losses in different tokens cannot be compared")
+        if v != valsets[0]:
+            raise ProxyError(f"{p} and {paths[0]} hold out different validation shards: their losses would not "
+                             "measure the same text")
+    rows = []
+    for p, m in zip(paths, loaded):
+        r = train_proxy(p, cfg, "baseline", progress=_progress(progress, f"{m.weights_provenance.method} v{m.version}"))
+        plot_run(r, run_dir(r) / "curves.png")
+        rows.append(CompareRow(manifest=str(p), manifest_id=m.id, method=m.weights_provenance.method,
+                               weights={s.domain: s.weight for s in m.sources}, run_id=r.run_id, losses=r.final_losses,
+                               average_loss=r.average_loss, worst_domain=r.worst_domain, worst_loss=r.worst_loss))
+    result = CompareResult(config=cfg, domains=sorted(rows[0].losses), rows=rows)
+    digest = hashlib.sha256(json.dumps([r.run_id for r in rows]).encode()).hexdigest()[:10]
+    out = work_root_of(paths[0]) / "proxy" / f"compare-{digest}"
+    write_json_atomic(out / "compare.json", result.model_dump(mode="json"))
+    plot_compare(result, out / "compare.png")
+    return result, out

@@ -1,0 +1,56 @@
+"""Plots people would rather look at than read: a proxy run's held-out loss curves and weight trajectory, and a
+comparison's per-domain losses. PNG files beside the run's result (matplotlib, no display needed)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from schemas.proxy import CompareResult, ProxyResult  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight", metadata={"Software": None})  # no version stamp: stable bytes
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def plot_run(result: ProxyResult, path: Path) -> Path:
+    with_weights = any(h.weights for h in result.history)
+    fig, axes = plt.subplots(1, 2 if with_weights else 1, figsize=(11 if with_weights else 6, 4), squeeze=False)
+    steps = [h.step for h in result.history]
+    ax = axes[0][0]
+    for d in result.final_losses:
+        ax.plot(steps, [h.losses.get(d) for h in result.history], marker=".", label=d)
+    ax.set(title=f"held-out loss per domain ({result.role})", xlabel="step", ylabel="nats / token")
+    ax.legend(fontsize=8)
+    if with_weights:
+        ax = axes[0][1]
+        for d in result.final_losses:
+            ax.plot(steps, [h.weights.get(d, 0.0) for h in result.history], marker=".", label=d)
+        if result.learned_weights:
+            ax.scatter([steps[-1]] * len(result.learned_weights), list(result.learned_weights.values()),
+                       marker="x", color="black", label="learned")
+        ax.set(title="domain weights", xlabel="step", ylabel="weight", ylim=(0, 1))
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_compare(result: CompareResult, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(result.domains) + 2), 4))
+    width = 0.8 / max(len(result.rows), 1)
+    for i, row in enumerate(result.rows):
+        xs = [j + i * width for j in range(len(result.domains) + 1)]
+        ax.bar(xs, [row.losses[d] for d in result.domains] + [row.average_loss], width, label=row.method)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(result.domains) + 1)], result.domains + ["average"])
+    lows = [min(r.losses.values()) for r in result.rows]
+    ax.set_ylim(min(lows) * 0.95, max(r.worst_loss for r in result.rows) * 1.02)
+    ax.set(title=f"held-out loss per domain after {result.config.steps} proxy steps", ylabel="nats / token")
+    ax.legend(fontsize=8)
+    return _save(fig, path)

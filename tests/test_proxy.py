@@ -1,0 +1,144 @@
+"""Proxy training and learned mixtures on real curated text: determinism, exact resumption, the learned
+manifest, the comparison, and the bad inputs the issue names."""
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from flows.cli import app
+from schemas.config import MixConfig
+from schemas.proxy import LearnConfig, ProxyConfig
+from tasks.learn_mixture import compare_mixtures, learn_mixture, run_dir
+from tasks.loader import MixtureDataset
+from tasks.manifest import build_manifest, collect_shards, load_manifest, write_version
+from tasks.mixture_learning import loss_softmax
+from tasks.proxy_data import ProxyError
+from tasks.proxy_train import train_proxy
+from tests.test_shards_manifest import curate_sample
+
+TINY = ProxyConfig(n_layer=1, n_head=2, n_embd=32, seq_len=64, batch_size=4, steps=8, warmup_steps=2,
+                   eval_interval=4, checkpoint_interval=4, eval_blocks=4, threads=1)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    root = tmp_path_factory.mktemp("proxy")
+    tok, _, _ = curate_sample(root)
+    shards = collect_shards(root)
+    natural = write_version(root, build_manifest(shards, tok, MixConfig(sequence_length=64), "cfg", 1))[0]
+    uniform = write_version(root, build_manifest(shards, tok, MixConfig(method="uniform", sequence_length=64),
+                                                 "cfg", 2))[0]
+    return root, tok, shards, natural, uniform
+
+
+def test_training_is_deterministic_and_reports_every_domain(work):
+    root, tok, _, natural, _ = work
+    first = train_proxy(natural, TINY)
+    domains = [s.domain for s in load_manifest(natural).sources]
+    assert sorted(first.final_losses) == sorted(domains) and [h.step for h in first.history] == [4, 8]
+    assert first.average_loss < np.log(tok.vocab_size), "it learned something"
+    weights = torch.load(run_dir(first) / "checkpoint.pt", weights_only=False)["model"]
+    shutil.rmtree(run_dir(first))
+    again = train_proxy(natural, TINY)
+    assert again.final_losses == first.final_losses and again.history == first.history
+    weights_again = torch.load(run_dir(again) / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(weights[k], weights_again[k]) for k in weights)
+    assert train_proxy(natural, TINY).seconds == again.seconds, "a finished run is returned, not retrained"
+
+
+def test_an_interrupted_run_resumes_to_the_same_result(work):
+    _, _, _, natural, _ = work
+    cfg = TINY.model_copy(update={"seed": 5})
+    whole = train_proxy(natural, cfg)
+    shutil.rmtree(run_dir(whole))
+
+    def crash(step, steps, message):
+        if step == 6:
+            raise KeyboardInterrupt  # after the checkpoint at step 4
+    with pytest.raises(KeyboardInterrupt):
+        train_proxy(natural, cfg, progress=crash)
+    resumed = train_proxy(natural, cfg)
+    assert resumed.resumed_from_step == 4
+    assert resumed.final_losses == whole.final_losses and resumed.history == whole.history
+
+
+def test_doremi_writes_a_new_manifest_version_with_its_provenance(work):
+    root, _, _, natural, _ = work
+    runs, path, new = learn_mixture(natural, TINY, LearnConfig(method="doremi"))
+    assert new and [r.role for r in runs] == ["baseline", "doremi"]
+    m, ref = load_manifest(path), load_manifest(natural)
+    assert m.version > ref.version and m.weights_provenance.method == "doremi"
+    assert m.weights_provenance.proxy_run_id == runs[1].run_id and m.weights_provenance.reference_manifest == ref.id
+    assert m.weights_provenance.parameters["reference_run_id"] == runs[0].run_id
+    assert [s.shards for s in m.sources] == [s.shards for s in ref.sources], "same shards, new weights"
+    assert m.budget == ref.budget and abs(sum(s.weight for s in m.sources) - 1) < 1e-6
+    learned = runs[1].learned_weights
+    alphas = [h.weights for h in runs[1].history]
+    assert len({tuple(a.values()) for a in alphas}) > 1, "alpha moved during training"
+    assert all(abs(m_w.weight - learned[m_w.domain]) < 0.02 or "capped" in " ".join(m.warnings) for m_w in m.sources)
+    assert next(iter(MixtureDataset(path, seq_len=64)))["input_ids"].shape == (64,)
+    assert (run_dir(runs[1]) / "curves.png").stat().st_size > 10_000
+    again = learn_mixture(natural, TINY, LearnConfig(method="doremi"))
+    assert again[1] == path and not again[2], "the same learning again writes no new version"
+
+
+def test_loss_softmax_sets_weights_to_the_softmax_of_held_out_losses(work):
+    _, _, _, natural, _ = work
+    runs, path, _ = learn_mixture(natural, TINY, LearnConfig(method="loss-softmax", tau=1.0))
+    r = runs[0]
+    names = list(r.final_losses)
+    expected = loss_softmax(np.array([r.final_losses[d] for d in names]), 1.0)
+    assert np.allclose([r.learned_weights[d] for d in names], expected)
+    first_update = loss_softmax(np.array([r.history[0].losses[d] for d in names]))
+    assert np.allclose([r.history[0].weights[d] for d in names], first_update), "sampling follows each update"
+    assert load_manifest(path).weights_provenance.method == "loss-softmax"
+
+
+def test_a_collapsing_weight_vector_is_warned_and_smoothed(work):
+    _, _, _, natural, _ = work
+    runs, _, _ = learn_mixture(natural, TINY, LearnConfig(method="loss-softmax", tau=1e-6))
+    r = runs[0]
+    assert r.warnings and "collapsed onto" in r.warnings[0]
+    assert max(r.learned_weights.values()) < 0.95 and min(r.learned_weights.values()) > 0.01
+
+
+def test_compare_trains_a_fresh_proxy_per_manifest_on_the_same_validation_text(work):
+    _, _, _, natural, uniform = work
+    result, out = compare_mixtures([natural, uniform], TINY)
+    assert [r.method for r in result.rows] == ["natural", "uniform"]
+    for row in result.rows:
+        assert row.worst_loss == max(row.losses.values()) and row.average_loss == pytest.approx(np.mean(
+            list(row.losses.values())))
+    assert result.rows[0].losses != result.rows[1].losses
+    assert (out / "compare.json").is_file() and (out / "compare.png").is_file()
+
+
+def _manifest_without(root, tok, shards, version, drop):
+    kept = [s for s in shards if not drop(s)]
+    return write_version(root, build_manifest(kept, tok, MixConfig(sequence_length=64, name=f"bad{version}"), "c", 1))[0]
+
+
+def test_bad_inputs_are_clear_messages_before_training(work):
+    root, tok, shards, natural, _ = work
+    no_val = _manifest_without(root, tok, shards, 1, lambda s: s.split == "validation")
+    with pytest.raises(ProxyError, match="no validation shards"):
+        train_proxy(no_val, TINY)
+    no_legal = _manifest_without(root, tok, shards, 2, lambda s: s.split == "validation" and s.domain == "legal")
+    with pytest.raises(ProxyError, match="legal have no validation shards"):
+        train_proxy(no_legal, TINY)
+    with pytest.raises(ProxyError, match="hold out different validation shards"):
+        compare_mixtures([natural, no_legal], TINY)
+    with pytest.raises(ProxyError, match="lower --steps"):
+        train_proxy(natural, TINY.model_copy(update={"steps": 5000, "eval_interval": 5000}))
+    ref = train_proxy(natural, TINY)
+    forged = run_dir(ref).parent / "forged-reference"
+    shutil.copytree(run_dir(ref), forged, dirs_exist_ok=True)
+    ckpt = torch.load(forged / "checkpoint.pt", weights_only=False)
+    ckpt["tokenizer_sha256"] = "0" * 64
+    torch.save(ckpt, forged / "checkpoint.pt")
+    with pytest.raises(ProxyError, match="tokenizer mismatch"):
+        train_proxy(natural, TINY, "doremi", reference_run=forged)
+    res = CliRunner().invoke(app, ["train", "--manifest", str(no_val), "--steps", "2"])
+    assert res.exit_code == 2 and "no validation shards" in res.output and "Traceback" not in res.output
