@@ -142,3 +142,24 @@ def test_bad_inputs_are_clear_messages_before_training(work):
         train_proxy(natural, TINY, "doremi", reference_run=forged)
     res = CliRunner().invoke(app, ["train", "--manifest", str(no_val), "--steps", "2"])
     assert res.exit_code == 2 and "no validation shards" in res.output and "Traceback" not in res.output
+
+
+def test_learn_mixture_flow_publishes_weights_losses_and_the_plot(prefect_harness, work):
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    from flows.proxy import learn_mixture_flow
+    from tests.test_flow import _artifacts
+
+    out = learn_mixture_flow(str(work[3]), proxy=TINY.model_dump(), learn={"method": "doremi"})
+    assert abs(sum(out["learned_weights"].values()) - 1) < 1e-9
+
+    async def latest_run_id():
+        async with get_client() as client:
+            runs = await client.read_flow_runs(limit=1, sort="START_TIME_DESC")
+        return str(runs[0].id)
+    arts = asyncio.run(_artifacts(asyncio.run(latest_run_id())))
+    assert {"learn-mixture-weights", "learn-mixture-doremi-summary", "learn-mixture-doremi-losses",
+            "learn-mixture-baseline-summary", "learn-mixture-progress"} <= set(arts)
+    assert "data:image/png;base64," in arts["learn-mixture-doremi-summary"]["data"]

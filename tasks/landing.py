@@ -1,0 +1,130 @@
+"""The landing directory and the corpus catalog: which new corpora are ready to backfill, and which the work root
+has already seen.
+
+A corpus lands as a folder <landing>/<name>/ of .jsonl[.gz|.zst], .parquet or .txt files. It is ready when a
+file named `_READY` is in it: write the marker last, after every file is completely copied, and a half-copied
+corpus is never picked up. Its fingerprint hashes every file's relative path and content (the marker excluded).
+The catalog (<work root>/catalog/corpora.json) records each corpus's fingerprint and what became of it; a
+corpus already there triggers nothing, and one whose files changed since it was fingerprinted is refused.
+"""
+from __future__ import annotations
+
+import fcntl
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import xxhash
+
+from tasks.workdir import read_json, write_json_atomic
+
+READY_MARKER = "_READY"
+CORPUS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class LandingError(ValueError):
+    """A landing directory or corpus that cannot be used; the message names it."""
+
+
+@dataclass(frozen=True)
+class LandedCorpus:
+    name: str
+    path: str
+    ready: bool
+    fingerprint: str | None = None
+    files: int = 0
+    bytes: int = 0
+
+
+def fingerprint_corpus(path: Path) -> tuple[str, int, int]:
+    """(fingerprint, files, bytes) over the content of every file under path but the marker."""
+    h = xxhash.xxh3_128()
+    files = size = 0
+    for f in sorted(p for p in Path(path).rglob("*") if p.is_file() and p.name != READY_MARKER):
+        h.update(f.relative_to(path).as_posix().encode() + b"\0")
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                h.update(chunk)
+                size += len(chunk)
+        files += 1
+    return h.hexdigest(), files, size
+
+
+def scan_landing(landing: str | Path) -> list[LandedCorpus]:
+    landing = Path(landing)
+    if not landing.is_dir():
+        raise LandingError(f"landing directory {landing} does not exist (or is not a directory)")
+    out = []
+    for d in sorted(p for p in landing.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not CORPUS_NAME.match(d.name):
+            raise LandingError(f"{d}: a corpus folder name must be letters, digits, '_', '.' or '-'")
+        if not (d / READY_MARKER).is_file():
+            out.append(LandedCorpus(d.name, str(d.resolve()), False))
+            continue
+        fp, files, size = fingerprint_corpus(d)
+        out.append(LandedCorpus(d.name, str(d.resolve()), True, fp, files, size))
+    return out
+
+
+class Catalog:
+    """<work root>/catalog/corpora.json: name -> fingerprint, path, status, flow run, manifest, times."""
+
+    def __init__(self, work_root: str | Path):
+        self.dir = Path(work_root) / "catalog"
+        self.path = self.dir / "corpora.json"
+
+    def entries(self) -> dict[str, dict]:
+        return (read_json(self.path) or {}).get("corpora", {})
+
+    @contextmanager
+    def _locked(self):
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # a watcher and a backfill may write at once
+            yield
+
+    def record(self, name: str, **fields) -> dict:
+        with self._locked():
+            entries = self.entries()
+            entry = {**entries.get(name, {}), **fields,
+                     "updated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+            entries[name] = entry
+            write_json_atomic(self.path, {"corpora": entries})
+            return entry
+
+
+@dataclass(frozen=True)
+class WatchPlan:
+    trigger: list[LandedCorpus]
+    retry: list[LandedCorpus]      # triggered before, but its run crashed or failed: run again (it resumes)
+    skipped: list[tuple[str, str]]  # (name, why)
+    refused: list[tuple[str, str]]
+
+
+def plan_watch(landed: list[LandedCorpus], catalog: dict[str, dict], failed_runs: set[str] = frozenset()) -> WatchPlan:
+    """What a watch does with each landed corpus, given the catalog and the flow runs known to have failed."""
+    trigger, retry, skipped, refused = [], [], [], []
+    for c in landed:
+        entry = catalog.get(c.name)
+        if not c.ready:
+            skipped.append((c.name, f"no {READY_MARKER} marker yet"))
+        elif entry is None:
+            trigger.append(c)
+        elif entry["fingerprint"] != c.fingerprint:
+            refused.append((c.name, f"its files changed after it was fingerprinted ({entry['fingerprint'][:12]} -> "
+                                    f"{c.fingerprint[:12]}): land the new version under a new name"))
+        elif entry.get("status") != "done" and entry.get("flow_run_id") in failed_runs:
+            retry.append(c)
+        else:
+            skipped.append((c.name, f"already in the catalog ({entry.get('status')})"))
+    return WatchPlan(trigger, retry, skipped, refused)
+
+
+def check_unchanged(path: str | Path, fingerprint: str) -> None:
+    """A backfill's guard: the corpus is still what the watcher fingerprinted."""
+    now, _, _ = fingerprint_corpus(Path(path))
+    if now != fingerprint:
+        raise LandingError(f"{path}: its files changed after it was fingerprinted ({fingerprint[:12]} -> {now[:12]}); "
+                           "refused: land the new version under a new name")

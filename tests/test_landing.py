@@ -1,0 +1,50 @@
+"""The landing directory and catalog: readiness, fingerprints, what a watch triggers and refuses."""
+import shutil
+
+import pytest
+
+from tasks.landing import READY_MARKER, Catalog, LandingError, check_unchanged, plan_watch, scan_landing
+from tests.conftest import SAMPLE
+
+
+def land(landing, name, files=("legal.jsonl.gz",), ready=True):
+    d = landing / name
+    d.mkdir(parents=True)
+    for f in files:
+        shutil.copy(SAMPLE / f, d / f)
+    if ready:
+        (d / READY_MARKER).write_text("")
+    return d
+
+
+def test_only_ready_new_corpora_are_triggered_and_a_second_watch_triggers_nothing(tmp_path):
+    landing = tmp_path / "landing"
+    land(landing, "contracts")
+    land(landing, "half-copied", ready=False)
+    catalog = Catalog(tmp_path / "work")
+    first = plan_watch(scan_landing(landing), catalog.entries())
+    assert [c.name for c in first.trigger] == ["contracts"] and first.trigger[0].files == 1
+    assert ("half-copied", f"no {READY_MARKER} marker yet") in first.skipped
+    catalog.record("contracts", fingerprint=first.trigger[0].fingerprint, status="triggered", flow_run_id="r1")
+    second = plan_watch(scan_landing(landing), catalog.entries())
+    assert not second.trigger and not second.retry and not second.refused
+    assert plan_watch(scan_landing(landing), catalog.entries(), failed_runs={"r1"}).retry[0].name == "contracts"
+
+
+def test_a_corpus_changed_after_fingerprinting_is_refused(tmp_path):
+    landing = tmp_path / "landing"
+    d = land(landing, "contracts")
+    c = scan_landing(landing)[0]
+    catalog = Catalog(tmp_path / "work")
+    catalog.record("contracts", fingerprint=c.fingerprint, status="done")
+    check_unchanged(d, c.fingerprint)
+    shutil.copy(SAMPLE / "code.jsonl.gz", d / "more.jsonl.gz")
+    with pytest.raises(LandingError, match="changed after it was fingerprinted"):
+        check_unchanged(d, c.fingerprint)
+    plan = plan_watch(scan_landing(landing), catalog.entries())
+    assert plan.refused and "changed after it was fingerprinted" in plan.refused[0][1]
+
+
+def test_a_missing_landing_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(LandingError, match="does not exist"):
+        scan_landing(tmp_path / "nowhere")
