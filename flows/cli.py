@@ -138,11 +138,12 @@ def run(
                 resolve_models(cfg.classify)
     except (ConfigError, InputError, ClassifierError, RuleConfigError) as err:
         _fail(str(err))
+    from flows.runtime import ServerUnreachable
     from tasks.manifest import ManifestError
     from tasks.tokenizer import TokenizerError
     try:
         _run_with_progress(inputs, out, config)
-    except (TokenizerError, ManifestError) as err:  # e.g. a tokenizer file that is not one, a budget too large
+    except (TokenizerError, ManifestError, ServerUnreachable) as err:  # e.g. a tokenizer file that is not one, a budget too large
         _fail(str(err))
 
 
@@ -183,6 +184,7 @@ def main() -> None:
 
 from flows import cli_mix as _cli_mix  # noqa: E402,F401  (registers train-tokenizer, mix and inspect on `app`)
 from flows import cli_proxy as _cli_proxy  # noqa: E402,F401  (registers train, learn-mixture, compare-mixtures)
+from flows import cli_server as _cli_server  # noqa: E402,F401  (registers server up / down)
 
 
 if __name__ == "__main__":

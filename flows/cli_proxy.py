@@ -32,6 +32,7 @@ def _run(flow_fn, check: list[str], proxy, learn: str | None = None, **kwargs) -
     from pydantic import ValidationError
 
     from flows import proxy as proxy_flows
+    from flows.runtime import ServerUnreachable
     from schemas.config import ConfigError
     from tasks.manifest import ManifestError
     from tasks.proxy_data import ProxyError
@@ -56,7 +57,7 @@ def _run(flow_fn, check: list[str], proxy, learn: str | None = None, **kwargs) -
         progress.console.print("starting Prefect (a temporary local server unless PREFECT_API_URL is set)…")
         try:
             return proxy_flows.run_flow(flow_fn, proxy=proxy.model_dump(), **kwargs)
-        except (ProxyError, ManifestError, ConfigError, ValidationError) as err:
+        except (ProxyError, ManifestError, ConfigError, ValidationError, ServerUnreachable) as err:
             _fail(str(err))
         finally:
             proxy_flows.LISTENERS.remove(on_step)

@@ -15,6 +15,21 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
+class ServerUnreachable(RuntimeError):
+    """PREFECT_API_URL names a server that does not answer."""
+
+
+def check_reachable(api_url: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, with the URL named, rather than let a client retry against a server that is not there."""
+    import httpx
+
+    try:
+        httpx.get(api_url.rstrip("/") + "/health", timeout=timeout).raise_for_status()
+    except httpx.HTTPError as err:
+        raise ServerUnreachable(f"the Prefect server at {api_url} (PREFECT_API_URL) is not reachable ({err}): start it "
+                                "(`curate server up`) or unset PREFECT_API_URL to run with a temporary local one") from None
+
+
 @contextlib.contextmanager
 def prefect_api() -> Iterator[str]:
     """Yield the API URL runs report to, starting a shared temporary server if none is configured."""
@@ -22,6 +37,7 @@ def prefect_api() -> Iterator[str]:
 
     configured = os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()
     if configured:
+        check_reachable(configured)
         # A server set in Prefect's settings (a test harness, a profile) must reach worker processes too.
         had = "PREFECT_API_URL" in os.environ
         os.environ["PREFECT_API_URL"] = configured

@@ -1,0 +1,46 @@
+"""`curate server up` / `curate server down`: run curate as a service on this machine (deploy/README.md)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from flows.cli import _fail, app, console
+
+server_app = typer.Typer(no_args_is_help=True, help="A Prefect server with curate's deployments and a worker.")
+app.add_typer(server_app, name="server")
+HOME_HELP = "PREFECT_HOME of the server: its SQLite database, logs and the PIDs `down` stops."
+
+
+@server_app.command("up")
+def up(
+    home: Path = typer.Option(Path(".curate-server"), "--home", help=HOME_HELP),
+    port: int = typer.Option(4200, "--port"),
+    work: Path = typer.Option(Path("out"), "--work", help="Work root the deployments curate into."),
+    landing: Path = typer.Option(Path("landing"), "--landing", help="Where new corpora land (watch-corpora)."),
+    corpora: Optional[Path] = typer.Option(None, "--corpora", help="Corpora root of the scheduled curation."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config the flows use."),
+) -> None:
+    """Start the server on 127.0.0.1, create the `curate` work pool, deploy deploy/prefect.yaml, start a worker."""
+    from flows.server import ServerError, server_up
+
+    landing.mkdir(parents=True, exist_ok=True)
+    try:
+        with console.status("starting the Prefect server, deploying, starting a worker…"):
+            info = server_up(home, port, work, landing, corpora, config)
+    except ServerError as err:
+        _fail(str(err))
+    console.print(f"Prefect UI: [bold]{info['ui']}[/]   API: {info['url']}")
+    console.print(f"processes: {info['pids']} (logs in {info['home']}); stop them with `curate server down`")
+    console.print(f"land a corpus: copy its files to {landing}/<name>/, then `touch {landing}/<name>/_READY`")
+    console.print(f"use it: export PREFECT_API_URL={info['url']}")
+
+
+@server_app.command("down")
+def down(home: Path = typer.Option(Path(".curate-server"), "--home", help=HOME_HELP)) -> None:
+    """Stop the worker and the server that `curate server up` started here, and nothing else."""
+    from flows.server import server_down
+
+    stopped = server_down(home)
+    console.print("stopped: " + ", ".join(stopped) if stopped else f"nothing to stop (no state in {home})")

@@ -1,0 +1,148 @@
+"""`curate server up` / `down`: a Prefect server on 127.0.0.1 (SQLite under its PREFECT_HOME unless
+PREFECT_API_DATABASE_CONNECTION_URL says otherwise), the `curate` process work pool, the deployments of
+deploy/prefect.yaml and one worker. `down` stops exactly the processes `up` started (their PIDs and process
+groups are recorded in <home>/curate-server.json)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PREFECT_FILE = REPO_ROOT / "deploy" / "prefect.yaml"
+POOL = "curate"
+STATE_FILE = "curate-server.json"
+
+
+class ServerError(RuntimeError):
+    """The server, pool, deployments or worker could not be brought up or down; the message says which."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def service_env(home: Path, port: int, work_root: Path, landing: Path, corpora: Path | None,
+                config: Path | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "PREFECT_HOME": str(home), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "PREFECT_UI_ENABLED": "true",
+        "CURATE_HOME": str(REPO_ROOT), "CURATE_WORK_ROOT": str(work_root.resolve()),
+        "CURATE_LANDING": str(landing.resolve()), "CURATE_CORPORA": str((corpora or landing).resolve()),
+        "CURATE_CONFIG": str(config.resolve()) if config else "",
+    })
+    return env
+
+
+def _prefect(*args: str) -> list[str]:
+    return [sys.executable, "-m", "flows.prefect_cli", *args]
+
+
+def _spawn(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:  # its own session: `down` signals the whole group, children included
+        return subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def wait_healthy(url: str, proc: subprocess.Popen | None, timeout: float, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
+            raise ServerError(f"the Prefect server exited with code {proc.returncode}:\n{tail}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise ServerError(f"the Prefect server at {url} did not answer /health within {timeout:.0f} s")
+
+
+def _run(cmd: list[str], env: dict, what: str) -> None:
+    res = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    if res.returncode:
+        raise ServerError(f"{what} failed ({res.returncode}):\n{(res.stdout + res.stderr)[-3000:]}")
+
+
+def server_up(home: Path, port: int, work_root: Path, landing: Path, corpora: Path | None = None,
+              config: Path | None = None, worker: bool = True, timeout: float = 120) -> dict:
+    home = home.resolve()
+    if (home / STATE_FILE).exists():
+        raise ServerError(f"{home / STATE_FILE} exists: a server started from here may be running; "
+                          "`curate server down` first")
+    home.mkdir(parents=True, exist_ok=True)
+    env = service_env(home, port, work_root, landing, corpora, config)
+    url = env["PREFECT_API_URL"]
+    started: dict[str, int] = {}
+    try:
+        server = _spawn(_prefect("server", "start", "--host", "127.0.0.1", "--port", str(port)), env,
+                        home / "server.log")
+        started["server"] = server.pid
+        _write_state(home, url, started)
+        wait_healthy(url, server, timeout, home / "server.log")
+        _run(_prefect("work-pool", "create", POOL, "--type", "process", "--overwrite"), env, "creating the work pool")
+        _run(_prefect("--no-prompt", "deploy", "--all", "--prefect-file", str(PREFECT_FILE)), env, "deploying")
+        if worker:
+            started["worker"] = _spawn(_prefect("worker", "start", "--pool", POOL), env, home / "worker.log").pid
+        _write_state(home, url, started)
+    except Exception:
+        server_down(home)
+        raise
+    return {"url": url, "ui": url.removesuffix("/api"), "pids": started, "home": str(home)}
+
+
+def _write_state(home: Path, url: str, pids: dict[str, int]) -> None:
+    tmp = home / f".{STATE_FILE}.tmp"
+    tmp.write_text(json.dumps({"url": url, "pids": pids}, indent=2))
+    tmp.replace(home / STATE_FILE)
+
+
+def server_down(home: Path, grace: float = 15) -> list[str]:
+    """Stop the process groups `up` recorded (worker first, then server); nothing else."""
+    state_path = home.resolve() / STATE_FILE
+    if not state_path.exists():
+        return []
+    pids = json.loads(state_path.read_text())["pids"]
+    stopped = []
+    for name in ("worker", "server"):
+        pid = pids.get(name)
+        if pid is None:
+            continue
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.2)
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+        stopped.append(f"{name} (pid {pid})")
+    state_path.unlink()
+    return stopped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
+        if waited:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -1,0 +1,118 @@
+"""The flows a Prefect server schedules (deploy/prefect.yaml): `watch-corpora` looks at the landing directory
+and starts one `backfill` run per new ready corpus; `backfill` curates that corpus into the work root
+(deduplicated against everything curated before, a new manifest version over old and new shards);
+`scheduled-curation` re-runs the curation of a corpora root (unchanged corpora are reused, not redone)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.deployments import run_deployment
+from prefect.runtime import flow_run
+from prefect.task_runners import ProcessPoolTaskRunner
+
+from flows.curate import curate
+from schemas.config import load_config
+from tasks.landing import READY_MARKER, Catalog, LandingError, check_unchanged, fingerprint_corpus, plan_watch, \
+    scan_landing
+
+BACKFILL_DEPLOYMENT = "backfill/backfill"
+
+
+def _curate(inputs: list[str], work_root: str, config_path: str | None) -> dict:
+    config_path = config_path or None  # deployments template an unset CURATE_CONFIG as ""
+    cfg = load_config(config_path)
+    return curate.with_options(task_runner=ProcessPoolTaskRunner(max_workers=cfg.runner.workers))(
+        inputs=inputs, out=work_root, config_path=config_path)
+
+
+@flow(name="backfill", retries=2, retry_delay_seconds=10)
+def backfill(path: str, work_root: str = "out", config_path: str | None = None, fingerprint: str | None = None) -> dict:
+    """Curate one landed corpus into the work root. Again for the same corpus: nothing to do. A retry resumes:
+    every stage reuses what it finished."""
+    logger = get_run_logger()
+    corpus = Path(path)
+    if not (corpus / READY_MARKER).is_file():
+        raise LandingError(f"{corpus}: no {READY_MARKER} marker (not there, or not completely copied yet)")
+    now = fingerprint_corpus(corpus)[0]
+    if fingerprint:
+        check_unchanged(corpus, fingerprint)
+    catalog = Catalog(work_root)
+    entry = catalog.entries().get(corpus.name)
+    if entry and entry["fingerprint"] != now:
+        raise LandingError(f"{corpus}: the catalog has {corpus.name!r} with other content ({entry['fingerprint'][:12]});"
+                           " land the new version under a new name")
+    if entry and entry.get("status") == "done":
+        logger.info("%s is already curated (manifest %s): nothing to do", corpus.name, entry.get("manifest"))
+        return {"corpus": corpus.name, "skipped": True, "manifest": entry.get("manifest")}
+    run_id = str(flow_run.get_id()) if flow_run.get_id() else None
+    catalog.record(corpus.name, fingerprint=now, path=str(corpus.resolve()), status="running", flow_run_id=run_id)
+    try:
+        report = _curate([f"{corpus.name}={corpus.resolve()}"], work_root, config_path)
+    except Exception as err:
+        catalog.record(corpus.name, status="failed", error=str(err)[:500])
+        raise
+    mine = next(c for c in report["corpora"] if c["corpus"] == corpus.name)
+    catalog.record(corpus.name, status="done", manifest=report.get("manifest"), docs_in=mine["docs_in"],
+                   kept=mine["kept"], rejected=mine["rejected"])
+    return {"corpus": corpus.name, "skipped": False, "manifest": report.get("manifest"), "docs_in": mine["docs_in"],
+            "kept": mine["kept"], "rejected": mine["rejected"]}
+
+
+def _crashed_runs(run_ids: list[str]) -> set[str]:
+    """The flow runs of these ids that crashed (their worker or process died): their backfills are started again."""
+    from prefect.client.orchestration import get_client
+
+    out = set()
+    with get_client(sync_client=True) as client:
+        for rid in run_ids:
+            try:
+                state = client.read_flow_run(rid).state
+            except Exception:  # a run the server does not know (another server, deleted): not ours to retry
+                continue
+            if state and state.is_crashed():
+                out.add(rid)
+    return out
+
+
+@flow(name="watch-corpora")
+def watch_corpora(landing: str, work_root: str = "out", config_path: str | None = None,
+                  deployment: str = BACKFILL_DEPLOYMENT) -> dict:
+    """One backfill run per new ready corpus in the landing directory; a crashed backfill is started again."""
+    logger = get_run_logger()
+    landed = scan_landing(landing)
+    catalog = Catalog(work_root)
+    entries = catalog.entries()
+    crashed = _crashed_runs([e["flow_run_id"] for e in entries.values() if e.get("status") in ("triggered", "running")
+                             and e.get("flow_run_id")])
+    plan = plan_watch(landed, entries, crashed)
+    triggered = []
+    for c in plan.trigger + plan.retry:
+        run = run_deployment(deployment, parameters={"path": c.path, "work_root": work_root, "config_path": config_path,
+                                                     "fingerprint": c.fingerprint}, timeout=0, as_subflow=False)
+        catalog.record(c.name, fingerprint=c.fingerprint, path=c.path, status="triggered", flow_run_id=str(run.id))
+        logger.info("%s: backfill %s (%d files, %.1f MB)", c.name, run.name, c.files, c.bytes / 1e6)
+        triggered.append({"corpus": c.name, "flow_run": run.name, "flow_run_id": str(run.id),
+                          "action": "retried after a crash" if c in plan.retry else "backfill started"})
+    for name, why in plan.refused:
+        logger.error("%s refused: %s", name, why)
+    rows = triggered + [{"corpus": n, "action": "skipped", "why": w} for n, w in plan.skipped] + \
+        [{"corpus": n, "action": "refused", "why": w} for n, w in plan.refused]
+    if rows:
+        create_table_artifact(rows, key="watch-corpora-landing", description=f"What {landing} held and what was done")
+    create_markdown_artifact(
+        f"# watch-corpora\n\n{len(landed)} corpora in `{landing}`: {len(triggered)} backfill(s) started, "
+        f"{len(plan.skipped)} skipped, {len(plan.refused)} refused.\n", key="watch-corpora-summary",
+        description="Landing directory check")
+    return {"triggered": triggered, "skipped": plan.skipped, "refused": plan.refused}
+
+
+@flow(name="scheduled-curation")
+def scheduled_curation(corpora_root: str, work_root: str = "out", config_path: str | None = None) -> dict:
+    """Curate every corpus of a root (each file or folder in it is a corpus); finished work is reused."""
+    root = Path(corpora_root)
+    if not root.is_dir():
+        raise LandingError(f"corpora root {root} does not exist (or is not a directory)")
+    inputs = [str(p) for p in sorted(root.iterdir()) if not p.name.startswith((".", "_"))]
+    return _curate(inputs, work_root, config_path)
