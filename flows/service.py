@@ -56,6 +56,14 @@ def backfill(path: str, work_root: str = "out", config_path: str | None = None, 
     mine = next(c for c in report["corpora"] if c["corpus"] == corpus.name)
     catalog.record(corpus.name, status="done", manifest=report.get("manifest"), docs_in=mine["docs_in"],
                    kept=mine["kept"], rejected=mine["rejected"])
+    reasons = "\n".join(f"| {r} | {n:,} |" for r, n in sorted(mine["by_reason"].items(), key=lambda kv: -kv[1]))
+    create_markdown_artifact(
+        f"# Backfill of `{corpus.name}`\n\n{mine['docs_in']:,} documents in, {mine['kept']:,} kept, "
+        f"{mine['rejected']:,} rejected (balanced: {mine['docs_in'] == mine['kept'] + mine['rejected']}).\n\n"
+        f"| rejected because | documents |\n|---|---:|\n{reasons}\n\nTokens per domain: "
+        + ", ".join(f"{d} {n:,}" for d, n in sorted(mine.get("tokens", {}).items()))
+        + f"\n\nManifest: `{report.get('manifest')}`\n", key="backfill-summary",
+        description=f"Backfill of {corpus.name}: documents in, kept, rejected by reason; the new manifest")
     return {"corpus": corpus.name, "skipped": False, "manifest": report.get("manifest"), "docs_in": mine["docs_in"],
             "kept": mine["kept"], "rejected": mine["rejected"]}
 
