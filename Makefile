@@ -2,7 +2,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench server server-down clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,6 +28,12 @@ bench: install
 	$(PY) tests/benchmarks/bench_dedup.py
 	$(PY) tests/benchmarks/bench_classify.py
 	$(PY) tests/benchmarks/bench_tokenize.py
+
+server: install
+	$(VENV)/bin/curate server up
+
+server-down:
+	$(VENV)/bin/curate server down
 
 clean:
 	rm -rf out .pytest_cache
