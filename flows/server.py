@@ -77,13 +77,14 @@ def _run(cmd: list[str], env: dict, what: str) -> None:
 
 
 def server_up(home: Path, port: int, work_root: Path, landing: Path, corpora: Path | None = None,
-              config: Path | None = None, worker: bool = True, timeout: float = 120) -> dict:
+              config: Path | None = None, worker: bool = True, timeout: float = 120, heartbeat_seconds: int = 30) -> dict:
     home = home.resolve()
     if (home / STATE_FILE).exists():
         raise ServerError(f"{home / STATE_FILE} exists: a server started from here may be running; "
                           "`curate server down` first")
     home.mkdir(parents=True, exist_ok=True)
     env = service_env(home, port, work_root, landing, corpora, config)
+    env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(heartbeat_seconds)  # flow runs prove they are alive
     url = env["PREFECT_API_URL"]
     started: dict[str, int] = {}
     try:
@@ -93,14 +94,57 @@ def server_up(home: Path, port: int, work_root: Path, landing: Path, corpora: Pa
         _write_state(home, url, started)
         wait_healthy(url, server, timeout, home / "server.log")
         _run(_prefect("work-pool", "create", POOL, "--type", "process", "--overwrite"), env, "creating the work pool")
+        _run([sys.executable, "-m", "flows.server", "zombie-automation", str(heartbeat_seconds)], env,
+             "creating the crashed-run automation")
         _run(_prefect("--no-prompt", "deploy", "--all", "--prefect-file", str(PREFECT_FILE)), env, "deploying")
         if worker:
-            started["worker"] = _spawn(_prefect("worker", "start", "--pool", POOL), env, home / "worker.log").pid
+            started["worker"] = start_worker(env, home).pid
         _write_state(home, url, started)
     except Exception:
         server_down(home)
         raise
-    return {"url": url, "ui": url.removesuffix("/api"), "pids": started, "home": str(home)}
+    return {"url": url, "ui": url.removesuffix("/api"), "pids": started, "home": str(home), "env": env}
+
+
+def start_worker(env: dict, home: Path) -> subprocess.Popen:
+    return _spawn(_prefect("worker", "start", "--pool", POOL), env, home / "worker.log")
+
+
+def replace_worker(home: Path, env: dict) -> int:
+    """Start a worker in place of one that died, recorded so `down` stops it."""
+    state = json.loads((home.resolve() / STATE_FILE).read_text())
+    state["pids"]["worker"] = start_worker(env, home.resolve()).pid
+    _write_state(home.resolve(), state["url"], state["pids"])
+    return state["pids"]["worker"]
+
+
+def create_zombie_automation(heartbeat_seconds: int) -> None:
+    """Prefect's recipe for runs whose process died with its worker or machine: no heartbeat for three periods
+    and no final state, and the run is marked Crashed (watch-corpora then starts its backfill again)."""
+    from datetime import timedelta
+
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    Automation(
+        name="curate: crash runs that stopped sending heartbeats",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
+                    "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1,
+            within=timedelta(seconds=3 * heartbeat_seconds)),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED,
+                                    message="no heartbeat: its process or worker died")],
+    ).create()
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["zombie-automation"]:
+    create_zombie_automation(int(sys.argv[2]))
 
 
 def _write_state(home: Path, url: str, pids: dict[str, int]) -> None:

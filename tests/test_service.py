@@ -2,7 +2,9 @@
 landing and being backfilled, and the flow run's page in the Prefect UI (headless Chromium)."""
 import hashlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import time
 
@@ -10,7 +12,7 @@ import httpx
 import pytest
 
 from flows.runtime import ServerUnreachable, check_reachable
-from flows.server import free_port, server_down, server_up
+from flows.server import free_port, replace_worker, server_down, server_up
 from tasks.landing import READY_MARKER, Catalog
 from tests.conftest import SAMPLE
 
@@ -111,6 +113,32 @@ def test_a_landed_corpus_is_backfilled_once_into_a_new_manifest_version(service)
                                             "offset": 0})
     table = next(a for a in arts if a["key"] == "watch-corpora-landing")
     assert "changed after it was fingerprinted" in json.dumps(table["data"])
+
+
+def test_a_backfill_whose_worker_died_is_started_again_and_resumes(service):
+    info, base = service
+    _land(base / "landing", "reference-c", "reference.jsonl.gz")
+    pids = json.loads((base / "home" / "curate-server.json").read_text())["pids"]
+    _watch(info)
+    deadline = time.monotonic() + 120
+    while Catalog(base / "work").entries()["reference-c"].get("status") != "running":
+        assert time.monotonic() < deadline, "the backfill never started"
+        time.sleep(0.5)
+    runs = subprocess.run(["pgrep", "-P", str(pids["worker"])], capture_output=True, text=True).stdout.split()
+    os.killpg(pids["worker"], signal.SIGKILL)  # the machine goes: the worker and the flow run it started
+    for pid in runs:
+        os.kill(int(pid), signal.SIGKILL)
+    run_id = Catalog(base / "work").entries()["reference-c"]["flow_run_id"]
+    # The server's heartbeat automation marks such a run Crashed after three missed beats (90 s, once the run
+    # has sent one); the test does what that automation does rather than wait for it.
+    time.sleep(3)
+    if _api(info, f"/flow_runs/{run_id}")["state_type"] != "CRASHED":
+        _api(info, f"/flow_runs/{run_id}/set_state", {"state": {"type": "CRASHED", "name": "Crashed",
+                                                                "message": "no heartbeat"}, "force": True})
+    replace_worker(base / "home", info["env"])
+    _watch(info)
+    entry = _wait_done(base, "reference-c")
+    assert entry["flow_run_id"] != run_id and entry["docs_in"] == entry["kept"] + entry["rejected"]
 
 
 def test_the_backfill_run_page_shows_its_summary_in_the_prefect_ui(service, tmp_path, request):
