@@ -16,14 +16,30 @@ MANIFEST_HELP = "A manifest version file, or a manifests/<name> folder (its late
 CONFIG_HELP = "YAML config: its proxy (and learn) sections (see schemas/proxy.py)."
 
 
-def _proxy_config(config: Optional[Path], steps: Optional[int], seed: Optional[int]):
+# Shared by the three commands.
+STEPS = typer.Option(None, "--steps", help="Optimizer steps (default: proxy.steps, 200).")
+SEED = typer.Option(None, "--seed", help="Initialisation and data order (default: proxy.seed).")
+CONFIG = typer.Option(None, "--config", "-c", help=CONFIG_HELP)
+
+
+def _proxy_config(config: Optional[Path], steps: Optional[int], seed: Optional[int], method: Optional[str] = None):
+    """(config, proxy settings, learn settings) with the command line's overrides; a bad value is one line."""
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # before Prefect is imported
+    from pydantic import ValidationError
+
     from schemas.config import load_config
 
-    cfg = load_config(config)
-    update = {k: v for k, v in (("steps", steps), ("seed", seed)) if v is not None}
-    proxy = cfg.proxy.model_validate({**cfg.proxy.model_dump(), **update})
-    return cfg, proxy
+    try:
+        cfg = load_config(config)
+        update = {k: v for k, v in (("steps", steps), ("seed", seed)) if v is not None}
+        proxy = cfg.proxy.model_validate({**cfg.proxy.model_dump(), **update})
+        learn = cfg.learn.model_validate({**cfg.learn.model_dump(), **({"method": method} if method else {})})
+    except ValidationError as err:
+        e = err.errors()[0]
+        _fail(f"{'proxy' if err.title == 'ProxyConfig' else 'learn'}.{'.'.join(map(str, e['loc']))}: {e['msg']}")
+    except ValueError as err:  # the config file itself (ConfigError)
+        _fail(str(err))
+    return cfg, proxy, learn
 
 
 def _run(flow_fn, check: list[str], proxy, learn: str | None = None, **kwargs) -> dict:
@@ -76,18 +92,13 @@ def print_losses(title: str, domains: list[str], rows: list[tuple[str, dict, flo
 @app.command()
 def train(
     manifest: Path = typer.Option(..., "--manifest", "-m", help=MANIFEST_HELP),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (default: proxy.steps, 200)."),
-    seed: Optional[int] = typer.Option(None, "--seed"),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    steps: Optional[int] = STEPS, seed: Optional[int] = SEED, config: Optional[Path] = CONFIG,
 ) -> None:
     """Train the proxy model on a manifest; held-out loss per domain every eval_interval steps."""
     from flows.proxy import train_proxy_flow
     from schemas.proxy import ProxyResult
 
-    try:
-        _, proxy = _proxy_config(config, steps, seed)
-    except ValueError as err:
-        _fail(str(err))
+    _, proxy, _ = _proxy_config(config, steps, seed)
     r = ProxyResult.model_validate(_run(train_proxy_flow, [str(manifest)], proxy, manifest=str(manifest)))
     print_losses(f"{r.run_id}: held-out loss per domain (nats/token)", list(r.final_losses),
                  [(f"step {h.step}", h.losses, sum(h.losses.values()) / len(h.losses),
@@ -102,19 +113,13 @@ def train(
 def learn_mixture(
     manifest: Path = typer.Option(..., "--manifest", "-m", help=MANIFEST_HELP),
     method: Optional[str] = typer.Option(None, "--method", help="doremi (default) or loss-softmax."),
-    steps: Optional[int] = typer.Option(None, "--steps"),
-    seed: Optional[int] = typer.Option(None, "--seed"),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    steps: Optional[int] = STEPS, seed: Optional[int] = SEED, config: Optional[Path] = CONFIG,
 ) -> None:
     """Learn mixture weights on a proxy and write them as the manifest's next version."""
     from flows.cli_mix import print_manifest
     from flows.proxy import learn_mixture_flow
 
-    try:
-        cfg, proxy = _proxy_config(config, steps, seed)
-        learn = cfg.learn.model_validate({**cfg.learn.model_dump(), **({"method": method} if method else {})})
-    except ValueError as err:
-        _fail(str(err))
+    _, proxy, learn = _proxy_config(config, steps, seed, method)
     out = _run(learn_mixture_flow, [str(manifest)], proxy, learn.method, manifest=str(manifest),
                learn=learn.model_dump())
     for w in out["warnings"]:
@@ -126,18 +131,13 @@ def learn_mixture(
 @app.command("compare-mixtures")
 def compare_mixtures(
     manifests: list[Path] = typer.Argument(..., help="Manifest version files (or folders: their latest)."),
-    steps: Optional[int] = typer.Option(None, "--steps"),
-    seed: Optional[int] = typer.Option(None, "--seed"),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    steps: Optional[int] = STEPS, seed: Optional[int] = SEED, config: Optional[Path] = CONFIG,
 ) -> None:
     """Train a fresh proxy on each manifest (same steps and seed); per-domain held-out loss, average, worst."""
     from flows.proxy import compare_mixtures_flow
     from schemas.proxy import CompareResult
 
-    try:
-        _, proxy = _proxy_config(config, steps, seed)
-    except ValueError as err:
-        _fail(str(err))
+    _, proxy, _ = _proxy_config(config, steps, seed)
     out = _run(compare_mixtures_flow, [str(m) for m in manifests], proxy, manifests=[str(m) for m in manifests])
     res = CompareResult.model_validate({k: v for k, v in out.items() if k != "out"})
     print_losses(f"held-out loss per domain after {res.config.steps} steps (nats/token; lower is better)",

@@ -142,6 +142,8 @@ def test_bad_inputs_are_clear_messages_before_training(work):
         train_proxy(natural, TINY, "doremi", reference_run=forged)
     res = CliRunner().invoke(app, ["train", "--manifest", str(no_val), "--steps", "2"])
     assert res.exit_code == 2 and "no validation shards" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(app, ["learn-mixture", "--manifest", str(natural), "--method", "bogus"])
+    assert res.exit_code == 2 and "learn.method" in res.output and "Traceback" not in res.output
 
 
 def test_learn_mixture_flow_publishes_weights_losses_and_the_plot(prefect_harness, work):
