@@ -7,6 +7,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import flows.proxy  # noqa: F401  (Prefect sets up its log handlers on import: on the real stdout, not CliRunner's)
 from flows.cli import app
 from schemas.config import MixConfig
 from schemas.proxy import LearnConfig, ProxyConfig
