@@ -14,8 +14,7 @@ from prefect.task_runners import ProcessPoolTaskRunner
 
 from flows.curate import curate
 from schemas.config import load_config
-from tasks.landing import READY_MARKER, Catalog, LandingError, check_unchanged, fingerprint_corpus, plan_watch, \
-    scan_landing
+from tasks.landing import READY_MARKER, Catalog, LandingError, check_unchanged, plan_watch, scan_landing
 
 BACKFILL_DEPLOYMENT = "backfill/backfill"
 
@@ -35,9 +34,7 @@ def backfill(path: str, work_root: str = "out", config_path: str | None = None, 
     corpus = Path(path)
     if not (corpus / READY_MARKER).is_file():
         raise LandingError(f"{corpus}: no {READY_MARKER} marker (not there, or not completely copied yet)")
-    now = fingerprint_corpus(corpus)[0]
-    if fingerprint:
-        check_unchanged(corpus, fingerprint)
+    now = check_unchanged(corpus, fingerprint)  # hashed once: the watcher's fingerprint, if it gave one
     catalog = Catalog(work_root)
     entry = catalog.entries().get(corpus.name)
     if entry and entry["fingerprint"] != now:

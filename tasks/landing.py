@@ -122,9 +122,11 @@ def plan_watch(landed: list[LandedCorpus], catalog: dict[str, dict], failed_runs
     return WatchPlan(trigger, retry, skipped, refused)
 
 
-def check_unchanged(path: str | Path, fingerprint: str) -> None:
-    """A backfill's guard: the corpus is still what the watcher fingerprinted."""
+def check_unchanged(path: str | Path, fingerprint: str | None) -> str:
+    """A backfill's guard: the corpus is still what the watcher fingerprinted (if it did). Returns the
+    current fingerprint."""
     now, _, _ = fingerprint_corpus(Path(path))
-    if now != fingerprint:
+    if fingerprint and now != fingerprint:
         raise LandingError(f"{path}: its files changed after it was fingerprinted ({fingerprint[:12]} -> {now[:12]}); "
                            "refused: land the new version under a new name")
+    return now
