@@ -8,6 +8,8 @@ manifest). Same input and config, same bytes; a completed part is reused.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ from schemas.config import TokenizeConfig
 from schemas.report import ShardInfo, TokenizePartResult
 from schemas.shards import META_DOCS, META_DOMAIN, META_FORMAT, META_SPLIT, META_TOKENIZER_SHA, META_TOKENS, \
     SHARD_FORMAT_VERSION, token_shard_schema, token_type
-from tasks.tokenizer import TokenizerInfo, load_tokenizer, sha256_file
+from tasks.tokenizer import TokenizerInfo, load_tokenizer
 from tasks.workdir import atomic_path, file_fingerprint, read_json, write_json_atomic
 
 STAGE = "tokenize"
@@ -64,11 +66,11 @@ class _ShardSet:
         self.shards: list[ShardInfo] = []
         self.np_dtype = np.uint16 if token_type(tok.vocab_size) == pa.uint16() else np.uint32
 
-    def add(self, doc_id: str, corpus: str, quality: float, tokens: list[int]) -> None:
+    def add(self, doc_id: str, corpus: str, quality: float, tokens: np.ndarray) -> None:
         self.rows["doc_id"].append(doc_id)
         self.rows["corpus"].append(corpus)
         self.rows["quality"].append(quality)
-        self.rows["tokens"].append(np.fromiter(tokens, dtype=self.np_dtype, count=len(tokens)))
+        self.rows["tokens"].append(tokens.astype(self.np_dtype))
         self.n_tokens += len(tokens)
         if self.n_tokens >= self.target:
             self.flush()
@@ -93,38 +95,67 @@ class _ShardSet:
             pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=dtype)),
         ], schema=schema)
         path = self.base.with_name(f"{self.base.name}-{len(self.shards):05d}.arrow")
+        sink = pa.BufferOutputStream()
+        with ipc.new_file(sink, schema) as writer:
+            writer.write_table(table)
+        data = sink.getvalue()  # hashed in memory: the shard is not read back
         with atomic_path(path) as tmp:
-            with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, schema) as writer:
-                writer.write_table(table)
+            with open(tmp, "wb") as f:
+                f.write(data)
         self.shards.append(ShardInfo(path=str(path.relative_to(self.work_root)), domain=self.domain, split=self.split,
-                                     docs=n, tokens=self.n_tokens, bytes=path.stat().st_size, sha256=sha256_file(path)))
+                                     docs=n, tokens=self.n_tokens, bytes=data.size,
+                                     sha256=hashlib.sha256(data).hexdigest()))
         self.rows = {k: [] for k in self.rows}
         self.n_tokens = 0
 
 
+def _tokenizer(path: str | Path):
+    """One load (and one sha256 of the model) per worker process, not per part; a retrained file has a new mtime."""
+    path = Path(path)
+    if not path.is_file():
+        return load_tokenizer(path)  # the clear error
+    st = path.stat()
+    return _cached_tokenizer(str(path), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_tokenizer(path: str, mtime_ns: int, size: int):
+    return load_tokenizer(path)
+
+
+def encode_batch(sp, texts: list[str], threads: int) -> list[np.ndarray]:
+    """Token ids of each text with EOS appended, as int32 arrays built in C++ (no Python int per token).
+    The benchmark's raw-encode baseline calls this same function."""
+    return sp.encode(texts, num_threads=threads, add_eos=True, return_type="numpy")
+
+
 def _encoded_batches(sp, texts: list[str], size: int, threads: int):
-    """(start, token lists) per batch. With several encode threads, the next batch is submitted before this one
-    is routed (sentencepiece releases the GIL), so routing and writing overlap encoding instead of leaving the
-    encode threads idle between batches."""
+    """(start, token arrays) per batch. With several encode threads the first batch is submitted at once (the
+    caller prepares ids, domains and the validation split meanwhile) and each next batch before this one is
+    routed (sentencepiece releases the GIL), so the encode threads are not left idle between batches."""
     starts = list(range(0, len(texts), size))
     if threads <= 1 or len(starts) < 2:
-        for start in starts:
-            yield start, sp.encode(texts[start: start + size], num_threads=threads)
-        return
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(sp.encode, texts[:size], num_threads=threads)
-        for k, start in enumerate(starts):
-            encoded = pending.result()
-            if k + 1 < len(starts):
-                pending = pool.submit(sp.encode, texts[starts[k + 1]: starts[k + 1] + size], num_threads=threads)
-            yield start, encoded
+        return ((start, encode_batch(sp, texts[start: start + size], threads)) for start in starts)
+    pool = ThreadPoolExecutor(max_workers=1)
+    first = pool.submit(encode_batch, sp, texts[:size], threads)
+
+    def drain():
+        pending = first
+        with pool:
+            for k, start in enumerate(starts):
+                encoded = pending.result()
+                if k + 1 < len(starts):
+                    pending = pool.submit(encode_batch, sp, texts[starts[k + 1]: starts[k + 1] + size], threads)
+                yield start, encoded
+
+    return drain()
 
 
 def tokenize_part(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, work_root: str | Path) -> TokenizePartResult:
     work_root = Path(work_root)
     stem = Path(ref.docs_path).name.removesuffix(".docs.parquet")
     done_path = work_root / STAGE / ref.corpus / f"{stem}.done.json"
-    sp, tok = load_tokenizer(tokenizer_path)
+    sp, tok = _tokenizer(tokenizer_path)
     key = {"docs": file_fingerprint(work_root / ref.docs_path), "annotations": file_fingerprint(work_root / ref.annotations_path),
            "tokenizer": tok.sha256, "config": cfg.model_dump(mode="json", exclude={"tokenizer", "threads"})}
     done = read_json(done_path)
@@ -141,15 +172,15 @@ def tokenize_part(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, wo
     ids = docs.column("id").filter(mask).to_pylist()
     text_col = pc.coalesce(ann.column("text_redacted").filter(mask), docs.column("text").filter(mask))
     texts = text_col.to_pylist()
+    batches = _encoded_batches(sp, texts, cfg.batch_docs, cfg.threads)
     domains = ann.column("domain").filter(mask).to_pylist()
     quality = ann.column("quality_score").filter(mask).to_pylist()
     sets: dict[tuple[str, str], _ShardSet] = {}
     res = TokenizePartResult(corpus=ref.corpus, docs_in=len(ids), kept=len(ids), tokenizer_sha256=tok.sha256,
                              text_bytes=int(pc.sum(pc.binary_length(text_col)).as_py() or 0))
     held_out = validation_mask(ids, domains, cfg.validation_fraction, cfg.validation_min_docs, cfg.seed)
-    for start, encoded in _encoded_batches(sp, texts, cfg.batch_docs, cfg.threads):
+    for start, encoded in batches:
         for i, tokens in enumerate(encoded, start=start):
-            tokens.append(tok.eos_id)
             split = VALIDATION if held_out[i] else TRAIN
             key_ = (domains[i], split)
             if key_ not in sets:
