@@ -30,7 +30,13 @@ static int text_of(PyObject *obj, Text *t) {
 }
 
 #define CH(t, i) PyUnicode_READ((t)->kind, (t)->data, (i))
-#define IS_WORD(c) (Py_UNICODE_ISALNUM(c) || (c) == '_')
+/* ASCII first: Python's predicates are function calls, and most characters here are ASCII */
+#define IS_SPACE(c) Py_UNICODE_ISSPACE(c)
+#define IS_DECIMAL(c) ((c) < 128 ? ((c) >= '0' && (c) <= '9') : Py_UNICODE_ISDECIMAL(c))
+#define ASCII_ALPHA(c) (((c) | 32) >= 'a' && ((c) | 32) <= 'z')
+#define IS_ALPHA(c) ((c) < 128 ? ASCII_ALPHA(c) : Py_UNICODE_ISALPHA(c))
+#define IS_ALNUM(c) ((c) < 128 ? (ASCII_ALPHA(c) || ((c) >= '0' && (c) <= '9')) : Py_UNICODE_ISALNUM(c))
+#define IS_WORD(c) (IS_ALNUM(c) || (c) == '_')
 
 static int in_set(Py_UCS4 c, const Text *set) {
     for (Py_ssize_t k = 0; k < set->len; k++)
@@ -128,7 +134,7 @@ static PyObject *normalize(PyObject *self, PyObject *arg) {
         at_start = 0;
         out[n++] = c;
     }
-    while (n > 0 && Py_UNICODE_ISSPACE(out[n - 1])) n--;
+    while (n > 0 && IS_SPACE(out[n - 1])) n--;
     PyObject *res;
     if (n == t.len) {  /* same length: unchanged only if every code point is the same */
         int same = 1;
@@ -154,16 +160,16 @@ static PyObject *word_stats(PyObject *self, PyObject *arg) {
     int inside = 0, letter = 0;
     for (Py_ssize_t i = 0; i < t.len; i++) {
         Py_UCS4 c = CH(&t, i);
-        if (Py_UNICODE_ISSPACE(c)) {
+        if (IS_SPACE(c)) {
             if (inside) with_letter += letter;
             inside = 0;
             continue;
         }
         if (!inside) { words++; inside = 1; letter = 0; }
         chars++;
-        if (Py_UNICODE_ISALNUM(c)) {
+        if (IS_ALNUM(c)) {
             alnum++;
-            if (!letter && Py_UNICODE_ISALPHA(c)) letter = 1;
+            if (!letter && IS_ALPHA(c)) letter = 1;
         }
     }
     if (inside) with_letter += letter;
@@ -181,13 +187,13 @@ static int split_words(const Text *t, Words *w) {
     if (!w->hash || !w->len) { free(w->hash); free(w->len); PyErr_NoMemory(); return -1; }
     Py_ssize_t i = 0;
     while (i < t->len) {
-        while (i < t->len && Py_UNICODE_ISSPACE(CH(t, i))) i++;
+        while (i < t->len && IS_SPACE(CH(t, i))) i++;
         if (i >= t->len) break;
         uint64_t h = 0xcbf29ce484222325ULL;
         Py_ssize_t start = i;
         while (i < t->len) {
             Py_UCS4 c = CH(t, i);
-            if (Py_UNICODE_ISSPACE(c)) break;
+            if (IS_SPACE(c)) break;
             h = fnv_step(h, c);
             i++;
         }
@@ -204,37 +210,47 @@ static inline uint64_t ngram_key(const Words *w, Py_ssize_t i, int n) {
     return finalise(k);
 }
 
-PyDoc_STRVAR(top_ngram_doc,
-"top_ngram(text, n) -> (count, chars)\n\n"
-"Over the n-grams of text.split(): the highest occurrence count, and the longest (in characters, spaces\n"
-"not counted) of the n-grams with that count. (0, 0) with fewer than n words.");
+PyDoc_STRVAR(top_ngrams_doc,
+"top_ngrams(text, ns) -> [(count, chars), ...]\n\n"
+"For each n of ns, over the n-grams of text.split(): the highest occurrence count, and the longest (in\n"
+"characters, spaces not counted) of the n-grams with that count; (0, 0) with fewer than n words.");
 
-static PyObject *top_ngram(PyObject *self, PyObject *args) {
-    PyObject *obj;
-    int n;
-    if (!PyArg_ParseTuple(args, "Ui", &obj, &n)) return NULL;
+static PyObject *top_ngrams(PyObject *self, PyObject *args) {
+    PyObject *obj, *ns;
+    if (!PyArg_ParseTuple(args, "UO!", &obj, &PyTuple_Type, &ns)) return NULL;
     Text t;
     Words w;
-    Table tb;
-    if (n < 1) { PyErr_SetString(PyExc_ValueError, "n must be >= 1"); return NULL; }
     if (text_of(obj, &t) < 0 || split_words(&t, &w) < 0) return NULL;
-    Py_ssize_t positions = w.n - n + 1, top = 0, chars = 0;
-    if (positions > 0) {
-        if (table_init(&tb, positions) < 0) { free(w.hash); free(w.len); return NULL; }
-        for (Py_ssize_t i = 0; i < positions; i++) {
-            size_t s = table_slot(&tb, ngram_key(&w, i, n), (uint32_t)i);
-            if (++tb.counts[s] > top) top = tb.counts[s];
+    PyObject *out = PyList_New(0);
+    for (Py_ssize_t k = 0; out && k < PyTuple_GET_SIZE(ns); k++) {
+        long n = PyLong_AsLong(PyTuple_GET_ITEM(ns, k));
+        if (n < 1) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "n must be >= 1");
+            Py_CLEAR(out);
+            break;
         }
-        for (size_t s = 0; s <= tb.mask; s++) {
-            if (!tb.keys[s] || tb.counts[s] != top) continue;
-            Py_ssize_t c = 0;
-            for (int j = 0; j < n; j++) c += w.len[tb.firsts[s] + j];
-            if (c > chars) chars = c;
+        Py_ssize_t positions = w.n - n + 1, top = 0, chars = 0;
+        Table tb;
+        if (positions > 0) {
+            if (table_init(&tb, positions) < 0) { Py_CLEAR(out); break; }
+            for (Py_ssize_t i = 0; i < positions; i++) {
+                size_t s = table_slot(&tb, ngram_key(&w, i, (int)n), (uint32_t)i);
+                if (++tb.counts[s] > top) top = tb.counts[s];
+            }
+            for (size_t s = 0; s <= tb.mask; s++) {
+                if (!tb.keys[s] || tb.counts[s] != top) continue;
+                Py_ssize_t c = 0;
+                for (long j = 0; j < n; j++) c += w.len[tb.firsts[s] + j];
+                if (c > chars) chars = c;
+            }
+            table_free(&tb);
         }
-        table_free(&tb);
+        PyObject *pair = Py_BuildValue("(nn)", top, chars);
+        if (!pair || PyList_Append(out, pair) < 0) Py_CLEAR(out);
+        Py_XDECREF(pair);
     }
     free(w.hash); free(w.len);
-    return Py_BuildValue("nn", top, chars);
+    return out;
 }
 
 PyDoc_STRVAR(repeated_ngram_chars_doc,
@@ -319,8 +335,8 @@ static Py_ssize_t next_piece(const Text *t, Py_ssize_t from, int sep_len, Py_ssi
     Py_ssize_t i = from;
     while (i < t->len && !(CH(t, i) == '\n' && (sep_len == 1 || (i + 1 < t->len && CH(t, i + 1) == '\n')))) i++;
     Py_ssize_t a = from, b = i;
-    while (a < b && Py_UNICODE_ISSPACE(CH(t, a))) a++;
-    while (b > a && Py_UNICODE_ISSPACE(CH(t, b - 1))) b--;
+    while (a < b && IS_SPACE(CH(t, a))) a++;
+    while (b > a && IS_SPACE(CH(t, b - 1))) b--;
     *start = a;
     *end = b;
     return i < t->len ? i + sep_len : t->len + 1;  /* past the end: no more pieces */
@@ -355,7 +371,7 @@ static PyObject *line_counts(PyObject *self, PyObject *args) {
             Py_ssize_t words = 0;
             int inside = 0;
             for (Py_ssize_t i = a; i < b && words < c4_min_words; i++) {
-                int sp = Py_UNICODE_ISSPACE(CH(&t, i));
+                int sp = IS_SPACE(CH(&t, i));
                 if (!sp && !inside) words++;
                 inside = !sp;
             }
@@ -415,7 +431,7 @@ static PyObject *longest_line(PyObject *self, PyObject *arg) {
 /* ---- PII anchors -------------------------------------------------------------------------------------- */
 
 static int digit_run_char(Py_UCS4 c) {
-    return Py_UNICODE_ISDECIMAL(c) || c == ' ' || c == '.' || c == '(' || c == ')' || c == '-';
+    return IS_DECIMAL(c) || c == ' ' || c == '.' || c == '(' || c == ')' || c == '-';
 }
 
 PyDoc_STRVAR(digit_runs_doc,
@@ -433,13 +449,13 @@ static PyObject *digit_runs(PyObject *self, PyObject *args) {
     if (!out) return NULL;
     Py_ssize_t i = 0;
     while (i < t.len) {
-        if (!Py_UNICODE_ISDECIMAL(CH(&t, i))) { i++; continue; }
+        if (!IS_DECIMAL(CH(&t, i))) { i++; continue; }
         /* a maximal run of run characters starting at this digit; the match ends at its last digit */
         Py_ssize_t start = i, last = i, digits = 0, dots = 0, digits_to_last = 0, dots_to_last = 0;
         for (; i < t.len; i++) {
             Py_UCS4 c = CH(&t, i);
             if (!digit_run_char(c)) break;
-            if (Py_UNICODE_ISDECIMAL(c)) { digits++; last = i; digits_to_last = digits; dots_to_last = dots; }
+            if (IS_DECIMAL(c)) { digits++; last = i; digits_to_last = digits; dots_to_last = dots; }
             else if (c == '.') dots++;
         }
         if (last - start + 1 >= 7 && (digits_to_last >= min_digits || dots_to_last >= min_dots)) {
@@ -451,10 +467,44 @@ static PyObject *digit_runs(PyObject *self, PyObject *args) {
     return out;
 }
 
+PyDoc_STRVAR(contains_any_doc,
+"contains_any(text, needles) -> bool\n\nany(n in text for n in needles), in one pass over the text.");
+
+static PyObject *contains_any(PyObject *self, PyObject *args) {
+    PyObject *obj, *needles;
+    if (!PyArg_ParseTuple(args, "UO!", &obj, &PyTuple_Type, &needles)) return NULL;
+    Text t, nd[32];
+    Py_ssize_t nn = PyTuple_GET_SIZE(needles);
+    if (nn > 32) { PyErr_SetString(PyExc_ValueError, "at most 32 needles"); return NULL; }
+    if (text_of(obj, &t) < 0) return NULL;
+    for (Py_ssize_t k = 0; k < nn; k++) {
+        if (text_of(PyTuple_GET_ITEM(needles, k), &nd[k]) < 0) return NULL;
+        if (nd[k].len == 0) Py_RETURN_TRUE;
+    }
+    unsigned char first[256] = {0};  /* which characters can start a needle: most positions stop here */
+    int wide_first = 0;
+    for (Py_ssize_t k = 0; k < nn; k++) {
+        Py_UCS4 f = CH(&nd[k], 0);
+        if (f < 256) first[f] = 1; else wide_first = 1;
+    }
+    for (Py_ssize_t i = 0; i < t.len; i++) {
+        Py_UCS4 c = CH(&t, i);
+        if (c < 256 ? !first[c] : !wide_first) continue;
+        for (Py_ssize_t k = 0; k < nn; k++) {
+            if (c != CH(&nd[k], 0) || i + nd[k].len > t.len) continue;
+            Py_ssize_t j = 1;
+            while (j < nd[k].len && CH(&t, i + j) == CH(&nd[k], j)) j++;
+            if (j == nd[k].len) Py_RETURN_TRUE;
+        }
+    }
+    Py_RETURN_FALSE;
+}
+
 static PyMethodDef methods[] = {
+    {"contains_any", contains_any, METH_VARARGS, contains_any_doc},
     {"normalize", normalize, METH_O, normalize_doc},
     {"word_stats", word_stats, METH_O, word_stats_doc},
-    {"top_ngram", top_ngram, METH_VARARGS, top_ngram_doc},
+    {"top_ngrams", top_ngrams, METH_VARARGS, top_ngrams_doc},
     {"repeated_ngram_chars", repeated_ngram_chars, METH_VARARGS, repeated_ngram_chars_doc},
     {"count_words", count_words, METH_VARARGS, stop_words_doc},
     {"line_counts", line_counts, METH_VARARGS, line_counts_doc},

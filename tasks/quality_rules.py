@@ -160,10 +160,10 @@ def gopher_top_ngrams(doc: Doc, limits: tuple[tuple[int, float], ...] = ((2, 0.2
     """Share of characters taken by the most frequent n-gram (all its occurrences), n = 2..4. Where several
     n-grams share the top count the longest counts, so the answer never depends on hash order."""
     total = doc.word_chars
-    for n, limit in limits:
-        if doc.n_words < n or not total:
-            continue
-        top, chars = _textscan.top_ngram(doc.text, n)
+    limits = [(n, limit) for n, limit in limits if n <= doc.n_words]
+    if not total or not limits:
+        return True
+    for (n, limit), (top, chars) in zip(limits, _textscan.top_ngrams(doc.text, tuple(n for n, _ in limits))):
         share = chars * top / total
         if top >= 2 and share > limit:
             return False, f"the most frequent {n}-gram covers {share:.0%} of characters > {limit:.0%}"

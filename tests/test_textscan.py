@@ -77,6 +77,13 @@ def test_stop_words_count_whole_words(texts):
     assert _textscan.count_words("the the the", STOP_WORDS["en"], 2) == 2  # stops at the limit
 
 
+def test_contains_any(texts):
+    needles = ("AKIA", "ghp_", "xox", "-----BEGIN", "é", "the ")
+    for t in texts:
+        for k in range(len(needles)):
+            assert _textscan.contains_any(t, needles[k:k + 2]) == any(n in t for n in needles[k:k + 2])
+
+
 def test_ngram_statistics(texts):
     for t in texts[:400]:
         words = t.split()
@@ -87,7 +94,7 @@ def test_ngram_statistics(texts):
                 counts[g] = counts.get(g, 0) + 1
             top = max(counts.values(), default=0)
             longest = max((sum(map(len, g)) for g, c in counts.items() if c == top), default=0)
-            assert _textscan.top_ngram(t, n) == (top, longest)
+            assert _textscan.top_ngrams(t, (n,)) == [(top, longest)]
             covered, seen = [False] * len(words), set()
             for i, g in enumerate(grams):
                 if g in seen:
