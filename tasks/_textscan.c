@@ -92,6 +92,28 @@ static int dropped(Py_UCS4 c) {  /* C0/C1 controls except tab and newline, zero-
     return (c < 0x20 && c != '\t' && c != '\n') || (c >= 0x7F && c < 0xA0) || c == 0x200B || c == 0xFEFF;
 }
 
+/* Whether normalize could change the text: a tight loop per storage width, since most documents need nothing
+ * and the full rewrite costs several times more per character. Conservative: a yes is checked by the rewrite. */
+#define NEEDS_CHANGE(T)                                                                                     \
+    static int needs_change_##T(const T *d, Py_ssize_t n) {                                                 \
+        if (n == 0) return 0;                                                                               \
+        if (d[0] == ' ' || d[0] == '\t' || d[0] == '\n' || IS_SPACE(d[n - 1])) return 1;                    \
+        int newlines = 0;                                                                                   \
+        for (Py_ssize_t i = 0; i < n; i++) {                                                                \
+            Py_UCS4 c = d[i];                                                                               \
+            if (c == '\n') {                                                                                \
+                if (d[i - 1] == ' ' || d[i - 1] == '\t' || ++newlines >= 4) return 1;                       \
+                continue;                                                                                   \
+            }                                                                                               \
+            newlines = 0;                                                                                   \
+            if (c < 0x20 ? c != '\t' : (c >= 0x7F && (c < 0xA0 || c == 0x200B || c == 0xFEFF))) return 1;  \
+        }                                                                                                   \
+        return 0;                                                                                           \
+    }
+NEEDS_CHANGE(Py_UCS1)
+NEEDS_CHANGE(Py_UCS2)
+NEEDS_CHANGE(Py_UCS4)
+
 PyDoc_STRVAR(normalize_doc,
 "normalize(text) -> str\n\n"
 "After NFC (done by the caller): CR and CRLF become LF; C0/C1 controls (but tab and LF), U+200B and U+FEFF go;\n"
@@ -101,6 +123,10 @@ PyDoc_STRVAR(normalize_doc,
 static PyObject *normalize(PyObject *self, PyObject *arg) {
     Text t;
     if (text_of(arg, &t) < 0) return NULL;
+    int maybe = t.kind == PyUnicode_1BYTE_KIND   ? needs_change_Py_UCS1(t.data, t.len)
+                : t.kind == PyUnicode_2BYTE_KIND ? needs_change_Py_UCS2(t.data, t.len)
+                                                 : needs_change_Py_UCS4(t.data, t.len);
+    if (!maybe) { Py_INCREF(arg); return arg; }
     Py_UCS4 *out = PyMem_Malloc((t.len + 1) * sizeof(Py_UCS4));
     if (!out) return PyErr_NoMemory();
     Py_ssize_t n = 0, pending = 0, pending_from = 0;  /* spaces/tabs not yet written: kept only if text follows */
