@@ -14,7 +14,7 @@ from pathlib import Path
 
 from schemas.annotations import QUALITY_LABEL_HIGH, QUALITY_LABEL_LOW
 from schemas.config import ClassifyConfig
-from tasks import quality_rules
+from tasks import _textscan, quality_rules
 from tasks.classifier import ClassifierError, LabeledDoc, TrainParams, cached_model, family_of, load_model, \
     model_text, read_labeled, train
 from tasks.quality_rules import RuleSet
@@ -73,6 +73,14 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _rules_code_hash() -> str:
+    """The rules' Python and the C statistics they read (its source where present, else the built module)."""
+    h = hashlib.sha256(inspect.getsource(quality_rules).encode())
+    c_source = Path(_textscan.__file__).with_name("_textscan.c")
+    h.update((c_source if c_source.is_file() else Path(_textscan.__file__)).read_bytes())
+    return h.hexdigest()
+
+
 def _default(kind: str, cfg: ClassifyConfig) -> Path:
     data = Path(cfg.labeled_data) if cfg.labeled_data else BUNDLED_LABELED
     if not data.is_file():
@@ -82,7 +90,7 @@ def _default(kind: str, cfg: ClassifyConfig) -> Path:
     extra = {"model_text": hashlib.sha256(inspect.getsource(model_text).encode()).hexdigest()}
     if kind == "quality":
         extra.update(rules=cfg.rules, rule_params=cfg.rule_params,
-                     rules_code=hashlib.sha256(inspect.getsource(quality_rules).encode()).hexdigest())
+                     rules_code=_rules_code_hash())
     return cached_model(kind, data, params, extra, lambda d: train_kind(kind, data, d, cfg, params=params))
 
 

@@ -2,7 +2,7 @@
 """Tokenize-stage throughput against sentencepiece's raw encode (same documents, same threads, same run),
 and the loader's delivery rate through a DataLoader.
 
-Usage: python tests/benchmarks/bench_tokenize.py [--corpora ../shared/corpora] [--docs 600] [--repeats 3]
+Usage: python tests/benchmarks/bench_tokenize.py [--corpora ../shared/corpora] [--docs 1500] [--repeats 5]
 
 The documents: the first --docs records of each shared corpus, ingested and classified once. The baseline:
 `encode_batch` (sentencepiece's batch encode with EOS, ids returned as numpy arrays: its fastest output, the
@@ -40,7 +40,7 @@ from tests.benchmarks.bench_classify import ingest_heads  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--corpora", default=str(REPO.parent / "shared" / "corpora"))
-    ap.add_argument("--docs", type=int, default=600, help="records per corpus")
+    ap.add_argument("--docs", type=int, default=1500, help="records per corpus (a part per corpus, as ingest makes a part per file)")
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-tokenize-"))
