@@ -74,10 +74,11 @@ def _sha256(path: Path) -> str:
 
 
 def _rules_code_hash() -> str:
-    """The rules' Python and the C statistics they read (its source where present, else the built module)."""
+    """The rules' Python and the C statistics they read (their sources where present, else the built module)."""
     h = hashlib.sha256(inspect.getsource(quality_rules).encode())
-    c_source = Path(_textscan.__file__).with_name("_textscan.c")
-    h.update((c_source if c_source.is_file() else Path(_textscan.__file__)).read_bytes())
+    sources = [Path(_textscan.__file__).with_name(name) for name in ("textscan_rules.c", "textscan.h")]
+    for path in sources if all(p.is_file() for p in sources) else [Path(_textscan.__file__)]:
+        h.update(path.read_bytes())
     return h.hexdigest()
 
 
