@@ -176,7 +176,12 @@ static PyMethodDef own_methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_textscan",
                                     "One-pass text statistics for normalisation, quality rules and PII.", -1, NULL};
 
+unsigned char textscan_latin1[256];
+
 PyMODINIT_FUNC PyInit__textscan(void) {
+    for (Py_UCS4 c = 0; c < 256; c++)
+        textscan_latin1[c] = (Py_UNICODE_ISSPACE(c) ? C_SPACE : 0) | (Py_UNICODE_ISALPHA(c) ? C_ALPHA : 0) |
+                             (Py_UNICODE_ISALNUM(c) ? C_ALNUM : 0) | (Py_UNICODE_ISDECIMAL(c) ? C_DECIMAL : 0);
     PyObject *m = PyModule_Create(&module);
     if (m && (PyModule_AddFunctions(m, own_methods) < 0 || PyModule_AddFunctions(m, textscan_rule_methods) < 0))
         Py_CLEAR(m);

@@ -26,12 +26,14 @@ static inline int text_of(PyObject *obj, Text *t) {
 }
 
 #define CH(t, i) PyUnicode_READ((t)->kind, (t)->data, (i))
-/* ASCII first: Python's predicates are function calls, and most characters here are ASCII */
-#define IS_SPACE(c) Py_UNICODE_ISSPACE(c)
-#define IS_DECIMAL(c) ((c) < 128 ? ((c) >= '0' && (c) <= '9') : Py_UNICODE_ISDECIMAL(c))
-#define ASCII_ALPHA(c) (((c) | 32) >= 'a' && ((c) | 32) <= 'z')
-#define IS_ALPHA(c) ((c) < 128 ? ASCII_ALPHA(c) : Py_UNICODE_ISALPHA(c))
-#define IS_ALNUM(c) ((c) < 128 ? (ASCII_ALPHA(c) || ((c) >= '0' && (c) <= '9')) : Py_UNICODE_ISALNUM(c))
+/* Below 256 from a table (filled from Python's own predicates at import): they are function calls otherwise,
+ * and nearly every character here is Latin-1. */
+enum { C_SPACE = 1, C_ALPHA = 2, C_ALNUM = 4, C_DECIMAL = 8 };
+extern unsigned char textscan_latin1[256];
+#define IS_SPACE(c) ((c) < 256 ? textscan_latin1[c] & C_SPACE : Py_UNICODE_ISSPACE(c))
+#define IS_DECIMAL(c) ((c) < 256 ? textscan_latin1[c] & C_DECIMAL : Py_UNICODE_ISDECIMAL(c))
+#define IS_ALPHA(c) ((c) < 256 ? textscan_latin1[c] & C_ALPHA : Py_UNICODE_ISALPHA(c))
+#define IS_ALNUM(c) ((c) < 256 ? textscan_latin1[c] & C_ALNUM : Py_UNICODE_ISALNUM(c))
 #define IS_WORD(c) (IS_ALNUM(c) || (c) == '_')
 
 static inline int in_set(Py_UCS4 c, const Text *set) {
