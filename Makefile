@@ -25,6 +25,7 @@ test: install
 bench: install
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) tests/benchmarks/bench_ingest.py
+	$(PY) tests/benchmarks/bench_langid.py
 	$(PY) tests/benchmarks/bench_dedup.py
 	$(PY) tests/benchmarks/bench_classify.py
 	$(PY) tests/benchmarks/bench_tokenize.py

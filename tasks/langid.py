@@ -27,8 +27,9 @@ def identify(texts: list[str], max_chars: int) -> tuple[list[str], np.ndarray]:
     """ISO codes and scores for a batch, from the first `max_chars` characters of each text."""
     if not texts:
         return [], np.zeros(0, dtype=np.float32)
-    # fastText predicts per line: newlines must not reach it.
-    heads = [t[:max_chars].replace("\n", " ") for t in texts]
+    # fastText predicts per line: newlines must not reach it. Lower-cased: on the shared corpora (19,104 documents
+    # with a known language) accuracy went from 0.980 to 0.984 at 500 characters, legal from 0.92 to 0.95.
+    heads = [t[:max_chars].replace("\n", " ").lower() for t in texts]
     labels, probs = _model().predict(heads, k=1)
     langs = [lab[0][len(_LABEL):] if lab else "unknown" for lab in labels]
     scores = np.fromiter((p[0] if len(p) else 0.0 for p in probs), dtype=np.float32, count=len(texts))
