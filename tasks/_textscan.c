@@ -42,6 +42,42 @@ PyDoc_STRVAR(normalize_doc,
 "spaces and tabs before a line end go; runs of 4+ LF become 3; leading blank lines go (the first line's\n"
 "indentation stays); trailing whitespace (str.rstrip()) goes. Returns the same object when nothing changes.");
 
+/* The rewrite, per storage width; the output has the input's width (it only drops characters or turns CR into
+ * LF) and its length is returned. Spaces and tabs are held back until text follows them on the line. */
+#define REWRITE(T)                                                                                          \
+    static Py_ssize_t rewrite_##T(const T *d, Py_ssize_t len, T *out) {                                     \
+        Py_ssize_t n = 0, pending = 0, pending_from = 0;                                                    \
+        int newlines = 0, at_start = 1;                                                                     \
+        for (Py_ssize_t i = 0; i < len; i++) {                                                              \
+            Py_UCS4 c = d[i];                                                                               \
+            if (c == '\r') {                                                                                \
+                c = '\n';                                                                                   \
+                if (i + 1 < len && d[i + 1] == '\n') i++;                                                   \
+            }                                                                                               \
+            if (c != '\n' && dropped(c)) continue;                                                          \
+            if (c == ' ' || c == '\t') {                                                                    \
+                if (!pending) pending_from = i;                                                             \
+                pending++;                                                                                  \
+                continue;                                                                                   \
+            }                                                                                               \
+            if (c == '\n') {                                                                                \
+                pending = 0;                            /* trailing spaces of the line */                   \
+                if (at_start || ++newlines > 3) continue; /* a leading blank line, or a 4th newline */      \
+                out[n++] = '\n';                                                                            \
+                continue;                                                                                   \
+            }                                                                                               \
+            for (Py_ssize_t k = pending_from, w = 0; w < pending; k++) /* skipping dropped characters */    \
+                if (d[k] == ' ' || d[k] == '\t') { out[n++] = d[k]; w++; }                                  \
+            pending = newlines = at_start = 0;                                                              \
+            out[n++] = (T)c;                                                                                \
+        }                                                                                                   \
+        while (n > 0 && IS_SPACE(out[n - 1])) n--;                                                          \
+        return n;                                                                                           \
+    }
+REWRITE(Py_UCS1)
+REWRITE(Py_UCS2)
+REWRITE(Py_UCS4)
+
 static PyObject *normalize(PyObject *self, PyObject *arg) {
     Text t;
     if (text_of(arg, &t) < 0) return NULL;
@@ -49,47 +85,18 @@ static PyObject *normalize(PyObject *self, PyObject *arg) {
                 : t.kind == PyUnicode_2BYTE_KIND ? needs_change_Py_UCS2(t.data, t.len)
                                                  : needs_change_Py_UCS4(t.data, t.len);
     if (!maybe) { Py_INCREF(arg); return arg; }
-    Py_UCS4 *out = PyMem_Malloc((t.len + 1) * sizeof(Py_UCS4));
+    void *out = PyMem_Malloc((t.len + 1) * t.kind);
     if (!out) return PyErr_NoMemory();
-    Py_ssize_t n = 0, pending = 0, pending_from = 0;  /* spaces/tabs not yet written: kept only if text follows */
-    int newlines = 0, at_start = 1;
-    for (Py_ssize_t i = 0; i < t.len; i++) {
-        Py_UCS4 c = CH(&t, i);
-        if (c == '\r') {
-            c = '\n';
-            if (i + 1 < t.len && CH(&t, i + 1) == '\n') i++;
-        }
-        if (c != '\n' && dropped(c)) continue;
-        if (c == ' ' || c == '\t') {
-            if (!pending) pending_from = i;
-            pending++;
-            continue;
-        }
-        if (c == '\n') {
-            pending = 0;  /* trailing spaces of the line */
-            if (at_start) continue;  /* a leading blank line */
-            if (++newlines > 3) continue;
-            out[n++] = c;
-            continue;
-        }
-        /* text: write the spaces it follows (copied from the source, where they were spaces or tabs) */
-        for (Py_ssize_t k = pending_from, w = 0; w < pending; k++) {
-            Py_UCS4 s = CH(&t, k);
-            if (s == ' ' || s == '\t') { out[n++] = s; w++; }
-        }
-        pending = 0;
-        newlines = 0;
-        at_start = 0;
-        out[n++] = c;
-    }
-    while (n > 0 && IS_SPACE(out[n - 1])) n--;
+    Py_ssize_t n = t.kind == PyUnicode_1BYTE_KIND   ? rewrite_Py_UCS1(t.data, t.len, out)
+                   : t.kind == PyUnicode_2BYTE_KIND ? rewrite_Py_UCS2(t.data, t.len, out)
+                                                    : rewrite_Py_UCS4(t.data, t.len, out);
     PyObject *res;
-    if (n == t.len) {  /* same length: unchanged only if every code point is the same */
-        int same = 1;
-        for (Py_ssize_t i = 0; i < n && same; i++) same = out[i] == CH(&t, i);
-        if (same) { PyMem_Free(out); Py_INCREF(arg); return arg; }
+    if (n == t.len && memcmp(out, t.data, n * t.kind) == 0) {  /* the pre-scan was cautious: nothing changed */
+        Py_INCREF(arg);
+        res = arg;
+    } else {
+        res = PyUnicode_FromKindAndData(t.kind, out, n);  /* narrows the width if the widest characters went */
     }
-    res = PyUnicode_FromKindAndData(PyUnicode_4BYTE_KIND, out, n);
     PyMem_Free(out);
     return res;
 }
