@@ -249,6 +249,9 @@ RULES: dict[str, Rule] = {f.__name__: f for f in (
 )}
 
 
+_PROBE = Doc(" ".join(["the quick brown fox jumps over the lazy dog."] * 4) + "\n- {lorem ipsum}...\n" * 3)
+
+
 class RuleConfigError(ValueError):
     """A rule name or parameter in the config that does not exist."""
 
@@ -268,9 +271,9 @@ class RuleSet:
                 if name not in RULES:
                     raise RuleConfigError(f"classify.rules.{domain}: no rule named {name!r} (known: {', '.join(RULES)})")
                 kwargs = params.get(name, {})
-                try:
-                    functools.partial(RULES[name], Doc(""), **kwargs)()
-                except TypeError as err:
+                try:  # on a text long enough for every branch, so a bad parameter fails here, not mid-run
+                    functools.partial(RULES[name], _PROBE, **kwargs)()
+                except (TypeError, ValueError) as err:
                     raise RuleConfigError(f"classify.rule_params.{name}: {err}") from None
                 bound.append((name, functools.partial(RULES[name], **kwargs)))
             self._by_domain[domain] = bound

@@ -95,3 +95,5 @@ def test_unknown_rules_and_parameters_are_config_errors():
         RuleSet({"code": ["gopher_wordcount"]})
     with pytest.raises(RuleConfigError, match=r"classify.rule_params.gopher_word_count"):
         RuleSet({"d": ["gopher_word_count"]}, {"gopher_word_count": {"min_wrds": 3}})
+    with pytest.raises(RuleConfigError, match=r"classify.rule_params.gopher_top_ngrams: n must be >= 1"):
+        RuleSet({"d": ["gopher_top_ngrams"]}, {"gopher_top_ngrams": {"limits": [[0, 0.2]]}})
