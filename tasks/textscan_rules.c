@@ -138,7 +138,7 @@ static PyObject *repeated_ngram_chars(PyObject *self, PyObject *args) {
     return Py_BuildValue("nn", covered, total);
 }
 
-PyDoc_STRVAR(stop_words_doc,
+PyDoc_STRVAR(count_words_doc,
 "count_words(text, words, limit) -> int\n\n"
 "How many maximal runs of word characters (re's \\w) equal one of `words` (ASCII, lower case) ignoring\n"
 "ASCII case, counting up to `limit`: what re.finditer(r'\\b(?:w1|w2|...)\\b', text, re.I) counts, except\n"
@@ -287,7 +287,7 @@ PyMethodDef textscan_rule_methods[] = {
     {"word_stats", word_stats, METH_O, word_stats_doc},
     {"top_ngrams", top_ngrams, METH_VARARGS, top_ngrams_doc},
     {"repeated_ngram_chars", repeated_ngram_chars, METH_VARARGS, repeated_ngram_chars_doc},
-    {"count_words", count_words, METH_VARARGS, stop_words_doc},
+    {"count_words", count_words, METH_VARARGS, count_words_doc},
     {"line_counts", line_counts, METH_VARARGS, line_counts_doc},
     {"duplicates", duplicates, METH_VARARGS, duplicates_doc},
     {"longest_line", longest_line, METH_O, longest_line_doc},
