@@ -45,8 +45,9 @@ class Doc:
         self.lang = lang
 
     @functools.cached_property
-    def _word_stats(self) -> tuple[int, int, int, int]:
-        return _textscan.word_stats(self.text)  # (words, characters in words, words with a letter, alnum chars)
+    def _word_stats(self) -> tuple[int, int, int, int, int]:
+        # (words, characters in words, words with a letter, alnum chars, Gopher symbols)
+        return _textscan.word_stats(self.text)
 
     @property
     def n_words(self) -> int:
@@ -63,6 +64,11 @@ class Doc:
     @property
     def alnum_chars(self) -> int:
         return self._word_stats[3]
+
+    @property
+    def symbols(self) -> int:
+        """text.count("#") + text.count("...") + text.count("…")"""
+        return self._word_stats[4]
 
     def line_counts(self, short_chars: int = 30, c4_min_words: int = 5) -> tuple[int, int, int, int, int, int]:
         """(lines, bullet starts, ellipsis ends, terminal-punctuation ends, C4 sentences, short lines)."""
@@ -104,8 +110,7 @@ def gopher_mean_word_length(doc: Doc, min_len: float = 3.0, max_len: float = 10.
 
 
 def gopher_symbol_ratio(doc: Doc, max_ratio: float = 0.1) -> RuleResult:
-    symbols = doc.text.count("#") + doc.text.count("...") + doc.text.count("…")
-    r = _frac(symbols, doc.n_words)
+    r = _frac(doc.symbols, doc.n_words)
     return r <= max_ratio or (False, f"symbol-to-word ratio {r:.2f} > {max_ratio}")
 
 

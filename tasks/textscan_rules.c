@@ -4,17 +4,20 @@
 /* ---- words -------------------------------------------------------------------------------------------- */
 
 PyDoc_STRVAR(word_stats_doc,
-"word_stats(text) -> (n_words, word_chars, words_with_letter, alnum_chars)\n\n"
+"word_stats(text) -> (n_words, word_chars, words_with_letter, alnum_chars, symbols)\n\n"
 "Over text.split(): how many words, their total length, how many hold a letter (str.isalpha);\n"
-"and how many characters of the whole text are alphanumeric (str.isalnum).");
+"how many characters of the whole text are alphanumeric (str.isalnum); and Gopher's symbols,\n"
+"text.count('#') + text.count('...') + text.count('\u2026').");
 
 static PyObject *word_stats(PyObject *self, PyObject *arg) {
     Text t;
     if (text_of(arg, &t) < 0) return NULL;
-    Py_ssize_t words = 0, chars = 0, with_letter = 0, alnum = 0;
+    Py_ssize_t words = 0, chars = 0, with_letter = 0, alnum = 0, symbols = 0, dots = 0;
     int inside = 0, letter = 0;
     for (Py_ssize_t i = 0; i < t.len; i++) {
         Py_UCS4 c = CH(&t, i);
+        if (c == '.') { dots++; } else if (dots) { symbols += dots / 3; dots = 0; }  /* str.count: non-overlapping */
+        symbols += c == '#' || c == 0x2026;
         if (IS_SPACE(c)) {
             if (inside) with_letter += letter;
             inside = 0;
@@ -28,7 +31,8 @@ static PyObject *word_stats(PyObject *self, PyObject *arg) {
         }
     }
     if (inside) with_letter += letter;
-    return Py_BuildValue("nnnn", words, chars, with_letter, alnum);
+    symbols += dots / 3;
+    return Py_BuildValue("nnnnn", words, chars, with_letter, alnum, symbols);
 }
 
 /* Words (text.split()) as hashes and lengths, for n-gram statistics. */

@@ -16,7 +16,7 @@ EDGES = [
     "a\x00b\x1fc\x7f\x85d\u200be\ufeff", "nbsp\xa0\nline sep\u2028x\u3000", "\xa0\n\xa0", "ﬁ ǅ Σ 𝔘𝔫𝔦 😀 x",
     "the THE The_ them théy be,to;of\nand-that have\twith", "... …\n- item\n• bullet\n*\n", "\n\n\n\n",
     "a b a b a b a b", "x " * 50, "tel 555-123-4567, 10.0.0.1, 4111 1111 1111 1111; ٣٤٥٦٧٨٩٠١ 1.2.3 12 34 56 78",
-    "12345678", "1234567", "(555) 123 4567)", "1 2 3 4 5 6 7 8 9 0 . . .",
+    "12345678", "1234567", "(555) 123 4567)", "1 2 3 4 5 6 7 8 9 0 . . .", "x.... y...... z.. #...# ##.\n...",
 ]
 
 
@@ -54,7 +54,7 @@ def test_word_and_line_statistics(texts):
     for t in texts:
         words = t.split()
         assert _textscan.word_stats(t) == (len(words), sum(map(len, words)), sum(any(c.isalpha() for c in w) for w in words),
-                                           sum(c.isalnum() for c in t))
+                                           sum(c.isalnum() for c in t), t.count("#") + t.count("...") + t.count("…"))
         lines = _pieces(t, "\n")
         expect = (len(lines), sum(ln.startswith(BULLETS) for ln in lines), sum(ln.endswith(("...", "…")) for ln in lines),
                   sum(ln.endswith(TERMINAL_PUNCT) for ln in lines),
