@@ -143,6 +143,21 @@ static PyObject *digit_runs(PyObject *self, PyObject *args) {
 PyDoc_STRVAR(contains_any_doc,
 "contains_any(text, needles) -> bool\n\nany(n in text for n in needles), in one pass over the text.");
 
+SPECIALISED void contains_any_at(int kind, const Text *src, const Text *nd, Py_ssize_t nn, uint32_t pairs[256][8],
+                                 int wide_start, int *found) {
+    AT_WIDTH(src, kind);
+    for (Py_ssize_t i = 0; i + 1 < t->len || (wide_start && i < t->len); i++) {
+        Py_UCS4 c = CH(t, i), d = i + 1 < t->len ? CH(t, i + 1) : 0;
+        if (!wide_start && (c >= 256 || d >= 256 || !(pairs[c][d >> 5] >> (d & 31) & 1))) continue;
+        for (Py_ssize_t k = 0; k < nn; k++) {
+            if (i + nd[k].len > t->len) continue;
+            Py_ssize_t j = 0;
+            while (j < nd[k].len && CH(t, i + j) == CH(&nd[k], j)) j++;
+            if (j == nd[k].len) { *found = 1; return; }
+        }
+    }
+}
+
 static PyObject *contains_any(PyObject *self, PyObject *args) {
     PyObject *obj, *needles;
     if (!PyArg_ParseTuple(args, "UO!", &obj, &PyTuple_Type, &needles)) return NULL;
@@ -154,23 +169,17 @@ static PyObject *contains_any(PyObject *self, PyObject *args) {
         if (text_of(PyTuple_GET_ITEM(needles, k), &nd[k]) < 0) return NULL;
         if (nd[k].len == 0) Py_RETURN_TRUE;
     }
-    unsigned char first[256] = {0};  /* which characters can start a needle: most positions stop here */
-    int wide_first = 0;
+    /* which pairs of characters can start a needle (both Latin-1; a wider first pair is always checked) */
+    uint32_t pairs[256][8] = {{0}};
+    int wide_start = 0;
     for (Py_ssize_t k = 0; k < nn; k++) {
-        Py_UCS4 f = CH(&nd[k], 0);
-        if (f < 256) first[f] = 1; else wide_first = 1;
+        Py_UCS4 f = CH(&nd[k], 0), s = nd[k].len > 1 ? CH(&nd[k], 1) : 0;
+        if (f >= 256 || s >= 256 || nd[k].len == 1) { wide_start = 1; continue; }
+        pairs[f][s >> 5] |= 1u << (s & 31);
     }
-    for (Py_ssize_t i = 0; i < t.len; i++) {
-        Py_UCS4 c = CH(&t, i);
-        if (c < 256 ? !first[c] : !wide_first) continue;
-        for (Py_ssize_t k = 0; k < nn; k++) {
-            if (c != CH(&nd[k], 0) || i + nd[k].len > t.len) continue;
-            Py_ssize_t j = 1;
-            while (j < nd[k].len && CH(&t, i + j) == CH(&nd[k], j)) j++;
-            if (j == nd[k].len) Py_RETURN_TRUE;
-        }
-    }
-    Py_RETURN_FALSE;
+    int found = 0;
+    BY_KIND(t.kind, contains_any_at, &t, nd, nn, pairs, wide_start, &found);
+    return PyBool_FromLong(found);
 }
 
 static PyMethodDef own_methods[] = {

@@ -26,6 +26,21 @@ static inline int text_of(PyObject *obj, Text *t) {
 }
 
 #define CH(t, i) PyUnicode_READ((t)->kind, (t)->data, (i))
+
+/* Per storage width: BY_KIND(kind, fn, args...) calls fn(1|2|4, args...), and a SPECIALISED fn(kind, src, ...) that
+ * starts with AT_WIDTH(src, kind) reads src's characters with the width as a constant, so the compiler drops the
+ * per-character switch of PyUnicode_READ (most documents are 1 byte wide and take the tightest loop). */
+#define SPECIALISED static inline __attribute__((always_inline))
+#define AT_WIDTH(src, k)       \
+    Text at_width_ = *(src);   \
+    at_width_.kind = (k);      \
+    const Text *t = &at_width_
+#define BY_KIND(k, fn, ...)                                                                                 \
+    do {                                                                                                    \
+        if ((k) == PyUnicode_1BYTE_KIND) fn(PyUnicode_1BYTE_KIND, __VA_ARGS__);                             \
+        else if ((k) == PyUnicode_2BYTE_KIND) fn(PyUnicode_2BYTE_KIND, __VA_ARGS__);                        \
+        else fn(PyUnicode_4BYTE_KIND, __VA_ARGS__);                                                         \
+    } while (0)
 /* Below 256 from a table (filled from Python's own predicates at import): they are function calls otherwise,
  * and nearly every character here is Latin-1. */
 enum { C_SPACE = 1, C_ALPHA = 2, C_ALNUM = 4, C_DECIMAL = 8 };
@@ -35,6 +50,12 @@ extern unsigned char textscan_latin1[256];
 #define IS_ALPHA(c) ((c) < 256 ? textscan_latin1[c] & C_ALPHA : Py_UNICODE_ISALPHA(c))
 #define IS_ALNUM(c) ((c) < 256 ? textscan_latin1[c] & C_ALNUM : Py_UNICODE_ISALNUM(c))
 #define IS_WORD(c) (IS_ALNUM(c) || (c) == '_')
+/* All four classes of c at once. */
+static inline unsigned char char_class(Py_UCS4 c) {
+    if (c < 256) return textscan_latin1[c];
+    return (Py_UNICODE_ISSPACE(c) ? C_SPACE : 0) | (Py_UNICODE_ISALPHA(c) ? C_ALPHA : 0) |
+           (Py_UNICODE_ISALNUM(c) ? C_ALNUM : 0) | (Py_UNICODE_ISDECIMAL(c) ? C_DECIMAL : 0);
+}
 
 static inline int in_set(Py_UCS4 c, const Text *set) {
     for (Py_ssize_t k = 0; k < set->len; k++)
@@ -45,6 +66,25 @@ static inline int in_set(Py_UCS4 c, const Text *set) {
 /* ---- hashing: FNV-1a over code points, finalised by splitmix64 for table spread -------------------- */
 
 static inline uint64_t fnv_step(uint64_t h, Py_UCS4 c) { return (h ^ (uint64_t)c) * 0x100000001b3ULL; }
+/* Bytes eight at a time (serial FNV per character was most of the cost of hashing long lines); the length
+ * goes in, so "a" and "a\0" differ. */
+static inline uint64_t hash_bytes(const char *p, size_t n) {
+    uint64_t h = 0x9e3779b97f4a7c15ULL ^ n;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdULL;
+        h ^= h >> 32;
+    }
+    if (i < n) {
+        uint64_t w = 0;
+        memcpy(&w, p + i, n - i);
+        h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
+        h ^= h >> 29;
+    }
+    return h;
+}
 static inline uint64_t finalise(uint64_t x) {
     x ^= x >> 30; x *= 0xbf58476d1ce4e5b9ULL;
     x ^= x >> 27; x *= 0x94d049bb133111ebULL;

@@ -9,41 +9,45 @@ PyDoc_STRVAR(word_stats_doc,
 "how many characters of the whole text are alphanumeric (str.isalnum); and Gopher's symbols,\n"
 "text.count('#') + text.count('...') + text.count('\u2026').");
 
-static PyObject *word_stats(PyObject *self, PyObject *arg) {
-    Text t;
-    if (text_of(arg, &t) < 0) return NULL;
+SPECIALISED void word_stats_at(int kind, const Text *src, Py_ssize_t *out) {
+    AT_WIDTH(src, kind);
     Py_ssize_t words = 0, chars = 0, with_letter = 0, alnum = 0, symbols = 0, dots = 0;
     int inside = 0, letter = 0;
-    for (Py_ssize_t i = 0; i < t.len; i++) {
-        Py_UCS4 c = CH(&t, i);
+    for (Py_ssize_t i = 0; i < t->len; i++) {
+        Py_UCS4 c = CH(t, i);
         if (c == '.') { dots++; } else if (dots) { symbols += dots / 3; dots = 0; }  /* str.count: non-overlapping */
         symbols += c == '#' || c == 0x2026;
-        if (IS_SPACE(c)) {
+        unsigned char cls = char_class(c);
+        if (cls & C_SPACE) {
             if (inside) with_letter += letter;
             inside = 0;
             continue;
         }
         if (!inside) { words++; inside = 1; letter = 0; }
         chars++;
-        if (IS_ALNUM(c)) {
+        if (cls & C_ALNUM) {
             alnum++;
-            if (!letter && IS_ALPHA(c)) letter = 1;
+            letter |= (cls & C_ALPHA) != 0;
         }
     }
     if (inside) with_letter += letter;
     symbols += dots / 3;
-    return Py_BuildValue("nnnnn", words, chars, with_letter, alnum, symbols);
+    out[0] = words, out[1] = chars, out[2] = with_letter, out[3] = alnum, out[4] = symbols;
+}
+
+static PyObject *word_stats(PyObject *self, PyObject *arg) {
+    Text t;
+    if (text_of(arg, &t) < 0) return NULL;
+    Py_ssize_t r[5];
+    BY_KIND(t.kind, word_stats_at, &t, r);
+    return Py_BuildValue("nnnnn", r[0], r[1], r[2], r[3], r[4]);
 }
 
 /* Words (text.split()) as hashes and lengths, for n-gram statistics. */
 typedef struct { uint64_t *hash; uint32_t *len; Py_ssize_t n; } Words;
 
-static int split_words(const Text *t, Words *w) {
-    Py_ssize_t cap = t->len / 2 + 2;
-    w->hash = malloc(cap * sizeof(uint64_t));
-    w->len = malloc(cap * sizeof(uint32_t));
-    w->n = 0;
-    if (!w->hash || !w->len) { free(w->hash); free(w->len); PyErr_NoMemory(); return -1; }
+SPECIALISED void split_words_at(int kind, const Text *src, Words *w) {
+    AT_WIDTH(src, kind);
     Py_ssize_t i = 0;
     while (i < t->len) {
         while (i < t->len && IS_SPACE(CH(t, i))) i++;
@@ -60,6 +64,15 @@ static int split_words(const Text *t, Words *w) {
         w->len[w->n] = (uint32_t)(i - start);
         w->n++;
     }
+}
+
+static int split_words(const Text *t, Words *w) {
+    Py_ssize_t cap = t->len / 2 + 2;
+    w->hash = malloc(cap * sizeof(uint64_t));
+    w->len = malloc(cap * sizeof(uint32_t));
+    w->n = 0;
+    if (!w->hash || !w->len) { free(w->hash); free(w->len); PyErr_NoMemory(); return -1; }
+    BY_KIND(t->kind, split_words_at, t, w);
     return 0;
 }
 
@@ -190,7 +203,7 @@ static PyObject *count_words(PyObject *self, PyObject *args) {
 /* ---- lines and paragraphs ----------------------------------------------------------------------------- */
 
 /* The pieces of text.split(sep) (sep is "\n" or "\n\n"), each as [start, end) after str.strip(). */
-static Py_ssize_t next_piece(const Text *t, Py_ssize_t from, int sep_len, Py_ssize_t *start, Py_ssize_t *end) {
+SPECIALISED Py_ssize_t next_piece(const Text *t, Py_ssize_t from, int sep_len, Py_ssize_t *start, Py_ssize_t *end) {
     Py_ssize_t i = from;
     while (i < t->len && !(CH(t, i) == '\n' && (sep_len == 1 || (i + 1 < t->len && CH(t, i + 1) == '\n')))) i++;
     Py_ssize_t a = from, b = i;
@@ -208,6 +221,34 @@ PyDoc_STRVAR(line_counts_doc,
 "character of `bullets`; end with '...' or '…'; end with a character of `terminal`; end with one of\n"
 "`c4_terminal` and hold at least c4_min_words words; are at most short_chars long.");
 
+SPECIALISED void line_counts_at(int kind, const Text *src, const Text *bul, const Text *term, const Text *c4,
+                                Py_ssize_t short_chars, Py_ssize_t c4_min_words, Py_ssize_t *r) {
+    AT_WIDTH(src, kind);
+    Py_ssize_t lines = 0, bullet = 0, ellipsis = 0, terminal = 0, sentences = 0, shorts = 0;
+    Py_ssize_t pos = 0, a, b;
+    while (pos <= t->len) {
+        pos = next_piece(t, pos, 1, &a, &b);
+        if (a == b) continue;
+        lines++;
+        Py_UCS4 first = CH(t, a), last = CH(t, b - 1);
+        bullet += in_set(first, bul);
+        ellipsis += last == 0x2026 || (b - a >= 3 && last == '.' && CH(t, b - 2) == '.' && CH(t, b - 3) == '.');
+        terminal += in_set(last, term);
+        shorts += (b - a) <= short_chars;
+        if (in_set(last, c4)) {
+            Py_ssize_t words = 0;
+            int inside = 0;
+            for (Py_ssize_t i = a; i < b && words < c4_min_words; i++) {
+                int sp = IS_SPACE(CH(t, i));
+                if (!sp && !inside) words++;
+                inside = !sp;
+            }
+            sentences += words >= c4_min_words;
+        }
+    }
+    r[0] = lines, r[1] = bullet, r[2] = ellipsis, r[3] = terminal, r[4] = sentences, r[5] = shorts;
+}
+
 static PyObject *line_counts(PyObject *self, PyObject *args) {
     PyObject *obj, *bul_o, *term_o, *c4_o;
     Py_ssize_t short_chars, c4_min_words;
@@ -215,35 +256,32 @@ static PyObject *line_counts(PyObject *self, PyObject *args) {
     Text t, bul, term, c4;
     if (text_of(obj, &t) < 0 || text_of(bul_o, &bul) < 0 || text_of(term_o, &term) < 0 || text_of(c4_o, &c4) < 0)
         return NULL;
-    Py_ssize_t lines = 0, bullet = 0, ellipsis = 0, terminal = 0, sentences = 0, shorts = 0;
-    Py_ssize_t pos = 0, a, b;
-    while (pos <= t.len) {
-        pos = next_piece(&t, pos, 1, &a, &b);
-        if (a == b) continue;
-        lines++;
-        Py_UCS4 first = CH(&t, a), last = CH(&t, b - 1);
-        bullet += in_set(first, &bul);
-        ellipsis += last == 0x2026 || (b - a >= 3 && last == '.' && CH(&t, b - 2) == '.' && CH(&t, b - 3) == '.');
-        terminal += in_set(last, &term);
-        shorts += (b - a) <= short_chars;
-        if (in_set(last, &c4)) {
-            Py_ssize_t words = 0;
-            int inside = 0;
-            for (Py_ssize_t i = a; i < b && words < c4_min_words; i++) {
-                int sp = IS_SPACE(CH(&t, i));
-                if (!sp && !inside) words++;
-                inside = !sp;
-            }
-            sentences += words >= c4_min_words;
-        }
-    }
-    return Py_BuildValue("nnnnnn", lines, bullet, ellipsis, terminal, sentences, shorts);
+    Py_ssize_t r[6];
+    BY_KIND(t.kind, line_counts_at, &t, &bul, &term, &c4, short_chars, c4_min_words, r);
+    return Py_BuildValue("nnnnnn", r[0], r[1], r[2], r[3], r[4], r[5]);
 }
 
 PyDoc_STRVAR(duplicates_doc,
 "duplicates(text, paragraphs) -> (items, repeated, chars, repeated_chars)\n\n"
 "Over the stripped, non-empty pieces of text.split('\\n\\n' if paragraphs else '\\n'): how many, how many\n"
 "equal an earlier one, their total length, and the length of those that repeat.");
+
+SPECIALISED void duplicates_at(int kind, const Text *src, int paragraphs, Table *tb, Py_ssize_t *r) {
+    AT_WIDTH(src, kind);
+    Py_ssize_t items = 0, repeated = 0, chars = 0, repeated_chars = 0, pos = 0, a, b;
+    int sep = paragraphs ? 2 : 1;
+    while (pos <= t->len) {
+        pos = next_piece(t, pos, sep, &a, &b);
+        if (a == b) continue;
+        /* one document has one width, so equal pieces have equal bytes */
+        uint64_t h = finalise(hash_bytes((const char *)t->data + a * kind, (size_t)(b - a) * kind));
+        size_t s = table_slot(tb, h, 0);
+        items++;
+        chars += b - a;
+        if (tb->counts[s]++) { repeated++; repeated_chars += b - a; }
+    }
+    r[0] = items, r[1] = repeated, r[2] = chars, r[3] = repeated_chars;
+}
 
 static PyObject *duplicates(PyObject *self, PyObject *args) {
     PyObject *obj;
@@ -252,24 +290,12 @@ static PyObject *duplicates(PyObject *self, PyObject *args) {
     Text t;
     Table tb;
     if (text_of(obj, &t) < 0) return NULL;
-    Py_ssize_t pieces = 1;
+    Py_ssize_t pieces = 1, r[4];
     for (Py_ssize_t i = 0; i < t.len; i++) pieces += CH(&t, i) == '\n';
     if (table_init(&tb, pieces) < 0) return NULL;
-    Py_ssize_t items = 0, repeated = 0, chars = 0, repeated_chars = 0, pos = 0, a, b;
-    int sep = paragraphs ? 2 : 1;
-    while (pos <= t.len) {
-        pos = next_piece(&t, pos, sep, &a, &b);
-        if (a == b) continue;
-        uint64_t h = 0xcbf29ce484222325ULL;
-        for (Py_ssize_t i = a; i < b; i++) h = fnv_step(h, CH(&t, i));
-        h = finalise(h ^ ((uint64_t)(b - a) << 40));
-        size_t s = table_slot(&tb, h, 0);
-        items++;
-        chars += b - a;
-        if (tb.counts[s]++) { repeated++; repeated_chars += b - a; }
-    }
+    BY_KIND(t.kind, duplicates_at, &t, paragraphs, &tb, r);
     table_free(&tb);
-    return Py_BuildValue("nnnn", items, repeated, chars, repeated_chars);
+    return Py_BuildValue("nnnn", r[0], r[1], r[2], r[3]);
 }
 
 PyDoc_STRVAR(longest_line_doc, "longest_line(text) -> int\n\nmax(len(l) for l in text.split('\\n')).");
