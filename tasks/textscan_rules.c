@@ -266,8 +266,12 @@ PyDoc_STRVAR(duplicates_doc,
 "Over the stripped, non-empty pieces of text.split('\\n\\n' if paragraphs else '\\n'): how many, how many\n"
 "equal an earlier one, their total length, and the length of those that repeat.");
 
-SPECIALISED void duplicates_at(int kind, const Text *src, int paragraphs, Table *tb, Py_ssize_t *r) {
+SPECIALISED void duplicates_at(int kind, const Text *src, int paragraphs, Py_ssize_t *r) {
     AT_WIDTH(src, kind);
+    Py_ssize_t pieces = 1;
+    for (Py_ssize_t i = 0; i < t->len; i++) pieces += CH(t, i) == '\n';
+    Table table, *tb = &table;
+    if (table_init(tb, pieces) < 0) { r[0] = -1; return; }
     Py_ssize_t items = 0, repeated = 0, chars = 0, repeated_chars = 0, pos = 0, a, b;
     int sep = paragraphs ? 2 : 1;
     while (pos <= t->len) {
@@ -280,6 +284,7 @@ SPECIALISED void duplicates_at(int kind, const Text *src, int paragraphs, Table 
         chars += b - a;
         if (tb->counts[s]++) { repeated++; repeated_chars += b - a; }
     }
+    table_free(tb);
     r[0] = items, r[1] = repeated, r[2] = chars, r[3] = repeated_chars;
 }
 
@@ -288,13 +293,10 @@ static PyObject *duplicates(PyObject *self, PyObject *args) {
     int paragraphs;
     if (!PyArg_ParseTuple(args, "Up", &obj, &paragraphs)) return NULL;
     Text t;
-    Table tb;
     if (text_of(obj, &t) < 0) return NULL;
-    Py_ssize_t pieces = 1, r[4];
-    for (Py_ssize_t i = 0; i < t.len; i++) pieces += CH(&t, i) == '\n';
-    if (table_init(&tb, pieces) < 0) return NULL;
-    BY_KIND(t.kind, duplicates_at, &t, paragraphs, &tb, r);
-    table_free(&tb);
+    Py_ssize_t r[4];
+    BY_KIND(t.kind, duplicates_at, &t, paragraphs, r);
+    if (r[0] < 0) return NULL;  /* table_init set MemoryError */
     return Py_BuildValue("nnnn", r[0], r[1], r[2], r[3]);
 }
 
