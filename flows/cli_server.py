@@ -21,6 +21,8 @@ def up(
     landing: Path = typer.Option(Path("landing"), "--landing", help="Where new corpora land (watch-corpora)."),
     corpora: Optional[Path] = typer.Option(None, "--corpora", help="Corpora root of the scheduled curation."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config the flows use."),
+    watch_every: int = typer.Option(300, "--watch-every", min=5, help="Seconds between watch-corpora runs."),
+    curation_cron: str = typer.Option("0 3 * * *", "--curation-cron", help="Cron (UTC) of the scheduled curation."),
 ) -> None:
     """Start the server on 127.0.0.1, create the `curate` work pool, deploy deploy/prefect.yaml, start a worker."""
     from flows.server import ServerError, server_up
@@ -28,7 +30,8 @@ def up(
     landing.mkdir(parents=True, exist_ok=True)
     try:
         with console.status("starting the Prefect server, deploying, starting a worker…"):
-            info = server_up(home, port, work, landing, corpora, config)
+            info = server_up(home, port, work, landing, corpora, config, watch_seconds=watch_every,
+                             curation_cron=curation_cron)
     except ServerError as err:
         _fail(str(err))
     console.print(f"Prefect UI: [bold]{info['ui']}[/]   API: {info['url']}")

@@ -19,6 +19,27 @@ class ServerUnreachable(RuntimeError):
     """PREFECT_API_URL names a server that does not answer."""
 
 
+class ServerStartError(ServerUnreachable):
+    """The temporary local server did not come up in time."""
+
+
+STARTUP_TIMEOUT_S = 120  # Prefect's own default (20 s) is missed on a busy 2-core machine
+
+
+def startup_timeout() -> int:
+    """Seconds to wait for the temporary server: CURATE_SERVER_STARTUP_TIMEOUT, else the larger of ours and Prefect's
+    PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS."""
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+    own = os.environ.get("CURATE_SERVER_STARTUP_TIMEOUT")
+    if own:
+        try:
+            return max(1, int(float(own)))
+        except ValueError:
+            raise ServerStartError(f"CURATE_SERVER_STARTUP_TIMEOUT={own!r} is not a number of seconds") from None
+    return max(STARTUP_TIMEOUT_S, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+
+
 def check_reachable(api_url: str, timeout: float = 5.0) -> None:
     """Fail in seconds, with the URL named, rather than let a client retry against a server that is not there."""
     import httpx
@@ -50,7 +71,15 @@ def prefect_api() -> Iterator[str]:
     from prefect.server.api.server import SubprocessASGIServer
 
     server = SubprocessASGIServer()
-    server.start()
+    timeout = startup_timeout()
+    try:
+        server.start(timeout=timeout)
+    except Exception as err:  # Prefect raises RuntimeError with the server's whole output: keep its first line
+        server.stop()
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ServerStartError(
+            f"the temporary Prefect server did not start within {timeout} s ({first}); on a busy machine raise "
+            "CURATE_SERVER_STARTUP_TIMEOUT, or start one with `curate server up` and export PREFECT_API_URL") from None
     os.environ["PREFECT_API_URL"] = server.api_url
     try:
         with temporary_settings({PREFECT_API_URL: server.api_url}):

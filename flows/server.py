@@ -31,21 +31,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+WATCH_SECONDS = 300  # watch-corpora's interval
+CURATION_CRON = "0 3 * * *"  # the scheduled curation, UTC
+
+
 def service_env(home: Path, port: int, work_root: Path, landing: Path, corpora: Path | None,
-                config: Path | None) -> dict[str, str]:
+                config: Path | None, watch_seconds: int = WATCH_SECONDS, curation_cron: str = CURATION_CRON) -> dict[str, str]:
+    """The variables the server, the worker and `prefect deploy` (deploy/prefect.yaml's templates) share."""
     env = dict(os.environ)
     env.update({
         "PREFECT_HOME": str(home), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "PREFECT_UI_ENABLED": "true",
         "CURATE_HOME": str(REPO_ROOT), "CURATE_WORK_ROOT": str(work_root.resolve()),
         "CURATE_LANDING": str(landing.resolve()), "CURATE_CORPORA": str((corpora or landing).resolve()),
+        # The landing folder as corpora root: only corpora whose copy is complete (their _READY marker).
+        "CURATE_CORPORA_READY_ONLY": "false" if corpora else "true",
         "CURATE_CONFIG": str(config.resolve()) if config else "",
+        "CURATE_WATCH_INTERVAL": f"PT{int(watch_seconds)}S", "CURATE_CURATION_CRON": curation_cron,
     })
     return env
 
 
 def _prefect(*args: str) -> list[str]:
-    return [sys.executable, "-m", "flows.prefect_cli", *args]
+    """Prefect's own CLI from this environment (the pinned set in constraints.txt works with its server)."""
+    return [sys.executable, "-m", "prefect", *args]
 
 
 def _spawn(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
@@ -77,13 +86,14 @@ def _run(cmd: list[str], env: dict, what: str) -> None:
 
 
 def server_up(home: Path, port: int, work_root: Path, landing: Path, corpora: Path | None = None,
-              config: Path | None = None, worker: bool = True, timeout: float = 120, heartbeat_seconds: int = 30) -> dict:
+              config: Path | None = None, worker: bool = True, timeout: float = 120, heartbeat_seconds: int = 30,
+              watch_seconds: int = WATCH_SECONDS, curation_cron: str = CURATION_CRON) -> dict:
     home = home.resolve()
     if (home / STATE_FILE).exists():
         raise ServerError(f"{home / STATE_FILE} exists: a server started from here may be running; "
                           "`curate server down` first")
     home.mkdir(parents=True, exist_ok=True)
-    env = service_env(home, port, work_root, landing, corpora, config)
+    env = service_env(home, port, work_root, landing, corpora, config, watch_seconds, curation_cron)
     env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(heartbeat_seconds)  # flow runs prove they are alive
     url = env["PREFECT_API_URL"]
     started: dict[str, int] = {}

@@ -25,6 +25,7 @@ from tasks.classifier import LABEL_PREFIX, load_model, model_text
 from tasks.classify_models import QUALITY_LABELS, ModelRefs, rule_set
 from tasks.pii import redact
 from tasks.quality_rules import RuleSet
+from tasks.stage_task import stage_task
 from tasks.workdir import atomic_path, file_fingerprint, read_json, write_json_atomic
 
 STAGE = "classify"
@@ -161,9 +162,5 @@ def _judge_batch(batch: pa.RecordBatch, corpus: str, cfg: ClassifyConfig, models
 
 
 def make_classify_task(retries: int):
-    """The thin Prefect wrapper, mapped over document parts (processes: fastText and rules are CPU-bound)."""
-    from prefect import task
-    from prefect.cache_policies import NO_CACHE
-
-    return task(classify_part, name="classify-part", task_run_name="classify-{ref.corpus}-{ref.docs_path}",
-                retries=retries, retry_delay_seconds=2, cache_policy=NO_CACHE, persist_result=False)
+    """The Prefect task, mapped over document parts (processes: fastText and rules are CPU-bound)."""
+    return stage_task(classify_part, "classify-part", "classify-{ref.corpus}-{ref.docs_path}", retries, STAGE)

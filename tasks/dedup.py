@@ -24,6 +24,7 @@ from schemas.documents import RejectReason as R
 from schemas.report import DedupReport, FileResult
 from tasks.dedup_index import DedupIndex, DedupIndexError, index_lock
 from tasks.minhash import LSHParams, MinHasher, band_keys, lsh_params, shingle_hashes, word_hashes, words_of
+from tasks.stage_task import stage_task
 from tasks.workdir import atomic_path, file_fingerprint, read_json, write_json_atomic
 
 STAGE = "dedup"
@@ -331,12 +332,7 @@ def _write_outputs(corpus, parts, work_root, meta, dup_of, kept_mask) -> None:
 
 
 def make_dedup_tasks(retries: int):
-    """Thin Prefect wrappers: signatures mapped over parts (processes), clustering per corpus (in order)."""
-    from prefect import task
-    from prefect.cache_policies import NO_CACHE
-
-    sign = task(sign_part, name="minhash-signatures", task_run_name="minhash-{part.corpus}-{part.source_file}",
-                retries=retries, retry_delay_seconds=2, cache_policy=NO_CACHE, persist_result=False)
-    cluster = task(dedup_corpus, name="dedup-corpus", task_run_name="dedup-{corpus}", cache_policy=NO_CACHE,
-                   persist_result=False)
+    """The Prefect tasks: signatures mapped over parts (processes), clustering per corpus (in order)."""
+    sign = stage_task(sign_part, "minhash-signatures", "minhash-{part.corpus}-{part.source_file}", retries, STAGE)
+    cluster = stage_task(dedup_corpus, "dedup-corpus", "dedup-{corpus}", retries, STAGE)
     return sign, cluster

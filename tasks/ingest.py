@@ -25,6 +25,7 @@ from schemas.report import FileResult
 from tasks.langid import identify
 from tasks.normalize import normalize_text
 from tasks.readers import FileLevelError, RawRecord, read_records
+from tasks.stage_task import stage_task
 from tasks.workdir import atomic_path, file_fingerprint, read_json, write_json_atomic
 
 STAGE = "ingest"
@@ -183,32 +184,6 @@ def ingest_file(job: FileJob, cfg: IngestConfig, work_root: str | Path, config_h
     return result
 
 
-def _transient_io(task, task_run, state) -> bool:
-    """Retry on IO errors that may pass (NFS hiccup, EAGAIN), not on ones that will not."""
-    try:
-        state.result()
-    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError):
-        return False
-    except (OSError, TimeoutError):
-        return True
-    except BaseException:
-        return False
-    return False
-
-
-def _ingest_task_name() -> str:
-    from prefect.runtime import task_run
-
-    job = task_run.parameters.get("job")
-    return f"ingest-{job.corpus}-{job.source_file}" if job else "ingest"
-
-
 def make_ingest_task(retries: int):
-    """The thin Prefect wrapper: retries and a readable run name; outputs live on disk, not in Prefect."""
-    from prefect import task
-    from prefect.cache_policies import NO_CACHE
-
-    return task(
-        ingest_file, name="ingest-file", task_run_name=_ingest_task_name, retries=retries, retry_delay_seconds=2,
-        retry_condition_fn=_transient_io, cache_policy=NO_CACHE, persist_result=False,
-    )
+    """The Prefect task, mapped over input files."""
+    return stage_task(ingest_file, "ingest-file", "ingest-{job.corpus}-{job.source_file}", retries, STAGE)

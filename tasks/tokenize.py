@@ -27,6 +27,7 @@ from schemas.report import ShardInfo, TokenizePartResult
 from schemas.shards import META_DOCS, META_DOMAIN, META_FORMAT, META_SPLIT, META_TOKENIZER_SHA, META_TOKENS, \
     SHARD_FORMAT_VERSION, token_shard_schema, token_type
 from tasks.tokenizer import TokenizerInfo, load_tokenizer
+from tasks.stage_task import stage_task
 from tasks.workdir import atomic_path, file_fingerprint, read_json, write_json_atomic
 
 STAGE = "tokenize"
@@ -197,8 +198,5 @@ def tokenize_part(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, wo
 
 
 def make_tokenize_task(retries: int):
-    from prefect import task
-    from prefect.cache_policies import NO_CACHE
-
-    return task(tokenize_part, name="tokenize-part", task_run_name="tokenize-{ref.corpus}-{ref.docs_path}",
-                retries=retries, retry_delay_seconds=2, cache_policy=NO_CACHE, persist_result=False)
+    """The Prefect task, mapped over classified parts."""
+    return stage_task(tokenize_part, "tokenize-part", "tokenize-{ref.corpus}-{ref.docs_path}", retries, STAGE)

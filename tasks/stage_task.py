@@ -1,0 +1,34 @@
+"""The one Prefect wrapper every stage function gets: a readable run name, a `stage:<name>` tag, no Prefect result
+or cache (outputs live in the work root, reused by their own content keys), and retries only for errors that a
+retry can change (a flaky disk or network), never for bad input or bad config."""
+from __future__ import annotations
+
+from typing import Callable
+
+# OSErrors that say the same thing on every attempt.
+_PERMANENT_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
+
+
+def is_transient(err: BaseException) -> bool:
+    """True for errors that may pass on a retry (EAGAIN, an NFS or S3 hiccup, a timeout)."""
+    if isinstance(err, _PERMANENT_OS_ERRORS):
+        return False
+    return isinstance(err, (OSError, TimeoutError, ConnectionError))
+
+
+def _retry_if_transient(task, task_run, state) -> bool:
+    try:
+        state.result()
+    except BaseException as err:  # noqa: BLE001 - the state's own exception, classified
+        return is_transient(err)
+    return False
+
+
+def stage_task(fn: Callable, name: str, run_name: str | Callable[[], str], retries: int, stage: str | None = None):
+    """`fn` as a Prefect task of stage `stage` (default: `name`)."""
+    from prefect import task
+    from prefect.cache_policies import NO_CACHE
+
+    return task(fn, name=name, task_run_name=run_name, retries=retries, retry_delay_seconds=2,
+                retry_condition_fn=_retry_if_transient, cache_policy=NO_CACHE, persist_result=False,
+                tags=[f"stage:{stage or name}"])
