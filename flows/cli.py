@@ -58,6 +58,16 @@ def print_summary(report: dict) -> None:
                       f"{d['near_duplicates']:,}", " ".join(f"{k}→{v}" for k, v in d["cluster_sizes"].items()),
                       f"{largest['size']} ({largest['kept_id']})" if largest else "")
         console.print(t)
+    if report.get("stage_times"):
+        t = Table(title="stages (wall time and rates; reused parts are not redone)")
+        for col in ("stage", "seconds", "docs in", "MB in", "docs/s", "MB/s", "parts (reused)"):
+            t.add_column(col, justify="left" if col == "stage" else "right")
+        for s in report["stage_times"]:
+            t.add_row(s["stage"], f"{s['seconds']:.1f}", f"{s['docs_in']:,}", f"{s['mb_in']:,.1f}",
+                      f"{s['docs_per_s']:,.0f}", f"{s['mb_per_s']:,.2f}", f"{s['parts']} ({s['parts_reused']})")
+        console.print(t)
+    for w in report.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {w}")
     classified = [c for c in report["corpora"] if c.get("classify")]
     if classified:
         t = Table(title="classify (kept documents per domain)")

@@ -64,7 +64,7 @@ def mix(
 
 @app.command("train-tokenizer")
 def train_tokenizer_cmd(
-    out: Path = typer.Option(..., "--out", "-o", help="Directory for tokenizer.model and tokenizer.json."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for tokenizer.model and settings.json."),
     work: Path = typer.Option(Path("out"), "--work", help="A work root whose classified, kept documents to sample."),
     vocab_size: int = typer.Option(32000, "--vocab-size"),
     model_type: str = typer.Option("bpe", "--model-type", help="bpe or unigram"),

@@ -47,3 +47,22 @@ def down(home: Path = typer.Option(Path(".curate-server"), "--home", help=HOME_H
 
     stopped = server_down(home)
     console.print("stopped: " + ", ".join(stopped) if stopped else f"nothing to stop (no state in {home})")
+
+
+@server_app.command("retry")
+def retry(
+    name: str = typer.Argument(..., help="The corpus (its landing folder's name)."),
+    work: Path = typer.Option(Path("out"), "--work", help="Work root whose catalog holds it."),
+) -> None:
+    """Start a failed backfill again: the next watch-corpora run starts it, and it resumes where it stopped."""
+    from tasks.landing import RETRY_STATUS, Catalog
+
+    catalog = Catalog(work)
+    entry = catalog.entries().get(name)
+    if entry is None:
+        _fail(f"{name!r} is not in the catalog of {work} ({catalog.path}): nothing to retry")
+    if entry.get("status") == "done":
+        _fail(f"{name!r} is already curated (manifest {entry.get('manifest')}): nothing to retry")
+    catalog.record(name, status=RETRY_STATUS)
+    console.print(f"{name}: marked for a retry (was {entry.get('status')}"
+                  + (f": {entry['error']}" if entry.get("error") else "") + "); the next watch-corpora run starts it")

@@ -1,6 +1,7 @@
 """The `curate` flow: ingest → dedup → classify → tokenize → mix.
 
-Wiring and reporting only: each stage's work is a plain function in tasks/.
+Wiring and reporting only: each stage's work is a plain function in tasks/, mapped over its parts by `map_stage`
+on the flow's task runner; what people read (artifacts) is built in flows/publish.py.
 """
 from __future__ import annotations
 
@@ -10,28 +11,27 @@ from pathlib import Path
 from typing import Callable
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, \
-    update_progress_artifact
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.task_runners import ProcessPoolTaskRunner
 
 from schemas.config import CurateConfig, load_config
-from schemas.report import ClassifyPartResult, ClassifyReport, DedupReport, FileResult, RunReport, \
-    TokenizePartResult, add_stage, summarise_classify, summarise_corpus, total_into
+from schemas.report import ClassifyReport, DedupReport, FileResult, RunReport, StageTiming, TokenizePartResult, \
+    add_stage, summarise_classify, summarise_corpus, total_into
 from tasks.classify import PartRef, make_classify_task
 from tasks.classify_models import resolve_models
-from tasks.manifest import build_manifest, collect_shards, latest_version, write_version
-from tasks.tokenize import TokenizeRef, make_tokenize_task
-from tasks.tokenizer import ensure_tokenizer
 from tasks.dedup import make_dedup_tasks
 from tasks.ingest import make_ingest_task
-from tasks.inputs import Corpus, resolve_inputs
-from tasks.report import classify_markdown, classify_rows, corpus_rows, dedup_rows, markdown_summary, mix_markdown, \
-    mix_rows, reason_rows, write_report
+from tasks.inputs import Corpus, InputError, resolve_inputs
+from tasks.manifest import build_manifest, collect_shards, latest_version, write_version
+from tasks.report import write_report
+from tasks.tokenize import TokenizeRef, make_tokenize_task
+from tasks.tokenizer import ensure_tokenizer, vocabulary_warning
 from tasks.workdir import write_json_atomic
 
-from flows.runtime import prefect_api
+from flows.publish import delete_artifacts, publish
+from flows.runtime import label_flow_run, prefect_api
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = REPO_ROOT / "data" / "sample"
@@ -54,29 +54,32 @@ def default_inputs(cfg: CurateConfig) -> list[str]:
     return [str(p) for p in sorted(SAMPLE_DIR.glob("*.jsonl.gz"))]
 
 
-def _artifact_key(prefix: str) -> str:
-    name = (flow_run.get_flow_name() or "curate").lower()
-    return f"{name}-{prefix}"
-
-
-def run_ingest(corpora: list[Corpus], cfg: CurateConfig, work_root: Path) -> dict[str, list[FileResult]]:
+def map_stage(stage: str, task, calls: list[tuple], describe: Callable[[object], str], progress: list) -> list:
+    """Run `task(*args)` for each args of `calls` on the flow's task runner, with a progress artifact (removed when
+    the run ends), the CLI's bar and a log line per finished part. Results come back in the order of `calls`,
+    whatever order they finish in."""
     logger = get_run_logger()
-    ingest_task = make_ingest_task(cfg.runner.retries)
-    jobs = [job for c in corpora for job in c.jobs]
-    config_hash = cfg.stage_hash("ingest")
-    progress_id = create_progress_artifact(0.0, key=_artifact_key("ingest-progress"),
-                                           description="ingest: files done / files")
-    futures = [ingest_task.submit(job, cfg.ingest, str(work_root), config_hash) for job in jobs]
-    results: dict[str, list[FileResult]] = {c.name: [] for c in corpora}
-    _notify("ingest", 0, len(jobs), "")
+    progress_id = create_progress_artifact(0.0, description=f"{stage}: parts done / parts")
+    progress.append(progress_id)
+    futures = [task.submit(*args) for args in calls]
+    _notify(stage, 0, len(futures), "")
     for done, fut in enumerate(as_completed(futures), start=1):
-        res: FileResult = fut.result()
+        message = describe(fut.result())
+        logger.info("%s %s", stage, message)
+        update_progress_artifact(progress_id, 100.0 * done / len(futures))
+        _notify(stage, done, len(futures), message)
+    return [fut.result() for fut in futures]
+
+
+def run_ingest(corpora: list[Corpus], cfg: CurateConfig, work_root: Path, progress: list) -> dict[str, list[FileResult]]:
+    task = make_ingest_task(cfg.runner.retries)
+    config_hash = cfg.stage_hash("ingest")
+    calls = [(job, cfg.ingest, str(work_root), config_hash) for c in corpora for job in c.jobs]
+    done = map_stage("ingest", task, calls, lambda r: f"{r.corpus}/{r.source_file}: {r.docs_in} in, {r.kept} kept"
+                     + (" (reused)" if r.reused else f" ({r.seconds:.1f}s)"), progress)
+    results: dict[str, list[FileResult]] = {c.name: [] for c in corpora}
+    for res in done:
         results[res.corpus].append(res)
-        how = "reused" if res.reused else f"{res.seconds:.1f}s"
-        logger.info("ingested %s/%s: %d in, %d kept, %d rejected (%s)", res.corpus, res.source_file, res.docs_in,
-                    res.kept, res.rejected, how)
-        update_progress_artifact(progress_id, 100.0 * done / len(jobs))
-        _notify("ingest", done, len(jobs), f"{res.corpus}/{res.source_file}")
     for name, files in results.items():
         files.sort(key=lambda r: r.source_file)
         # The corpus index names this run's parts: later stages read it, never a glob of the folder.
@@ -85,70 +88,47 @@ def run_ingest(corpora: list[Corpus], cfg: CurateConfig, work_root: Path) -> dic
     return results
 
 
-def run_dedup(ingested: dict[str, list[FileResult]], cfg: CurateConfig, work_root: Path) -> dict[str, DedupReport]:
+def run_dedup(ingested: dict[str, list[FileResult]], cfg: CurateConfig, work_root: Path,
+              progress: list) -> dict[str, DedupReport]:
     """Signatures in parallel across parts, then each corpus against the index, in registration order."""
-    logger = get_run_logger()
     sign_task, cluster_task = make_dedup_tasks(cfg.runner.retries)
-    parts = [p for files in ingested.values() for p in files]
-    progress_id = create_progress_artifact(0.0, key=_artifact_key("dedup-progress"),
-                                           description="dedup: signature parts done / parts")
-    futures = [sign_task.submit(p, cfg.dedup, str(work_root)) for p in parts]
-    _notify("minhash", 0, len(parts), "")
-    for done, fut in enumerate(as_completed(futures), start=1):
-        fut.result()
-        update_progress_artifact(progress_id, 100.0 * done / max(1, len(parts)))
-        _notify("minhash", done, len(parts), "")
+    calls = [(p, cfg.dedup, str(work_root)) for files in ingested.values() for p in files]
+    map_stage("minhash", sign_task, calls, lambda _: "signatures", progress)
     reports = {}
     for i, (corpus, files) in enumerate(ingested.items(), start=1):
         rep: DedupReport = cluster_task(corpus, files, cfg.dedup, str(work_root))
-        logger.info("dedup %s: %d in, %d kept, %d exact and %d near duplicates%s", corpus, rep.docs_in, rep.kept,
-                    rep.exact_duplicates, rep.near_duplicates, " (reused)" if rep.reused else "")
+        get_run_logger().info("dedup %s: %d in, %d kept, %d exact and %d near duplicates%s", corpus, rep.docs_in,
+                              rep.kept, rep.exact_duplicates, rep.near_duplicates, " (reused)" if rep.reused else "")
         _notify("dedup", i, len(ingested), corpus)
         reports[corpus] = rep
     return reports
 
 
-def run_classify(parts: dict[str, list[str]], cfg: CurateConfig, work_root: Path) -> dict[str, ClassifyReport]:
+def run_classify(parts: dict[str, list[str]], cfg: CurateConfig, work_root: Path,
+                 progress: list) -> dict[str, ClassifyReport]:
     """Domain, quality, rules and PII over every documents part, mapped across worker processes."""
-    logger = get_run_logger()
     models = resolve_models(cfg.classify)  # the default models train here, once, before any task needs them
-    logger.info("classify models: domain %s, quality %s", models.domain_path, models.quality_path)
-    classify_task = make_classify_task(cfg.runner.retries)
-    refs = [PartRef(corpus, path) for corpus, paths in parts.items() for path in paths]
-    progress_id = create_progress_artifact(0.0, key=_artifact_key("classify-progress"),
-                                           description="classify: document parts done / parts")
-    futures = [classify_task.submit(ref, cfg.classify, models, str(work_root)) for ref in refs]
-    results: dict[str, list[ClassifyPartResult]] = {c: [] for c in parts}
-    _notify("classify", 0, len(refs), "")
-    for done, fut in enumerate(as_completed(futures), start=1):
-        res: ClassifyPartResult = fut.result()
-        results[res.corpus].append(res)
-        update_progress_artifact(progress_id, 100.0 * done / max(1, len(refs)))
-        _notify("classify", done, len(refs), res.docs_path)
-    reports = {c: summarise_classify(c, r) for c, r in results.items()}
-    for c, rep in reports.items():
-        logger.info("classify %s: %d in, %d kept, domains %s, rejected %s", c, rep.docs_in, rep.kept, rep.domains,
-                    rep.by_reason)
-    return reports
+    get_run_logger().info("classify models: domain %s, quality %s", models.domain_path, models.quality_path)
+    calls = [(PartRef(corpus, path), cfg.classify, models, str(work_root)) for corpus, paths in parts.items()
+             for path in paths]
+    done = map_stage("classify", make_classify_task(cfg.runner.retries), calls,
+                     lambda r: f"{r.docs_path}: {r.docs_in} in, {r.kept} kept", progress)
+    return {c: summarise_classify(c, [r for r in done if r.corpus == c]) for c in parts}
 
 
-def run_tokenize(refs: list[TokenizeRef], cfg: CurateConfig, work_root: Path) -> list[TokenizePartResult]:
+def run_tokenize(refs: list[TokenizeRef], cfg: CurateConfig, work_root: Path, report: RunReport,
+                 progress: list) -> list[TokenizePartResult]:
     """One tokenizer for the work root (trained on the first run), then every classified part encoded."""
     tc = cfg.tokenize
     tok = ensure_tokenizer(work_root, [(r.docs_path, r.annotations_path) for r in refs], tc.tokenizer, tc.vocab_size,
                            tc.model_type, tc.sample_chars_per_domain, tc.seed, threads=cfg.runner.workers)
     get_run_logger().info("tokenizer %s (vocab %d, sha256 %s)", tok.path, tok.vocab_size, tok.sha256[:12])
-    task = make_tokenize_task(cfg.runner.retries)
-    progress_id = create_progress_artifact(0.0, key=_artifact_key("tokenize-progress"),
-                                           description="tokenize: parts done / parts")
-    futures = [task.submit(ref, tok.path, tc, str(work_root)) for ref in refs]
-    results = []
-    _notify("tokenize", 0, len(refs), "")
-    for done, fut in enumerate(as_completed(futures), start=1):
-        results.append(fut.result())
-        update_progress_artifact(progress_id, 100.0 * done / max(1, len(refs)))
-        _notify("tokenize", done, len(refs), results[-1].corpus)
-    return results
+    if not tc.tokenizer and (warning := vocabulary_warning(work_root, tc.vocab_size)):
+        get_run_logger().warning(warning)
+        report.warnings.append(warning)
+    calls = [(r, tok.path, tc, str(work_root)) for r in refs]
+    return map_stage("tokenize", make_tokenize_task(cfg.runner.retries), calls,
+                     lambda r: f"{r.corpus}: {r.tokens:,} tokens", progress)
 
 
 def run_mix(cfg: CurateConfig, work_root: Path, flow_run_id: str | None) -> str:
@@ -166,75 +146,98 @@ def run_mix(cfg: CurateConfig, work_root: Path, flow_run_id: str | None) -> str:
     return str(path)
 
 
-def publish(report: RunReport) -> None:
-    create_markdown_artifact(markdown_summary(report), key=_artifact_key("summary"),
-                             description="Documents in, kept and rejected, per corpus")
-    create_table_artifact(corpus_rows(report), key=_artifact_key("corpora"), description="Counts per corpus")
-    if report.by_reason:
-        create_table_artifact(reason_rows(report), key=_artifact_key("rejects"),
-                              description="Rejected documents by corpus and reason")
-    if "dedup" in report.stages:
-        create_table_artifact(dedup_rows(report), key=_artifact_key("dedup"),
-                              description="Duplicates removed per corpus, cluster sizes, largest clusters")
-    if "classify" in report.stages:
-        create_table_artifact(classify_rows(report), key=_artifact_key("domains"),
-                              description="Kept documents per corpus and domain, rule drops and PII found")
-        create_markdown_artifact(classify_markdown(report), key=_artifact_key("quality"),
-                                 description="Domains and quality-score histogram per corpus (charts)")
-    if report.manifest:
-        create_table_artifact(mix_rows(report.manifest), key=_artifact_key("mixture"),
-                              description="Per domain: documents, tokens, weight, target tokens, epochs")
-        create_markdown_artifact(mix_markdown(report.manifest), key=_artifact_key("weights"),
-                                 description="Mixture weights (chart) and the manifest's path")
+class _Clock:
+    """Wall time per stage, with what went in, for the report's throughput table."""
+
+    def __init__(self, report: RunReport):
+        self.report, self.t0 = report, time.perf_counter()
+
+    def lap(self, stage: str, docs_in: int, bytes_in: int, parts: int = 0, reused: int = 0) -> None:
+        now = time.perf_counter()
+        self.report.stage_times.append(StageTiming(stage=stage, seconds=round(now - self.t0, 3), docs_in=docs_in,
+                                                   mb_in=round(bytes_in / 1e6, 3), parts=parts, parts_reused=reused))
+        self.t0 = now
 
 
 @flow(name="curate", log_prints=True)
 def curate(inputs: list[str] | None = None, out: str = "out", config_path: str | None = None) -> dict:
-    """Curate corpora into the work root `out`. Returns the run report (also written to out/report.json)."""
+    """Curate corpora into the work root `out`. Returns the run report (also written to out/report.json).
+    `inputs` None curates the config's corpora (or the bundled sample); an empty list is an error."""
     t0 = time.perf_counter()
     cfg = load_config(config_path)
-    corpora = resolve_inputs(inputs or default_inputs(cfg))
+    if inputs is not None and not inputs:
+        raise InputError("no inputs to curate (an empty list): name at least one corpus")
+    corpora = resolve_inputs(inputs if inputs is not None else default_inputs(cfg))
+    names = [c.name for c in corpora]
+    label_flow_run(f"curate {'+'.join(names)}"[:120], tags=[f"corpus:{n}" for n in names])
     work_root = Path(out).resolve()
     report = RunReport(
         flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None, work_root=str(work_root),
         config_sha256=cfg.sha256(), started_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         stages=["ingest"], ignored_files=[f for c in corpora for f in c.ignored],
     )
-    ingested = run_ingest(corpora, cfg, work_root)
-    report.corpora = [summarise_corpus(name, files) for name, files in ingested.items()]
-    if cfg.dedup.enabled:
-        report.stages.append("dedup")
-        for rep, dd in zip(report.corpora, run_dedup(ingested, cfg, work_root).values()):
-            add_stage(rep, dd.kept, {"exact_duplicate": dd.exact_duplicates, "near_duplicate": dd.near_duplicates})
-            rep.dedup = dd
-    if cfg.classify.enabled:
-        report.stages.append("classify")
-        parts = {c.corpus: (c.dedup.kept_paths if c.dedup else [f.docs_path for f in ingested[c.corpus]])
-                 for c in report.corpora}
-        for rep, cl in zip(report.corpora, run_classify(parts, cfg, work_root).values()):
-            add_stage(rep, cl.kept, cl.by_reason)
-            rep.classify = cl
-    kept_any = any(c.classify and c.classify.kept for c in report.corpora)
-    if cfg.classify.enabled and cfg.tokenize.enabled and not kept_any:
-        get_run_logger().warning("tokenize and mix skipped: no document was kept")
-    elif cfg.classify.enabled and cfg.tokenize.enabled:
-        report.stages.append("tokenize")
-        refs = [TokenizeRef(c.corpus, p.docs_path, p.annotations_path) for c in report.corpora for p in c.classify.parts]
-        by_corpus = {c.corpus: c for c in report.corpora}
-        for res in run_tokenize(refs, cfg, work_root):
-            for sh in res.shards:
-                by_corpus[res.corpus].tokens[sh.domain] = by_corpus[res.corpus].tokens.get(sh.domain, 0) + sh.tokens
-        if cfg.mix.enabled:
-            report.stages.append("mix")
-            report.manifest = run_mix(cfg, work_root, report.flow_run_id)
+    progress: list = []
+    try:
+        _stages(corpora, cfg, work_root, report, progress)
+    finally:
+        delete_artifacts(progress)  # a finished run shows its results, not progress bars
     total_into(report)
     report.seconds = round(time.perf_counter() - t0, 2)
     write_report(report, work_root)
     publish(report)
+    if report.manifest:
+        label_flow_run(f"curate {'+'.join(names)}"[:120] + f" → {cfg.mix.name} {Path(report.manifest).stem}",
+                       tags=[f"corpus:{n}" for n in names])
     if not report.balanced:  # a bug, never an input problem: every record must be accounted for
         raise RuntimeError(f"document accounting does not balance: {report.docs_in} in, "
                            f"{report.kept} kept + {report.rejected} rejected")
     return report.model_dump(mode="json")
+
+
+def _stages(corpora: list[Corpus], cfg: CurateConfig, work_root: Path, report: RunReport, progress: list) -> None:
+    clock = _Clock(report)
+    ingested = run_ingest(corpora, cfg, work_root, progress)
+    report.corpora = [summarise_corpus(name, files) for name, files in ingested.items()]
+    files = [f for fs in ingested.values() for f in fs]
+    clock.lap("ingest", sum(f.docs_in for f in files), sum(f.bytes_in for f in files), len(files),
+              sum(f.reused for f in files))
+    if cfg.dedup.enabled:
+        report.stages.append("dedup")
+        docs, text = sum(c.kept for c in report.corpora), sum(c.text_bytes for c in report.corpora)
+        for rep, dd in zip(report.corpora, run_dedup(ingested, cfg, work_root, progress).values()):
+            add_stage(rep, dd.kept, {"exact_duplicate": dd.exact_duplicates, "near_duplicate": dd.near_duplicates})
+            rep.dedup = dd
+        clock.lap("dedup", docs, text, len(report.corpora), sum(c.dedup.reused for c in report.corpora))
+    if cfg.classify.enabled:
+        report.stages.append("classify")
+        parts = {c.corpus: (c.dedup.kept_paths if c.dedup else [f.docs_path for f in ingested[c.corpus]])
+                 for c in report.corpora}
+        for rep, cl in zip(report.corpora, run_classify(parts, cfg, work_root, progress).values()):
+            add_stage(rep, cl.kept, cl.by_reason)
+            rep.classify = cl
+        cls = [c.classify for c in report.corpora]
+        clock.lap("classify", sum(c.docs_in for c in cls), sum(c.text_bytes_in for c in cls),
+                  sum(len(c.parts) for c in cls), sum(c.parts_reused for c in cls))
+    kept_any = any(c.classify and c.classify.kept for c in report.corpora)
+    if not (cfg.classify.enabled and cfg.tokenize.enabled):
+        return
+    if not kept_any:
+        get_run_logger().warning("tokenize and mix skipped: no document was kept")
+        report.warnings.append("tokenize and mix skipped: no document was kept")
+        return
+    report.stages.append("tokenize")
+    refs = [TokenizeRef(c.corpus, p.docs_path, p.annotations_path) for c in report.corpora for p in c.classify.parts]
+    by_corpus = {c.corpus: c for c in report.corpora}
+    results = run_tokenize(refs, cfg, work_root, report, progress)
+    for res in results:
+        for sh in res.shards:
+            by_corpus[res.corpus].tokens[sh.domain] = by_corpus[res.corpus].tokens.get(sh.domain, 0) + sh.tokens
+    clock.lap("tokenize", sum(r.docs_in for r in results), sum(r.text_bytes for r in results), len(results),
+              sum(r.reused for r in results))
+    if cfg.mix.enabled:
+        report.stages.append("mix")
+        report.manifest = run_mix(cfg, work_root, report.flow_run_id)
+        clock.lap("mix", 0, 0)
 
 
 def run_curate(inputs: list[str] | None, out: str, config_path: str | None) -> dict:

@@ -14,7 +14,7 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from flows.runtime import prefect_api
 from schemas.proxy import CompareResult, LearnConfig, ProxyConfig, ProxyResult
 from tasks import learn_mixture as lm
-from tasks.proxy_plots import plot_run
+from tasks.plots import plot_run
 from tasks.proxy_train import train_proxy
 
 # The CLI's progress bars listen here: (run label, step, steps, message).

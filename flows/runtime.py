@@ -97,3 +97,17 @@ def _drain_prefect_workers() -> None:
 
     APILogWorker.drain_all(timeout=5)
     EventsWorker.drain_all(timeout=5)
+
+
+def label_flow_run(name: str | None = None, tags: list[str] | tuple[str, ...] = ()) -> None:
+    """Rename the current flow run and add tags, so that runs are found in the UI by what they did (corpus,
+    manifest version) rather than by a generated name. Outside a flow run, nothing."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    run_id = flow_run.get_id()
+    if not run_id:
+        return
+    merged = sorted(set(flow_run.get_tags() or []) | set(tags))
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(run_id, name=name[:200] if name else None, tags=merged)

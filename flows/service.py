@@ -4,6 +4,7 @@ and starts one `backfill` run per new ready corpus; `backfill` curates that corp
 `scheduled-curation` re-runs the curation of a corpora root (unchanged corpora are reused, not redone)."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -13,25 +14,47 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ProcessPoolTaskRunner
 
 from flows.curate import curate
+from flows.runtime import label_flow_run
 from schemas.config import load_config
 from tasks.landing import READY_MARKER, Catalog, LandingError, check_unchanged, plan_watch, scan_landing
+from tasks.stage_task import is_transient
 
 BACKFILL_DEPLOYMENT = "backfill/backfill"
+TRANSIENT_ATTEMPTS = 3  # a flaky disk or network; bad input and bad config fail at once, never retried
+RETRY_DELAY_S = 10
 
 
 def _curate(inputs: list[str], work_root: str, config_path: str | None) -> dict:
+    """The curate flow as a subflow; retried (resuming: every stage reuses what it finished) only when the error
+    is one a retry can change."""
     config_path = config_path or None  # deployments template an unset CURATE_CONFIG as ""
     cfg = load_config(config_path)
-    return curate.with_options(task_runner=ProcessPoolTaskRunner(max_workers=cfg.runner.workers))(
-        inputs=inputs, out=work_root, config_path=config_path)
+    for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
+        try:
+            return curate.with_options(task_runner=ProcessPoolTaskRunner(max_workers=cfg.runner.workers))(
+                inputs=inputs, out=work_root, config_path=config_path)
+        except Exception as err:
+            if attempt == TRANSIENT_ATTEMPTS or not is_transient(err):
+                raise
+            get_run_logger().warning("transient error (%s), attempt %d of %d: retrying in %d s", err, attempt,
+                                     TRANSIENT_ATTEMPTS, RETRY_DELAY_S)
+            time.sleep(RETRY_DELAY_S)
+    raise AssertionError("unreachable")
 
 
-@flow(name="backfill", retries=2, retry_delay_seconds=10)
+def _backfill_run_name() -> str:
+    from prefect.runtime import flow_run as fr
+
+    return f"backfill {Path(str(fr.parameters.get('path', ''))).name}"
+
+
+@flow(name="backfill", flow_run_name=_backfill_run_name)
 def backfill(path: str, work_root: str = "out", config_path: str | None = None, fingerprint: str | None = None) -> dict:
-    """Curate one landed corpus into the work root. Again for the same corpus: nothing to do. A retry resumes:
-    every stage reuses what it finished."""
+    """Curate one landed corpus into the work root. Again for the same corpus: nothing to do. A failed backfill
+    is started again by `curate server retry NAME` (the next watch starts it; it resumes where it stopped)."""
     logger = get_run_logger()
     corpus = Path(path)
+    label_flow_run(tags=[f"corpus:{corpus.name}", "backfill"])
     if not (corpus / READY_MARKER).is_file():
         raise LandingError(f"{corpus}: no {READY_MARKER} marker (not there, or not completely copied yet)")
     now = check_unchanged(corpus, fingerprint)  # hashed once: the watcher's fingerprint, if it gave one
@@ -52,7 +75,9 @@ def backfill(path: str, work_root: str = "out", config_path: str | None = None, 
         raise
     mine = next(c for c in report["corpora"] if c["corpus"] == corpus.name)
     catalog.record(corpus.name, status="done", manifest=report.get("manifest"), docs_in=mine["docs_in"],
-                   kept=mine["kept"], rejected=mine["rejected"])
+                   kept=mine["kept"], rejected=mine["rejected"], error=None)
+    version = Path(report["manifest"]).stem if report.get("manifest") else "no manifest"
+    label_flow_run(f"backfill {corpus.name} → {version}", tags=[f"corpus:{corpus.name}", "backfill"])
     reasons = "\n".join(f"| {r} | {n:,} |" for r, n in sorted(mine["by_reason"].items(), key=lambda kv: -kv[1]))
     create_markdown_artifact(
         f"# Backfill of `{corpus.name}`\n\n{mine['docs_in']:,} documents in, {mine['kept']:,} kept, "
@@ -84,7 +109,8 @@ def _crashed_runs(run_ids: list[str]) -> set[str]:
 @flow(name="watch-corpora")
 def watch_corpora(landing: str, work_root: str = "out", config_path: str | None = None,
                   deployment: str = BACKFILL_DEPLOYMENT) -> dict:
-    """One backfill run per new ready corpus in the landing directory; a crashed backfill is started again."""
+    """One backfill run per new ready corpus in the landing directory; a crashed backfill (or one marked for a
+    retry) is started again. A refused corpus fails the run, after the others are handled."""
     logger = get_run_logger()
     landed = scan_landing(landing)
     catalog = Catalog(work_root)
@@ -98,26 +124,56 @@ def watch_corpora(landing: str, work_root: str = "out", config_path: str | None 
                                                      "fingerprint": c.fingerprint}, timeout=0, as_subflow=False)
         catalog.record(c.name, fingerprint=c.fingerprint, path=c.path, status="triggered", flow_run_id=str(run.id))
         logger.info("%s: backfill %s (%d files, %.1f MB)", c.name, run.name, c.files, c.bytes / 1e6)
-        triggered.append({"corpus": c.name, "flow_run": run.name, "flow_run_id": str(run.id),
-                          "action": "retried after a crash" if c in plan.retry else "backfill started"})
+        triggered.append({"corpus": c.name, "action": "retried" if c in plan.retry else "backfill started",
+                          "why": c.why or "new ready corpus", "flow_run": run.name, "flow_run_id": str(run.id)})
     for name, why in plan.refused:
         logger.error("%s refused: %s", name, why)
-    rows = triggered + [{"corpus": n, "action": "skipped", "why": w} for n, w in plan.skipped] + \
-        [{"corpus": n, "action": "refused", "why": w} for n, w in plan.refused]
+    rows = triggered + [{"corpus": n, "action": "skipped", "why": w, "flow_run": "", "flow_run_id": ""}
+                        for n, w in plan.skipped] + \
+        [{"corpus": n, "action": "refused", "why": w, "flow_run": "", "flow_run_id": ""} for n, w in plan.refused]
+    summary = (f"{len(landed)} corpora in `{landing}`: {len(triggered)} backfill(s) started, "
+               f"{len(plan.skipped)} skipped, {len(plan.refused)} refused")
+    create_markdown_artifact(f"# watch-corpora\n\n{summary}.\n\n" + "".join(
+        f"- **{r['corpus']}**: {r['action']}: {r['why']}\n" for r in rows), key="watch-corpora-summary",
+        description="Landing directory check")
     if rows:
         create_table_artifact(rows, key="watch-corpora-landing", description=f"What {landing} held and what was done")
-    create_markdown_artifact(
-        f"# watch-corpora\n\n{len(landed)} corpora in `{landing}`: {len(triggered)} backfill(s) started, "
-        f"{len(plan.skipped)} skipped, {len(plan.refused)} refused.\n", key="watch-corpora-summary",
-        description="Landing directory check")
+    label_flow_run(f"watch: {len(triggered)} started, {len(plan.refused)} refused")
+    if plan.refused:  # an error a person must act on: a Failed run, not ERROR lines in a Completed one
+        raise LandingError("refused: " + "; ".join(f"{n}: {w}" for n, w in plan.refused))
     return {"triggered": triggered, "skipped": plan.skipped, "refused": plan.refused}
 
 
+def corpora_of(root: Path, ready_only: bool) -> tuple[list[str], list[tuple[str, str]]]:
+    """(inputs, skipped with why) of a corpora root: each file or folder in it is a corpus; with ready_only (the
+    root is a landing folder), only folders with their _READY marker."""
+    inputs, skipped = [], []
+    for p in sorted(root.iterdir()):
+        if p.name.startswith((".", "_")):
+            continue
+        if ready_only and not (p.is_dir() and (p / READY_MARKER).is_file()):
+            skipped.append((p.name, f"no {READY_MARKER} marker"))
+            continue
+        inputs.append(str(p))
+    return inputs, skipped
+
+
 @flow(name="scheduled-curation")
-def scheduled_curation(corpora_root: str, work_root: str = "out", config_path: str | None = None) -> dict:
-    """Curate every corpus of a root (each file or folder in it is a corpus); finished work is reused."""
+def scheduled_curation(corpora_root: str, work_root: str = "out", config_path: str | None = None,
+                       ready_only: bool = False) -> dict:
+    """Curate every corpus of a root (each file or folder in it is a corpus); finished work is reused. With
+    nothing to curate it does nothing, and says so."""
     root = Path(corpora_root)
     if not root.is_dir():
         raise LandingError(f"corpora root {root} does not exist (or is not a directory)")
-    inputs = [str(p) for p in sorted(root.iterdir()) if not p.name.startswith((".", "_"))]
-    return _curate(inputs, work_root, config_path)
+    inputs, skipped = corpora_of(root, ready_only)
+    if not inputs:
+        why = f"nothing to curate in {root}" + (f" ({len(skipped)} folder(s) not ready)" if skipped else "")
+        get_run_logger().info(why)
+        create_markdown_artifact(f"# scheduled curation\n\n{why}: nothing was run.\n", key="scheduled-curation-summary",
+                                 description="What the scheduled curation did")
+        label_flow_run("scheduled curation: nothing to curate")
+        return {"curated": False, "why": why, "skipped": skipped}
+    report = _curate(inputs, work_root, config_path)
+    return {"curated": True, "manifest": report.get("manifest"), "skipped": skipped,
+            "corpora": [c["corpus"] for c in report["corpora"]]}

@@ -53,6 +53,7 @@ class ClassifyPartResult(Counts):
     domains: dict[str, int] = Field(default_factory=dict)  # kept documents per predicted domain
     quality_hist: list[int] = Field(default_factory=list)  # every document's quality score, 10 bins over [0, 1]
     pii: dict[str, int] = Field(default_factory=dict)  # matches per type
+    text_bytes_in: int = 0  # UTF-8 bytes of the documents it read
     text_bytes: int = 0  # UTF-8 bytes of the kept documents
     reused: bool = False
     seconds: float = 0.0
@@ -63,6 +64,7 @@ class ClassifyReport(Counts):
     domains: dict[str, int] = Field(default_factory=dict)
     quality_hist: list[int] = Field(default_factory=list)
     pii: dict[str, int] = Field(default_factory=dict)
+    text_bytes_in: int = 0
     text_bytes: int = 0
     parts: list[ClassifyPartResult] = Field(default_factory=list)
     parts_reused: int = 0
@@ -77,6 +79,7 @@ def summarise_classify(corpus: str, parts: list[ClassifyPartResult]) -> Classify
         rep.kept += p.kept
         rep.rejected += p.rejected
         rep.text_bytes += p.text_bytes
+        rep.text_bytes_in += p.text_bytes_in
         rep.parts_reused += int(p.reused)
         rep.seconds += p.seconds
         rep.by_reason = _add(rep.by_reason, p.by_reason)
@@ -119,6 +122,27 @@ class CorpusReport(Counts):
     tokens: dict[str, int] = Field(default_factory=dict)  # tokens per domain (train and validation)
 
 
+class StageTiming(BaseModel):
+    """One stage of a run: its wall time, what went in, and the rates (reused parts make a stage fast)."""
+
+    stage: str
+    seconds: float
+    docs_in: int = 0
+    mb_in: float = 0.0  # MB read: input files as stored for ingest, UTF-8 text for the later stages
+    parts: int = 0
+    parts_reused: int = 0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def docs_per_s(self) -> float:
+        return round(self.docs_in / self.seconds, 1) if self.seconds > 0 else 0.0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def mb_per_s(self) -> float:
+        return round(self.mb_in / self.seconds, 2) if self.seconds > 0 else 0.0
+
+
 class RunReport(BaseModel):
     run_id: str | None = None
     flow_run_id: str | None = None
@@ -130,6 +154,8 @@ class RunReport(BaseModel):
     corpora: list[CorpusReport] = Field(default_factory=list)
     ignored_files: list[str] = Field(default_factory=list)
     manifest: str | None = None  # the manifest version this run wrote or confirmed
+    stage_times: list[StageTiming] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)  # things a person should know (e.g. a smaller vocabulary)
     docs_in: int = 0
     kept: int = 0
     rejected: int = 0

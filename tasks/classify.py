@@ -107,6 +107,7 @@ def classify_part(ref: PartRef, cfg: ClassifyConfig, models: ModelRefs, work_roo
                     rej_w.write_table(pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA))
                 kept = np.asarray(cols["kept"], dtype=bool)
                 res.docs_in += batch.num_rows
+                res.text_bytes_in += int(pc.sum(pc.binary_length(batch.column("text"))).as_py() or 0)
                 res.text_bytes += int(pc.sum(pc.filter(pc.binary_length(batch.column("text")), kept)).as_py() or 0)
                 reasons.update(r["reason"] for r in rejects)
                 domains.update(d for d, k in zip(cols["domain"], kept) if k)
@@ -163,4 +164,4 @@ def _judge_batch(batch: pa.RecordBatch, corpus: str, cfg: ClassifyConfig, models
 
 def make_classify_task(retries: int):
     """The Prefect task, mapped over document parts (processes: fastText and rules are CPU-bound)."""
-    return stage_task(classify_part, "classify-part", "classify-{ref.corpus}-{ref.docs_path}", retries, STAGE)
+    return stage_task(classify_part, "classify-part", "classify-{ref.corpus}-{ref.docs_path}", retries)

@@ -333,6 +333,6 @@ def _write_outputs(corpus, parts, work_root, meta, dup_of, kept_mask) -> None:
 
 def make_dedup_tasks(retries: int):
     """The Prefect tasks: signatures mapped over parts (processes), clustering per corpus (in order)."""
-    sign = stage_task(sign_part, "minhash-signatures", "minhash-{part.corpus}-{part.source_file}", retries, STAGE)
-    cluster = stage_task(dedup_corpus, "dedup-corpus", "dedup-{corpus}", retries, STAGE)
+    sign = stage_task(sign_part, "minhash-signatures", "minhash-{part.corpus}-{part.source_file}", retries)
+    cluster = stage_task(dedup_corpus, "dedup-corpus", "dedup-{corpus}", retries)
     return sign, cluster

@@ -186,4 +186,4 @@ def ingest_file(job: FileJob, cfg: IngestConfig, work_root: str | Path, config_h
 
 def make_ingest_task(retries: int):
     """The Prefect task, mapped over input files."""
-    return stage_task(ingest_file, "ingest-file", "ingest-{job.corpus}-{job.source_file}", retries, STAGE)
+    return stage_task(ingest_file, "ingest-file", "ingest-{job.corpus}-{job.source_file}", retries)

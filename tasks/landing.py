@@ -21,6 +21,7 @@ import xxhash
 from tasks.workdir import read_json, write_json_atomic
 
 READY_MARKER = "_READY"
+RETRY_STATUS = "retry"  # set by `curate server retry NAME`: the next watch starts the corpus's backfill again
 CORPUS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -36,6 +37,8 @@ class LandedCorpus:
     fingerprint: str | None = None
     files: int = 0
     bytes: int = 0
+    invalid: str | None = None  # why this folder cannot be a corpus (its name); the others are not held up
+    why: str | None = None  # why a watch starts it (set by plan_watch)
 
 
 def fingerprint_corpus(path: Path) -> tuple[str, int, int]:
@@ -59,7 +62,9 @@ def scan_landing(landing: str | Path) -> list[LandedCorpus]:
     out = []
     for d in sorted(p for p in landing.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if not CORPUS_NAME.match(d.name):
-            raise LandingError(f"{d}: a corpus folder name must be letters, digits, '_', '.' or '-'")
+            out.append(LandedCorpus(d.name, str(d), False, invalid="a corpus folder name must be letters, digits, "
+                                    "'_', '.' or '-' (and start with a letter or digit): rename it"))
+            continue
         if not (d / READY_MARKER).is_file():
             out.append(LandedCorpus(d.name, str(d.resolve()), False))
             continue
@@ -105,18 +110,24 @@ class WatchPlan:
 
 def plan_watch(landed: list[LandedCorpus], catalog: dict[str, dict], failed_runs: set[str] = frozenset()) -> WatchPlan:
     """What a watch does with each landed corpus, given the catalog and the flow runs known to have failed."""
+    from dataclasses import replace
+
     trigger, retry, skipped, refused = [], [], [], []
     for c in landed:
         entry = catalog.get(c.name)
-        if not c.ready:
+        if c.invalid:
+            refused.append((c.name, c.invalid))
+        elif not c.ready:
             skipped.append((c.name, f"no {READY_MARKER} marker yet"))
         elif entry is None:
-            trigger.append(c)
+            trigger.append(replace(c, why="new ready corpus"))
         elif entry["fingerprint"] != c.fingerprint:
             refused.append((c.name, f"its files changed after it was fingerprinted ({entry['fingerprint'][:12]} -> "
                                     f"{c.fingerprint[:12]}): land the new version under a new name"))
+        elif entry.get("status") == RETRY_STATUS:
+            retry.append(replace(c, why="marked for a retry (curate server retry)"))
         elif entry.get("status") != "done" and entry.get("flow_run_id") in failed_runs:
-            retry.append(c)
+            retry.append(replace(c, why="its backfill crashed"))
         else:
             skipped.append((c.name, f"already in the catalog ({entry.get('status')})"))
     return WatchPlan(trigger, retry, skipped, refused)

@@ -14,7 +14,7 @@ from schemas.proxy import CompareResult, CompareRow, LearnConfig, ProxyConfig, P
 from schemas.report import ShardInfo
 from tasks.manifest import build_manifest, latest_version, load_manifest, write_version
 from tasks.proxy_data import ProxyError
-from tasks.proxy_plots import plot_compare, plot_run
+from tasks.plots import plot_compare, plot_run
 from tasks.proxy_train import resolve_manifest_path, train_proxy, work_root_of
 from tasks.tokenizer import TokenizerInfo
 from tasks.workdir import write_json_atomic

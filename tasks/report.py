@@ -34,6 +34,12 @@ def corpus_rows(report: RunReport) -> list[dict]:
     return rows
 
 
+def stage_rows(report: RunReport) -> list[dict]:
+    """Per stage: wall time, documents and MB in, rates, parts reused."""
+    return [{"stage": t.stage, "seconds": t.seconds, "docs_in": t.docs_in, "MB_in": t.mb_in, "docs_per_s": t.docs_per_s,
+             "MB_per_s": t.mb_per_s, "parts": t.parts, "reused": t.parts_reused} for t in report.stage_times]
+
+
 def reason_rows(report: RunReport) -> list[dict]:
     """Rejections by corpus and reason, most first."""
     rows = [
@@ -135,6 +141,9 @@ def markdown_summary(report: RunReport) -> str:
         f"- wall time: {report.seconds:.1f} s",
         f"- documents in: **{report.docs_in:,}**, kept **{report.kept:,}**, rejected **{report.rejected:,}**"
         f" (docs_in == kept + rejected: {status})",
+    ]
+    lines += [f"- **warning**: {w}" for w in report.warnings]
+    lines += [
         "",
         "| corpus | files (reused) | docs in | kept | rejected | text MB | top languages |",
         "|---|---:|---:|---:|---:|---:|---|",
@@ -145,6 +154,11 @@ def markdown_summary(report: RunReport) -> str:
             f"| {c.corpus} | {c.files} ({c.files_reused}) | {c.docs_in:,} | {c.kept:,} | {c.rejected:,}"
             f" | {_mb(c.text_bytes)} | {langs} |"
         )
+    if report.stage_times:
+        lines += ["", "## Stages", "", "| stage | seconds | docs in | MB in | docs/s | MB/s | parts (reused) |",
+                  "|---|---:|---:|---:|---:|---:|---|"]
+        lines += [f"| {t.stage} | {t.seconds:.1f} | {t.docs_in:,} | {t.mb_in:,.1f} | {t.docs_per_s:,.0f} | "
+                  f"{t.mb_per_s:,.2f} | {t.parts} ({t.parts_reused}) |" for t in report.stage_times]
     if report.by_reason:
         lines += ["", "## Rejected, by reason", "", "| reason | count |", "|---|---:|"]
         lines += [f"| {r} | {n:,} |" for r, n in sorted(report.by_reason.items(), key=lambda kv: -kv[1])]

@@ -199,4 +199,4 @@ def tokenize_part(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, wo
 
 def make_tokenize_task(retries: int):
     """The Prefect task, mapped over classified parts."""
-    return stage_task(tokenize_part, "tokenize-part", "tokenize-{ref.corpus}-{ref.docs_path}", retries, STAGE)
+    return stage_task(tokenize_part, "tokenize-part", "tokenize-{ref.corpus}-{ref.docs_path}", retries)

@@ -13,7 +13,9 @@ import pyarrow.parquet as pq
 import sentencepiece as spm
 import xxhash
 
-from tasks.workdir import atomic_path, write_json_atomic
+from tasks.workdir import atomic_path, read_json, write_json_atomic
+
+SETTINGS_FILE = "settings.json"  # how the work root's tokenizer was trained
 
 
 class TokenizerError(ValueError):
@@ -84,7 +86,8 @@ def balanced_sample(work_root: Path, parts: list[tuple[str, str]], chars_per_dom
 
 def train_tokenizer(texts: list[str], out_dir: str | Path, vocab_size: int = 32000, model_type: str = "bpe",
                     threads: int = 2, seed: int = 1) -> TokenizerInfo:
-    """Train on the texts' lines; write tokenizer.model (atomically) and tokenizer.json (its settings)."""
+    """Train on the texts' lines; write tokenizer.model (atomically) and settings.json (how it was trained; not a
+    Hugging Face tokenizer.json)."""
     if model_type not in ("bpe", "unigram"):
         raise TokenizerError(f"model_type must be bpe or unigram, not {model_type!r}")
     lines = [ln for t in texts for ln in t.split("\n") if ln.strip()]
@@ -104,7 +107,7 @@ def train_tokenizer(texts: list[str], out_dir: str | Path, vocab_size: int = 320
     with atomic_path(out_dir / "tokenizer.model") as tmp:
         tmp.write_bytes(buf.getvalue())
     _, info = load_tokenizer(out_dir / "tokenizer.model")
-    write_json_atomic(out_dir / "tokenizer.json", {
+    write_json_atomic(out_dir / SETTINGS_FILE, {
         "sha256": info.sha256, "vocab_size": info.vocab_size, "eos_id": info.eos_id, "model_type": model_type,
         "requested_vocab_size": vocab_size, "byte_fallback": True, "training_lines": len(lines),
         "training_chars": sum(map(len, lines)), "seed": seed})
@@ -113,6 +116,18 @@ def train_tokenizer(texts: list[str], out_dir: str | Path, vocab_size: int = 320
 
 def work_root_tokenizer(work_root: Path) -> Path:
     return Path(work_root) / "tokenizer" / "tokenizer.model"
+
+
+def vocabulary_warning(work_root: Path, requested: int) -> str | None:
+    """A warning when the work root's own tokenizer has fewer pieces than the config asks: sentencepiece stops
+    where the first run's sample (which decides the vocabulary for good) has nothing more to merge."""
+    settings = read_json(work_root_tokenizer(work_root).parent / SETTINGS_FILE)
+    if not settings or settings.get("vocab_size", requested) >= requested:
+        return None
+    return (f"the work root's tokenizer has {settings['vocab_size']:,} pieces where tokenize.vocab_size asks for "
+            f"{requested:,}: the first run's sample ({settings.get('training_chars', 0):,} characters) could not "
+            "support more, and every later run of this work root uses it. Train one on purpose over chosen corpora "
+            "(`curate train-tokenizer`) and set tokenize.tokenizer, or start a new work root.")
 
 
 def ensure_tokenizer(work_root: Path, parts: list[tuple[str, str]], user_model: str | None, vocab_size: int,

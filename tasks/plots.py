@@ -1,5 +1,6 @@
-"""Plots people would rather look at than read: a proxy run's held-out loss curves and weight trajectory, and a
-comparison's per-domain losses. PNG files beside the run's result (matplotlib, no display needed)."""
+"""Plots people would rather look at than read: a manifest's mixture weights beside the previous version's, a proxy
+run's held-out loss curves and weight trajectory, and a comparison's per-domain losses. PNG files beside what they
+show (matplotlib, no display needed)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -52,5 +53,25 @@ def plot_compare(result: CompareResult, path: Path) -> Path:
     lows = [min(r.losses.values()) for r in result.rows]
     ax.set_ylim(min(lows) * 0.95, max(r.worst_loss for r in result.rows) * 1.02)
     ax.set(title=f"held-out loss per domain after {result.config.steps} proxy steps", ylabel="nats / token")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_weights(current: dict[str, float], previous: dict[str, float] | None, labels: tuple[str, str],
+                 path: Path) -> Path:
+    """Mixture weights per domain as bars, the previous version's beside them."""
+    domains = sorted(set(current) | set(previous or {}))
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(domains) + 2), 3.6))
+    width = 0.4 if previous else 0.6
+    xs = list(range(len(domains)))
+    if previous:
+        ax.bar([x - width / 2 for x in xs], [previous.get(d, 0.0) for d in domains], width, label=labels[1],
+               color="#bbbbbb")
+    bars = ax.bar([x + (width / 2 if previous else 0) for x in xs], [current.get(d, 0.0) for d in domains], width,
+                  label=labels[0], color="#3b6ea8")
+    ax.bar_label(bars, fmt="%.3f", fontsize=8)
+    ax.set_xticks(xs, domains)
+    ax.set(ylabel="share of training tokens", title="mixture weights", ylim=(0, max(1e-9, max(
+        [*current.values(), *(previous or {}).values()])) * 1.18))
     ax.legend(fontsize=8)
     return _save(fig, path)
