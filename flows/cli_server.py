@@ -37,7 +37,25 @@ def up(
     console.print(f"Prefect UI: [bold]{info['ui']}[/]   API: {info['url']}")
     console.print(f"processes: {info['pids']} (logs in {info['home']}); stop them with `curate server down`")
     console.print(f"land a corpus: copy its files to {landing}/<name>/, then `touch {landing}/<name>/_READY`")
-    console.print(f"use it: export PREFECT_API_URL={info['url']}")
+    console.print(f"use it (the server requires its auth string, kept in {info['home']}/api-auth): "
+                  f"eval \"$(curate server env --home {home})\"")
+
+
+@server_app.command("env")
+def env(home: Path = typer.Option(Path(".curate-server"), "--home", help=HOME_HELP)) -> None:
+    """Print the exports that point `curate` and `prefect` at the server `up` started: `eval "$(curate server env)"`."""
+    import shlex
+
+    from flows.server import STATE_FILE, ServerError, client_env
+
+    if not (home / STATE_FILE).is_file():
+        _fail(f"no server started from {home} (no {home / STATE_FILE}): `curate server up` first")
+    try:
+        values = client_env(home)
+    except ServerError as err:
+        _fail(str(err))
+    for name, value in values.items():
+        print(f"export {name}={shlex.quote(value)}")
 
 
 @server_app.command("down")

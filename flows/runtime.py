@@ -42,6 +42,8 @@ def startup_timeout() -> int:
 
 def check_reachable(api_url: str, timeout: float = 5.0) -> None:
     """Fail in seconds, with the URL named, rather than let a client retry against a server that is not there."""
+    import base64
+
     import httpx
 
     try:
@@ -49,6 +51,18 @@ def check_reachable(api_url: str, timeout: float = 5.0) -> None:
     except httpx.HTTPError as err:
         raise ServerUnreachable(f"the Prefect server at {api_url} (PREFECT_API_URL) is not reachable ({err}): start it "
                                 "(`curate server up`) or unset PREFECT_API_URL to run with a temporary local one") from None
+    from prefect.settings import get_current_settings
+
+    secret = get_current_settings().api.auth_string
+    auth = os.environ.get("PREFECT_API_AUTH_STRING") or (secret.get_secret_value() if secret else None)
+    headers = {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()} if auth else {}
+    try:
+        status = httpx.get(api_url.rstrip("/") + "/admin/version", headers=headers, timeout=timeout).status_code
+    except httpx.HTTPError:
+        return  # it answered /health: let the client's own errors speak
+    if status == 401:
+        raise ServerUnreachable(f"the Prefect server at {api_url} refused the credentials: set PREFECT_API_AUTH_STRING "
+                                "(for a server `curate server up` started: eval \"$(curate server env)\")")
 
 
 @contextlib.contextmanager

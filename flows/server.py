@@ -1,11 +1,16 @@
 """`curate server up` / `down`: a Prefect server on 127.0.0.1 (SQLite under its PREFECT_HOME unless
 PREFECT_API_DATABASE_CONNECTION_URL says otherwise), the `curate` process work pool, the deployments of
 deploy/prefect.yaml and one worker. `down` stops exactly the processes `up` started (their PIDs and process
-groups are recorded in <home>/curate-server.json)."""
+groups are recorded in <home>/curate-server.json).
+
+Closed by default: the server requires an auth string (generated on first `up`, kept in <home>/api-auth, mode
+0600, and given to the worker and `prefect deploy`), protects against CSRF and allows cross-origin requests from its
+own UI only, so a web page in the user's browser cannot start runs on it."""
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -19,6 +24,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PREFECT_FILE = REPO_ROOT / "deploy" / "prefect.yaml"
 POOL = "curate"
 STATE_FILE = "curate-server.json"
+AUTH_FILE = "api-auth"  # user:password, mode 0600
+AUTH_USER = "curate"
 
 
 class ServerError(RuntimeError):
@@ -35,11 +42,28 @@ WATCH_SECONDS = 300  # watch-corpora's interval
 CURATION_CRON = "0 3 * * *"  # the scheduled curation, UTC
 
 
+def auth_string(home: Path) -> str:
+    """The server's `user:password`, generated once per home and readable by its owner only."""
+    path = Path(home) / AUTH_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{AUTH_USER}:{secrets.token_urlsafe(24)}\n")
+    if path.stat().st_mode & 0o077:
+        raise ServerError(f"{path} is readable by others: `chmod 600 {path}` (it holds the server's password)")
+    return path.read_text().strip()
+
+
 def service_env(home: Path, port: int, work_root: Path, landing: Path, corpora: Path | None,
                 config: Path | None, watch_seconds: int = WATCH_SECONDS, curation_cron: str = CURATION_CRON) -> dict[str, str]:
     """The variables the server, the worker and `prefect deploy` (deploy/prefect.yaml's templates) share."""
     env = dict(os.environ)
+    auth = auth_string(home)
     env.update({
+        "PREFECT_SERVER_API_AUTH_STRING": auth, "PREFECT_API_AUTH_STRING": auth,
+        "PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED": "true",
+        "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": f"http://127.0.0.1:{port}",
         "PREFECT_HOME": str(home), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "PREFECT_UI_ENABLED": "true",
         "CURATE_HOME": str(REPO_ROOT), "CURATE_WORK_ROOT": str(work_root.resolve()),
@@ -47,7 +71,7 @@ def service_env(home: Path, port: int, work_root: Path, landing: Path, corpora: 
         # The landing folder as corpora root: only corpora whose copy is complete (their _READY marker).
         "CURATE_CORPORA_READY_ONLY": "false" if corpora else "true",
         "CURATE_CONFIG": str(config.resolve()) if config else "",
-        "CURATE_WATCH_INTERVAL": f"PT{int(watch_seconds)}S", "CURATE_CURATION_CRON": curation_cron,
+        "CURATE_WATCH_RRULE": f"FREQ=SECONDLY;INTERVAL={int(watch_seconds)}", "CURATE_CURATION_CRON": curation_cron,
     })
     return env
 
@@ -62,6 +86,12 @@ def _spawn(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
     with open(log, "ab") as out:  # its own session: `down` signals the whole group, children included
         return subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
+
+
+def client_env(home: Path) -> dict[str, str]:
+    """What a client needs to reach the server `up` started in `home`: its URL and auth string."""
+    state = json.loads((Path(home).resolve() / STATE_FILE).read_text())
+    return {"PREFECT_API_URL": state["url"], "PREFECT_API_AUTH_STRING": auth_string(home)}
 
 
 def wait_healthy(url: str, proc: subprocess.Popen | None, timeout: float, log: Path | None = None) -> None:

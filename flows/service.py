@@ -114,18 +114,20 @@ def watch_corpora(landing: str, work_root: str = "out", config_path: str | None 
     logger = get_run_logger()
     landed = scan_landing(landing)
     catalog = Catalog(work_root)
-    entries = catalog.entries()
-    crashed = _crashed_runs([e["flow_run_id"] for e in entries.values() if e.get("status") in ("triggered", "running")
-                             and e.get("flow_run_id")])
-    plan = plan_watch(landed, entries, crashed)
     triggered = []
-    for c in plan.trigger + plan.retry:
-        run = run_deployment(deployment, parameters={"path": c.path, "work_root": work_root, "config_path": config_path,
-                                                     "fingerprint": c.fingerprint}, timeout=0, as_subflow=False)
-        catalog.record(c.name, fingerprint=c.fingerprint, path=c.path, status="triggered", flow_run_id=str(run.id))
-        logger.info("%s: backfill %s (%d files, %.1f MB)", c.name, run.name, c.files, c.bytes / 1e6)
-        triggered.append({"corpus": c.name, "action": "retried" if c in plan.retry else "backfill started",
-                          "why": c.why or "new ready corpus", "flow_run": run.name, "flow_run_id": str(run.id)})
+    with catalog.locked():  # decide and record as one step: two watches never start one corpus twice
+        entries = catalog.entries()
+        crashed = _crashed_runs([e["flow_run_id"] for e in entries.values()
+                                 if e.get("status") in ("triggered", "running") and e.get("flow_run_id")])
+        plan = plan_watch(landed, entries, crashed)
+        for c in plan.trigger + plan.retry:
+            run = run_deployment(deployment, parameters={"path": c.path, "work_root": work_root,
+                                                         "config_path": config_path, "fingerprint": c.fingerprint},
+                                 timeout=0, as_subflow=False)
+            catalog.record(c.name, fingerprint=c.fingerprint, path=c.path, status="triggered", flow_run_id=str(run.id))
+            logger.info("%s: backfill %s (%d files, %.1f MB)", c.name, run.name, c.files, c.bytes / 1e6)
+            triggered.append({"corpus": c.name, "action": "retried" if c in plan.retry else "backfill started",
+                              "why": c.why or "new ready corpus", "flow_run": run.name, "flow_run_id": str(run.id)})
     for name, why in plan.refused:
         logger.error("%s refused: %s", name, why)
     rows = triggered + [{"corpus": n, "action": "skipped", "why": w, "flow_run": "", "flow_run_id": ""}

@@ -84,14 +84,22 @@ class Catalog:
         return (read_json(self.path) or {}).get("corpora", {})
 
     @contextmanager
-    def _locked(self):
+    def locked(self):
+        """Hold the catalog for a read-decide-write (a watcher and a backfill may write at once); re-entrant."""
+        if getattr(self, "_held", False):
+            yield
+            return
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(self.dir / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # a watcher and a backfill may write at once
-            yield
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._held = True
+            try:
+                yield
+            finally:
+                self._held = False
 
     def record(self, name: str, **fields) -> dict:
-        with self._locked():
+        with self.locked():
             entries = self.entries()
             entry = {**entries.get(name, {}), **fields,
                      "updated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
