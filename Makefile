@@ -1,8 +1,9 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+OUT ?= out
 
-.PHONY: install demo test bench server server-down clean
+.PHONY: install demo test bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -17,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: install
-	$(VENV)/bin/curate run --out out
+	$(VENV)/bin/curate run --out $(OUT)
 
 test: install
 	$(PY) -m pytest -q
@@ -29,12 +30,6 @@ bench: install
 	$(PY) tests/benchmarks/bench_dedup.py
 	$(PY) tests/benchmarks/bench_classify.py
 	$(PY) tests/benchmarks/bench_tokenize.py
-
-server: install
-	$(VENV)/bin/curate server up
-
-server-down:
-	$(VENV)/bin/curate server down
 
 clean:
 	rm -rf out .pytest_cache

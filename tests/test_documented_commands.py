@@ -1,0 +1,225 @@
+"""Every command shown in README.md and deploy/README.md runs, as a user would type it (tiny settings and temporary
+paths where the documented one would take minutes or write into the checkout).
+
+The commands shown are the lines of the documents' ```sh blocks. `RUNS` gives each one, word for word, and how it
+runs here; a command documented without an entry, or an entry no longer documented, fails the first test. An inline
+code span that starts like a command must be (a prefix of) a shown command, or be listed in `NOT_COMMANDS`."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tasks.landing import Catalog
+from tests.conftest import REPO, SAMPLE
+
+pytestmark = pytest.mark.slow
+DOCS = (REPO / "README.md", REPO / "deploy" / "README.md")
+BIN = Path(sys.executable).parent  # the virtualenv's `curate` and `prefect`, as `make` installs them
+PROGRAMS = ("curate", "make", "prefect", "docker", "touch", "eval", "export", "python", "python3", "pip")
+TINY = "tokenize:\n  vocab_size: 1000\nproxy:\n  n_layer: 1\n  n_embd: 32\n  seq_len: 64\n  eval_interval: 2\n" \
+       "  eval_blocks: 2\n  checkpoint_interval: 2\n  warmup_steps: 1\n"
+
+# Inline spans that name a program or show output, not a command to run.
+NOT_COMMANDS = {"curate", "make", "prefect", "eval", "curate legal+code → default v0003",
+                "prefect server start --host 127.0.0.1"}  # what `curate server up` runs itself
+
+# Documented command -> how it runs here ({w}: a temporary folder; {port}: a free port). Order matters: later
+# commands use what earlier ones made (the demo's work root, the service's server).
+RUNS: dict[str, str] = {
+    "make demo": "make demo OUT={w}/out",
+    "make test": "",  # CI runs the suite through it (.ci/run); checked below, never run from inside the suite
+    "curate run [INPUT ...] [--out DIR] [--config FILE]":
+        "curate run data/sample/legal.jsonl.gz --out {w}/run --config {w}/tiny.yaml",
+    "curate train-classifier domain --data LABELED.jsonl.gz --out DIR [--quantize]":
+        "curate train-classifier domain --data data/labeled/domain.jsonl.gz --out {w}/dom --quantize",
+    "curate train-classifier quality --data LABELED.jsonl.gz --out DIR":
+        "curate train-classifier quality --data data/labeled/domain.jsonl.gz --out {w}/qual",
+    "curate train-tokenizer --work out --out DIR": "curate train-tokenizer --work {w}/out --out {w}/tok --vocab-size 1000",
+    "curate mix --out out [--method unimax]": "curate mix --out {w}/out --method unimax",
+    "curate inspect out/manifests/default": "curate inspect {w}/out/manifests/default",
+    "curate train --manifest out/manifests/default --steps 200":
+        "curate train --manifest {w}/out/manifests/default --steps 4 --config {w}/tiny.yaml",
+    "curate learn-mixture --manifest out/manifests/default/v0001.json --method doremi":
+        "curate learn-mixture --manifest {w}/out/manifests/default/v0001.json --method doremi --steps 4 "
+        "--config {w}/tiny.yaml",
+    "curate compare-mixtures out/manifests/default/v000{1,2,3,4,5}.json":
+        "curate mix --out {w}/out --method uniform && curate mix --out {w}/out --method temperature && "
+        "curate compare-mixtures {w}/out/manifests/default/v000{{1,2,3,4,5}}.json --steps 4 --config {w}/tiny.yaml",
+    "python tests/benchmarks/bench_ingest.py": "python tests/benchmarks/bench_ingest.py --repeats 1",
+    "python tests/benchmarks/bench_langid.py": "python tests/benchmarks/bench_langid.py --chars 400",
+    "python tests/benchmarks/bench_dedup.py": "python tests/benchmarks/bench_dedup.py --docs 300 --no-datatrove",
+    "python tests/benchmarks/bench_classify.py": "python tests/benchmarks/bench_classify.py --docs 40 --repeats 1",
+    "python tests/benchmarks/bench_tokenize.py": "python tests/benchmarks/bench_tokenize.py --docs 40 --repeats 1",
+    # The service, in a folder of its own (its .curate-server/, out/ and landing/ are the defaults there).
+    "curate server up": "cd {w}/svc && curate server up --port {port}",
+    "curate server up [--port 4200] [--work out] [--landing landing] [--corpora DIR] [--config FILE] "
+    "[--watch-every 300]": "cd {w}/svc && curate server down && curate server up --port {port} --work out "
+                           "--landing landing --config {w}/tiny.yaml --watch-every 5",
+    'eval "$(curate server env)"': 'cd {w}/svc && eval "$(curate server env)" && test -n "$PREFECT_API_AUTH_STRING"',
+    "prefect deployment ls": 'cd {w}/svc && eval "$(curate server env)" && prefect deployment ls',
+    "prefect flow-run ls": 'cd {w}/svc && eval "$(curate server env)" && prefect flow-run ls',
+    "prefect work-pool ls": 'cd {w}/svc && eval "$(curate server env)" && prefect work-pool ls',
+    "prefect artifact ls": 'cd {w}/svc && eval "$(curate server env)" && prefect artifact ls',
+    "prefect --no-prompt deploy --all --prefect-file deploy/prefect.yaml":
+        'eval "$(cd {w}/svc && curate server env)" && export CURATE_HOME={repo} CURATE_WORK_ROOT={w}/svc/out '
+        'CURATE_LANDING={w}/svc/landing CURATE_CORPORA={w}/svc/landing CURATE_CORPORA_READY_ONLY=true '
+        'CURATE_WATCH_RRULE="FREQ=SECONDLY;INTERVAL=5" CURATE_CURATION_CRON="0 3 * * *" CURATE_CONFIG={w}/tiny.yaml && '
+        'prefect --no-prompt deploy --all --prefect-file deploy/prefect.yaml',
+    "prefect worker start --pool curate":
+        'eval "$(cd {w}/svc && curate server env)" && (timeout -s INT 25 prefect worker start --pool curate; true) '
+        '2>&1 | grep "started"',
+    "touch landing/<name>/_READY": "cd {w}/svc && mkdir -p landing/legal-x && cp {repo}/data/sample/legal.jsonl.gz "
+                                   "landing/legal-x/ && touch landing/legal-x/_READY",
+    "curate server retry <name> --work out": "cd {w}/svc && curate server retry notes-only --work out",
+    "curate server down": "cd {w}/svc && curate server down",
+    "docker compose -f deploy/docker-compose.yml up -d": "",  # no Docker engine here: checked below
+}
+
+
+def shown_commands() -> set[str]:
+    out = set()
+    for doc in DOCS:
+        for block in re.findall(r"```sh\n(.*?)```", doc.read_text(), re.S):
+            for line in block.splitlines():
+                line = re.sub(r"\s+#.*$", "", line).strip()
+                if line:
+                    out.add(line)
+    return out
+
+
+def inline_commands() -> set[str]:
+    out = set()
+    for doc in DOCS:
+        prose = re.sub(r"```.*?```", "", doc.read_text(), flags=re.S)
+        out |= {s for s in re.findall(r"`([^`\n]+)`", prose) if s.split()[0] in PROGRAMS}
+    return out
+
+
+def test_every_documented_command_has_a_run():
+    shown = shown_commands()
+    assert not shown - RUNS.keys(), f"documented, never run by a test: {sorted(shown - RUNS.keys())}"
+    assert not RUNS.keys() - shown, f"run here, no longer documented: {sorted(RUNS.keys() - shown)}"
+    for span in inline_commands() - NOT_COMMANDS:  # its words, in order, within a shown command
+        assert any(_in_order(_words(span), _words(cmd)) for cmd in shown), \
+            f"inline command {span!r} is not one of the shown (and tested) commands"
+
+
+def _words(command: str) -> list[str]:
+    return re.findall(r"[^\s\"'$()]+", command)
+
+
+def _in_order(words: list[str], within: list[str]) -> bool:
+    it = iter(within)
+    return all(any(w == x for x in it) for w in words)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from flows.server import free_port
+
+    w = tmp_path_factory.mktemp("docs")
+    (w / "tiny.yaml").write_text(TINY)
+    (w / "svc").mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "CURATE_"))}
+    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
+    env["CURATE_MODEL_CACHE"] = os.environ["CURATE_MODEL_CACHE"]  # the session's trained default models
+    info = {"w": w, "port": free_port(), "repo": REPO, "env": env}
+    yield info
+    subprocess.run(f"cd {w}/svc && curate server down", shell=True, env=env, capture_output=True, timeout=120)
+
+
+def _sh(command: str, world: dict, timeout: int = 600) -> subprocess.CompletedProcess:
+    cmd = command.format(w=world["w"], port=world["port"], repo=world["repo"])
+    res = subprocess.run(["bash", "-c", "set -o pipefail; " + cmd], cwd=REPO, env=world["env"], capture_output=True,
+                         text=True, timeout=timeout)
+    assert res.returncode == 0, f"`{cmd}` exited {res.returncode}:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    assert "Traceback" not in res.stdout + res.stderr, f"`{cmd}` printed a traceback:\n{res.stderr[-3000:]}"
+    return res
+
+
+RUNNABLE = [c for c, how in RUNS.items() if how]
+
+
+@pytest.mark.parametrize("documented", RUNNABLE)
+def test_documented_command_runs(documented, world):
+    w = world["w"]
+    if documented.startswith("curate server retry"):  # needs a backfill that failed: a corpus with no input files
+        (w / "svc" / "landing" / "notes-only").mkdir(parents=True)
+        (w / "svc" / "landing" / "notes-only" / "README.md").write_text("no corpus files\n")
+        (w / "svc" / "landing" / "notes-only" / "_READY").write_text("")
+        failed = _wait_catalog(w / "svc" / "out", "notes-only", "failed", 300)
+    res = _sh(RUNS[documented], world)
+    if documented.startswith("curate server retry"):
+        assert "marked for a retry" in res.stdout
+        deadline = time.monotonic() + 300
+        while Catalog(w / "svc" / "out").entries()["notes-only"]["flow_run_id"] == failed["flow_run_id"]:
+            assert time.monotonic() < deadline, "the next watch did not start the backfill again"
+            time.sleep(1)
+    elif documented == "make demo":
+        assert (w / "out" / "manifests" / "default" / "v0001.json").is_file() and "balanced" in res.stdout
+    elif documented.startswith("curate compare-mixtures"):
+        assert len(list((w / "out" / "manifests" / "default").glob("v000[1-5].json"))) == 5
+    elif documented == "touch landing/<name>/_READY":  # the watch schedule (every 5 s) picks it up by itself
+        _wait_catalog(w / "svc" / "out", "legal-x", "done", 300)
+    elif documented == "curate server down":
+        assert "stopped" in res.stdout
+
+
+def _wait_catalog(work: Path, name: str, status: str, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        entry = Catalog(work).entries().get(name, {})
+        if entry.get("status") == status:
+            return entry
+        time.sleep(1)
+    pytest.fail(f"{name} did not become {status} in {timeout} s: {Catalog(work).entries().get(name)}")
+
+
+def test_the_readme_loader_example_runs(world):
+    """The README's Python block, as written, in a folder whose out/ is the demo's work root."""
+    block = re.search(r"```python\n(.*?)```", DOCS[0].read_text(), re.S).group(1)
+    demo = world["w"] / "out"
+    if not (demo / "manifests").is_dir():
+        pytest.skip("needs the work root of `make demo` (run above)")
+    code = block.replace("...  #", "pass  #")
+    res = subprocess.run([sys.executable, "-c", code + "\nprint('steps', step + 1, 'state', sorted(state))"],
+                         cwd=world["w"], env={**world["env"], "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "steps" in res.stdout
+
+
+def test_make_test_is_what_ci_runs():
+    ci = (REPO / ".ci" / "run").read_text()
+    assert re.search(r"^make test$", ci, re.M), ".ci/run must run the README's test command"
+    assert re.search(r"^test: install\n\t\$\(PY\) -m pytest", (REPO / "Makefile").read_text(), re.M)
+
+
+def test_the_compose_file_runs_the_tested_commands():
+    """No Docker engine runs here (`docker compose` needs one): the file is checked instead. Its worker runs the
+    commands tested above, with every variable deploy/prefect.yaml requires, and the server is closed."""
+    import yaml
+
+    compose = yaml.safe_load((REPO / "deploy" / "docker-compose.yml").read_text())
+    worker = compose["services"]["worker"]
+    command = " ".join(worker["command"].split())
+    assert "prefect --no-prompt deploy --all --prefect-file deploy/prefect.yaml" in command
+    assert "prefect worker start --pool curate" in command
+    required = yaml.safe_load((REPO / "deploy" / "prefect.yaml").read_text())["build"][0]
+    names = required["flows.deploy_checks.require_environment"]["names"]
+    assert set(names) <= set(worker["environment"]), set(names) - set(worker["environment"])
+    server = compose["services"]["server"]["environment"]
+    assert server["PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED"] == "true"
+    assert "PREFECT_SERVER_API_AUTH_STRING" in server and server["PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS"] != "*"
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        env = {**os.environ, "POSTGRES_PASSWORD": "x", "PREFECT_AUTH": "u:p"}
+        res = subprocess.run(["docker", "compose", "-f", "deploy/docker-compose.yml", "config"], cwd=REPO, env=env,
+                             capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
