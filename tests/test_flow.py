@@ -88,3 +88,28 @@ def test_cli_run_prints_summary(prefect_harness, tmp_path):
     res = CliRunner().invoke(app, ["run", f"mine={src}", "--out", str(tmp_path / "o")])
     assert res.exit_code == 0, res.output
     assert "mine" in res.output and "malformed_json" in res.output and "report.json" in res.output
+
+
+def test_a_temporary_server_that_does_not_start_in_time_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("CURATE_SERVER_STARTUP_TIMEOUT", "0.01")  # no server answers /health that fast
+    src = tmp_path / "a.jsonl"
+    src.write_text('{"id": "a", "text": "A fine document about the sea and the ships on it."}\n')
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        res = CliRunner().invoke(app, ["run", f"mine={src}", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2, res.output
+    assert "did not start within 1 s" in res.output and "CURATE_SERVER_STARTUP_TIMEOUT" in res.output
+    assert "Traceback" not in res.output
+
+
+@pytest.mark.slow
+def test_a_vocabulary_smaller_than_asked_is_a_warning(prefect_harness, tmp_path):
+    (tmp_path / "big-vocab.yaml").write_text("tokenize:\n  vocab_size: 20000\n")
+    report = run_curate([str(SAMPLE / "legal.jsonl.gz")], str(tmp_path / "out"), str(tmp_path / "big-vocab.yaml"))
+    assert any("20,000" in w and "curate train-tokenizer" in w for w in report["warnings"]), report["warnings"]
+    arts = asyncio.run(_artifacts(report["flow_run_id"]))
+    assert "**warning**" in arts["curate-01-summary"]["data"]
+    on_disk = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert on_disk["warnings"] == report["warnings"]
