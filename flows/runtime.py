@@ -26,7 +26,7 @@ class ServerStartError(ServerUnreachable):
 STARTUP_TIMEOUT_S = 120  # Prefect's own default (20 s) is missed on a busy 2-core machine
 
 
-def startup_timeout() -> int:
+def startup_timeout() -> float:
     """Seconds to wait for the temporary server: CURATE_SERVER_STARTUP_TIMEOUT, else the larger of ours and Prefect's
     PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS."""
     from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
@@ -34,7 +34,7 @@ def startup_timeout() -> int:
     own = os.environ.get("CURATE_SERVER_STARTUP_TIMEOUT")
     if own:
         try:
-            return max(1, int(float(own)))
+            return max(0.01, float(own))
         except ValueError:
             raise ServerStartError(f"CURATE_SERVER_STARTUP_TIMEOUT={own!r} is not a number of seconds") from None
     return max(STARTUP_TIMEOUT_S, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
@@ -92,7 +92,7 @@ def prefect_api() -> Iterator[str]:
         server.stop()
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise ServerStartError(
-            f"the temporary Prefect server did not start within {timeout} s ({first}); on a busy machine raise "
+            f"the temporary Prefect server did not start within {timeout:g} s ({first}); on a busy machine raise "
             "CURATE_SERVER_STARTUP_TIMEOUT, or start one with `curate server up` and export PREFECT_API_URL") from None
     os.environ["PREFECT_API_URL"] = server.api_url
     try:
