@@ -66,6 +66,9 @@ def print_summary(report: dict) -> None:
             t.add_row(s["stage"], f"{s['seconds']:.1f}", f"{s['docs_in']:,}", f"{s['mb_in']:,.1f}",
                       f"{s['docs_per_s']:,.0f}", f"{s['mb_per_s']:,.2f}", f"{s['parts']} ({s['parts_reused']})")
         console.print(t)
+    if report.get("ignored_files"):
+        console.print(f"files not read ({len(report['ignored_files'])}): " + "; ".join(report["ignored_files"][:10])
+                      + (" ..." if len(report["ignored_files"]) > 10 else ""))
     for w in report.get("warnings", []):
         console.print(f"[yellow]warning:[/] {w}")
     classified = [c for c in report["corpora"] if c.get("classify")]

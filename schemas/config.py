@@ -23,7 +23,7 @@ class _Strict(BaseModel):
 class CorpusSpec(_Strict):
     """A named corpus: a file, a directory or a glob of .jsonl[.gz|.zst], .parquet or .txt files."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Corpus name, used in paths and reports.")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$", description="Corpus name, used in paths and reports.")
     path: str = Field(description="File, directory or glob. Relative paths are relative to the config file.")
 
 

@@ -48,6 +48,8 @@ class RejectReason:
     NOT_AN_OBJECT = "not_an_object"
     MISSING_TEXT = "missing_text_field"
     TEXT_NOT_STRING = "text_not_string"
+    BAD_METADATA = "bad_metadata"  # the record's other fields cannot be stored (nested past any JSON library's limit)
+    SYMLINK_OUTSIDE_ROOT = "symlink_outside_root"  # an input link that leads out of the folder it was found in
     EMPTY = "empty_text"
     TOO_LARGE = "too_large"
     TRUNCATED = "truncated_file"

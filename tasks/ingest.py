@@ -6,6 +6,7 @@ fingerprint and ingest-config hash match a completed earlier run is reused, not 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
 from collections import Counter
@@ -38,6 +39,7 @@ class FileJob:
     corpus: str
     path: str  # where to read it
     source_file: str  # its name within the corpus, recorded on every row
+    refused: tuple[str, str] | None = None  # (reason, detail): never read (a link out of its root, a folder we cannot list)
 
 
 def part_key(source_file: str) -> str:
@@ -51,6 +53,15 @@ def part_paths(work_root: Path, job: FileJob) -> tuple[Path, Path, Path]:
     return base.with_name(base.name + ".docs.parquet"), base.with_name(base.name + ".rejects.parquet"), base.with_name(
         base.name + ".done.json"
     )
+
+
+def meta_to_json(meta: dict) -> str:
+    """A record's other fields as sorted, compact JSON; integers beyond 64 bits keep their digits (orjson refuses
+    them, the standard library does not)."""
+    try:
+        return orjson.dumps(meta, option=orjson.OPT_SORT_KEYS, default=str).decode()
+    except TypeError:
+        return json.dumps(meta, sort_keys=True, default=str, ensure_ascii=False, separators=(",", ":"))
 
 
 class _Batches:
@@ -95,7 +106,10 @@ class _Batches:
         if len(norm) < cfg.min_doc_chars:
             return self.reject(line, R.EMPTY, f"{len(norm)} chars after normalisation", text, doc_id)
         meta = {k: v for k, v in rec.items() if k != cfg.text_field and k != cfg.id_field}
-        meta_json = orjson.dumps(meta, option=orjson.OPT_SORT_KEYS, default=str).decode() if meta else None
+        try:
+            meta_json = meta_to_json(meta) if meta else None
+        except (TypeError, ValueError, RecursionError) as err:
+            return self.reject(line, R.BAD_METADATA, f"its other fields cannot be kept as JSON: {err}"[:200], text, doc_id)
         self.rows.append((doc_id, line, norm, meta_json))
 
     def flush(self) -> None:
@@ -147,11 +161,14 @@ def ingest_file(job: FileJob, cfg: IngestConfig, work_root: str | Path, config_h
     work_root = Path(work_root)
     docs_path, rejects_path, done_path = part_paths(work_root, job)
     path = Path(job.path)
-    try:
-        fingerprint = file_fingerprint(path)
-        bytes_in = path.stat().st_size
-    except OSError as err:
-        fingerprint, bytes_in = f"unreadable:{err.strerror}", 0
+    if job.refused:  # nothing is read: the refusal itself is the fingerprint
+        fingerprint, bytes_in = f"refused:{job.refused}", 0
+    else:
+        try:
+            fingerprint = file_fingerprint(path)
+            bytes_in = path.stat().st_size
+        except OSError as err:
+            fingerprint, bytes_in = f"unreadable:{err.strerror}", 0
     done = read_json(done_path)
     if done and done.get("fingerprint") == fingerprint and done.get("config_hash") == config_hash \
             and docs_path.exists() and rejects_path.exists():
@@ -165,6 +182,8 @@ def ingest_file(job: FileJob, cfg: IngestConfig, work_root: str | Path, config_h
                 pq.ParquetWriter(rej_tmp, REJECT_SCHEMA, compression="zstd") as rej_w:
             acc = _Batches(job, cfg, docs_w, rej_w)
             try:
+                if job.refused:
+                    raise FileLevelError(*job.refused)
                 for raw in read_records(path, max_bytes=cfg.max_doc_bytes, batch_size=cfg.batch_size,
                                         text_field=cfg.text_field):
                     acc.add(raw)

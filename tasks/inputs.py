@@ -2,19 +2,27 @@
 
 An INPUT is `PATH` or `NAME=PATH`; PATH is a file, a directory (searched recursively) or a glob.
 Each INPUT is one corpus. A path that does not exist is an error here, not a failure mid-run.
+
+Nothing in a folder is passed over in silence: a file that is not an input (another suffix, a dot-file) is listed
+as ignored with why; a link that leads out of the folder, or a sub-folder that cannot be listed, becomes a job that
+is never read and ends as one reject with its reason. Links to folders are not followed.
 """
 from __future__ import annotations
 
 import glob
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from schemas.documents import RejectReason as R
 from tasks.ingest import FileJob
 from tasks.readers import input_kind
 
 _SUFFIXES = (".jsonl.gz", ".jsonl.zst", ".ndjson.gz", ".ndjson.zst", ".jsonl", ".ndjson", ".parquet", ".txt")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+CORPUS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+# Stage folders hold internal entries beside the corpora (dedup/index, dedup/sigs): no corpus may take their names.
+RESERVED_NAMES = frozenset({"index", "sigs", "index.lock"})
 
 
 class InputError(ValueError):
@@ -26,7 +34,7 @@ class Corpus:
     name: str
     root: str  # what the user named
     jobs: list[FileJob] = field(default_factory=list)
-    ignored: list[str] = field(default_factory=list)  # files in the folder that are not inputs
+    ignored: list[str] = field(default_factory=list)  # "corpus/file: why" for files in the folder that are not inputs
 
 
 def _strip_suffix(name: str) -> str:
@@ -47,13 +55,51 @@ def _glob_root(pattern: str) -> Path:
     return Path(*fixed) if fixed else Path(".")
 
 
+def check_corpus_name(name: str, where: str) -> None:
+    if not CORPUS_NAME.match(name):
+        raise InputError(f"invalid corpus name {name!r} in {where!r}: 1 to 100 letters, digits, '_', '.', '-' "
+                         "(starting with a letter or digit)")
+    if name in RESERVED_NAMES:
+        raise InputError(f"corpus name {name!r} in {where!r} is reserved (an internal folder): choose another")
+
+
+def walk_folder(root: Path) -> tuple[list[Path], list[tuple[Path, str]], list[tuple[Path, str]]]:
+    """(input candidates, refused with why, ignored with why) under a folder, without following links out of it."""
+    files, refused, ignored = [], [], []
+    real_root = root.resolve()
+
+    def unreadable(err: OSError) -> None:
+        refused.append((Path(err.filename), f"cannot list folder: {err.strerror or err}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=False):
+        here = Path(dirpath)
+        for d in list(dirnames):
+            if (here / d).is_symlink():
+                dirnames.remove(d)
+                ignored.append((here / d, "a link to a folder (not followed)"))
+            elif d.startswith("."):
+                dirnames.remove(d)
+                ignored.append((here / d, "a hidden folder"))
+        for f in sorted(filenames):
+            p = here / f
+            if f.startswith("."):
+                ignored.append((p, "a hidden file"))
+            elif p.is_symlink() and not p.resolve().is_relative_to(real_root):
+                refused.append((p, f"a link that leads out of {root} (to {p.resolve()})"))
+            else:
+                files.append(p)
+    return sorted(files), sorted(refused), sorted(ignored)
+
+
 def resolve_input(arg: str) -> Corpus:
     name, sep, path_s = arg.partition("=")
     if not sep or "/" in name or not name:
         name, path_s = "", arg
-    elif not _NAME.match(name):
-        raise InputError(f"invalid corpus name {name!r} in {arg!r}: use letters, digits, '_', '.', '-'")
+    else:
+        check_corpus_name(name, arg)
     path = Path(path_s).expanduser()
+    refused: list[tuple[Path, str]] = []
+    ignored: list[tuple[Path, str]] = []
     if glob.has_magic(path_s):
         matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
         files = [p for p in matches if p.is_file()]
@@ -65,17 +111,28 @@ def resolve_input(arg: str) -> Corpus:
         files, root = [path], path.parent
         corpus = Corpus(name or _safe_name(_strip_suffix(path.name)), path_s)
     elif path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        files, refused, ignored = walk_folder(path)
         root = path
         corpus = Corpus(name or _safe_name(path.resolve().name), path_s)
     else:
         raise InputError(f"input not found: {path_s} (no such file, directory or matching glob)")
+    if not name:
+        check_corpus_name(corpus.name[:100], path_s)
+        corpus.name = corpus.name[:100]
+
+    def rel(f: Path) -> str:
+        return f.relative_to(root).as_posix() if f.is_relative_to(root) else f.name
+
+    for f, why in ignored:
+        corpus.ignored.append(f"{corpus.name}/{rel(f)}: {why}")
     for f in files:
-        rel = f.relative_to(root).as_posix() if f.is_relative_to(root) else f.name
         if input_kind(f) is None:
-            corpus.ignored.append(f"{corpus.name}/{rel}")
+            corpus.ignored.append(f"{corpus.name}/{rel(f)}: not an input format")
         else:
-            corpus.jobs.append(FileJob(corpus.name, str(f), rel))
+            corpus.jobs.append(FileJob(corpus.name, str(f), rel(f)))
+    for f, why in refused:
+        reason = R.SYMLINK_OUTSIDE_ROOT if "link" in why else R.UNREADABLE_FILE
+        corpus.jobs.append(FileJob(corpus.name, str(f), rel(f), refused=(reason, why)))
     if not corpus.jobs:
         raise InputError(
             f"no input files in {path_s}: expected {', '.join(_SUFFIXES)} (found {len(files)} other files)"

@@ -10,7 +10,6 @@ corpus already there triggers nothing, and one whose files changed since it was 
 from __future__ import annotations
 
 import fcntl
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -18,11 +17,11 @@ from pathlib import Path
 
 import xxhash
 
+from tasks.inputs import CORPUS_NAME, RESERVED_NAMES, walk_folder
 from tasks.workdir import read_json, write_json_atomic
 
 READY_MARKER = "_READY"
 RETRY_STATUS = "retry"  # set by `curate server retry NAME`: the next watch starts the corpus's backfill again
-CORPUS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class LandingError(ValueError):
@@ -42,16 +41,20 @@ class LandedCorpus:
 
 
 def fingerprint_corpus(path: Path) -> tuple[str, int, int]:
-    """(fingerprint, files, bytes) over the content of every file under path but the marker."""
+    """(fingerprint, files, bytes) over the content of every file under path but the marker. A link that leads
+    out of the folder is never read (its target's name stands for it; ingest rejects it)."""
     h = xxhash.xxh3_128()
     files = size = 0
-    for f in sorted(p for p in Path(path).rglob("*") if p.is_file() and p.name != READY_MARKER):
+    found, refused, _ = walk_folder(Path(path))
+    for f in sorted(p for p in found if p.name != READY_MARKER):
         h.update(f.relative_to(path).as_posix().encode() + b"\0")
         with open(f, "rb") as fh:
             while chunk := fh.read(1 << 22):
                 h.update(chunk)
                 size += len(chunk)
         files += 1
+    for f, why in refused:
+        h.update(f"{f.relative_to(path).as_posix()}\0refused:{why}".encode())
     return h.hexdigest(), files, size
 
 
@@ -61,9 +64,9 @@ def scan_landing(landing: str | Path) -> list[LandedCorpus]:
         raise LandingError(f"landing directory {landing} does not exist (or is not a directory)")
     out = []
     for d in sorted(p for p in landing.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if not CORPUS_NAME.match(d.name):
+        if not CORPUS_NAME.match(d.name) or d.name in RESERVED_NAMES:
             out.append(LandedCorpus(d.name, str(d), False, invalid="a corpus folder name must be letters, digits, "
-                                    "'_', '.' or '-' (and start with a letter or digit): rename it"))
+                                    "'_', '.' or '-', at most 100, starting with a letter or digit, and not index or sigs: rename it"))
             continue
         if not (d / READY_MARKER).is_file():
             out.append(LandedCorpus(d.name, str(d.resolve()), False))

@@ -3,11 +3,20 @@
 Every reader yields one `RawRecord` per record it meets, good or bad, so that nothing is dropped
 silently: a bad record carries a reject reason instead of a payload. Memory stays bounded by one
 batch (Parquet) or one line capped at `max_bytes` (JSONL): an oversized line is skipped in chunks.
+
+Whatever the bytes look like, a file is read record by record: a compressed stream cut short is
+`truncated_file` after the records before the cut (gzip and zstd alike); UTF-16 (a BOM, or text whose every
+other byte is NUL) is decoded; CR-only line endings are lines; a UTF-8 BOM is not part of the first record; a NUL
+inside one record makes that record malformed, not the whole file binary. Only content that is not text at all
+(a known binary signature, or NULs throughout) is one `binary_file` reject.
 """
 from __future__ import annotations
 
+import codecs
 import gzip
 import io
+import json
+import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +61,75 @@ def input_kind(path: Path) -> str | None:
     return None
 
 
+class _ZstdReader(io.RawIOBase):
+    """Decompresses zstd frames one after another and raises EOFError when the input ends inside a frame
+    (zstandard's own stream_reader returns b'' there, so a cut file would look complete)."""
+
+    def __init__(self, raw: io.BufferedIOBase):
+        self.raw, self.dobj, self.pending = raw, zstandard.ZstdDecompressor().decompressobj(), b""
+        self.in_frame = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        while not self.pending:
+            chunk = self.raw.read(CHUNK)
+            if not chunk:
+                if self.in_frame:
+                    raise EOFError("the input ends inside a zstd frame")
+                return 0
+            while chunk:
+                self.in_frame = True
+                self.pending += self.dobj.decompress(chunk)
+                chunk = b""
+                if self.dobj.eof:  # a frame ended; what follows is the next frame
+                    chunk, self.in_frame = self.dobj.unused_data, False
+                    self.dobj = zstandard.ZstdDecompressor().decompressobj()
+        n = min(len(buf), len(self.pending))
+        buf[:n], self.pending = self.pending[:n], self.pending[n:]
+        return n
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+class _Recoded(io.RawIOBase):
+    """A byte stream re-encoded as UTF-8 lines: from UTF-16, and/or with lone CRs made newlines."""
+
+    def __init__(self, raw: io.BufferedIOBase, encoding: str | None, cr_only: bool):
+        self.raw, self.cr_only, self.pending = raw, cr_only, b""
+        self.decoder = codecs.getincrementaldecoder(encoding)("replace") if encoding else None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        while not self.pending:
+            chunk = self.raw.read(CHUNK)
+            if self.decoder is not None:
+                chunk = self.decoder.decode(chunk, final=not chunk).encode("utf-8", "surrogatepass")
+            if not chunk:
+                return 0
+            self.pending = chunk.replace(b"\r", b"\n") if self.cr_only else chunk
+        n = min(len(buf), len(self.pending))
+        buf[:n], self.pending = self.pending[:n], self.pending[n:]
+        return n
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+_BINARY_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"%PDF", b"PK\x03\x04", b"\x7fELF", b"\x1f\x8b", b"(\xb5/\xfd",
+                 b"PAR1", b"ARROW1")
+
+
+# Bytes that occur in text (UTF-8 included); more than 5% of anything else in the head is not text.
+_TEXT_BYTES = bytes([7, 8, 9, 10, 11, 12, 13, 27]) + bytes(range(32, 127)) + bytes(range(128, 256))
+
+
 def _open_binary(path: Path) -> io.BufferedIOBase:
     name = path.name.lower()
     try:
@@ -61,22 +139,71 @@ def _open_binary(path: Path) -> io.BufferedIOBase:
     if name.endswith(".gz"):
         return gzip.GzipFile(fileobj=raw, mode="rb")
     if name.endswith(".zst"):
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True), CHUNK)
+        return io.BufferedReader(_ZstdReader(raw), CHUNK)
     return io.BufferedReader(raw, CHUNK)
 
 
-def _sniff(stream: io.BufferedIOBase) -> None:
-    """Refuse binary content (a NUL byte early on) and non-compressed data behind a .gz/.zst name."""
+def _utf16(head: bytes) -> str | None:
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    even, odd = head[0:512:2], head[1:512:2]
+    if len(head) >= 16 and odd.count(0) > 0.9 * len(odd) and even.count(0) < 0.1 * len(even):
+        return "utf-16-le"
+    if len(head) >= 16 and even.count(0) > 0.9 * len(even) and odd.count(0) < 0.1 * len(odd):
+        return "utf-16-be"
+    return None
+
+
+def _compressed_magic(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4).startswith((b"\x1f\x8b", b"(\xb5/\xfd"))
+    except OSError:
+        return False
+
+
+def _sniff(stream: io.BufferedIOBase, path: Path) -> io.BufferedIOBase:
+    """The stream to read lines from: refuse content that is not text (and non-compressed data behind a
+    .gz/.zst name); decode UTF-16; turn CR-only line endings into newlines."""
     try:
         head = stream.peek(SNIFF_BYTES)[:SNIFF_BYTES]
     except (gzip.BadGzipFile, zstandard.ZstdError, zlib.error) as err:
+        if _compressed_magic(path):  # it is gzip/zstd, damaged before its first record
+            raise FileLevelError(R.CORRUPT_FILE, f"compressed data is damaged (0 records read): {err}") from None
         raise FileLevelError(R.UNREADABLE_FILE, f"not a valid compressed file: {err}") from None
     except EOFError as err:
-        raise FileLevelError(R.TRUNCATED, f"compressed stream ends early: {err}") from None
+        raise FileLevelError(R.TRUNCATED, f"compressed stream ends early (0 records read): {err}") from None
     except OSError as err:
         raise FileLevelError(R.UNREADABLE_FILE, f"cannot read: {err}") from None
-    if b"\x00" in head:
-        raise FileLevelError(R.BINARY_FILE, "NUL bytes in the first 8 KiB: not a text file")
+    encoding = _utf16(head)
+    if encoding is None:
+        if head.startswith(_BINARY_MAGIC):
+            raise FileLevelError(R.BINARY_FILE, f"binary content (signature {head[:4]!r}): not a text file")
+        if len(head.translate(None, _TEXT_BYTES)) > len(head) // 20:
+            raise FileLevelError(R.BINARY_FILE, "control bytes throughout the first 8 KiB: not a text file")
+        text_head = head
+    else:
+        text_head = head.decode(encoding, "replace").encode("utf-8")
+    cr_only = b"\r" in text_head and b"\n" not in text_head
+    if encoding or cr_only:
+        return io.BufferedReader(_Recoded(stream, encoding, cr_only), CHUNK)
+    return stream
+
+
+_LONG_INT = re.compile(rb"(?<![\d.eE+-])-?\d{19,}(?![\d.eE])")
+
+
+def parse_record(line: bytes):
+    """The JSON value of one line. Integers beyond 64 bits keep every digit (orjson would make them floats, so two
+    distinct ids could collide); a UTF-8 BOM before the first record is not part of it."""
+    if line.startswith(codecs.BOM_UTF8):
+        line = line[3:]
+    if _LONG_INT.search(line):
+        try:
+            return json.loads(line)
+        except (ValueError, RecursionError) as err:
+            raise orjson.JSONDecodeError(str(err), "", 0) from None
+    return orjson.loads(line)
 
 
 def _classify_bad_json(line: bytes, err: Exception) -> tuple[str, str]:
@@ -90,7 +217,7 @@ def _classify_bad_json(line: bytes, err: Exception) -> tuple[str, str]:
 def read_jsonl(path: Path, max_bytes: int) -> Iterator[RawRecord]:
     stream = _open_binary(path)
     with stream:
-        _sniff(stream)
+        stream = _sniff(stream, path)
         lineno = 0
         while True:
             try:
@@ -107,7 +234,8 @@ def read_jsonl(path: Path, max_bytes: int) -> Iterator[RawRecord]:
                     yield RawRecord(lineno, reason=R.TOO_LARGE, detail=f"{size} bytes > max_doc_bytes {max_bytes}", raw=head)
                     continue
             except EOFError as err:
-                yield RawRecord(lineno + 1, reason=R.TRUNCATED, detail=f"compressed stream ends early: {err}")
+                yield RawRecord(lineno + 1, reason=R.TRUNCATED,
+                                detail=f"compressed stream ends early, after {lineno} lines: {err}")
                 return
             except (gzip.BadGzipFile, zlib.error, zstandard.ZstdError, OSError) as err:
                 yield RawRecord(lineno + 1, reason=R.CORRUPT_FILE, detail=f"read error: {err}")
@@ -118,7 +246,7 @@ def read_jsonl(path: Path, max_bytes: int) -> Iterator[RawRecord]:
             if not line.strip():  # a blank line is no record; line numbers still count it
                 continue
             try:
-                rec = orjson.loads(line)
+                rec = parse_record(line)
             except orjson.JSONDecodeError as err:
                 reason, detail = _classify_bad_json(line, err)
                 yield RawRecord(lineno, reason=reason, detail=detail, raw=line)
@@ -157,10 +285,12 @@ def read_txt(path: Path, max_bytes: int, text_field: str) -> Iterator[RawRecord]
         data = path.read_bytes()
     except OSError as err:
         raise FileLevelError(R.UNREADABLE_FILE, f"cannot read: {err.strerror or err}") from None
-    if b"\x00" in data[:SNIFF_BYTES]:
-        raise FileLevelError(R.BINARY_FILE, "NUL bytes in the first 8 KiB: not a text file")
+    head = data[:SNIFF_BYTES]
+    encoding = _utf16(head)
+    if encoding is None and (head.startswith(_BINARY_MAGIC) or b"\x00" in head):
+        raise FileLevelError(R.BINARY_FILE, "NUL bytes or a binary signature in the first 8 KiB: not a text file")
     try:
-        text = data.decode("utf-8")
+        text = data.decode(encoding or "utf-8-sig")
     except UnicodeDecodeError as err:
         yield RawRecord(0, reason=R.INVALID_UTF8, detail=f"invalid UTF-8 at byte {err.start}", raw=data[:SNIFF_BYTES])
         return

@@ -178,5 +178,8 @@ def markdown_summary(report: RunReport) -> str:
                 pii = ", ".join(f"{k} {v:,}" for k, v in cl.pii.items()) or "none"
                 lines.append(f"| {c.corpus} | {cl.docs_in:,} | {cl.kept:,} | {doms} | {pii} |")
     if report.ignored_files:
-        lines += ["", f"Files ignored (not an input format): {len(report.ignored_files)}"]
+        lines += ["", f"## Files not read ({len(report.ignored_files)})", ""]
+        lines += [f"- `{f}`" for f in report.ignored_files[:50]]
+        if len(report.ignored_files) > 50:
+            lines.append(f"- ... and {len(report.ignored_files) - 50} more (report.json lists all)")
     return "\n".join(lines) + "\n"

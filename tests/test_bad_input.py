@@ -134,6 +134,6 @@ def test_directory_glob_and_named_corpora(tmp_path):
     (d / "notes.md").write_text("x")
     [c] = resolve_inputs([str(d)])
     assert c.name == "books" and [j.source_file for j in c.jobs] == ["one.jsonl", "sub/two.jsonl.gz"]
-    assert c.ignored == ["books/_READY", "books/notes.md"]
+    assert c.ignored == ["books/_READY: not an input format", "books/notes.md: not an input format"]
     [g] = resolve_inputs([f"novels={d}/**/*.jsonl*"])
     assert g.name == "novels" and len(g.jobs) == 2
