@@ -14,7 +14,7 @@ def print_manifest(path: str | Path) -> None:
     from tasks.manifest import ManifestError, load_manifest
 
     try:
-        m = load_manifest(path, verify=False)
+        m = load_manifest(path)
     except ManifestError as err:
         _fail(str(err))
     t = Table(title=f"{m.id}: {m.budget.total_tokens:,} tokens, seq {m.budget.sequence_length}, "

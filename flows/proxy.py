@@ -88,7 +88,7 @@ def learn_mixture_flow(manifest: str, proxy: dict | None = None, learn: dict | N
 
 def _weights_of(manifest: str) -> dict[str, float]:
     from tasks.manifest import load_manifest
-    return {s.domain: s.weight for s in load_manifest(manifest, verify=False).sources}
+    return {s.domain: s.weight for s in load_manifest(manifest).sources}
 
 
 def compare_markdown(result: CompareResult, png: Path | None = None) -> str:

@@ -100,12 +100,18 @@ class Manifest(_Model):
 
     @model_validator(mode="after")
     def _weights(self) -> "Manifest":
+        domains = [s.domain for s in self.sources]
+        if len(set(domains)) != len(domains):
+            raise ValueError(f"a domain is listed twice: {sorted(d for d in set(domains) if domains.count(d) > 1)}")
         total = math.fsum(s.weight for s in self.sources)
         if abs(total - 1.0) > WEIGHT_TOLERANCE:
             raise ValueError(f"source weights sum to {total:.9f}, not 1")
         for s in self.sources:
-            if s.weight > 0 and s.available_tokens == 0:
-                raise ValueError(f"domain {s.domain!r} has weight {s.weight} but no tokens")
+            if s.weight > 0 and (s.available_tokens == 0 or not s.shards):
+                raise ValueError(f"domain {s.domain!r} has weight {s.weight} but no tokens or no shards")
+            if s.available_tokens != sum(sh.tokens for sh in s.shards):
+                raise ValueError(f"domain {s.domain!r}: available_tokens {s.available_tokens} is not the sum of its "
+                                 "shards' tokens")
             if s.epochs > s.max_epochs + 1e-9:
                 raise ValueError(f"domain {s.domain!r} needs {s.epochs:.2f} epochs > max_epochs {s.max_epochs}")
         return self

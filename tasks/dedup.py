@@ -151,15 +151,18 @@ def dedup_corpus(corpus: str, parts: list[FileResult], cfg: DedupConfig, work_ro
         fingerprint = _corpus_fingerprint(parts, work_root)
         entry = index.entry(corpus)
         if entry is not None:
-            done = read_json(out_dir / "_done.json")
-            if entry["fingerprint"] != fingerprint or done is None:
+            if entry["fingerprint"] != fingerprint:
                 raise DedupIndexError(
                     f"corpus {corpus!r} is already in the dedup index with other content: earlier decisions never "
                     "change, so curate the new content under a new corpus name (NAME=PATH)")
+            # The registry entry is the commit point and holds the report; _done.json is a copy for people.
+            done = entry.get("report") or read_json(out_dir / "_done.json")
+            if done is None:
+                raise DedupIndexError(f"corpus {corpus!r} is in the dedup index without its report: remove "
+                                      f"{index.root} to rebuild the index")
             return DedupReport.model_validate({**done, "reused": True})
         t0 = time.perf_counter()
         report = _decide_and_write(corpus, parts, cfg, work_root, index, fingerprint)
-        report.seconds = round(time.perf_counter() - t0, 3)
         write_json_atomic(out_dir / "_done.json", report.model_dump(mode="json"))
         return report
 
@@ -206,6 +209,7 @@ class _ShingleSets:
 
 
 def _decide_and_write(corpus, parts, cfg, work_root, index, fingerprint) -> DedupReport:
+    t0 = time.perf_counter()
     meta, sigs, counts = _load_corpus(parts, work_root)
     n = len(meta)
     ids, hashes = meta.column("id").combine_chunks(), meta.column("content_hash").combine_chunks()
@@ -282,10 +286,8 @@ def _decide_and_write(corpus, parts, cfg, work_root, index, fingerprint) -> Dedu
     kept = np.flatnonzero(kept_mask)
     kept_parts = [[str(Path(STAGE) / corpus / Path(part.docs_path).name), int(kept_mask[a:b].sum())]
                   for part, a, b in zip(parts, _part_starts(parts)[:-1], _part_starts(parts)[1:])]
-    index.add(corpus, fingerprint, ids.take(pa.array(kept)), hashes.take(pa.array(kept)), counts[kept] > 0,
-              keys[kept], kept_parts)
     reasons = Counter(r for r, _, _ in dup_of.values())
-    return DedupReport(
+    report = DedupReport(
         corpus=corpus, docs_in=n, kept=int(kept_mask.sum()), rejected=len(dup_of),
         exact_duplicates=reasons[R.EXACT_DUPLICATE], near_duplicates=reasons[R.NEAR_DUPLICATE],
         too_short_for_minhash=int((counts == 0).sum()), candidate_pairs=len(edges),
@@ -293,7 +295,11 @@ def _decide_and_write(corpus, parts, cfg, work_root, index, fingerprint) -> Dedu
         largest_clusters=[{"size": s, "kept_id": i} for s, i in sorted(largest, key=lambda t: (-t[0], t[1]))[:5]],
         kept_paths=[str((work_root / STAGE / corpus / Path(p.docs_path).name).relative_to(work_root)) for p in parts],
         rejects_path=str((work_root / STAGE / corpus / "rejects.parquet").relative_to(work_root)),
+        seconds=round(time.perf_counter() - t0, 3),
     )
+    index.add(corpus, fingerprint, ids.take(pa.array(kept)), hashes.take(pa.array(kept)), counts[kept] > 0,
+              keys[kept], kept_parts, report.model_dump(mode="json"))
+    return report
 
 
 def _write_outputs(corpus, parts, work_root, meta, dup_of, kept_mask) -> None:

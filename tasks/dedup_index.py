@@ -110,8 +110,10 @@ class DedupIndex:
         return self._read(self.root / "exact" / f"{self.corpora[rank]}.parquet", ["id"]).column("id")
 
     # --- writing -----------------------------------------------------------------------------------
-    def add(self, name: str, fingerprint: str, ids: pa.Array, hashes: pa.Array, has_shingles: np.ndarray, keys: np.ndarray, parts: list[list]) -> None:
-        """Register a corpus's kept documents. Files first, the registry last: a crash leaves no trace."""
+    def add(self, name: str, fingerprint: str, ids: pa.Array, hashes: pa.Array, has_shingles: np.ndarray,
+            keys: np.ndarray, parts: list[list], report: dict) -> None:
+        """Register a corpus's kept documents. Files first, the registry (with the stage's report) last: it is the
+        one commit point, so a crash before it leaves no trace and a crash after it leaves the stage done."""
         if self.entry(name):
             raise DedupIndexError(f"corpus {name!r} is already in the dedup index")
         with atomic_path(self.root / "exact" / f"{name}.parquet") as tmp:
@@ -120,7 +122,8 @@ class DedupIndex:
         for band in range(keys.shape[1]):
             with atomic_path(self.root / "bands" / f"band={band:02d}" / f"{name}.parquet") as tmp:
                 pq.write_table(pa.table({"key": keys[rows, band], "row": rows}), tmp, compression="zstd")
-        self.registry["corpora"].append({"name": name, "fingerprint": fingerprint, "kept": len(ids), "parts": parts})
+        self.registry["corpora"].append({"name": name, "fingerprint": fingerprint, "kept": len(ids), "parts": parts,
+                                         "report": report})
         write_json_atomic(self.registry_path, self.registry)
 
 

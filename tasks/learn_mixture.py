@@ -36,7 +36,7 @@ def write_learned_manifest(manifest: str | Path, weights: dict[str, float], prov
     """The next version of the manifest's series: its shards, budget, sequence length and seed, these weights.
     A domain the weights would repeat beyond max_epochs is capped there (the manifest says so in warnings)."""
     path = resolve_manifest_path(manifest)
-    m = load_manifest(path, verify=False)
+    m = load_manifest(path)
     shards = [ShardInfo(path=sh.path, domain=s.domain, split=split, docs=sh.docs, tokens=sh.tokens, bytes=sh.bytes,
                         sha256=sh.sha256)
               for s in m.sources for split, refs in (("train", s.shards), ("validation", s.validation_shards))
@@ -55,7 +55,7 @@ def learn_mixture(manifest: str | Path, cfg: ProxyConfig, learn: LearnConfig,
     """Train what the method needs (DoReMi: a reference on the manifest's weights, then the proxy), write the
     learned weights as a new manifest version and the runs' plots. Returns (runs, manifest path, new?)."""
     manifest = resolve_manifest_path(manifest)
-    m = load_manifest(manifest, verify=False)
+    m = load_manifest(manifest)
     runs = []
     if learn.method == "doremi":
         ref = train_proxy(manifest, cfg, "baseline", progress=_progress(progress, "reference"))
@@ -84,7 +84,7 @@ def compare_mixtures(manifests: list[str | Path], cfg: ProxyConfig, progress: Mu
     if not manifests:
         raise ProxyError("compare-mixtures needs at least one manifest")
     paths = [resolve_manifest_path(p) for p in manifests]
-    loaded = [load_manifest(p, verify=False) for p in paths]
+    loaded = [load_manifest(p) for p in paths]
     first = loaded[0]
     valsets = [{s.domain: sorted(v.sha256 for v in s.validation_shards) for s in m.sources} for m in loaded]
     for p, m, v in zip(paths, loaded, valsets):

@@ -1,12 +1,14 @@
 """MixtureDataset: the PyTorch side of a manifest. Streams token sequences in the manifest's proportions,
 deterministic for a seed, split without overlap across DataLoader workers and distributed ranks, resumable
-from a state_dict, over memory-mapped shards whose checksums are verified on open.
+from a state_dict, over memory-mapped shards each checked (sha256, domain, split, tokenizer) when a reader first
+opens it.
 
 How a sample is made (all of it a pure function of the manifest, seed, seq_len and the sample's index):
 - The run is N = total_tokens // (seq_len + 1) samples. Each domain gets its count by largest remainder of
-  its weight; the schedule (which domain each sample index draws from) places the k-th sample of a domain
-  at time (k + 1) / n_d, merged across domains (Megatron-style interleave: every prefix of the run is within
-  one sample per domain of its weights), or, with sampling="multinomial", seeded random draws.
+  its weight; the schedule (which domain each sample index draws from, tasks/schedule.py) places the k-th sample
+  of a domain at time (k + 1) / n_d, merged across domains (Megatron-style interleave: every prefix of the run is
+  within one sample per domain of its weights), or, with sampling="multinomial", seeded random draws. It is
+  computed a block at a time from the counts: building the dataset costs the same for any run length.
 - A domain is an endless stream of its documents, in a seeded order reshuffled each epoch; its j-th sample
   is tokens [j (L+1), (j+1)(L+1)) of that stream (documents packed, EOS between them). Inputs are the first
   L tokens, labels the last L.
@@ -21,35 +23,22 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.ipc as ipc
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from tasks.manifest import ManifestError, load_manifest, shard_path
+from tasks.manifest import ManifestError, load_manifest, open_shard, resolve_manifest
 from tasks.mixing import largest_remainder
+from tasks.schedule import CHUNK, Schedule
 
 STATE_VERSION = 1
-
-
-def interleave_schedule(counts: list[int]) -> np.ndarray:
-    """Domain index of each sample: the k-th sample of domain d is due at (k + 1) / counts[d] of the run."""
-    due = [((np.arange(n) + 1) / n, np.full(n, d, dtype=np.int16)) for d, n in enumerate(counts) if n]
-    times = np.concatenate([t for t, _ in due])
-    doms = np.concatenate([d for _, d in due])
-    return doms[np.lexsort((doms, times))]
-
-
-def multinomial_schedule(weights: list[float], n: int, seed: int) -> np.ndarray:
-    return np.random.default_rng([seed, 7]).choice(len(weights), size=n, p=np.asarray(weights) / sum(weights)).astype(np.int16)
 
 
 class _DomainStream:
     """One domain's documents, memory-mapped, as an endless stream of epochs in seeded orders."""
 
-    def __init__(self, paths: list[Path], seed: int, index: int):
+    def __init__(self, tables: list[pa.Table], seed: int, index: int):
         self.values, self.offsets = [], []
-        for p in paths:
-            table = ipc.open_file(pa.memory_map(str(p), "r")).read_all()
+        for table in tables:
             tokens = table.column("tokens").combine_chunks()
             self.values.append(tokens.values.to_numpy(zero_copy_only=True))
             self.offsets.append(tokens.offsets.to_numpy())
@@ -90,14 +79,12 @@ class _DomainStream:
 class MixtureDataset(IterableDataset):
     def __init__(self, manifest: str | Path, seq_len: int | None = None, seed: int | None = None,
                  sampling: str = "interleave", batch_size: int = 1, rank: int | None = None,
-                 world_size: int | None = None, verify: bool = True, tokenizer_sha256: str | None = None,
+                 world_size: int | None = None, tokenizer_sha256: str | None = None,
                  weights: list[float] | None = None):
         """`weights` (in the manifest's source order) replaces the manifest's for sampling: DoReMi's proxy, for
-        one, samples its domains uniformly from the same shards."""
-        self.manifest_path = Path(manifest)
-        m = load_manifest(manifest, verify=verify, tokenizer_sha256=tokenizer_sha256)
-        if self.manifest_path.is_dir():
-            self.manifest_path = self.manifest_path / f"v{m.version:04d}.json"
+        one, samples its domains uniformly from the same shards. Every shard is checked when first read."""
+        self.manifest_path = resolve_manifest(manifest)
+        m = load_manifest(self.manifest_path, tokenizer_sha256=tokenizer_sha256)
         if sampling not in ("interleave", "multinomial"):
             raise ValueError(f"sampling must be interleave or multinomial, not {sampling!r}")
         self.manifest, self.sampling, self.batch_size = m, sampling, batch_size
@@ -126,48 +113,60 @@ class MixtureDataset(IterableDataset):
         self._streams: dict[int, _DomainStream] | None = None
 
     @functools.cached_property
-    def schedule(self) -> tuple[np.ndarray, np.ndarray]:
-        """(domain of each sample, its index within the domain)."""
-        if self.sampling == "interleave":
-            counts = largest_remainder(dict(enumerate(self.weights)), self.n_samples)
-            doms = interleave_schedule([counts[i] for i in range(len(self.weights))])
-        else:
-            doms = multinomial_schedule(self.weights, self.n_samples, self.seed)
-        within = np.zeros(len(doms), dtype=np.int64)
-        for d in range(len(self.weights)):
-            mask = doms == d
-            within[mask] = np.arange(int(mask.sum()))
-        return doms, within
+    def _schedule(self) -> Schedule:
+        counts = largest_remainder(dict(enumerate(self.weights)), self.n_samples)
+        return Schedule(self.sampling, self.weights, [counts[i] for i in range(len(self.weights))], self.seed)
+
+    def schedule_at(self, indices) -> tuple[np.ndarray, np.ndarray]:
+        """(domain, index within the domain) of these increasing sample indices."""
+        return self._schedule.at(np.asarray(indices, dtype=np.int64))
 
     def domain_stream(self, d: int) -> _DomainStream:
         if self._streams is None:
             self._streams = {}
         if d not in self._streams:  # opened lazily, inside each worker: memory maps are not pickled
-            paths = [shard_path(self.manifest_path, s.path) for s in self.manifest.sources[d].shards]
-            self._streams[d] = _DomainStream(paths, self.seed, d)
+            src = self.manifest.sources[d]
+            tables = [open_shard(self.manifest_path, self.manifest, src.domain, ref, "train") for ref in src.shards]
+            self._streams[d] = _DomainStream(tables, self.seed, d)
         return self._streams[d]
 
-    def sample(self, i: int) -> dict[str, torch.Tensor]:
-        doms, within = self.schedule
-        d = int(doms[i])
-        block = self.domain_stream(d).read(int(within[i]) * (self.seq_len + 1), self.seq_len + 1)
+    def _make(self, i: int, d: int, within: int) -> dict[str, torch.Tensor]:
+        block = self.domain_stream(d).read(within * (self.seq_len + 1), self.seq_len + 1)
         t = torch.from_numpy(block)
         return {"input_ids": t[:-1], "labels": t[1:], "domain": torch.tensor(d), "index": torch.tensor(i)}
 
-    def rank_indices(self) -> np.ndarray:
-        return np.arange(self.rank, self.n_samples, self.world_size)[self.start:]
+    def sample(self, i: int) -> dict[str, torch.Tensor]:
+        doms, within = self.schedule_at([i])
+        return self._make(i, int(doms[0]), int(within[0]))
 
     def __len__(self) -> int:
-        return len(np.arange(self.rank, self.n_samples, self.world_size)) - self.start
+        return max(0, (self.n_samples - self.rank + self.world_size - 1) // self.world_size - self.start)
+
+    def _my_indices(self, workers: int, worker: int):
+        """This rank's and worker's sample indices, increasing, a bounded chunk at a time: a rank's j-th remaining
+        sample is rank + world_size * (start + j), and batch j // batch_size goes to worker batch % workers."""
+        b, left = self.batch_size, len(self)
+        step = max(b * workers, (CHUNK // (b * workers)) * b * workers)
+        for j0 in range(0, left, step):
+            j = np.arange(j0, min(left, j0 + step), dtype=np.int64)
+            j = j[(j // b) % workers == worker]
+            if len(j):
+                yield self.rank + self.world_size * (self.start + j)
 
     def __iter__(self):
-        mine = self.rank_indices()
         info = get_worker_info()
         workers, worker = (info.num_workers, info.id) if info else (1, 0)
-        b = self.batch_size
-        for batch in range(worker, (len(mine) + b - 1) // b, workers):
-            for i in mine[batch * b: (batch + 1) * b]:
-                yield self.sample(int(i))
+        chunks = self._my_indices(workers, worker)
+        first = next(chunks, None)
+        if first is None:
+            return
+        blocks = self._schedule.blocks(int(first[0]))
+        s, doms, within = next(blocks)
+        for idx in _chain(first, chunks):
+            for i in idx.tolist():
+                while i >= s + len(doms):
+                    s, doms, within = next(blocks)
+                yield self._make(i, int(doms[i - s]), int(within[i - s]))
 
     def state_dict(self, samples_consumed: int) -> dict:
         """What a checkpoint needs: this rank has consumed `samples_consumed` samples since iteration began."""
@@ -177,8 +176,15 @@ class MixtureDataset(IterableDataset):
                 "samples_seen": self.start + int(samples_consumed)}
 
     def load_state_dict(self, state: dict, allow_other_manifest: bool = False) -> None:
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"unknown loader state version {state.get('version')!r}")
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            raise ValueError(f"unknown loader state version {state.get('version') if isinstance(state, dict) else state!r}")
+        if state.get("rank") != self.rank:
+            raise ValueError(f"the state was saved by rank {state.get('rank')!r}, this loader is rank {self.rank}: "
+                             "each rank resumes from its own state")
+        seen = state.get("samples_seen")
+        rank_total = (self.n_samples - self.rank + self.world_size - 1) // self.world_size
+        if not isinstance(seen, int) or isinstance(seen, bool) or not 0 <= seen <= rank_total:
+            raise ValueError(f"samples_seen={seen!r} is not a count between 0 and this rank's {rank_total} samples")
         if state["fingerprint"] != self.manifest.fingerprint and not allow_other_manifest:
             raise ManifestError(f"the state was saved on manifest {state['fingerprint'][:12]}, this is "
                                 f"{self.manifest.fingerprint[:12]}: pass allow_other_manifest=True to resume anyway")
@@ -186,3 +192,8 @@ class MixtureDataset(IterableDataset):
             if state.get(key, getattr(self, key)) != getattr(self, key):
                 raise ValueError(f"the state was saved with {key}={state[key]!r}, this loader has {getattr(self, key)!r}")
         self.start = int(state["samples_seen"])
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest

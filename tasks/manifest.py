@@ -10,20 +10,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import time
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.ipc as ipc
 from pydantic import ValidationError
 
 from schemas.config import MixConfig
 from schemas.manifest import Budget, Exports, Manifest, Producer, ShardRef, Source, TokenizerRef, WeightsProvenance
 from schemas.report import ShardInfo
+from schemas.shards import META_DOMAIN, META_SPLIT, META_TOKENIZER_SHA
 from tasks import mixing
 from tasks.tokenizer import TokenizerInfo, sha256_file
-from tasks.workdir import read_json, write_json_atomic
+from tasks.workdir import commit_new, read_json, temp_name, write_json_atomic
 
 ROOT_FROM_MANIFEST = "../.."
 
@@ -59,14 +63,13 @@ def _git_commit() -> str | None:
         return None
 
 
-def fingerprint(tok_sha: str, sources: list[Source], seed: int) -> str:
-    h = hashlib.sha256(tok_sha.encode())
-    for s in sources:
-        h.update(f"{s.domain}:{s.weight!r}:{s.target_tokens}".encode())
-        for sh in s.shards + s.validation_shards:
-            h.update(sh.sha256.encode())
-    h.update(str(seed).encode())
-    return h.hexdigest()
+def fingerprint(tokenizer: TokenizerRef, budget: Budget, sources: list[Source]) -> str:
+    """sha256 of everything that changes what is trained on: the tokenizer, the budget (tokens, sequence length,
+    seed), and per domain its weight, counts, target, epochs and every shard (path, counts, bytes, sha256). An edit
+    to any of them after the manifest was written no longer matches (load_manifest refuses it)."""
+    body = {"tokenizer": tokenizer.model_dump(mode="json", exclude={"path"}), "budget": budget.model_dump(mode="json"),
+            "sources": [s.model_dump(mode="json") for s in sources]}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def build_manifest(shards: list[ShardInfo], tok: TokenizerInfo, cfg: MixConfig, config_sha256: str, version: int,
@@ -95,22 +98,22 @@ def build_manifest(shards: list[ShardInfo], tok: TokenizerInfo, cfg: MixConfig, 
             epochs=round(alloc.epochs[d], 6), max_epochs=cfg.max_epochs,
             shards=[_ref(s) for s in mine if s.split == "train"],
             validation_shards=[_ref(s) for s in mine if s.split == "validation"]))
-    fp = fingerprint(tok.sha256, sources, cfg.seed)
+    tokenizer = TokenizerRef(path=tok.path, sha256=tok.sha256, vocab_size=tok.vocab_size, eos_id=tok.eos_id,
+                             token_dtype="uint16" if tok.vocab_size <= 1 << 16 else "uint32")
+    budget_ref = Budget(total_tokens=budget, sequence_length=cfg.sequence_length, seed=cfg.seed)
+    fp = fingerprint(tokenizer, budget_ref, sources)
     stamp = os.environ.get("SOURCE_DATE_EPOCH")  # reproducible builds: a fixed time gives identical bytes
     created = datetime.fromtimestamp(int(stamp) if stamp else time.time(), timezone.utc)
     try:
         version_str = metadata.version("curate")
     except metadata.PackageNotFoundError:
         version_str = "0+unknown"
-    tok_dtype = "uint16" if tok.vocab_size <= 1 << 16 else "uint32"
     return Manifest(
         id=f"{cfg.name}-v{version:04d}-{fp[:12]}", name=cfg.name, version=version,
         created_at=created.strftime("%Y-%m-%dT%H:%M:%SZ"),
         producer=Producer(package_version=version_str, git_commit=_git_commit(), flow_run_id=flow_run_id,
                           config_sha256=config_sha256),
-        tokenizer=TokenizerRef(path=tok.path, sha256=tok.sha256, vocab_size=tok.vocab_size, eos_id=tok.eos_id,
-                               token_dtype=tok_dtype),
-        budget=Budget(total_tokens=budget, sequence_length=cfg.sequence_length, seed=cfg.seed),
+        tokenizer=tokenizer, budget=budget_ref,
         sources=sources, weights_provenance=provenance, fingerprint=fp,
         exports=Exports(
             megatron_data_path=" ".join(f"{s.weight:.6f} tokens/{s.domain}/train" for s in sources if s.weight > 0),
@@ -122,37 +125,54 @@ def manifest_dir(work_root: Path, name: str) -> Path:
     return Path(work_root) / "manifests" / name
 
 
+_VERSION_FILE = re.compile(r"^v(\d{4,})\.json$")
+
+
+def versions(folder: Path) -> list[int]:
+    """The version numbers whose files exist in a manifest folder, ascending."""
+    if not Path(folder).is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in Path(folder).iterdir() if (m := _VERSION_FILE.match(p.name)))
+
+
 def latest_version(work_root: Path, name: str) -> int:
-    latest = read_json(manifest_dir(work_root, name) / "latest.json")
-    return int(latest["version"]) if latest else 0
+    """The newest version file. latest.json is a pointer kept in step with it; a run killed between writing the
+    version and the pointer leaves the pointer one behind, and the next write repairs it."""
+    return max(versions(manifest_dir(work_root, name)), default=0)
+
+
+def _point_latest(folder: Path, manifest: Manifest, path: Path) -> None:
+    want = {"version": manifest.version, "path": path.name, "fingerprint": manifest.fingerprint}
+    if read_json(folder / "latest.json") != want:
+        write_json_atomic(folder / "latest.json", want)
 
 
 def write_version(work_root: Path, manifest: Manifest) -> tuple[Path, bool]:
     """Write manifests/<name>/vNNNN.json unless the latest version has the same fingerprint and weights'
-    provenance (then that one is returned, False). A version file is created exclusively: never overwritten."""
+    provenance (then that one is returned, False). A version file is created exclusively: never overwritten;
+    a writer that loses the race for a number takes the next one."""
     folder = manifest_dir(work_root, manifest.name)
-    current = latest_version(work_root, manifest.name)
-    if current:
-        prev = json.loads((folder / f"v{current:04d}.json").read_text())
-        if prev["fingerprint"] == manifest.fingerprint and \
-                WeightsProvenance.model_validate(prev["weights_provenance"]) == manifest.weights_provenance:
-            return folder / f"v{current:04d}.json", False
-    manifest = manifest.model_copy(update={"version": current + 1,
-                                           "id": f"{manifest.name}-v{current + 1:04d}-{manifest.fingerprint[:12]}"})
-    path = folder / f"v{manifest.version:04d}.json"
     folder.mkdir(parents=True, exist_ok=True)
-    body = json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    tmp = folder / f".{path.name}.tmp"
-    tmp.write_text(body, encoding="utf-8")
-    try:
-        os.link(tmp, path)  # fails if the version exists: a version is never overwritten
-    except FileExistsError:
-        raise ManifestError(f"{path} already exists (another run wrote it); run again") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    write_json_atomic(folder / "latest.json", {"version": manifest.version, "path": path.name,
-                                               "fingerprint": manifest.fingerprint})
-    return path, True
+    while True:
+        current = latest_version(work_root, manifest.name)
+        if current:
+            prev_path = folder / f"v{current:04d}.json"
+            prev = Manifest.model_validate_json(prev_path.read_text(encoding="utf-8"))
+            if prev.fingerprint == manifest.fingerprint and prev.weights_provenance == manifest.weights_provenance:
+                _point_latest(folder, prev, prev_path)
+                return prev_path, False
+        manifest = manifest.model_copy(update={"version": current + 1,
+                                               "id": f"{manifest.name}-v{current + 1:04d}-{manifest.fingerprint[:12]}"})
+        path = folder / f"v{manifest.version:04d}.json"
+        tmp = temp_name(path)
+        tmp.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True, ensure_ascii=False)
+                       + "\n", encoding="utf-8")
+        try:
+            commit_new(tmp, path)  # fails if the version exists: a version is never overwritten
+        except FileExistsError:
+            continue  # another run took this number: look again
+        _point_latest(folder, manifest, path)
+        return path, True
 
 
 def shard_path(manifest_path: Path, rel: str) -> Path:
@@ -163,15 +183,24 @@ def shard_path(manifest_path: Path, rel: str) -> Path:
     return path
 
 
-def load_manifest(path: str | Path, verify: bool = True, tokenizer_sha256: str | None = None) -> Manifest:
-    """Read and check a manifest (a version file, or a folder: its latest). Every problem is a ManifestError
-    naming the file; with verify, every shard's sha256 is checked."""
+def resolve_manifest(path: str | Path) -> Path:
+    """A version file as given, or a manifest folder's newest version file (never a path read from a file: a
+    latest.json pointing elsewhere cannot send a reader out of the folder)."""
     path = Path(path)
     if path.is_dir():
-        latest = read_json(path / "latest.json")
-        if not latest:
-            raise ManifestError(f"{path} has no latest.json: not a manifest folder")
-        path = path / latest["path"]
+        found = versions(path)
+        if not found:
+            raise ManifestError(f"{path} holds no version file (vNNNN.json): not a manifest folder")
+        return path / f"v{found[-1]:04d}.json"
+    return path
+
+
+def load_manifest(path: str | Path, verify: bool = False, tokenizer_sha256: str | None = None) -> Manifest:
+    """Read and check a manifest (a version file, or a folder: its newest). Every problem is a ManifestError naming
+    the file: an invalid document, a fingerprint that no longer matches what it covers, a shard missing or of
+    another size. Readers check each shard's sha256 and metadata when they open it (open_shard); `verify` checks
+    every shard's sha256 here, at once."""
+    path = resolve_manifest(path)
     if not path.is_file():
         raise ManifestError(f"manifest not found: {path}")
     try:
@@ -182,6 +211,9 @@ def load_manifest(path: str | Path, verify: bool = True, tokenizer_sha256: str |
         raise ManifestError(f"{path}: invalid manifest at {where}: {first['msg']}") from None
     except (OSError, UnicodeDecodeError) as err:
         raise ManifestError(f"{path}: cannot read ({err})") from None
+    if fingerprint(manifest.tokenizer, manifest.budget, manifest.sources) != manifest.fingerprint:
+        raise ManifestError(f"{path}: its content no longer matches its fingerprint {manifest.fingerprint[:12]}: "
+                            "edited after it was written (weights, counts, budget, tokenizer or shards); refused")
     if tokenizer_sha256 and tokenizer_sha256 != manifest.tokenizer.sha256:
         raise ManifestError(f"{path}: tokenizer mismatch: the manifest's is {manifest.tokenizer.sha256[:12]}, "
                             f"the caller's {tokenizer_sha256[:12]}")
@@ -195,6 +227,28 @@ def load_manifest(path: str | Path, verify: bool = True, tokenizer_sha256: str |
             if verify and sha256_file(p) != sh.sha256:
                 raise ManifestError(f"{path}: shard {p} is corrupt: its sha256 does not match the manifest")
     return manifest
+
+
+def open_shard(manifest_path: Path, manifest: Manifest, domain: str, ref: ShardRef, split: str) -> pa.Table:
+    """A shard, memory-mapped, after checking what is read is what the manifest names: its bytes' sha256, and its
+    own metadata's domain, split and tokenizer. Called by every reader when it first opens a shard."""
+    p = shard_path(manifest_path, ref.path)
+    try:
+        source = pa.memory_map(str(p), "r")
+    except OSError as err:
+        raise ManifestError(f"{manifest_path}: shard of {domain!r} cannot be opened: {p} ({err})") from None
+    if source.size() != ref.bytes or hashlib.sha256(source.read_buffer()).hexdigest() != ref.sha256:
+        raise ManifestError(f"{manifest_path}: shard {p} is corrupt or changed: its bytes do not match the manifest's "
+                            "sha256")
+    source.seek(0)
+    table = ipc.open_file(source).read_all()
+    meta = table.schema.metadata or {}
+    want = {META_DOMAIN: domain, META_SPLIT: split, META_TOKENIZER_SHA: manifest.tokenizer.sha256}
+    for key, value in want.items():
+        got = meta.get(key, b"").decode()
+        if got != value:
+            raise ManifestError(f"{manifest_path}: shard {p} says {key.decode()}={got!r}, the manifest {value!r}")
+    return table
 
 
 def collect_shards(work_root: Path) -> list[ShardInfo]:

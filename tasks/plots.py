@@ -11,14 +11,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from schemas.proxy import CompareResult, ProxyResult  # noqa: E402
+from tasks.workdir import atomic_path  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight", metadata={"Software": None})  # no version stamp: stable bytes
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png", metadata={"Software": None})  # stable bytes
     plt.close(fig)
-    tmp.replace(path)
     return path
 
 

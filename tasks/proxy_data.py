@@ -5,13 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.ipc as ipc
 import torch
 
 from schemas.manifest import Manifest
 from tasks.loader import MixtureDataset
-from tasks.manifest import shard_path
+from tasks.manifest import open_shard
 
 
 class ProxyError(ValueError):
@@ -35,7 +33,7 @@ def validation_blocks(manifest: Manifest, manifest_path: Path, seq_len: int, max
             continue
         parts, have = [], 0
         for ref in src.validation_shards:
-            table = ipc.open_file(pa.memory_map(str(shard_path(manifest_path, ref.path)), "r")).read_all()
+            table = open_shard(manifest_path, manifest, src.domain, ref, "validation")
             values = table.column("tokens").combine_chunks().values.to_numpy().astype(np.int64)
             parts.append(values[: need - have])
             have += len(parts[-1])

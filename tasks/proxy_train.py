@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +24,7 @@ from tasks.manifest import ROOT_FROM_MANIFEST, load_manifest
 from tasks.proxy_data import ProxyError, validation_blocks
 from tasks.proxy_learners import Baseline, DoReMi, LossSoftmax
 from tasks.proxy_model import ProxyLM
-from tasks.workdir import read_json, write_json_atomic
+from tasks.workdir import atomic_path, read_json, write_json_atomic
 
 # (step, steps, message): the CLI's progress bar and the flow's progress artifact.
 Progress = Callable[[int, int, str], None]
@@ -87,7 +86,7 @@ def load_reference(run_dir: Path, cfg: ProxyConfig, tokenizer_sha256: str, vocab
     result = read_json(run_dir / "result.json")
     if not result or not ckpt_path.is_file():
         raise ProxyError(f"{run_dir} is not a finished proxy run (no result.json or checkpoint.pt)")
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     if ckpt["tokenizer_sha256"] != tokenizer_sha256:
         raise ProxyError(f"{ckpt_path}: tokenizer mismatch: the checkpoint was trained with tokenizer "
                          f"{ckpt['tokenizer_sha256'][:12]}, the manifest uses {tokenizer_sha256[:12]}")
@@ -145,18 +144,18 @@ def train_proxy(manifest: str | Path, cfg: ProxyConfig, role: str = "baseline", 
             ref = load_reference(Path(reference_run), cfg, m.tokenizer.sha256, m.tokenizer.vocab_size)
             live = [s.available_tokens > 0 for s in m.sources]
             uniform = [1.0 / sum(live) if x else 0.0 for x in live]
-            learner = DoReMi(MixtureDataset(manifest_path, cfg.seq_len, cfg.seed, verify=False, weights=uniform),
+            learner = DoReMi(MixtureDataset(manifest_path, cfg.seq_len, cfg.seed, weights=uniform),
                              cfg.batch_size, learn, ref)
         elif role == "loss-softmax":
-            learner = LossSoftmax(MixtureDataset(manifest_path, cfg.seq_len, cfg.seed, verify=False),
+            learner = LossSoftmax(MixtureDataset(manifest_path, cfg.seq_len, cfg.seed),
                                   cfg.batch_size, learn, cfg.seed)
         else:
-            learner = Baseline(MixtureDataset(manifest_path, cfg.seq_len, cfg.seed, verify=False), cfg.batch_size)
+            learner = Baseline(MixtureDataset(manifest_path, cfg.seq_len, cfg.seed), cfg.batch_size)
         opt = _optimizer(model, cfg)
         start, history, seconds, tokens = 0, [], 0.0, 0
         ckpt_path = run_dir / "checkpoint.pt"
         if ckpt_path.is_file():
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
             if ckpt["tokenizer_sha256"] != m.tokenizer.sha256:
                 raise ProxyError(f"{ckpt_path}: tokenizer mismatch: the checkpoint's is {ckpt['tokenizer_sha256'][:12]}, "
                                  f"the manifest's {m.tokenizer.sha256[:12]}; delete {run_dir} to start again")
@@ -214,6 +213,7 @@ def train_proxy(manifest: str | Path, cfg: ProxyConfig, role: str = "baseline", 
 
 
 def _save(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """A checkpoint of tensors and plain values only: it loads with weights_only=True (a pickle placed in a work
+    root cannot run code)."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)

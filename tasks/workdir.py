@@ -1,14 +1,57 @@
-"""The work root on disk: atomic writes, input fingerprints and stage-completion markers."""
+"""The work root on disk: atomic writes, input fingerprints and stage-completion markers.
+
+One commit protocol for every output: write a temporary sibling (named for its writer: host, pid and a random
+part, so two writers never share one), then rename it over the final name (`commit`) or link it to a name that
+must not exist yet (`commit_new`: a version is never overwritten). A kill at any point leaves either the old
+file or the new one, plus at worst a temporary file, which the next run removes (`clean_orphans`).
+
+For the exact-commit-point kill test, CURATE_KILL_BEFORE=<path suffix> kills the process with SIGKILL just
+before it commits a file whose path ends so, and CURATE_COMMIT_LOG=<file> lists every committed path.
+"""
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import signal
+import socket
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
 import xxhash
+
+_HOST = socket.gethostname().replace(".", "_")
+ORPHAN_AGE_S = 24 * 3600  # a temporary file of another host (or of an unknown writer) older than this is an orphan
+
+
+def temp_name(final: Path) -> Path:
+    return final.with_name(f".{final.name}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+
+
+def _before_commit(final: Path) -> None:
+    if log := os.environ.get("CURATE_COMMIT_LOG"):
+        with open(log, "a") as f:  # one short line per write: O_APPEND keeps lines whole across processes
+            f.write(f"{final}\n")
+    target = os.environ.get("CURATE_KILL_BEFORE")
+    if target and str(final).endswith(target):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def commit(tmp: Path, final: Path) -> None:
+    """Make `tmp` the file `final` in one step (rename; replaces an older `final`)."""
+    _before_commit(final)
+    os.replace(tmp, final)
+
+
+def commit_new(tmp: Path, final: Path) -> None:
+    """Make `tmp` the file `final` only if no `final` exists (a hard link fails if it does): FileExistsError."""
+    _before_commit(final)
+    try:
+        os.link(tmp, final)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -16,10 +59,10 @@ def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary sibling of `final`; rename it over `final` only if the block succeeds."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = temp_name(final)
     try:
         yield tmp
-        os.replace(tmp, final)
+        commit(tmp, final)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -46,3 +89,37 @@ def file_fingerprint(path: Path) -> str:
             h.update(chunk)
             size += len(chunk)
     return f"{h.hexdigest()}-{size}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_orphans(root: Path) -> list[Path]:
+    """Remove temporary files whose writer is gone: this host's dead processes, or anything older than a day.
+    A temporary file of a live writer (a concurrent run) is left alone."""
+    removed = []
+    root = Path(root)
+    if not root.is_dir():
+        return removed
+    now = time.time()
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            if not (name.startswith(".") and name.endswith(".tmp")):
+                continue
+            path = Path(dirpath) / name
+            writer = name[: -len(".tmp")].rsplit(".", 1)[-1].rsplit("-", 2)  # [host, pid, random]
+            mine = len(writer) == 3 and writer[0] == _HOST and writer[1].isdigit()
+            try:
+                if (mine and not _alive(int(writer[1]))) or (not mine and now - path.stat().st_mtime > ORPHAN_AGE_S):
+                    path.unlink()
+                    removed.append(path)
+            except FileNotFoundError:
+                continue
+    return removed

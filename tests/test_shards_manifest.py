@@ -112,7 +112,11 @@ def test_manifest_versions_and_checks(curated, tmp_path):
     data[len(data) // 2] ^= 0xFF
     first.write_bytes(bytes(data))
     with pytest.raises(ManifestError, match=f"shard {first} is corrupt"):
-        load_manifest(path)
+        load_manifest(path, verify=True)
+    from tasks.loader import MixtureDataset
+
+    with pytest.raises(ManifestError, match=f"shard {first} is corrupt or changed"):  # a reader checks what it reads
+        list(MixtureDataset(path))
     first.unlink()
     with pytest.raises(ManifestError, match="shard of 'code' missing"):
         load_manifest(path)

@@ -1,0 +1,96 @@
+"""A manifest, its shards and a loader state edited after the fact are refused with a clear error, never read:
+the fingerprint covers everything that changes what is trained on, and a reader checks each shard's bytes and
+metadata against the manifest when it opens it."""
+import json
+import shutil
+
+import pytest
+
+from schemas.config import MixConfig
+from schemas.manifest import Budget, Source, TokenizerRef
+from tasks.loader import MixtureDataset
+from tasks.manifest import ManifestError, build_manifest, collect_shards, fingerprint, load_manifest, write_version
+from tests.test_shards_manifest import curate_sample
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tamper")
+    tok, _, _ = curate_sample(root)
+    m = build_manifest(collect_shards(root), tok, MixConfig(method="uniform", sequence_length=127), "cfg", 1)
+    return write_version(root, m)[0]
+
+
+def _edited(path, edit, refingerprint=False):
+    """A copy of the manifest beside it, edited; with refingerprint, its fingerprint recomputed as a forger would."""
+    data = json.loads(path.read_text())
+    edit(data)
+    if refingerprint:
+        data["fingerprint"] = fingerprint(TokenizerRef(**data["tokenizer"]), Budget(**data["budget"]),
+                                          [Source(**s) for s in data["sources"]])
+    out = path.with_name("edited.json")
+    out.write_text(json.dumps(data))
+    return out
+
+
+@pytest.mark.parametrize("edit", [
+    lambda d: d["budget"].update(total_tokens=d["budget"]["total_tokens"] * 2),
+    lambda d: d["sources"][0]["shards"][0].update(tokens=d["sources"][0]["shards"][0]["tokens"] + 1),
+    lambda d: d["sources"][0].update(target_tokens=d["sources"][0]["target_tokens"] + 5),
+    lambda d: d["tokenizer"].update(sha256="ab" * 32),
+    lambda d: d["sources"][0].update(domain="kode"),
+    lambda d: d["budget"].update(seed=d["budget"]["seed"] + 1),
+], ids=["budget", "shard-tokens", "target", "tokenizer", "domain-name", "seed"])
+def test_an_edit_the_fingerprint_covers_is_refused(manifest, edit):
+    with pytest.raises(ManifestError, match="no longer matches its fingerprint|not the sum of its shards"):
+        load_manifest(_edited(manifest, edit))
+
+
+def test_forged_fingerprints_are_caught_by_the_shards_own_metadata(manifest):
+    m = load_manifest(manifest)
+    forged = _edited(manifest, lambda d: d["sources"][0].update(domain="zzz-unknown"), refingerprint=True)
+    with pytest.raises(ManifestError, match="curate.domain"):
+        list(MixtureDataset(forged))
+    forged = _edited(manifest, lambda d: d["tokenizer"].update(sha256="ab" * 32), refingerprint=True)
+    with pytest.raises(ManifestError, match="curate.tokenizer_sha256"):
+        list(MixtureDataset(forged))
+
+    def swap(d):  # the first two domains' shards exchanged, counts kept consistent
+        a, b = d["sources"][0], d["sources"][1]
+        a["shards"], b["shards"] = b["shards"], a["shards"]
+        a["available_tokens"], b["available_tokens"] = b["available_tokens"], a["available_tokens"]
+    with pytest.raises(ManifestError, match="curate.domain"):
+        list(MixtureDataset(_edited(manifest, swap, refingerprint=True)))
+    assert len(m.sources) >= 2
+
+
+def test_structural_tampering_is_refused_on_load(manifest):
+    with pytest.raises(ManifestError, match="listed twice"):
+        load_manifest(_edited(manifest, lambda d: d["sources"].append(dict(d["sources"][0])), refingerprint=False))
+
+    def no_shards(d):
+        d["sources"][0]["shards"] = []
+    with pytest.raises(ManifestError, match="no tokens or no shards|not the sum"):
+        load_manifest(_edited(manifest, no_shards))
+
+
+def test_latest_json_cannot_send_a_reader_elsewhere(manifest, tmp_path):
+    folder = manifest.parent
+    elsewhere = tmp_path / "other"
+    elsewhere.mkdir()
+    shutil.copy(manifest, elsewhere / "v0001.json")
+    (folder / "latest.json").write_text(json.dumps({"version": 1, "path": str(elsewhere / "v0001.json")}))
+    assert MixtureDataset(folder).manifest_path == manifest, "the folder's own newest version file, not the pointer"
+
+
+def test_a_loader_state_is_checked_before_it_is_used(manifest):
+    ds = MixtureDataset(manifest, batch_size=2, rank=0, world_size=2)
+    good = ds.state_dict(samples_consumed=4)
+    MixtureDataset(manifest, batch_size=2, rank=0, world_size=2).load_state_dict(good)
+    with pytest.raises(ValueError, match="saved by rank 0"):
+        MixtureDataset(manifest, batch_size=2, rank=1, world_size=2).load_state_dict(good)
+    for bad in (-1, 10**12, "4", 2.5, True):
+        with pytest.raises(ValueError, match="samples_seen"):
+            MixtureDataset(manifest, batch_size=2, rank=0, world_size=2).load_state_dict({**good, "samples_seen": bad})
+    with pytest.raises(ValueError, match="world_size"):
+        MixtureDataset(manifest, batch_size=2, rank=0, world_size=4).load_state_dict(good)
