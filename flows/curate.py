@@ -14,7 +14,6 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
-from prefect.task_runners import ProcessPoolTaskRunner
 
 from schemas.config import CurateConfig, load_config
 from schemas.report import ClassifyReport, DedupReport, FileResult, RunReport, StageTiming, TokenizePartResult, \
@@ -28,10 +27,10 @@ from tasks.manifest import build_manifest, collect_shards, latest_version, write
 from tasks.report import write_report
 from tasks.tokenize import TokenizeRef, make_tokenize_task
 from tasks.tokenizer import ensure_tokenizer, vocabulary_warning
-from tasks.workdir import write_json_atomic
+from tasks.workdir import clean_orphans, write_json_atomic
 
 from flows.publish import delete_artifacts, publish
-from flows.runtime import label_flow_run, prefect_api
+from flows.runtime import label_flow_run, prefect_api, task_runner
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = REPO_ROOT / "data" / "sample"
@@ -176,6 +175,8 @@ def curate(inputs: list[str] | None = None, out: str = "out", config_path: str |
         config_sha256=cfg.sha256(), started_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         stages=["ingest"], ignored_files=[f for c in corpora for f in c.ignored],
     )
+    if orphans := clean_orphans(work_root):  # temporary files of writers that were killed
+        get_run_logger().info("removed %d temporary files left by killed runs", len(orphans))
     progress: list = []
     try:
         _stages(corpora, cfg, work_root, report, progress)
@@ -243,6 +244,5 @@ def _stages(corpora: list[Corpus], cfg: CurateConfig, work_root: Path, report: R
 def run_curate(inputs: list[str] | None, out: str, config_path: str | None) -> dict:
     """Run the flow with as many worker processes as the config asks (CPU-bound work needs processes)."""
     cfg = load_config(config_path)
-    runner = ProcessPoolTaskRunner(max_workers=cfg.runner.workers)
     with prefect_api():
-        return curate.with_options(task_runner=runner)(inputs=inputs, out=out, config_path=config_path)
+        return curate.with_options(task_runner=task_runner(cfg))(inputs=inputs, out=out, config_path=config_path)

@@ -113,6 +113,15 @@ def _drain_prefect_workers() -> None:
     EventsWorker.drain_all(timeout=5)
 
 
+def task_runner(cfg):
+    """The task runner the config names: worker processes that exit with the process that started them."""
+    from prefect.task_runners import ProcessPoolTaskRunner
+
+    from tasks.stage_task import worker_init
+
+    return ProcessPoolTaskRunner(max_workers=cfg.runner.workers, initializer=worker_init)
+
+
 def label_flow_run(name: str | None = None, tags: list[str] | tuple[str, ...] = ()) -> None:
     """Rename the current flow run and add tags, so that runs are found in the UI by what they did (corpus,
     manifest version) rather than by a generated name. Outside a flow run, nothing."""

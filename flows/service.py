@@ -11,10 +11,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
-from prefect.task_runners import ProcessPoolTaskRunner
 
 from flows.curate import curate
-from flows.runtime import label_flow_run
+from flows.runtime import label_flow_run, task_runner
 from schemas.config import load_config
 from tasks.landing import READY_MARKER, Catalog, LandingError, check_unchanged, plan_watch, scan_landing
 from tasks.stage_task import is_transient
@@ -31,8 +30,8 @@ def _curate(inputs: list[str], work_root: str, config_path: str | None) -> dict:
     cfg = load_config(config_path)
     for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
         try:
-            return curate.with_options(task_runner=ProcessPoolTaskRunner(max_workers=cfg.runner.workers))(
-                inputs=inputs, out=work_root, config_path=config_path)
+            return curate.with_options(task_runner=task_runner(cfg))(inputs=inputs, out=work_root,
+                                                                      config_path=config_path)
         except Exception as err:
             if attempt == TRANSIENT_ATTEMPTS or not is_transient(err):
                 raise

@@ -44,7 +44,7 @@ class Producer(_Model):
 
 
 class TokenizerRef(_Model):
-    path: str
+    path: str = Field(description="Relative to the manifest's root (the work root) when it lives there, else absolute.")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     vocab_size: int = Field(gt=0)
     eos_id: int = Field(ge=0)

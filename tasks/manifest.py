@@ -153,6 +153,12 @@ def write_version(work_root: Path, manifest: Manifest) -> tuple[Path, bool]:
     a writer that loses the race for a number takes the next one."""
     folder = manifest_dir(work_root, manifest.name)
     folder.mkdir(parents=True, exist_ok=True)
+    tok_path = Path(manifest.tokenizer.path)
+    if tok_path.is_absolute() and tok_path.resolve().is_relative_to(Path(work_root).resolve()):
+        # Like the shards, the work root's own tokenizer is named relative to the root: the manifest is the same
+        # bytes wherever the work root lives, and moves with it.
+        rel = tok_path.resolve().relative_to(Path(work_root).resolve()).as_posix()
+        manifest = manifest.model_copy(update={"tokenizer": manifest.tokenizer.model_copy(update={"path": rel})})
     while True:
         current = latest_version(work_root, manifest.name)
         if current:

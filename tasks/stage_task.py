@@ -35,3 +35,21 @@ def stage_task(fn: Callable, name: str, run_name: str | Callable[[], str], retri
 
     return task(fn, name=name, task_run_name=run_name, retries=retries, retry_delay_seconds=2,
                 retry_condition_fn=_retry_if_transient, cache_policy=NO_CACHE, persist_result=False)
+
+
+def worker_init(poll_s: float = 1.0) -> None:
+    """Run once in each worker process of a process pool: it exits when the process that started it is gone. A
+    flow process killed with SIGKILL leaves no worker behind to go on writing into the work root while the next
+    run resumes there (nor holding the killed run's output pipes open)."""
+    import os
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

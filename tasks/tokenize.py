@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -165,6 +166,9 @@ def tokenize_part(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, wo
         res.reused = True
         return res
     t0 = time.perf_counter()
+    # Shard names carry the hash of what made them (input parts, tokenizer, settings): other settings write other
+    # names, so a shard a manifest version names is never rewritten and every version stays loadable.
+    content_key = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
     docs = pq.read_table(work_root / ref.docs_path, columns=["id", "text"])
     ann = pq.read_table(work_root / ref.annotations_path, columns=["id", "kept", "domain", "quality_score", "text_redacted"])
     if docs.column("id").to_pylist() != ann.column("id").to_pylist():
@@ -185,7 +189,7 @@ def tokenize_part(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, wo
             split = VALIDATION if held_out[i] else TRAIN
             key_ = (domains[i], split)
             if key_ not in sets:
-                base = work_root / "tokens" / domains[i] / split / ref.corpus / stem
+                base = work_root / "tokens" / domains[i] / split / ref.corpus / f"{stem}-{content_key}"
                 sets[key_] = _ShardSet(base, work_root, domains[i], split, tok, cfg.shard_tokens)
             sets[key_].add(ids[i], ref.corpus, quality[i], tokens)
     for k in sorted(sets):

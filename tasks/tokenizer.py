@@ -104,14 +104,16 @@ def train_tokenizer(texts: list[str], out_dir: str | Path, vocab_size: int = 320
     except RuntimeError as err:
         raise TokenizerError(f"sentencepiece training failed: {err}") from None
     out_dir = Path(out_dir)
-    with atomic_path(out_dir / "tokenizer.model") as tmp:
-        tmp.write_bytes(buf.getvalue())
-    _, info = load_tokenizer(out_dir / "tokenizer.model")
+    model = buf.getvalue()
+    sp = spm.SentencePieceProcessor(model_proto=model)
+    # The settings first, the model last: the model's existence is the commit point (ensure_tokenizer reuses it).
     write_json_atomic(out_dir / SETTINGS_FILE, {
-        "sha256": info.sha256, "vocab_size": info.vocab_size, "eos_id": info.eos_id, "model_type": model_type,
-        "requested_vocab_size": vocab_size, "byte_fallback": True, "training_lines": len(lines),
-        "training_chars": sum(map(len, lines)), "seed": seed})
-    return info
+        "sha256": hashlib.sha256(model).hexdigest(), "vocab_size": sp.GetPieceSize(), "eos_id": sp.eos_id(),
+        "model_type": model_type, "requested_vocab_size": vocab_size, "byte_fallback": True,
+        "training_lines": len(lines), "training_chars": sum(map(len, lines)), "seed": seed})
+    with atomic_path(out_dir / "tokenizer.model") as tmp:
+        tmp.write_bytes(model)
+    return load_tokenizer(out_dir / "tokenizer.model")[1]
 
 
 def work_root_tokenizer(work_root: Path) -> Path:
