@@ -8,6 +8,7 @@ the rejects, and registers the kept ones in the index. Decisions about earlier c
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import time
 from collections import Counter
@@ -43,12 +44,14 @@ def _params_hash(cfg: DedupConfig) -> str:
 
 
 def sig_path(work_root: Path, part: FileResult) -> Path:
-    name = Path(part.docs_path).name.replace(".docs.parquet", ".sig.npz")
+    name = Path(part.docs_path).name.replace(".docs.parquet", ".bands.npz")
     return Path(work_root) / STAGE / "sigs" / part.corpus / name
 
 
 def sign_part(part: FileResult, cfg: DedupConfig, work_root: str | Path) -> str:
-    """MinHash signatures of one ingest part, saved beside the index. Reused when part and settings match."""
+    """LSH band keys of one ingest part's documents (those with at least one shingle), saved beside the index:
+    a document's 128 signature values are reduced to its band keys at once, so what is kept per document is
+    bands x 8 bytes (and nothing for a document too short to shingle). Reused when part and settings match."""
     work_root = Path(work_root)
     src = work_root / part.docs_path
     out = sig_path(work_root, part)
@@ -56,16 +59,20 @@ def sign_part(part: FileResult, cfg: DedupConfig, work_root: str | Path) -> str:
     if out.exists() and read_json(out.with_suffix(".json")) == {"stamp": stamp}:
         return str(out)
     hasher = MinHasher(cfg.num_perm, cfg.seed, cfg.ngram)
-    sigs, counts = [], []
+    params = LSHParams(*(index_params(cfg)[k] for k in ("bands", "rows")))
+    keys, rows, counts, start = [], [], [], 0
     for batch in pq.ParquetFile(src).iter_batches(columns=["text"], batch_size=1000):
         s, c = hasher.signatures(batch.column(0).to_pylist())
-        sigs.append(s)
-        counts.append(c)
-    sig = np.concatenate(sigs) if sigs else np.zeros((0, cfg.num_perm), np.uint32)
-    cnt = np.concatenate(counts) if counts else np.zeros(0, np.int64)
+        has = np.flatnonzero(c > 0)
+        keys.append(band_keys(s[has], params))
+        rows.append(has + start)
+        counts.append(c.astype(np.int32))
+        start += batch.num_rows
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, sigs=sig, counts=cnt)
+            np.savez(f, keys=np.concatenate(keys) if keys else np.zeros((0, params.bands), np.uint64),
+                     rows=np.concatenate(rows) if rows else np.zeros(0, np.int64),
+                     counts=np.concatenate(counts) if counts else np.zeros(0, np.int32))
     write_json_atomic(out.with_suffix(".json"), {"stamp": stamp})
     return str(out)
 
@@ -93,15 +100,18 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def _load_corpus(parts: list[FileResult], work_root: Path) -> tuple[pa.Table, np.ndarray, np.ndarray]:
-    tables, sigs, counts = [], [], []
+def _load_corpus(parts: list[FileResult], work_root: Path) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray]:
+    """(id, content hash, source file and line of every document; band keys of those with shingles; their rows;
+    shingle counts of all) over a corpus's parts, in part order."""
+    tables, keys, rows, counts, offset = [], [], [], [], 0
     for part in parts:
         tables.append(pq.read_table(work_root / part.docs_path, columns=["id", "content_hash", "source_file", "line"]))
         with np.load(sig_path(work_root, part)) as z:
-            sigs.append(z["sigs"])
+            keys.append(z["keys"])
+            rows.append(z["rows"] + offset)
             counts.append(z["counts"])
-    meta = pa.concat_tables(tables) if tables else None
-    return meta, np.concatenate(sigs), np.concatenate(counts)
+        offset += tables[-1].num_rows
+    return pa.concat_tables(tables), np.concatenate(keys), np.concatenate(rows), np.concatenate(counts)
 
 
 def _part_starts(parts: list[FileResult]) -> np.ndarray:
@@ -116,15 +126,16 @@ def _corpus_fingerprint(parts: list[FileResult], work_root: Path) -> str:
     return h.hexdigest()
 
 
-def _candidate_edges(keys: np.ndarray, alive: np.ndarray, id_rank: np.ndarray, index: DedupIndex,
-                     n: int, old_nodes: dict[tuple[int, int], int]) -> np.ndarray:
-    """Pairs that share a band key: new-new (star to the bucket's first by id) and new-old."""
+def _candidate_edges(keys: np.ndarray, key_pos: np.ndarray, alive: np.ndarray, id_rank: np.ndarray,
+                     index: DedupIndex, n: int, old_nodes: dict[tuple[int, int], int]) -> np.ndarray:
+    """Pairs that share a band key: new-new (star to the bucket's first by id) and new-old. `keys` holds the rows
+    of documents with shingles; key_pos maps a document to its row there."""
     edges = []
     live = np.flatnonzero(alive)
     if len(live) == 0:
         return np.zeros((0, 2), np.int64)
     for band in range(keys.shape[1]):
-        k = keys[live, band]
+        k = keys[key_pos[live], band]
         order = np.lexsort((id_rank[live], k))
         ks, docs = k[order], live[order]
         same = ~_run_starts(ks)
@@ -208,34 +219,51 @@ class _ShingleSets:
         return self.pairs[key]
 
 
+EXACT, NEAR = 1, 2  # codes of a document's fate in the per-document arrays (0: kept)
+_REASONS = {EXACT: R.EXACT_DUPLICATE, NEAR: R.NEAR_DUPLICATE}
+REJECT_CHUNK = 50_000  # reject rows built and written at a time: memory is a chunk, not the corpus
+
+
+class _Fates:
+    """Per document, as arrays (no Python object per document): kept or why not, and the kept twin."""
+
+    def __init__(self, n: int):
+        self.reason = np.zeros(n, np.int8)
+        self.keep_doc = np.full(n, -1, np.int64)  # the twin in this corpus
+        self.keep_old = np.full(n, -1, np.int64)  # the twin among earlier corpora's exact hashes
+        self.sim = np.zeros(n, np.float32)
+        self.near_keep: dict[int, str] = {}  # near duplicates: their kept twin's id (clusters are few)
+
+
 def _decide_and_write(corpus, parts, cfg, work_root, index, fingerprint) -> DedupReport:
     t0 = time.perf_counter()
-    meta, sigs, counts = _load_corpus(parts, work_root)
+    meta, keys, key_rows, counts = _load_corpus(parts, work_root)
     n = len(meta)
     ids, hashes = meta.column("id").combine_chunks(), meta.column("content_hash").combine_chunks()
     id_rank = np.empty(n, np.int64)
     id_rank[pc.sort_indices(ids).to_numpy()] = np.arange(n)
-    dup_of: dict[int, tuple[str, str, float]] = {}  # doc → (reason, kept id, similarity)
+    fate = _Fates(n)
 
     # exact: first against every earlier corpus, then within this one (smallest id kept)
     old_exact = index.exact()
-    at = pc.index_in(hashes, value_set=old_exact.column("content_hash")).to_numpy(zero_copy_only=False)
-    for doc in np.flatnonzero(~np.isnan(at.astype(float))):
-        dup_of[int(doc)] = (R.EXACT_DUPLICATE, old_exact.column("id")[int(at[doc])].as_py(), 1.0)
+    at = pc.fill_null(pc.index_in(hashes, value_set=old_exact.column("content_hash")), -1).to_numpy()
+    hit = at >= 0
+    fate.reason[hit], fate.keep_old[hit], fate.sim[hit] = EXACT, at[hit], 1.0
     group = hashes.dictionary_encode().indices.to_numpy()
     order = np.lexsort((id_rank, group))
     first = _run_starts(group[order])
     keeper = order[np.maximum.accumulate(np.where(first, np.arange(n), 0))]
-    for doc, keep in zip(order[~first], keeper[~first]):
-        if int(doc) not in dup_of:
-            dup_of[int(doc)] = (R.EXACT_DUPLICATE, ids[int(keep)].as_py(), 1.0)
+    dups, keeps = order[~first], keeper[~first]
+    fresh = fate.reason[dups] == 0
+    fate.reason[dups[fresh]], fate.keep_doc[dups[fresh]], fate.sim[dups[fresh]] = EXACT, keeps[fresh], 1.0
+    del group, order, first, keeper, dups, keeps, fresh, at, hit
 
-    # near: LSH candidates, verified on signatures, union-find into clusters
-    params = LSHParams(*(index_params(cfg)[k] for k in ("bands", "rows")))
-    keys = band_keys(sigs, params)
-    alive = (counts > 0) & ~np.isin(np.arange(n), list(dup_of))
+    # near: LSH candidates, verified on shingle sets, union-find into clusters
+    key_pos = np.full(n, -1, np.int64)
+    key_pos[key_rows] = np.arange(len(key_rows))
+    alive = (key_pos >= 0) & (fate.reason == 0)
     old_nodes: dict[tuple[int, int], int] = {}
-    edges = _candidate_edges(keys, alive, id_rank, index, n, old_nodes)
+    edges = _candidate_edges(keys, key_pos, alive, id_rank, index, n, old_nodes)
     node_info = {v: k for k, v in old_nodes.items()}
     shingle_sets = _ShingleSets(parts, work_root, index, node_info, n, cfg.ngram)
     jaccard = shingle_sets.jaccard
@@ -276,20 +304,19 @@ def _decide_and_write(corpus, parts, cfg, work_root, index, fingerprint) -> Dedu
                 continue
             keep_id = node_id(keep)
             for m, sim in rejected_here:
-                dup_of[m] = (R.NEAR_DUPLICATE, keep_id, sim)
+                fate.reason[m], fate.sim[m], fate.near_keep[m] = NEAR, sim, keep_id
             sizes[1 + len(rejected_here)] += 1
             largest.append((1 + len(rejected_here), keep_id))
 
-    kept_mask = np.ones(n, bool)
-    kept_mask[list(dup_of)] = False
-    _write_outputs(corpus, parts, work_root, meta, dup_of, kept_mask)
+    kept_mask = fate.reason == 0
+    _write_outputs(corpus, parts, work_root, meta, fate, kept_mask, ids, old_exact.column("id"))
     kept = np.flatnonzero(kept_mask)
     kept_parts = [[str(Path(STAGE) / corpus / Path(part.docs_path).name), int(kept_mask[a:b].sum())]
                   for part, a, b in zip(parts, _part_starts(parts)[:-1], _part_starts(parts)[1:])]
-    reasons = Counter(r for r, _, _ in dup_of.values())
+    shingled = kept[key_pos[kept] >= 0]
     report = DedupReport(
-        corpus=corpus, docs_in=n, kept=int(kept_mask.sum()), rejected=len(dup_of),
-        exact_duplicates=reasons[R.EXACT_DUPLICATE], near_duplicates=reasons[R.NEAR_DUPLICATE],
+        corpus=corpus, docs_in=n, kept=len(kept), rejected=int((~kept_mask).sum()),
+        exact_duplicates=int((fate.reason == EXACT).sum()), near_duplicates=int((fate.reason == NEAR).sum()),
         too_short_for_minhash=int((counts == 0).sum()), candidate_pairs=len(edges),
         cluster_sizes={str(k): v for k, v in sorted(sizes.items())},
         largest_clusters=[{"size": s, "kept_id": i} for s, i in sorted(largest, key=lambda t: (-t[0], t[1]))[:5]],
@@ -297,12 +324,26 @@ def _decide_and_write(corpus, parts, cfg, work_root, index, fingerprint) -> Dedu
         rejects_path=str((work_root / STAGE / corpus / "rejects.parquet").relative_to(work_root)),
         seconds=round(time.perf_counter() - t0, 3),
     )
-    index.add(corpus, fingerprint, ids.take(pa.array(kept)), hashes.take(pa.array(kept)), counts[kept] > 0,
-              keys[kept], kept_parts, report.model_dump(mode="json"))
+    index.add(corpus, fingerprint, ids.take(pa.array(kept)), hashes.take(pa.array(kept)),
+              np.searchsorted(kept, shingled), keys[key_pos[shingled]], kept_parts, report.model_dump(mode="json"))
     return report
 
 
-def _write_outputs(corpus, parts, work_root, meta, dup_of, kept_mask) -> None:
+def _excerpts(parts: list[FileResult], work_root: Path, rows: np.ndarray):
+    """(row, excerpt) of these increasing corpus rows, reading each part's text a batch at a time."""
+    start, k = 0, 0
+    for part in parts:
+        for batch in pq.ParquetFile(work_root / part.docs_path).iter_batches(batch_size=2000, columns=["text"]):
+            end = start + batch.num_rows
+            stop = k + int(np.searchsorted(rows[k:], end))
+            if stop > k:
+                texts = batch.column(0).take(pa.array(rows[k:stop] - start)).to_pylist()
+                yield from zip(rows[k:stop].tolist(), map(excerpt, texts))
+                k = stop
+            start = end
+
+
+def _write_outputs(corpus, parts, work_root, meta, fate: _Fates, kept_mask, ids, old_ids) -> None:
     out_dir = work_root / STAGE / corpus
     offset = 0
     for part in parts:
@@ -314,27 +355,28 @@ def _write_outputs(corpus, parts, work_root, meta, dup_of, kept_mask) -> None:
                     mask = kept_mask[offset: offset + batch.num_rows]
                     offset += batch.num_rows
                     w.write_table(pa.Table.from_batches([batch]).filter(pa.array(mask)))
-    rows = []
-    texts: dict[int, str | None] = {}
-    start = 0
-    rejected = np.array(sorted(dup_of), dtype=np.int64)
-    for part in parts:  # excerpts of the rejected only, by row position
-        pf = pq.ParquetFile(work_root / part.docs_path)
-        end = start + pf.metadata.num_rows
-        local = rejected[(rejected >= start) & (rejected < end)]
-        if len(local):
-            col = pf.read(columns=["text"]).column("text").take(pa.array(local - start))
-            texts.update({int(d): excerpt(t) for d, t in zip(local, col.to_pylist())})
-        start = end
-    for doc in sorted(dup_of):
-        reason, keep_id, sim = dup_of[doc]
-        rid = meta.column("id")[doc].as_py()
-        rows.append(dict(stage=STAGE, corpus=corpus, source_file=meta.column("source_file")[doc].as_py(),
-                         line=meta.column("line")[doc].as_py(), id=rid, reason=reason,
-                         detail=f"{reason.replace('_', ' ')} of {keep_id}", excerpt=texts.get(doc),
-                         duplicate_of=keep_id, similarity=sim))
-    with atomic_path(out_dir / "rejects.parquet") as tmp:
-        pq.write_table(pa.Table.from_pylist(rows, schema=REJECT_SCHEMA), tmp, compression="zstd")
+    rejected = np.flatnonzero(~kept_mask)
+    excerpts = _excerpts(parts, work_root, rejected)
+    with atomic_path(out_dir / "rejects.parquet") as tmp, \
+            pq.ParquetWriter(tmp, REJECT_SCHEMA, compression="zstd") as w:
+        for c0 in range(0, len(rejected), REJECT_CHUNK):
+            docs = rejected[c0: c0 + REJECT_CHUNK]
+            take = pa.array(docs)
+            twins = np.empty(len(docs), dtype=object)
+            here, old, near = fate.keep_doc[docs] >= 0, fate.keep_old[docs] >= 0, fate.reason[docs] == NEAR
+            twins[here] = ids.take(pa.array(fate.keep_doc[docs][here])).to_pylist()
+            twins[old] = old_ids.take(pa.array(fate.keep_old[docs][old])).to_pylist()
+            twins[near] = [fate.near_keep[d] for d in docs[near].tolist()]
+            twins = twins.tolist()
+            reasons = [_REASONS[int(r)] for r in fate.reason[docs]]
+            w.write_table(pa.table({
+                "stage": pa.array([STAGE] * len(docs)), "corpus": pa.array([corpus] * len(docs)),
+                "source_file": meta.column("source_file").take(take), "line": meta.column("line").take(take),
+                "id": ids.take(take), "reason": pa.array(reasons),
+                "detail": pa.array([f"{r.replace('_', ' ')} of {t}" for r, t in zip(reasons, twins)]),
+                "excerpt": pa.array([e for _, e in itertools.islice(excerpts, len(docs))], pa.string()),
+                "duplicate_of": pa.array(twins), "similarity": pa.array(fate.sim[docs], pa.float32())},
+                schema=REJECT_SCHEMA))
 
 
 def make_dedup_tasks(retries: int):

@@ -110,7 +110,7 @@ class DedupIndex:
         return self._read(self.root / "exact" / f"{self.corpora[rank]}.parquet", ["id"]).column("id")
 
     # --- writing -----------------------------------------------------------------------------------
-    def add(self, name: str, fingerprint: str, ids: pa.Array, hashes: pa.Array, has_shingles: np.ndarray,
+    def add(self, name: str, fingerprint: str, ids: pa.Array, hashes: pa.Array, rows: np.ndarray,
             keys: np.ndarray, parts: list[list], report: dict) -> None:
         """Register a corpus's kept documents. Files first, the registry (with the stage's report) last: it is the
         one commit point, so a crash before it leaves no trace and a crash after it leaves the stage done."""
@@ -118,10 +118,10 @@ class DedupIndex:
             raise DedupIndexError(f"corpus {name!r} is already in the dedup index")
         with atomic_path(self.root / "exact" / f"{name}.parquet") as tmp:
             pq.write_table(pa.table({"content_hash": hashes, "id": ids}), tmp, compression="zstd")
-        rows = np.flatnonzero(has_shingles).astype(np.int32)
-        for band in range(keys.shape[1]):
+        rows = np.asarray(rows, dtype=np.int32)  # the kept documents (in kept order) that have shingles, and
+        for band in range(keys.shape[1]):         # their band keys, one row of `keys` each
             with atomic_path(self.root / "bands" / f"band={band:02d}" / f"{name}.parquet") as tmp:
-                pq.write_table(pa.table({"key": keys[rows, band], "row": rows}), tmp, compression="zstd")
+                pq.write_table(pa.table({"key": keys[:, band], "row": rows}), tmp, compression="zstd")
         self.registry["corpora"].append({"name": name, "fingerprint": fingerprint, "kept": len(ids), "parts": parts,
                                          "report": report})
         write_json_atomic(self.registry_path, self.registry)

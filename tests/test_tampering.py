@@ -94,3 +94,22 @@ def test_a_loader_state_is_checked_before_it_is_used(manifest):
             MixtureDataset(manifest, batch_size=2, rank=0, world_size=2).load_state_dict({**good, "samples_seen": bad})
     with pytest.raises(ValueError, match="world_size"):
         MixtureDataset(manifest, batch_size=2, rank=0, world_size=4).load_state_dict(good)
+
+
+def test_a_changed_setting_writes_new_shards_and_every_version_stays_loadable(tmp_path):
+    from schemas.config import TokenizeConfig
+    from tasks.tokenize import tokenize_part
+
+    tok, refs, _ = curate_sample(tmp_path)
+    v1, _ = write_version(tmp_path, build_manifest(collect_shards(tmp_path), tok, MixConfig(sequence_length=127),
+                                                   "cfg", 1))
+    before = {p: p.read_bytes() for p in (tmp_path / "tokens").rglob("*.arrow")}
+    for r in refs:  # the same parts, other shard sizes: other shards
+        tokenize_part(r, tok.path, TokenizeConfig(validation_fraction=0.05, shard_tokens=30_000), tmp_path)
+    v2, new = write_version(tmp_path, build_manifest(collect_shards(tmp_path), tok, MixConfig(sequence_length=127),
+                                                     "cfg", 2))
+    assert new and v2.name == "v0002.json"
+    assert all(p.read_bytes() == b for p, b in before.items()), "a published shard was rewritten"
+    for version in (v1, v2):
+        ds = MixtureDataset(version)
+        assert sum(1 for _ in ds) == ds.n_samples  # every shard read, and checked, without error
