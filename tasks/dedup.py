@@ -172,7 +172,6 @@ def dedup_corpus(corpus: str, parts: list[FileResult], cfg: DedupConfig, work_ro
                 raise DedupIndexError(f"corpus {corpus!r} is in the dedup index without its report: remove "
                                       f"{index.root} to rebuild the index")
             return DedupReport.model_validate({**done, "reused": True})
-        t0 = time.perf_counter()
         report = _decide_and_write(corpus, parts, cfg, work_root, index, fingerprint)
         write_json_atomic(out_dir / "_done.json", report.model_dump(mode="json"))
         return report

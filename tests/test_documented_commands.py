@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tasks.landing import Catalog
-from tests.conftest import REPO, SAMPLE
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
 DOCS = (REPO / "README.md", REPO / "deploy" / "README.md")
@@ -57,6 +57,7 @@ RUNS: dict[str, str] = {
     "python tests/benchmarks/bench_dedup.py": "python tests/benchmarks/bench_dedup.py --docs 300 --no-datatrove",
     "python tests/benchmarks/bench_classify.py": "python tests/benchmarks/bench_classify.py --docs 40 --repeats 1",
     "python tests/benchmarks/bench_tokenize.py": "python tests/benchmarks/bench_tokenize.py --docs 40 --repeats 1",
+    "python tests/benchmarks/bench_memory.py": "python tests/benchmarks/bench_memory.py --records 20000",
     # The service, in a folder of its own (its .curate-server/, out/ and landing/ are the defaults there).
     "curate server up": "cd {w}/svc && curate server up --port {port}",
     "curate server up [--port 4200] [--work out] [--landing landing] [--corpora DIR] [--config FILE] "

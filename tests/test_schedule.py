@@ -1,12 +1,10 @@
 """The block schedule equals the whole-run arrays it replaced, sample for sample, from any start; a run of 10^12
 tokens builds its dataset at once, in bounded memory."""
 import json
-import os
 import time
 import tracemalloc
 
 import numpy as np
-import pytest
 
 from schemas.manifest import Budget, ShardRef, Source, TokenizerRef
 from tasks.schedule import Schedule, interleave_block, multinomial_block
