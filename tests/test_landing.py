@@ -48,3 +48,24 @@ def test_a_corpus_changed_after_fingerprinting_is_refused(tmp_path):
 def test_a_missing_landing_directory_is_a_clear_error(tmp_path):
     with pytest.raises(LandingError, match="does not exist"):
         scan_landing(tmp_path / "nowhere")
+
+
+def test_one_bad_landing_folder_is_refused_alone_and_links_out_are_not_read(tmp_path):
+    landing = tmp_path / "landing"
+    land(landing, "good")
+    land(landing, "bad name!")
+    land(landing, "index")
+    secret = tmp_path / "passwd.txt"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    linked = land(landing, "linked")
+    (linked / "passwd.txt").symlink_to(secret)
+    plan = plan_watch(scan_landing(landing), {})
+    assert sorted(c.name for c in plan.trigger) == ["good", "linked"]
+    assert {n for n, _ in plan.refused} == {"bad name!", "index"}
+    before = next(c for c in plan.trigger if c.name == "linked").fingerprint
+    secret.write_text("changed, but never read\n")
+    assert next(c for c in scan_landing(landing) if c.name == "linked").fingerprint == before
+    from tasks.inputs import resolve_inputs
+
+    [corpus] = resolve_inputs([str(linked)])
+    assert [j.refused[0] for j in corpus.jobs if j.refused] == ["symlink_outside_root"]
