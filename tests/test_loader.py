@@ -90,3 +90,24 @@ def test_a_state_from_another_manifest_is_refused(manifest):
         ds.load_state_dict(state)
     ds.load_state_dict(state, allow_other_manifest=True)
     assert len(ds) == ds.n_samples - 10
+
+
+@pytest.mark.parametrize("workers,group", [(0, None), (2, None), (2, 3), (3, 1)])
+def test_the_fast_loader_gives_the_plain_dataloaders_batches_in_order(manifest, workers, group):
+    plain = list(DataLoader(MixtureDataset(manifest, batch_size=8), batch_size=8))
+    fast = list(MixtureDataset(manifest, batch_size=8).loader(num_workers=workers, group=group))
+    assert len(fast) == len(plain)
+    for want, got in zip(plain, fast):
+        for key in ("input_ids", "labels", "domain", "index"):
+            assert torch.equal(want[key], got[key]), key
+    assert fast[0]["input_ids"].dtype == torch.int64 and fast[0]["labels"].shape == (8, SEQ)
+
+
+def test_the_fast_loader_resumes_exactly_with_workers(manifest):
+    full = [b["index"] for b in itertools.islice(MixtureDataset(manifest, batch_size=8).loader(num_workers=2), 9)]
+    ds = MixtureDataset(manifest, batch_size=8)
+    first = [b["index"] for b in itertools.islice(ds.loader(num_workers=2, group=2), 5)]
+    resumed = MixtureDataset(manifest, batch_size=8)
+    resumed.load_state_dict(ds.state_dict(samples_consumed=5 * 8))
+    rest = [b["index"] for b in itertools.islice(resumed.loader(num_workers=2, group=3), 4)]
+    assert all(torch.equal(a, b) for a, b in zip(full, first + rest))

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Tokenize-stage throughput against sentencepiece's raw encode (same documents, same threads, same run),
-and the loader's delivery rate through a DataLoader.
+(the loader's rate: bench_loader.py).
 
 Usage: python tests/benchmarks/bench_tokenize.py [--corpora ../shared/corpora] [--docs 1500] [--repeats 5]
 
@@ -21,17 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
-from torch.utils.data import DataLoader
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from schemas.config import ClassifyConfig, MixConfig, TokenizeConfig  # noqa: E402
-from tasks.classify import PartRef, classify_part  # noqa: E402
+from schemas.config import ClassifyConfig, TokenizeConfig  # noqa: E402
+from tasks.classify import classify_part  # noqa: E402
 from tasks.classify_models import resolve_models  # noqa: E402
-from tasks.loader import MixtureDataset  # noqa: E402
-from tasks.manifest import build_manifest, collect_shards, write_version  # noqa: E402
 from tasks.tokenize import TokenizeRef, encode_batch, tokenize_part  # noqa: E402
 from tasks.tokenizer import balanced_sample, kept_documents, load_tokenizer, train_tokenizer  # noqa: E402
 from tests.benchmarks.bench_classify import ingest_heads  # noqa: E402
@@ -88,15 +84,6 @@ def main() -> None:
                   f"{', '.join(f'{a / b:.2f}' for a, b in zip(raw, stage))})")
         print("target: the stage >= 0.90 of raw encode")
 
-        manifest = write_version(work, build_manifest(collect_shards(work), tok, MixConfig(sequence_length=2047), "b", 1))[0]
-        print(f"\nloader: {manifest.name}, sequences of 2048 tokens, batch 8")
-        for workers in (0, 2):
-            ds = MixtureDataset(manifest, batch_size=8)
-            loader = DataLoader(ds, batch_size=8, num_workers=workers)
-            t0 = time.perf_counter()
-            n = sum(batch["input_ids"].numel() for batch in loader)
-            dt = time.perf_counter() - t0
-            print(f"  {workers} workers: {n:,} tokens in {dt:.2f} s = {n / dt:,.0f} tokens/s (worker start-up included)")
     finally:
         shutil.rmtree(work)
 
