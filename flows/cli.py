@@ -20,6 +20,11 @@ def _root() -> None:
     """curate: ingest → dedup → classify → tokenize → mix, as a Prefect DAG."""
 
 
+def server_line() -> str:
+    url = os.environ.get("PREFECT_API_URL")
+    return f"reporting to the Prefect server at {url}" if url else "a temporary local Prefect server serves this run"
+
+
 def _fail(message: str, code: int = 2) -> None:
     err_console.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code)
@@ -132,6 +137,9 @@ def run(
     """Run the curate flow: ingest → dedup → classify, with a report of every document."""
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    from flows.runtime import start_server_early
+
+    start_server_early()  # it boots while the arguments, config and models are checked
     from schemas.config import ConfigError, load_config
     from tasks.classifier import ClassifierError
     from tasks.classify_models import resolve_models
@@ -173,7 +181,7 @@ def _run_with_progress(inputs, out: Path, config: Optional[Path]) -> None:
             progress.update(bars[stage], completed=done, total=total, last=message)
 
         curate_flow.PROGRESS_LISTENERS.append(on_progress)
-        progress.console.print("starting Prefect (a temporary local server unless PREFECT_API_URL is set)…")
+        progress.console.print(server_line())
         try:
             report = curate_flow.run_curate(list(inputs) if inputs else None, str(out),
                                             str(config) if config else None)

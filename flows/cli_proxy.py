@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from flows.cli import _fail, app, console
+from flows.cli import _fail, app, console, server_line
 
 MANIFEST_HELP = "A manifest version file, or a manifests/<name> folder (its latest version)."
 CONFIG_HELP = "YAML config: its proxy (and learn) sections (see schemas/proxy.py)."
@@ -26,6 +26,10 @@ def _proxy_config(config: Optional[Path], steps: Optional[int], seed: Optional[i
     """(config, proxy settings, learn settings) with the command line's overrides; a bad value is one line."""
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # before Prefect is imported
     from pydantic import ValidationError
+
+    from flows.runtime import start_server_early
+
+    start_server_early()
 
     from schemas.config import load_config
 
@@ -70,7 +74,7 @@ def _run(flow_fn, check: list[str], proxy, method: str | None = None, **kwargs) 
             progress.update(bars[label], completed=step, last=message)
 
         proxy_flows.LISTENERS.append(on_step)
-        progress.console.print("starting Prefect (a temporary local server unless PREFECT_API_URL is set)…")
+        progress.console.print(server_line())
         try:
             return proxy_flows.run_flow(flow_fn, proxy=proxy.model_dump(), **kwargs)
         except (ProxyError, ManifestError, ConfigError, ValidationError, ServerUnreachable) as err:

@@ -18,14 +18,14 @@ from prefect.runtime import flow_run
 from schemas.config import CurateConfig, load_config
 from schemas.report import ClassifyReport, DedupReport, FileResult, RunReport, StageTiming, TokenizePartResult, \
     add_stage, summarise_classify, summarise_corpus, total_into
-from tasks.classify import PartRef, make_classify_task
+from tasks.classify import PartRef, classify_reused, make_classify_task
 from tasks.classify_models import resolve_models
-from tasks.dedup import make_dedup_tasks
-from tasks.ingest import make_ingest_task
+from tasks.dedup import make_dedup_tasks, sign_reused
+from tasks.ingest import ingest_reused, make_ingest_task
 from tasks.inputs import Corpus, InputError, resolve_inputs
 from tasks.manifest import build_manifest, collect_shards, latest_version, write_version
 from tasks.report import write_report
-from tasks.tokenize import TokenizeRef, make_tokenize_task
+from tasks.tokenize import TokenizeRef, make_tokenize_task, tokenize_reused
 from tasks.tokenizer import ensure_tokenizer, vocabulary_warning
 from tasks.workdir import clean_orphans, write_json_atomic
 
@@ -53,21 +53,29 @@ def default_inputs(cfg: CurateConfig) -> list[str]:
     return [str(p) for p in sorted(SAMPLE_DIR.glob("*.jsonl.gz"))]
 
 
-def map_stage(stage: str, task, calls: list[tuple], describe: Callable[[object], str], progress: list) -> list:
+def map_stage(stage: str, task, calls: list[tuple], describe: Callable[[object], str], progress: list,
+              reused: Callable | None = None) -> list:
     """Run `task(*args)` for each args of `calls` on the flow's task runner, with a progress artifact (removed when
-    the run ends), the CLI's bar and a log line per finished part. Results come back in the order of `calls`,
-    whatever order they finish in."""
+    the run ends), the CLI's bar and a log line per finished part. A part whose outputs exist under the same content
+    key (`reused(*args)`, checked here) is not sent to a worker at all: a run with nothing new to do starts none.
+    Results come back in the order of `calls`, whatever order they finish in."""
     logger = get_run_logger()
-    progress_id = create_progress_artifact(0.0, description=f"{stage}: parts done / parts")
-    progress.append(progress_id)
-    futures = [task.submit(*args) for args in calls]
-    _notify(stage, 0, len(futures), "")
-    for done, fut in enumerate(as_completed(futures), start=1):
-        message = describe(fut.result())
+    results = [reused(*args) if reused else None for args in calls]
+    todo = [k for k, r in enumerate(results) if r is None]
+    progress_id = create_progress_artifact(0.0, description=f"{stage}: parts done / parts") if todo else None
+    if progress_id:
+        progress.append(progress_id)
+    futures = {task.submit(*calls[k]): k for k in todo}
+    done = len(calls) - len(todo)
+    _notify(stage, done, len(calls), "reused" if done else "")
+    for fut in as_completed(list(futures)):
+        results[futures[fut]] = fut.result()
+        done += 1
+        message = describe(results[futures[fut]])
         logger.info("%s %s", stage, message)
-        update_progress_artifact(progress_id, 100.0 * done / len(futures))
-        _notify(stage, done, len(futures), message)
-    return [fut.result() for fut in futures]
+        update_progress_artifact(progress_id, 100.0 * done / len(calls))
+        _notify(stage, done, len(calls), message)
+    return results
 
 
 def run_ingest(corpora: list[Corpus], cfg: CurateConfig, work_root: Path, progress: list) -> dict[str, list[FileResult]]:
@@ -75,7 +83,7 @@ def run_ingest(corpora: list[Corpus], cfg: CurateConfig, work_root: Path, progre
     config_hash = cfg.stage_hash("ingest")
     calls = [(job, cfg.ingest, str(work_root), config_hash) for c in corpora for job in c.jobs]
     done = map_stage("ingest", task, calls, lambda r: f"{r.corpus}/{r.source_file}: {r.docs_in} in, {r.kept} kept"
-                     + (" (reused)" if r.reused else f" ({r.seconds:.1f}s)"), progress)
+                     + (" (reused)" if r.reused else f" ({r.seconds:.1f}s)"), progress, ingest_reused)
     results: dict[str, list[FileResult]] = {c.name: [] for c in corpora}
     for res in done:
         results[res.corpus].append(res)
@@ -92,7 +100,7 @@ def run_dedup(ingested: dict[str, list[FileResult]], cfg: CurateConfig, work_roo
     """Signatures in parallel across parts, then each corpus against the index, in registration order."""
     sign_task, cluster_task = make_dedup_tasks(cfg.runner.retries)
     calls = [(p, cfg.dedup, str(work_root)) for files in ingested.values() for p in files]
-    map_stage("minhash", sign_task, calls, lambda _: "signatures", progress)
+    map_stage("minhash", sign_task, calls, lambda _: "signatures", progress, sign_reused)
     reports = {}
     for i, (corpus, files) in enumerate(ingested.items(), start=1):
         rep: DedupReport = cluster_task(corpus, files, cfg.dedup, str(work_root))
@@ -111,7 +119,7 @@ def run_classify(parts: dict[str, list[str]], cfg: CurateConfig, work_root: Path
     calls = [(PartRef(corpus, path), cfg.classify, models, str(work_root)) for corpus, paths in parts.items()
              for path in paths]
     done = map_stage("classify", make_classify_task(cfg.runner.retries), calls,
-                     lambda r: f"{r.docs_path}: {r.docs_in} in, {r.kept} kept", progress)
+                     lambda r: f"{r.docs_path}: {r.docs_in} in, {r.kept} kept", progress, classify_reused)
     return {c: summarise_classify(c, [r for r in done if r.corpus == c]) for c in parts}
 
 
@@ -127,7 +135,8 @@ def run_tokenize(refs: list[TokenizeRef], cfg: CurateConfig, work_root: Path, re
         report.warnings.append(warning)
     calls = [(r, tok.path, tc, str(work_root)) for r in refs]
     return map_stage("tokenize", make_tokenize_task(cfg.runner.retries), calls,
-                     lambda r: f"{r.corpus}: {r.tokens:,} tokens", progress)
+                     lambda r: f"{r.corpus}: {r.tokens:,} tokens", progress,
+                     lambda ref, _, tcfg, root: tokenize_reused(ref, tok.sha256, tcfg, root))
 
 
 def run_mix(cfg: CurateConfig, work_root: Path, flow_run_id: str | None) -> str:

@@ -25,28 +25,28 @@ def artifact_key(n: int, name: str) -> str:
 
 
 def delete_artifacts(ids: list) -> None:
-    """Remove artifacts (the stages' progress bars) once they have served."""
-    from prefect.client.orchestration import get_client
+    """Remove artifacts (the stages' progress bars) once they have served, with the flow run's own client (a new
+    client costs a connection and a version check each time)."""
+    from prefect.context import FlowRunContext
 
-    if not ids:
-        return
-    with get_client(sync_client=True) as client:
-        for artifact_id in ids:
-            client.delete_artifact(artifact_id)
+    ctx = FlowRunContext.get()
+    for artifact_id in ids if ctx and ctx.client else []:
+        ctx.client.delete_artifact(artifact_id)
 
 
 def weights_chart(manifest_path: str) -> Path:
     """PNG of the version's weights beside the previous version's (manifests/<name>/vNNNN.weights.png)."""
-    from tasks.plots import plot_weights
-
     path = Path(manifest_path)
     m = json.loads(path.read_text(encoding="utf-8"))
     prev_path = path.with_name(f"v{m['version'] - 1:04d}.json")
     prev = json.loads(prev_path.read_text(encoding="utf-8")) if m["version"] > 1 and prev_path.is_file() else None
+    from tasks.plots import plot_weights  # matplotlib: only when a chart is drawn
+    png = path.with_name(f"{path.stem}.weights.png")
+    if png.is_file():  # a version never changes, nor does its chart (the same bytes for the same weights)
+        return png
     weights = {s["domain"]: s["weight"] for s in m["sources"]}
     prev_weights = {s["domain"]: s["weight"] for s in prev["sources"]} if prev else None
-    return plot_weights(weights, prev_weights, (f"v{m['version']:04d}", f"v{m['version'] - 1:04d}"),
-                        path.with_name(f"{path.stem}.weights.png"))
+    return plot_weights(weights, prev_weights, (f"v{m['version']:04d}", f"v{m['version'] - 1:04d}"), png)
 
 
 def data_url(png: Path) -> str:

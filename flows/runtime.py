@@ -82,18 +82,13 @@ def prefect_api() -> Iterator[str]:
             if not had:
                 os.environ.pop("PREFECT_API_URL", None)
         return
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()
+    server = _EARLY.pop("server", None) or TemporaryServer()
     timeout = startup_timeout()
     try:
-        server.start(timeout=timeout)
-    except Exception as err:  # Prefect raises RuntimeError with the server's whole output: keep its first line
+        server.wait(timeout)
+    except ServerStartError:
         server.stop()
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise ServerStartError(
-            f"the temporary Prefect server did not start within {timeout:g} s ({first}); on a busy machine raise "
-            "CURATE_SERVER_STARTUP_TIMEOUT, or start one with `curate server up` and export PREFECT_API_URL") from None
+        raise
     os.environ["PREFECT_API_URL"] = server.api_url
     try:
         with temporary_settings({PREFECT_API_URL: server.api_url}):
@@ -102,6 +97,106 @@ def prefect_api() -> Iterator[str]:
         _drain_prefect_workers()
         os.environ.pop("PREFECT_API_URL", None)
         server.stop()
+
+
+class TemporaryServer:
+    """Prefect's own server app (the one its ephemeral mode runs) in a subprocess on a free local port, started
+    without importing the server in this process (3.5 s of imports it does not need): `start_server_early()` lets it
+    boot while the CLI imports and checks its arguments."""
+
+    def __init__(self) -> None:
+        import subprocess
+        import sys
+        import tempfile
+        from importlib.util import find_spec
+
+        self.port = _free_port()
+        self.api_url = f"http://127.0.0.1:{self.port}/api"
+        self.log = tempfile.TemporaryFile()
+        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+        app_dir = str(os.path.dirname(os.path.dirname(find_spec("prefect").origin)))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--app-dir", app_dir, "--factory", "prefect.server.api.server:create_app",
+             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait(self, timeout: float) -> None:
+        import time
+
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.log.seek(0)
+                tail = self.log.read().decode(errors="replace").strip().splitlines()[-1:] or [""]
+                raise ServerStartError(f"the temporary Prefect server exited with code {self.proc.returncode} "
+                                       f"({tail[0][:200]})")
+            try:
+                if httpx.get(f"{self.api_url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise ServerStartError(
+            f"the temporary Prefect server did not start within {timeout:g} s; on a busy machine raise "
+            "CURATE_SERVER_STARTUP_TIMEOUT, or start one with `curate server up` and export PREFECT_API_URL")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except Exception:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+_EARLY: dict[str, TemporaryServer] = {}
+
+
+def start_server_early() -> None:
+    """Start the temporary server now when no server is configured, so that it boots while this process does
+    other work; prefect_api() takes it over (or it is stopped at exit if nothing does)."""
+    import atexit
+
+    if not os.environ.get("PREFECT_API_URL"):
+        use_local_service()
+    if os.environ.get("PREFECT_API_URL") or _EARLY:
+        return
+    server = _EARLY["server"] = TemporaryServer()  # first: it boots while Prefect's settings are imported
+    atexit.register(lambda: _EARLY.pop("server", None) and server.stop())
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():  # a profile names a server: that one is used
+        _EARLY.pop("server").stop()
+
+
+def use_local_service() -> str | None:
+    """With no server configured, the one `curate server up` runs from this folder (or CURATE_SERVER_HOME), if it
+    answers: runs report there, with its auth string, instead of starting a temporary server."""
+    import json
+    from pathlib import Path
+
+    import httpx
+
+    home = Path(os.environ.get("CURATE_SERVER_HOME", ".curate-server"))
+    try:
+        url = json.loads((home / "curate-server.json").read_text())["url"]
+        auth = (home / "api-auth").read_text().strip()
+        httpx.get(f"{url}/health", timeout=2).raise_for_status()
+    except (OSError, ValueError, KeyError, httpx.HTTPError):
+        return None
+    os.environ["PREFECT_API_URL"], os.environ["PREFECT_API_AUTH_STRING"] = url, auth
+    return url
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _drain_prefect_workers() -> None:
@@ -125,12 +220,10 @@ def task_runner(cfg):
 def label_flow_run(name: str | None = None, tags: list[str] | tuple[str, ...] = ()) -> None:
     """Rename the current flow run and add tags, so that runs are found in the UI by what they did (corpus,
     manifest version) rather than by a generated name. Outside a flow run, nothing."""
-    from prefect.client.orchestration import get_client
-    from prefect.runtime import flow_run
+    from prefect.context import FlowRunContext
 
-    run_id = flow_run.get_id()
-    if not run_id:
+    ctx = FlowRunContext.get()
+    if not ctx or not ctx.flow_run or not ctx.client:
         return
-    merged = sorted(set(flow_run.get_tags() or []) | set(tags))
-    with get_client(sync_client=True) as client:
-        client.update_flow_run(run_id, name=name[:200] if name else None, tags=merged)
+    merged = sorted(set(ctx.flow_run.tags or []) | set(tags))
+    ctx.client.update_flow_run(ctx.flow_run.id, name=name[:200] if name else None, tags=merged)

@@ -76,17 +76,31 @@ def part_paths(work_root: Path, ref: PartRef) -> tuple[Path, Path, Path]:
             base.with_name(stem + ".done.json"))
 
 
+def _key(ref: PartRef, cfg: ClassifyConfig, models: ModelRefs, work_root: Path) -> dict:
+    return {"fingerprint": file_fingerprint(work_root / ref.docs_path), "config": cfg.model_dump(mode="json"),
+            "models": [models.domain_sha, models.quality_sha]}
+
+
+def classify_reused(ref: PartRef, cfg: ClassifyConfig, models: ModelRefs,
+                    work_root: str | Path) -> ClassifyPartResult | None:
+    """The result of an earlier classification of the same part under the same settings and models, if there."""
+    work_root = Path(work_root)
+    ann_path, rej_path, done_path = part_paths(work_root, ref)
+    done = read_json(done_path)
+    if not (done and ann_path.exists() and rej_path.exists()) or done.get("key") != _key(ref, cfg, models, work_root):
+        return None
+    res = ClassifyPartResult.model_validate(done["result"])
+    res.reused = True
+    return res
+
+
 def classify_part(ref: PartRef, cfg: ClassifyConfig, models: ModelRefs, work_root: str | Path) -> ClassifyPartResult:
+    if (reused := classify_reused(ref, cfg, models, work_root)) is not None:
+        return reused
     work_root = Path(work_root)
     src = work_root / ref.docs_path
     ann_path, rej_path, done_path = part_paths(work_root, ref)
-    key = {"fingerprint": file_fingerprint(src), "config": cfg.model_dump(mode="json"),
-           "models": [models.domain_sha, models.quality_sha]}
-    done = read_json(done_path)
-    if done and done.get("key") == key and ann_path.exists() and rej_path.exists():
-        res = ClassifyPartResult.model_validate(done["result"])
-        res.reused = True
-        return res
+    key = _key(ref, cfg, models, work_root)
 
     t0 = time.perf_counter()
     rules = _rules(cfg.model_dump_json())

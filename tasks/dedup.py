@@ -48,16 +48,25 @@ def sig_path(work_root: Path, part: FileResult) -> Path:
     return Path(work_root) / STAGE / "sigs" / part.corpus / name
 
 
+def sign_reused(part: FileResult, cfg: DedupConfig, work_root: str | Path) -> str | None:
+    """The band keys of an earlier signing of the same part under the same settings, if there."""
+    out = sig_path(Path(work_root), part)
+    if not out.exists() or read_json(out.with_suffix(".json")) != {
+            "stamp": f"{file_fingerprint(Path(work_root) / part.docs_path)}:{_params_hash(cfg)}"}:
+        return None
+    return str(out)
+
+
 def sign_part(part: FileResult, cfg: DedupConfig, work_root: str | Path) -> str:
     """LSH band keys of one ingest part's documents (those with at least one shingle), saved beside the index:
     a document's 128 signature values are reduced to its band keys at once, so what is kept per document is
     bands x 8 bytes (and nothing for a document too short to shingle). Reused when part and settings match."""
+    if (reused := sign_reused(part, cfg, work_root)) is not None:
+        return reused
     work_root = Path(work_root)
     src = work_root / part.docs_path
     out = sig_path(work_root, part)
     stamp = f"{file_fingerprint(src)}:{_params_hash(cfg)}"
-    if out.exists() and read_json(out.with_suffix(".json")) == {"stamp": stamp}:
-        return str(out)
     hasher = MinHasher(cfg.num_perm, cfg.seed, cfg.ngram)
     params = LSHParams(*(index_params(cfg)[k] for k in ("bands", "rows")))
     keys, rows, counts, start = [], [], [], 0

@@ -156,26 +156,36 @@ class _Batches:
         self.docs_w.write_table(table)
 
 
+def _input_key(job: FileJob) -> tuple[str, int]:
+    if job.refused:  # nothing is read: the refusal itself is the fingerprint
+        return f"refused:{job.refused}", 0
+    try:
+        return file_fingerprint(Path(job.path)), Path(job.path).stat().st_size
+    except OSError as err:
+        return f"unreadable:{err.strerror}", 0
+
+
+def ingest_reused(job: FileJob, cfg: IngestConfig, work_root: str | Path, config_hash: str) -> FileResult | None:
+    """The result of an earlier ingest of the same input content under the same config, if its outputs are there."""
+    docs_path, rejects_path, done_path = part_paths(Path(work_root), job)
+    done = read_json(done_path)
+    if not (done and done.get("config_hash") == config_hash and docs_path.exists() and rejects_path.exists()):
+        return None
+    if done.get("fingerprint") != _input_key(job)[0]:
+        return None
+    result = FileResult.model_validate(done["result"])
+    result.reused = True
+    return result
+
+
 def ingest_file(job: FileJob, cfg: IngestConfig, work_root: str | Path, config_hash: str) -> FileResult:
     """Ingest one file. Reuses a completed earlier output for the same input content and config."""
+    if (reused := ingest_reused(job, cfg, work_root, config_hash)) is not None:
+        return reused
     work_root = Path(work_root)
     docs_path, rejects_path, done_path = part_paths(work_root, job)
     path = Path(job.path)
-    if job.refused:  # nothing is read: the refusal itself is the fingerprint
-        fingerprint, bytes_in = f"refused:{job.refused}", 0
-    else:
-        try:
-            fingerprint = file_fingerprint(path)
-            bytes_in = path.stat().st_size
-        except OSError as err:
-            fingerprint, bytes_in = f"unreadable:{err.strerror}", 0
-    done = read_json(done_path)
-    if done and done.get("fingerprint") == fingerprint and done.get("config_hash") == config_hash \
-            and docs_path.exists() and rejects_path.exists():
-        result = FileResult.model_validate(done["result"])
-        result.reused = True
-        return result
-
+    fingerprint, bytes_in = _input_key(job)
     t0 = time.perf_counter()
     with atomic_path(docs_path) as docs_tmp, atomic_path(rejects_path) as rej_tmp:
         with pq.ParquetWriter(docs_tmp, DOCUMENT_SCHEMA, **PARQUET_OPTS) as docs_w, \

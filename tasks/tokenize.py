@@ -153,18 +153,38 @@ def _encoded_batches(sp, texts: list[str], size: int, threads: int):
     return drain()
 
 
+def _key(ref: TokenizeRef, tokenizer_sha: str, cfg: TokenizeConfig, work_root: Path) -> dict:
+    return {"docs": file_fingerprint(work_root / ref.docs_path),
+            "annotations": file_fingerprint(work_root / ref.annotations_path), "tokenizer": tokenizer_sha,
+            "format": SHARD_FORMAT_VERSION, "config": cfg.model_dump(mode="json", exclude={"tokenizer", "threads"})}
+
+
+def _done_path(ref: TokenizeRef, work_root: Path) -> Path:
+    return work_root / STAGE / ref.corpus / f"{Path(ref.docs_path).name.removesuffix('.docs.parquet')}.done.json"
+
+
+def tokenize_reused(ref: TokenizeRef, tokenizer_sha: str, cfg: TokenizeConfig,
+                    work_root: str | Path) -> TokenizePartResult | None:
+    """The result of an earlier encoding of the same part with the same tokenizer and settings, if its shards are
+    there."""
+    work_root = Path(work_root)
+    done = read_json(_done_path(ref, work_root))
+    if not done or not all((work_root / s["path"]).exists() for s in done["result"]["shards"]) \
+            or done.get("key") != _key(ref, tokenizer_sha, cfg, work_root):
+        return None
+    res = TokenizePartResult.model_validate(done["result"])
+    res.reused = True
+    return res
+
+
 def tokenize_part(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, work_root: str | Path) -> TokenizePartResult:
     work_root = Path(work_root)
     stem = Path(ref.docs_path).name.removesuffix(".docs.parquet")
-    done_path = work_root / STAGE / ref.corpus / f"{stem}.done.json"
+    done_path = _done_path(ref, work_root)
     sp, tok = _tokenizer(tokenizer_path)
-    key = {"docs": file_fingerprint(work_root / ref.docs_path), "annotations": file_fingerprint(work_root / ref.annotations_path),
-           "tokenizer": tok.sha256, "config": cfg.model_dump(mode="json", exclude={"tokenizer", "threads"})}
-    done = read_json(done_path)
-    if done and done.get("key") == key and all((work_root / s["path"]).exists() for s in done["result"]["shards"]):
-        res = TokenizePartResult.model_validate(done["result"])
-        res.reused = True
-        return res
+    if (reused := tokenize_reused(ref, tok.sha256, cfg, work_root)) is not None:
+        return reused
+    key = _key(ref, tok.sha256, cfg, work_root)
     t0 = time.perf_counter()
     # Shard names carry the hash of what made them (input parts, tokenizer, settings): other settings write other
     # names, so a shard a manifest version names is never rewritten and every version stays loadable.

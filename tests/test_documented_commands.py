@@ -58,6 +58,7 @@ RUNS: dict[str, str] = {
     "python tests/benchmarks/bench_classify.py": "python tests/benchmarks/bench_classify.py --docs 40 --repeats 1",
     "python tests/benchmarks/bench_tokenize.py": "python tests/benchmarks/bench_tokenize.py --docs 40 --repeats 1",
     "python tests/benchmarks/bench_memory.py": "python tests/benchmarks/bench_memory.py --records 20000",
+    "python tests/benchmarks/bench_fixed_cost.py": "python tests/benchmarks/bench_fixed_cost.py --repeats 1",
     "python tests/benchmarks/bench_loader.py":
         "python tests/benchmarks/bench_loader.py --manifest {w}/out/manifests/default --repeats 1 --batches 50",
     # The service, in a folder of its own (its .curate-server/, out/ and landing/ are the defaults there).

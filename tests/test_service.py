@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -294,3 +295,16 @@ def test_an_unreachable_server_is_a_clear_error_not_a_hang():
     with pytest.raises(ServerUnreachable, match="not reachable"):
         check_reachable(f"http://127.0.0.1:{free_port()}/api", timeout=2)
     assert time.monotonic() - start < 10
+
+
+def test_a_run_beside_the_service_reports_to_it_without_a_server_of_its_own(service, tmp_path):
+    info, base = service
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env["CURATE_SERVER_HOME"] = str(base / "home")
+    src = tmp_path / "notes.jsonl"
+    src.write_text('{"id": "n1", "text": "A short note about the tides, the moon and the harbour at dawn."}\n')
+    res = subprocess.run([str(Path(sys.executable).parent / "curate"), "run", f"beside={src}", "--out",
+                          str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"reporting to the Prefect server at {info['url']}" in res.stdout
+    assert any(r["name"].startswith("curate beside") for r in _runs(info, "curate"))
