@@ -1,0 +1,106 @@
+"""`curate run` end to end on ../shared/corpora beside the raw-library floor measured in the same run.
+
+    python tests/benchmarks/bench_end_to_end.py [--repeats 1]
+
+The floor is what the libraries alone take, one core each, for the work no run can skip: decompress and parse
+(gzip + orjson), language ID (lid.176.ftz, first 400 characters), MinHash signatures (the vectorised affine32 that
+equals datasketch's), the domain model's predict (first 2,000 characters) and sentencepiece's encode of the kept
+text (the work root's tokenizer), summed and divided by the machine's cores. The run is timed twice: with a
+tokenizer supplied (what the floor covers) and training its own (a work root's first run also trains one).
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+import orjson  # noqa: E402
+
+SHARED = REPO.parent / "shared" / "corpora"
+CURATE = Path(sys.executable).parent / "curate"
+
+
+def floor(files: list[Path], tokenizer: Path) -> dict[str, float]:
+    from schemas.config import ClassifyConfig
+    from tasks.classifier import load_model, model_text
+    from tasks.classify_models import resolve_models
+    from tasks.langid import identify
+    from tasks.minhash import MinHasher
+    from tasks.tokenize import encode_batch
+    from tasks.tokenizer import load_tokenizer
+
+    t0 = time.process_time()
+    texts = []
+    for f in files:
+        with gzip.open(f, "rb") as fh:
+            texts += [orjson.loads(line).get("text", "") for line in fh]
+    out = {"parse": time.process_time() - t0}
+    t0 = time.process_time()
+    for k in range(0, len(texts), 2000):
+        identify(texts[k: k + 2000], 400)
+    out["language ID"] = time.process_time() - t0
+    hasher = MinHasher(128, 1, 5)
+    t0 = time.process_time()
+    for k in range(0, len(texts), 1000):
+        hasher.signatures(texts[k: k + 1000])
+    out["MinHash"] = time.process_time() - t0
+    models = resolve_models(ClassifyConfig())
+    model = load_model(models.domain_path)
+    t0 = time.process_time()
+    for k in range(0, len(texts), 1000):
+        model.predict([model_text(t, 2000) for t in texts[k: k + 1000]], k=2)
+    out["domain predict"] = time.process_time() - t0
+    sp = load_tokenizer(tokenizer)[0]
+    t0 = time.process_time()
+    for k in range(0, len(texts), 256):
+        encode_batch(sp, texts[k: k + 256], 1)
+    out["encode"] = time.process_time() - t0
+    return out
+
+
+def run(files: list[Path], config: Path | None) -> float:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [str(CURATE), "run", *map(str, files), "--out", str(Path(tmp) / "out")]
+        if config:
+            cmd += ["--config", str(config)]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, env=env, check=True, capture_output=True)
+        return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--corpora", type=Path, default=SHARED)
+    ap.add_argument("--repeats", type=int, default=1)
+    args = ap.parse_args()
+    files = sorted(args.corpora.glob("*.jsonl.gz"))
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as tmp:  # a tokenizer to supply: the first run's own
+        subprocess.run([str(CURATE), "run", *map(str, files[:2]), "--out", str(Path(tmp) / "w")], check=True,
+                       capture_output=True, env={k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")})
+        tok = Path(tmp) / "tokenizer.model"
+        tok.write_bytes((Path(tmp) / "w" / "tokenizer" / "tokenizer.model").read_bytes())
+        cfg = Path(tmp) / "tok.yaml"
+        cfg.write_text(f"tokenize:\n  tokenizer: {tok}\n")
+        parts = floor(files, tok)
+        supplied = statistics.median(run(files, cfg) for _ in range(args.repeats))
+        own = statistics.median(run(files, None) for _ in range(args.repeats))
+    total = sum(parts.values())
+    print("floor, CPU seconds on one core: " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items())
+          + f"; sum {total:.1f}, over {cores} cores {total / cores:.1f} s")
+    print(f"curate run, tokenizer supplied: {supplied:.1f} s = {supplied / (total / cores):.2f}x the floor (target <= 2)")
+    print(f"curate run, training its tokenizer: {own:.1f} s = {own / (total / cores):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
