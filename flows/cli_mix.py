@@ -46,14 +46,14 @@ def mix(
     """Write a new manifest version over every shard of the work root."""
     from schemas.config import ConfigError, load_config
     from tasks.manifest import ManifestError, build_manifest, collect_shards, latest_version, write_version
-    from tasks.tokenizer import TokenizerError, load_tokenizer
+    from tasks.tokenizer import TokenizerError, load_tokenizer, work_root_tokenizer
 
     try:
         cfg = load_config(config)
         mix_cfg = cfg.mix.model_copy(update={"method": method}) if method else cfg.mix
         if mix_cfg.method not in ("natural", "uniform", "temperature", "unimax", "manual"):
             raise ConfigError(f"unknown mix method {mix_cfg.method!r}")
-        tok = load_tokenizer(cfg.tokenize.tokenizer or out / "tokenizer" / "tokenizer.model")[1]
+        tok = load_tokenizer(cfg.tokenize.tokenizer or work_root_tokenizer(out))[1]
         manifest = build_manifest(collect_shards(out), tok, mix_cfg, cfg.sha256(), latest_version(out, mix_cfg.name) + 1)
         path, new = write_version(out, manifest)
     except (ConfigError, ManifestError, TokenizerError) as err:
@@ -64,14 +64,18 @@ def mix(
 
 @app.command("train-tokenizer")
 def train_tokenizer_cmd(
-    out: Path = typer.Option(..., "--out", "-o", help="Directory for tokenizer.model and settings.json."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for the tokenizer (tokenizer.model, or tokenizer.json "
+                             "for hf-bpe) and settings.json."),
     work: Path = typer.Option(Path("out"), "--work", help="A work root whose classified, kept documents to sample."),
     vocab_size: int = typer.Option(32000, "--vocab-size"),
     model_type: str = typer.Option("bpe", "--model-type", help="bpe or unigram"),
     chars_per_domain: int = typer.Option(10_000_000, "--chars-per-domain"),
     seed: int = typer.Option(1, "--seed"),
+    kind: str = typer.Option("sentencepiece", "--kind", help="sentencepiece, or hf-bpe (a byte-level BPE with Hugging "
+                             "Face tokenizers: a tokenizer.json that transformers and tokenizers load)."),
 ) -> None:
-    """Train a sentencepiece tokenizer (byte fallback) on a domain-balanced sample of curated documents."""
+    """Train a tokenizer (sentencepiece with byte fallback, or an HF byte-level BPE) on a domain-balanced sample of
+    curated documents; point tokenize.tokenizer at it."""
     from tasks.tokenizer import TokenizerError, balanced_sample, train_tokenizer
 
     parts = []
@@ -86,7 +90,36 @@ def train_tokenizer_cmd(
     try:
         with console.status("training the tokenizer…"):
             info = train_tokenizer(balanced_sample(work, parts, chars_per_domain, seed), out,
-                                   vocab_size=vocab_size, model_type=model_type)
+                                   vocab_size=vocab_size, model_type=model_type, kind=kind)
     except TokenizerError as err:
         _fail(str(err))
     console.print(f"tokenizer: [bold]{info.path}[/] vocab {info.vocab_size:,}, eos {info.eos_id}, sha256 {info.sha256}")
+
+
+export_app = typer.Typer(no_args_is_help=True, help="Hand a manifest to a training framework.")
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("megatron")
+def export_megatron_cmd(
+    manifest: Path = typer.Option(..., "--manifest", "-m", help="A manifest version file, or a manifests/<name> folder."),
+) -> None:
+    """Write the manifest's domains as Megatron-Core indexed datasets (.bin/.idx) and print the Megatron flags."""
+    from tasks.manifest import ManifestError
+    from tasks.megatron import export_megatron
+
+    try:
+        with console.status("writing Megatron indexed datasets…"):
+            out = export_megatron(manifest)
+    except ManifestError as err:
+        _fail(str(err))
+    t = Table(title="Megatron indexed datasets (one sequence per document, EOS included)")
+    for col in ("domain", "split", "weight", "documents", "tokens", "prefix"):
+        t.add_column(col, justify="right" if col in ("weight", "documents", "tokens") else "left")
+    for w, p in out.train:
+        t.add_row(p.domain, p.split, f"{w:.4f}", f"{p.docs:,}", f"{p.tokens:,}", str(p.path))
+    for p in out.validation:
+        t.add_row(p.domain, p.split, "", f"{p.docs:,}", f"{p.tokens:,}", str(p.path))
+    console.print(t)
+    console.print("Megatron-LM / NeMo arguments:")
+    print(out.flags)

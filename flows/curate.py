@@ -128,7 +128,8 @@ def run_tokenize(refs: list[TokenizeRef], cfg: CurateConfig, work_root: Path, re
     """One tokenizer for the work root (trained on the first run), then every classified part encoded."""
     tc = cfg.tokenize
     tok = ensure_tokenizer(work_root, [(r.docs_path, r.annotations_path) for r in refs], tc.tokenizer, tc.vocab_size,
-                           tc.model_type, tc.sample_chars_per_domain, tc.seed, threads=cfg.runner.workers)
+                           tc.model_type, tc.sample_chars_per_domain, tc.seed, threads=cfg.runner.workers,
+                           kind=tc.kind)
     get_run_logger().info("tokenizer %s (vocab %d, sha256 %s)", tok.path, tok.vocab_size, tok.sha256[:12])
     if not tc.tokenizer and (warning := vocabulary_warning(work_root, tc.vocab_size)):
         get_run_logger().warning(warning)
@@ -142,10 +143,10 @@ def run_tokenize(refs: list[TokenizeRef], cfg: CurateConfig, work_root: Path, re
 def run_mix(cfg: CurateConfig, work_root: Path, flow_run_id: str | None) -> str:
     """A manifest version over every shard of the work root (old corpora and new); the same shards and
     config give back the latest version instead of a new one."""
-    from tasks.tokenizer import load_tokenizer
+    from tasks.tokenizer import load_tokenizer, work_root_tokenizer
 
     shards = collect_shards(work_root)
-    tok_path = cfg.tokenize.tokenizer or str(work_root / "tokenizer" / "tokenizer.model")
+    tok_path = cfg.tokenize.tokenizer or str(work_root_tokenizer(work_root))
     tok = load_tokenizer(tok_path)[1]
     manifest = build_manifest(shards, tok, cfg.mix, cfg.sha256(), latest_version(work_root, cfg.mix.name) + 1,
                               flow_run_id=flow_run_id)

@@ -140,8 +140,12 @@ class ClassifyConfig(_Strict):
 class TokenizeConfig(_Strict):
     enabled: bool = Field(True, description="Encode kept documents into token shards.")
     tokenizer: str | None = Field(
-        None, description="A sentencepiece .model to use. Null: the work root's own, trained on the first run from "
-        "a domain-balanced sample of kept documents and kept for every later run (shards must share one).")
+        None, description="A sentencepiece .model or a Hugging Face tokenizer.json to use. Null: the work root's own, "
+        "trained on the first run from a domain-balanced sample of kept documents and kept for every later run "
+        "(shards must share one).")
+    kind: str = Field("sentencepiece", pattern="^(sentencepiece|hf-bpe)$",
+                      description="The work root's own tokenizer: sentencepiece, or hf-bpe (a byte-level BPE trained "
+                      "with Hugging Face tokenizers, saved as tokenizer.json).")
     vocab_size: int = Field(32000, ge=256, le=1 << 20, description="Vocabulary of a tokenizer trained here.")
     model_type: str = Field("bpe", pattern="^(bpe|unigram)$")
     sample_chars_per_domain: int = Field(10_000_000, gt=0, description="Training sample: characters per domain "

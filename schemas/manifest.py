@@ -78,7 +78,10 @@ class WeightsProvenance(_Model):
 
 
 class Exports(_Model):
-    megatron_data_path: str = Field(description="Megatron --data-path: 'w1 prefix1 w2 prefix2 ...'.")
+    megatron_data_path: str = Field(description="Megatron --train-data-path: 'w1 prefix1 w2 prefix2 ...', prefixes "
+                                    "of indexed datasets relative to the work root (`curate export megatron` writes "
+                                    "them and prints them absolute, with the other flags).")
+    megatron_valid_data_path: str = Field("", description="Megatron --valid-data-path: the validation prefixes.")
     hf_interleave_probabilities: dict[str, float] = Field(
         description="datasets.interleave_datasets(probabilities=...) in the order of `sources`.")
 

@@ -1,12 +1,13 @@
-"""Arrow schema of the token shards (Arrow IPC files, one shard set per domain).
+"""Arrow schema of the token shards (Arrow IPC stream format, one shard set per domain).
 
-Readable without our code: `pyarrow.ipc.open_file(path).read_all()` or HF `datasets.Dataset.from_file(path)`.
+Readable without our code: HF `datasets.Dataset.from_file(path)` (memory-mapped, zero copy), or
+`pyarrow.ipc.open_stream(pyarrow.memory_map(path)).read_all()`.
 """
 from __future__ import annotations
 
 import pyarrow as pa
 
-SHARD_FORMAT_VERSION = "1"
+SHARD_FORMAT_VERSION = "2"  # 2: the IPC stream format (1 was the IPC file format, which HF cannot memory-map)
 # metadata keys on each shard's schema
 META_TOKENIZER_SHA = b"curate.tokenizer_sha256"
 META_DOCS = b"curate.docs"

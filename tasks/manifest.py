@@ -63,6 +63,13 @@ def _git_commit() -> str | None:
         return None
 
 
+def megatron_prefix(domain: str, split: str, refs) -> str:
+    """Where a domain's shards go as a Megatron indexed dataset, relative to the work root: named by their sha256s,
+    so the same shards always map to the same files (tasks/megatron.py writes them)."""
+    h = hashlib.sha256("".join(r.sha256 for r in refs).encode()).hexdigest()[:12]
+    return f"megatron/{domain}-{split}-{h}"
+
+
 def fingerprint(tokenizer: TokenizerRef, budget: Budget, sources: list[Source]) -> str:
     """sha256 of everything that changes what is trained on: the tokenizer, the budget (tokens, sequence length,
     seed), and per domain its weight, counts, target, epochs and every shard (path, counts, bytes, sha256). An edit
@@ -116,7 +123,10 @@ def build_manifest(shards: list[ShardInfo], tok: TokenizerInfo, cfg: MixConfig, 
         tokenizer=tokenizer, budget=budget_ref,
         sources=sources, weights_provenance=provenance, fingerprint=fp,
         exports=Exports(
-            megatron_data_path=" ".join(f"{s.weight:.6f} tokens/{s.domain}/train" for s in sources if s.weight > 0),
+            megatron_data_path=" ".join(f"{s.weight:.6f} {megatron_prefix(s.domain, 'train', s.shards)}"
+                                        for s in sources if s.weight > 0),
+            megatron_valid_data_path=" ".join(megatron_prefix(s.domain, "validation", s.validation_shards)
+                                              for s in sources if s.validation_shards),
             hf_interleave_probabilities={s.domain: s.weight for s in sources}),
         warnings=alloc.warnings + [f"{s.domain}: no validation shards" for s in sources if not s.validation_shards])
 
@@ -247,7 +257,7 @@ def open_shard(manifest_path: Path, manifest: Manifest, domain: str, ref: ShardR
         raise ManifestError(f"{manifest_path}: shard {p} is corrupt or changed: its bytes do not match the manifest's "
                             "sha256")
     source.seek(0)
-    table = ipc.open_file(source).read_all()
+    table = ipc.open_stream(source).read_all()
     meta = table.schema.metadata or {}
     want = {META_DOMAIN: domain, META_SPLIT: split, META_TOKENIZER_SHA: manifest.tokenizer.sha256}
     for key, value in want.items():

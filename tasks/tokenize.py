@@ -27,7 +27,7 @@ from schemas.config import TokenizeConfig
 from schemas.report import ShardInfo, TokenizePartResult
 from schemas.shards import META_DOCS, META_DOMAIN, META_FORMAT, META_SPLIT, META_TOKENIZER_SHA, META_TOKENS, \
     SHARD_FORMAT_VERSION, token_shard_schema, token_type
-from tasks.tokenizer import TokenizerInfo, load_tokenizer
+from tasks.tokenizer import HFTokenizer, TokenizerInfo, load_tokenizer
 from tasks.stage_task import stage_task
 from tasks.workdir import atomic_path, file_fingerprint, read_json, write_json_atomic
 
@@ -98,7 +98,7 @@ class _ShardSet:
         ], schema=schema)
         path = self.base.with_name(f"{self.base.name}-{len(self.shards):05d}.arrow")
         sink = pa.BufferOutputStream()
-        with ipc.new_file(sink, schema) as writer:
+        with ipc.new_stream(sink, schema) as writer:  # the stream format: HF datasets memory-maps it
             writer.write_table(table)
         data = sink.getvalue()  # hashed in memory: the shard is not read back
         with atomic_path(path) as tmp:
@@ -126,8 +126,10 @@ def _cached_tokenizer(path: str, mtime_ns: int, size: int):
 
 
 def encode_batch(sp, texts: list[str], threads: int) -> list[np.ndarray]:
-    """Token ids of each text with EOS appended, as int32 arrays built in C++ (no Python int per token).
-    The benchmark's raw-encode baseline calls this same function."""
+    """Token ids of each text with EOS appended: sentencepiece's int32 arrays built in C++ (no Python int per
+    token), or an HF tokenizer's batch encode. The benchmark's raw-encode baseline calls this same function."""
+    if isinstance(sp, HFTokenizer):
+        return sp.encode(texts)
     return sp.encode(texts, num_threads=threads, add_eos=True, return_type="numpy")
 
 

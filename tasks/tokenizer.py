@@ -1,5 +1,7 @@
-"""The tokenizer: sentencepiece (BPE or unigram, byte fallback) trained on a domain-balanced sample of the
-curated documents, or a .model the user brings. Identified everywhere by the sha256 of its model file.
+"""The tokenizer: sentencepiece (BPE or unigram, byte fallback) or a Hugging Face `tokenizers` byte-level BPE,
+trained on a domain-balanced sample of the curated documents; or one the user brings (a sentencepiece .model or an
+HF tokenizer.json, the format of GPT-2, Llama and Mistral tokenizers). Identified everywhere by the sha256 of its
+file. Vocabularies beyond 65,536 ids give uint32 tokens end to end (shards, loader, Megatron export).
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import numpy as np
 import pyarrow.parquet as pq
 import sentencepiece as spm
 import xxhash
@@ -22,12 +25,49 @@ class TokenizerError(ValueError):
     """A tokenizer that cannot be trained or used; the message says which file and why."""
 
 
+KINDS = ("sentencepiece", "hf-bpe")
+MODEL_FILES = {"sentencepiece": "tokenizer.model", "hf-bpe": "tokenizer.json"}
+EOS_NAMES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>", "<|eos|>")  # an HF tokenizer's EOS, by name
+
+
 @dataclass(frozen=True)
 class TokenizerInfo:
     path: str
     sha256: str
     vocab_size: int
     eos_id: int
+    kind: str = "sentencepiece"
+
+
+class HFTokenizer:
+    """An HF `tokenizers` tokenizer with the EOS id the shards put after each document."""
+
+    def __init__(self, tok, eos_id: int):
+        self.tok, self.eos_id = tok, eos_id
+
+    def encode(self, texts: list[str]) -> list[np.ndarray]:
+        eos = np.array([self.eos_id], dtype=np.int64)
+        return [np.concatenate([np.asarray(e.ids, dtype=np.int64), eos])
+                for e in self.tok.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, ids) -> str:
+        return self.tok.decode(list(map(int, ids)), skip_special_tokens=False)
+
+
+def _load_hf(path: Path) -> tuple[HFTokenizer, TokenizerInfo]:
+    from tokenizers import Tokenizer
+
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as err:  # tokenizers raises its own Exception types for a file that is not one
+        raise TokenizerError(f"{path} is not a Hugging Face tokenizer.json ({err})") from None
+    vocab = tok.get_vocab(with_added_tokens=True)
+    eos = next((vocab[n] for n in EOS_NAMES if n in vocab), None)
+    if eos is None:
+        raise TokenizerError(f"tokenizer {path} has no end-of-text token ({', '.join(EOS_NAMES)}): documents could "
+                             "not be separated")
+    size = max(tok.get_vocab_size(with_added_tokens=True), max(vocab.values()) + 1)
+    return HFTokenizer(tok, eos), TokenizerInfo(str(path), sha256_file(path), size, eos, "hf-bpe")
 
 
 def sha256_file(path: str | Path) -> str:
@@ -38,10 +78,14 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def load_tokenizer(path: str | Path) -> tuple[spm.SentencePieceProcessor, TokenizerInfo]:
+def load_tokenizer(path: str | Path):
+    """(model, info): a SentencePieceProcessor for a .model, an HFTokenizer for a tokenizer.json."""
     path = Path(path)
     if not path.is_file():
         raise TokenizerError(f"tokenizer model not found: {path}")
+    with open(path, "rb") as f:
+        if f.read(1) == b"{":  # JSON: a Hugging Face tokenizer
+            return _load_hf(path)
     sp = spm.SentencePieceProcessor()
     try:
         sp.Load(str(path))
@@ -84,15 +128,38 @@ def balanced_sample(work_root: Path, parts: list[tuple[str, str]], chars_per_dom
     return [picked[i] for i in sorted(picked, key=lambda i: xxhash.xxh64_intdigest(f"{seed}:{i}"))]
 
 
+def train_hf_bpe(lines: list[str], vocab_size: int) -> bytes:
+    """A byte-level BPE (GPT-2's scheme) with the `tokenizers` library; `<|endoftext|>` is its EOS."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(lines, trainer=trainer)
+    return tok.to_str().encode()
+
+
 def train_tokenizer(texts: list[str], out_dir: str | Path, vocab_size: int = 32000, model_type: str = "bpe",
-                    threads: int = 2, seed: int = 1) -> TokenizerInfo:
-    """Train on the texts' lines; write tokenizer.model (atomically) and settings.json (how it was trained; not a
-    Hugging Face tokenizer.json)."""
-    if model_type not in ("bpe", "unigram"):
-        raise TokenizerError(f"model_type must be bpe or unigram, not {model_type!r}")
+                    threads: int = 2, seed: int = 1, kind: str = "sentencepiece") -> TokenizerInfo:
+    """Train on the texts' lines; write the model (tokenizer.model, or an HF tokenizer.json for kind hf-bpe) and
+    settings.json (how it was trained), the model last."""
+    if kind not in KINDS:
+        raise TokenizerError(f"tokenizer kind must be one of {', '.join(KINDS)}, not {kind!r}")
     lines = [ln for t in texts for ln in t.split("\n") if ln.strip()]
     if not lines:
         raise TokenizerError("no text to train a tokenizer on")
+    if kind == "hf-bpe":
+        from tokenizers import Tokenizer
+
+        model = train_hf_bpe(lines, vocab_size)
+        trained = Tokenizer.from_str(model.decode())
+        return _commit_model(Path(out_dir), kind, model, {"vocab_size": trained.get_vocab_size(with_added_tokens=True),
+                                                          "eos_id": trained.token_to_id("<|endoftext|>")},
+                             vocab_size, lines, seed)
+    if model_type not in ("bpe", "unigram"):
+        raise TokenizerError(f"model_type must be bpe or unigram, not {model_type!r}")
     buf = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
@@ -103,21 +170,31 @@ def train_tokenizer(texts: list[str], out_dir: str | Path, vocab_size: int = 320
             normalization_rule_name="identity", minloglevel=2)
     except RuntimeError as err:
         raise TokenizerError(f"sentencepiece training failed: {err}") from None
-    out_dir = Path(out_dir)
     model = buf.getvalue()
     sp = spm.SentencePieceProcessor(model_proto=model)
+    return _commit_model(Path(out_dir), kind, model, {"vocab_size": sp.GetPieceSize(), "eos_id": sp.eos_id(),
+                                                      "model_type": model_type, "byte_fallback": True},
+                         vocab_size, lines, seed)
+
+
+def _commit_model(out_dir: Path, kind: str, model: bytes, about: dict, requested: int, lines: list[str],
+                  seed: int) -> TokenizerInfo:
     # The settings first, the model last: the model's existence is the commit point (ensure_tokenizer reuses it).
     write_json_atomic(out_dir / SETTINGS_FILE, {
-        "sha256": hashlib.sha256(model).hexdigest(), "vocab_size": sp.GetPieceSize(), "eos_id": sp.eos_id(),
-        "model_type": model_type, "requested_vocab_size": vocab_size, "byte_fallback": True,
+        "kind": kind, "sha256": hashlib.sha256(model).hexdigest(), **about, "requested_vocab_size": requested,
         "training_lines": len(lines), "training_chars": sum(map(len, lines)), "seed": seed})
-    with atomic_path(out_dir / "tokenizer.model") as tmp:
+    with atomic_path(out_dir / MODEL_FILES[kind]) as tmp:
         tmp.write_bytes(model)
-    return load_tokenizer(out_dir / "tokenizer.model")[1]
+    return load_tokenizer(out_dir / MODEL_FILES[kind])[1]
 
 
-def work_root_tokenizer(work_root: Path) -> Path:
-    return Path(work_root) / "tokenizer" / "tokenizer.model"
+def work_root_tokenizer(work_root: Path, kind: str | None = None) -> Path:
+    """The work root's own tokenizer file: the one there, else where one of `kind` would go."""
+    folder = Path(work_root) / "tokenizer"
+    for name in MODEL_FILES.values():
+        if (folder / name).is_file():
+            return folder / name
+    return folder / MODEL_FILES[kind or "sentencepiece"]
 
 
 def vocabulary_warning(work_root: Path, requested: int) -> str | None:
@@ -133,14 +210,16 @@ def vocabulary_warning(work_root: Path, requested: int) -> str | None:
 
 
 def ensure_tokenizer(work_root: Path, parts: list[tuple[str, str]], user_model: str | None, vocab_size: int,
-                     model_type: str, chars_per_domain: int, seed: int, threads: int = 2) -> TokenizerInfo:
+                     model_type: str, chars_per_domain: int, seed: int, threads: int = 2,
+                     kind: str = "sentencepiece") -> TokenizerInfo:
     """The tokenizer a run encodes with: the user's model; else the work root's own; else one trained now
     on a domain-balanced sample of the kept documents in `parts` and kept for every later run, because
     every shard of a work root must share one tokenizer."""
     if user_model:
         return load_tokenizer(user_model)[1]
-    own = work_root_tokenizer(work_root)
+    own = work_root_tokenizer(work_root, kind)
     if own.is_file():
         return load_tokenizer(own)[1]
     sample = balanced_sample(Path(work_root), parts, chars_per_domain, seed)
-    return train_tokenizer(sample, own.parent, vocab_size=vocab_size, model_type=model_type, threads=threads)
+    return train_tokenizer(sample, own.parent, vocab_size=vocab_size, model_type=model_type, threads=threads,
+                           kind=kind)

@@ -43,6 +43,10 @@ RUNS: dict[str, str] = {
         "curate train-classifier quality --data data/labeled/domain.jsonl.gz --out {w}/qual",
     "curate train-tokenizer --work out --out DIR": "curate train-tokenizer --work {w}/out --out {w}/tok --vocab-size 1000",
     "curate mix --out out [--method unimax]": "curate mix --out {w}/out --method unimax",
+    "curate export megatron --manifest out/manifests/default":
+        "curate export megatron --manifest {w}/out/manifests/default | grep -- --train-data-path",
+    "curate train-tokenizer --work out --out DIR --kind hf-bpe":
+        "curate train-tokenizer --work {w}/out --out {w}/hftok --kind hf-bpe --vocab-size 2000 && test -s {w}/hftok/tokenizer.json",
     "curate inspect out/manifests/default": "curate inspect {w}/out/manifests/default",
     "curate train --manifest out/manifests/default --steps 200":
         "curate train --manifest {w}/out/manifests/default --steps 4 --config {w}/tiny.yaml",

@@ -42,7 +42,7 @@ def curated(tmp_path_factory):
 def test_shards_open_without_our_code_and_round_trip_the_text(curated, tmp_path, monkeypatch):
     root, tok, refs, results = curated
     shard = root / results[0].shards[0].path
-    table = ipc.open_file(str(shard)).read_all()
+    table = ipc.open_stream(str(shard)).read_all()
     meta = table.schema.metadata
     assert meta[b"curate.tokenizer_sha256"].decode() == tok.sha256
     assert int(meta[b"curate.docs"]) == table.num_rows and str(table.schema.field("tokens").type) == "list<item: uint16>"
@@ -52,6 +52,9 @@ def test_shards_open_without_our_code_and_round_trip_the_text(curated, tmp_path,
     ds = datasets.load_dataset("arrow", data_files=str(shard), split="train", cache_dir=str(tmp_path / "hf"))
     assert ds.num_rows == table.num_rows and ds[0]["doc_id"] == table.column("doc_id")[0].as_py()
     assert ds[0]["tokens"] == table.column("tokens")[0].as_py()
+    mapped = datasets.Dataset.from_file(str(shard))  # zero copy: the shard itself, memory-mapped
+    assert type(mapped.data).__name__ == "MemoryMappedTable" and mapped.num_rows == table.num_rows
+    assert mapped[-1]["tokens"] == table.column("tokens")[-1].as_py()
     sp, _ = load_tokenizer(tok.path)
     import pyarrow.parquet as pq
     texts = dict(zip(*pq.read_table(root / refs[0].docs_path, columns=["id", "text"]).to_pydict().values()))
@@ -63,7 +66,7 @@ def test_shards_open_without_our_code_and_round_trip_the_text(curated, tmp_path,
 def test_every_kept_document_lands_in_exactly_one_shard(curated):
     root, tok, refs, results = curated
     for ref, res in zip(refs, results):
-        ids = [i for s in res.shards for i in ipc.open_file(str(root / s.path)).read_all().column("doc_id").to_pylist()]
+        ids = [i for s in res.shards for i in ipc.open_stream(str(root / s.path)).read_all().column("doc_id").to_pylist()]
         assert len(ids) == len(set(ids)) == res.kept
     splits = {s.split for r in results for s in r.shards}
     assert splits == {"train", "validation"}

@@ -46,7 +46,7 @@ def raw_read(path: Path, m) -> tuple[int, list[np.ndarray]]:
     values = []
     for src in m.sources:
         for ref in src.shards:
-            table = ipc.open_file(pa.memory_map(str(shard_path(path, ref.path)), "r")).read_all()
+            table = ipc.open_stream(pa.memory_map(str(shard_path(path, ref.path)), "r")).read_all()
             values.append(table.column("tokens").combine_chunks().values.to_numpy())
     return sum(len(v) for v in values), values
 
