@@ -87,7 +87,7 @@ def test_manifest_versions_and_checks(curated, tmp_path):
     shards = collect_shards(work)
     m = build_manifest(shards, tok, MixConfig(method="temperature"), "cfg", 1)
     assert abs(sum(s.weight for s in m.sources) - 1) < 1e-9 and {s.domain for s in m.sources} >= {"code", "legal"}
-    assert m.exports.megatron_data_path.split()[1] == "tokens/code/train"
+    assert m.exports.megatron_data_path.split()[1].startswith("megatron/code-train-")
     path, new = write_version(work, m)
     assert new and path.name == "v0001.json"
     assert write_version(work, build_manifest(shards, tok, MixConfig(method="temperature"), "cfg", 1)) == (path, False)
