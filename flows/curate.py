@@ -16,10 +16,11 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run
 
 from schemas.config import CurateConfig, load_config
-from schemas.report import ClassifyReport, DedupReport, FileResult, RunReport, StageTiming, TokenizePartResult, \
-    add_stage, summarise_classify, summarise_corpus, total_into
+from schemas.report import ClassifyReport, DecontamReport, DedupReport, FileResult, RunReport, StageTiming, \
+    TokenizePartResult, add_stage, summarise_classify, summarise_corpus, total_into
 from tasks.classify import PartRef, classify_reused, make_classify_task
 from tasks.classify_models import resolve_models
+from tasks.decontam import DecontamRef, build_index, decontam_reused, make_decontam_task
 from tasks.dedup import make_dedup_tasks, sign_reused
 from tasks.ingest import ingest_reused, make_ingest_task
 from tasks.inputs import Corpus, InputError, resolve_inputs
@@ -109,6 +110,28 @@ def run_dedup(ingested: dict[str, list[FileResult]], cfg: CurateConfig, work_roo
         _notify("dedup", i, len(ingested), corpus)
         reports[corpus] = rep
     return reports
+
+
+def run_decontam(parts: dict[str, list[str]], cfg: CurateConfig, work_root: Path,
+                 progress: list) -> dict[str, DecontamReport] | None:
+    """Documents sharing an n-gram with an evaluation set out, per part, mapped across worker processes."""
+    index = build_index(cfg.decontam, work_root)
+    if index is None:
+        return None
+    calls = [(DecontamRef(corpus, path), cfg.decontam, index, str(work_root)) for corpus, paths in parts.items()
+             for path in paths]
+    done = map_stage("decontam", make_decontam_task(cfg.runner.retries), calls,
+                     lambda r: f"{r.docs_path}: {r.docs_in} in, {r.rejected} contaminated", progress, decontam_reused)
+    out = {}
+    for corpus in parts:
+        mine = [r for r in done if r.corpus == corpus]
+        rep = DecontamReport(corpus=corpus, docs_in=sum(r.docs_in for r in mine), kept=sum(r.kept for r in mine),
+                             rejected=sum(r.rejected for r in mine), parts=mine)
+        for r in mine:
+            for name, n in r.by_benchmark.items():
+                rep.by_benchmark[name] = rep.by_benchmark.get(name, 0) + n
+        out[corpus] = rep
+    return out
 
 
 def run_classify(parts: dict[str, list[str]], cfg: CurateConfig, work_root: Path,
@@ -219,10 +242,19 @@ def _stages(corpora: list[Corpus], cfg: CurateConfig, work_root: Path, report: R
             add_stage(rep, dd.kept, {"exact_duplicate": dd.exact_duplicates, "near_duplicate": dd.near_duplicates})
             rep.dedup = dd
         clock.lap("dedup", docs, text, len(report.corpora), sum(c.dedup.reused for c in report.corpora))
+    parts = {c.corpus: (c.dedup.kept_paths if c.dedup else [f.docs_path for f in ingested[c.corpus]])
+             for c in report.corpora}
+    if cfg.decontam.enabled and cfg.decontam.sets:
+        report.stages.append("decontam")
+        docs, text = sum(c.kept for c in report.corpora), 0
+        for rep, dc in zip(report.corpora, run_decontam(parts, cfg, work_root, progress).values()):
+            add_stage(rep, dc.kept, {"contaminated": dc.rejected})
+            rep.decontam = dc
+            text += sum(p.text_bytes for p in dc.parts)
+        parts = {c.corpus: [p.docs_path for p in c.decontam.parts] for c in report.corpora}
+        clock.lap("decontam", docs, text, len(files), sum(p.reused for c in report.corpora for p in c.decontam.parts))
     if cfg.classify.enabled:
         report.stages.append("classify")
-        parts = {c.corpus: (c.dedup.kept_paths if c.dedup else [f.docs_path for f in ingested[c.corpus]])
-                 for c in report.corpora}
         for rep, cl in zip(report.corpora, run_classify(parts, cfg, work_root, progress).values()):
             add_stage(rep, cl.kept, cl.by_reason)
             rep.classify = cl

@@ -15,8 +15,8 @@ from prefect.artifacts import create_image_artifact, create_markdown_artifact, c
 from prefect.runtime import flow_run
 
 from schemas.report import RunReport
-from tasks.report import classify_markdown, classify_rows, corpus_rows, dedup_rows, markdown_summary, mix_markdown, \
-    mix_rows, reason_rows, stage_rows
+from tasks.report import classify_markdown, classify_rows, corpus_rows, decontam_rows, dedup_rows, markdown_summary, \
+    mix_markdown, mix_rows, reason_rows, stage_rows
 
 
 def artifact_key(n: int, name: str) -> str:
@@ -66,16 +66,19 @@ def publish(report: RunReport) -> None:
     if "dedup" in report.stages:
         create_table_artifact(dedup_rows(report), key=artifact_key(5, "dedup"),
                               description="Duplicates removed per corpus, cluster sizes, largest clusters")
+    if "decontam" in report.stages:
+        create_table_artifact(decontam_rows(report), key=artifact_key(6, "decontam"),
+                              description="Documents rejected per corpus and evaluation set (shared n-grams)")
     if "classify" in report.stages:
-        create_table_artifact(classify_rows(report), key=artifact_key(6, "domains"),
+        create_table_artifact(classify_rows(report), key=artifact_key(7, "domains"),
                               description="Kept documents per corpus and domain, rule drops and PII found")
-        create_markdown_artifact(classify_markdown(report), key=artifact_key(7, "quality"),
+        create_markdown_artifact(classify_markdown(report), key=artifact_key(8, "quality"),
                                  description="Domains and quality-score histogram per corpus (charts)")
     if report.manifest:
-        create_table_artifact(mix_rows(report.manifest), key=artifact_key(8, "mixture"),
+        create_table_artifact(mix_rows(report.manifest), key=artifact_key(9, "mixture"),
                               description="Per domain: documents, tokens, weight, target tokens, epochs")
         chart = data_url(weights_chart(report.manifest))
         create_markdown_artifact(mix_markdown(report.manifest) + f"\n![mixture weights]({chart})\n",
-                                 key=artifact_key(9, "weights"), description="Mixture weights and the manifest's path")
-        create_image_artifact(chart, key=artifact_key(10, "weights-chart"),
+                                 key=artifact_key(10, "weights"), description="Mixture weights and the manifest's path")
+        create_image_artifact(chart, key=artifact_key(11, "weights-chart"),
                               description="Mixture weights per domain, beside the previous version's")

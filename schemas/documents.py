@@ -57,6 +57,7 @@ class RejectReason:
     BINARY_FILE = "binary_file"
     UNREADABLE_FILE = "unreadable_file"
     LANGUAGE = "language"
+    CONTAMINATED = "contaminated"  # shares an n-gram with an evaluation set (the detail names it)
     EXACT_DUPLICATE = "exact_duplicate"
     NEAR_DUPLICATE = "near_duplicate"
 

@@ -45,6 +45,20 @@ class DedupReport(Counts):
     seconds: float = 0.0
 
 
+class DecontamPartResult(Counts):
+    docs_path: str = ""  # the kept documents it wrote, relative to the work root
+    rejects_path: str = ""
+    by_benchmark: dict[str, int] = Field(default_factory=dict)  # rejected documents per evaluation set
+    text_bytes: int = 0  # UTF-8 bytes of the documents it read
+    reused: bool = False
+    seconds: float = 0.0
+
+
+class DecontamReport(Counts):
+    by_benchmark: dict[str, int] = Field(default_factory=dict)
+    parts: list[DecontamPartResult] = Field(default_factory=list)
+
+
 class ClassifyPartResult(Counts):
     docs_path: str = ""  # the documents part it read, relative to the work root
     annotations_path: str = ""
@@ -118,6 +132,7 @@ class CorpusReport(Counts):
     text_bytes: int = 0
     langs: dict[str, int] = Field(default_factory=dict)
     dedup: DedupReport | None = None
+    decontam: DecontamReport | None = None
     classify: ClassifyReport | None = None
     tokens: dict[str, int] = Field(default_factory=dict)  # tokens per domain (train and validation)
 

@@ -63,6 +63,12 @@ def dedup_rows(report: RunReport) -> list[dict]:
     return rows
 
 
+def decontam_rows(report: RunReport) -> list[dict]:
+    """Per corpus and evaluation set: documents rejected as contaminated."""
+    return [{"corpus": c.corpus, "benchmark": name, "contaminated": n, "docs_in": c.decontam.docs_in}
+            for c in report.corpora if c.decontam for name, n in (c.decontam.by_benchmark or {"(none)": 0}).items()]
+
+
 def classify_rows(report: RunReport) -> list[dict]:
     rows = []
     for c in report.corpora:
@@ -169,6 +175,14 @@ def markdown_summary(report: RunReport) -> str:
             largest = row["largest (size kept_id)"].split("; ")[0]
             lines.append(f"| {row['corpus']} | {row['docs_in']:,} | {row['kept']:,} | {row['exact']:,} | {row['near']:,}"
                          f" | {row['cluster_sizes']} | {largest} |")
+    if any(c.decontam for c in report.corpora):
+        lines += ["", "## Decontamination (documents sharing an n-gram with an evaluation set)", "",
+                  "| corpus | in | contaminated | per benchmark |", "|---|---:|---:|---|"]
+        for c in report.corpora:
+            if c.decontam:
+                d = c.decontam
+                per = ", ".join(f"{k} {v:,}" for k, v in d.by_benchmark.items()) or "none"
+                lines.append(f"| {c.corpus} | {d.docs_in:,} | {d.rejected:,} | {per} |")
     if any(c.classify for c in report.corpora):
         lines += ["", "## Classify", "", "| corpus | in | kept | domains (kept) | PII found |", "|---|---:|---:|---|---|"]
         for c in report.corpora:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tasks.landing import Catalog
-from tests.conftest import REPO
+from tests.conftest import REPO, SAMPLE
 
 pytestmark = pytest.mark.slow
 DOCS = (REPO / "README.md", REPO / "deploy" / "README.md")
@@ -63,6 +63,10 @@ RUNS: dict[str, str] = {
     "python tests/benchmarks/bench_tokenize.py": "python tests/benchmarks/bench_tokenize.py --docs 40 --repeats 1",
     "python tests/benchmarks/bench_memory.py": "python tests/benchmarks/bench_memory.py --records 20000",
     "python tests/benchmarks/bench_fixed_cost.py": "python tests/benchmarks/bench_fixed_cost.py --repeats 1",
+    "python tests/benchmarks/bench_decontam.py": "python tests/benchmarks/bench_decontam.py --docs 50 --repeats 1",
+    "python tests/benchmarks/bench_end_to_end.py":
+        "python tests/benchmarks/bench_end_to_end.py --corpora {w}/small",
+    "python tests/benchmarks/bench_rss.py": "python tests/benchmarks/bench_rss.py --corpora {w}/small --scales 1,2",
     "python tests/benchmarks/bench_loader.py":
         "python tests/benchmarks/bench_loader.py --manifest {w}/out/manifests/default --repeats 1 --batches 50",
     # The service, in a folder of its own (its .curate-server/, out/ and landing/ are the defaults there).
@@ -134,6 +138,9 @@ def world(tmp_path_factory):
 
     w = tmp_path_factory.mktemp("docs")
     (w / "tiny.yaml").write_text(TINY)
+    (w / "small").mkdir()  # two small corpora for the end-to-end and memory benchmarks
+    for name in ("legal", "techdocs"):
+        shutil.copy(SAMPLE / f"{name}.jsonl.gz", w / "small" / f"{name}.jsonl.gz")
     (w / "svc").mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "CURATE_"))}
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"

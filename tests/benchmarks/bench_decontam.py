@@ -1,0 +1,60 @@
+"""Decontamination throughput on the shared corpora against HumanEval, beside its floor measured in the same run
+(median of repeats): splitting the same text into lower-cased words (`\\w+`), which any n-gram test must do.
+
+    python tests/benchmarks/bench_decontam.py [--docs 2000] [--repeats 3]
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from schemas.config import DecontamConfig  # noqa: E402
+from tasks.decontam import build_index, match  # noqa: E402
+from tasks.minhash import words_of  # noqa: E402
+
+SHARED = REPO.parent / "shared" / "corpora"
+
+
+def main() -> None:
+    import tempfile
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--docs", type=int, default=2000, help="records per corpus")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    texts = []
+    for f in sorted(SHARED.glob("*.jsonl.gz")):
+        with gzip.open(f, "rt", encoding="utf-8") as fh:
+            for k, line in enumerate(fh):
+                if k == args.docs:
+                    break
+                texts.append(json.loads(line)["text"])
+    mb = sum(len(t.encode()) for t in texts) / 1e6
+    cfg = DecontamConfig()
+    with tempfile.TemporaryDirectory() as tmp:
+        hashes, grams = build_index(cfg, Path(tmp)).load()
+    floor, ours = [], []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        for t in texts:
+            words_of(t)
+        floor.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        hits = sum(match(t, cfg.ngram, hashes, grams) is not None for t in texts)
+        ours.append(time.perf_counter() - t0)
+    f, o = statistics.median(floor), statistics.median(ours)
+    print(f"{len(texts):,} documents, {mb:.1f} MB, {len(hashes):,} HumanEval 13-grams; {hits} contaminated")
+    print(f"floor (words only): {mb / f:.1f} MB/s; decontamination: {mb / o:.1f} MB/s, {len(texts) / o:,.0f} docs/s; "
+          f"ratio {f / o:.2f}")
+
+
+if __name__ == "__main__":
+    main()

