@@ -208,10 +208,18 @@ class _ShingleSets:
         for node in sorted(set(nodes) - set(self.cache)):
             path, row = self._where(node)
             by_file.setdefault(path, []).append((node, row))
-        for path, wanted in by_file.items():
-            texts = pq.read_table(path, columns=["text"]).column("text").take(pa.array([r for _, r in wanted]))
-            for (node, _), text in zip(wanted, texts.to_pylist()):
-                self.cache[node] = np.unique(shingle_hashes(word_hashes(words_of(text)), self.ngram))
+        for path, wanted in by_file.items():  # a batch at a time: memory is a batch, not the part's text
+            wanted.sort(key=lambda t: t[1])
+            rows = np.array([r for _, r in wanted], dtype=np.int64)
+            start, k = 0, 0
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=2000, columns=["text"]):
+                stop = k + int(np.searchsorted(rows[k:], start + batch.num_rows))
+                if stop > k:
+                    texts = batch.column(0).take(pa.array(rows[k:stop] - start)).to_pylist()
+                    for (node, _), text in zip(wanted[k:stop], texts):
+                        self.cache[node] = np.unique(shingle_hashes(word_hashes(words_of(text)), self.ngram))
+                    k = stop
+                start += batch.num_rows
 
     def shingles(self, node: int) -> np.ndarray:
         if node not in self.cache:

@@ -133,26 +133,47 @@ def encode_batch(sp, texts: list[str], threads: int) -> list[np.ndarray]:
     return sp.encode(texts, num_threads=threads, add_eos=True, return_type="numpy")
 
 
-def _encoded_batches(sp, texts: list[str], size: int, threads: int):
-    """(start, token arrays) per batch. With several encode threads the first batch is submitted at once (the
-    caller prepares ids, domains and the validation split meanwhile) and each next batch before this one is
+def _encoded_batches(sp, batches, threads: int):
+    """(start, token arrays) per batch of texts. With several encode threads the first batch is submitted at once
+    (the caller prepares ids, domains and the validation split meanwhile) and each next batch before this one is
     routed (sentencepiece releases the GIL), so the encode threads are not left idle between batches."""
-    starts = list(range(0, len(texts), size))
-    if threads <= 1 or len(starts) < 2:
-        return ((start, encode_batch(sp, texts[start: start + size], threads)) for start in starts)
-    pool = ThreadPoolExecutor(max_workers=1)
-    first = pool.submit(encode_batch, sp, texts[:size], threads)
+    batches = iter(batches)
+    if threads <= 1:
+        start = 0
+        for texts in batches:
+            yield start, encode_batch(sp, texts, threads)
+            start += len(texts)
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        texts = next(batches, None)
+        pending = pool.submit(encode_batch, sp, texts, threads) if texts is not None else None
+        start = 0
+        while pending is not None:
+            encoded = pending.result()
+            nxt = next(batches, None)
+            pending = pool.submit(encode_batch, sp, nxt, threads) if nxt is not None else None
+            yield start, encoded
+            start += len(encoded)
 
-    def drain():
-        pending = first
-        with pool:
-            for k, start in enumerate(starts):
-                encoded = pending.result()
-                if k + 1 < len(starts):
-                    pending = pool.submit(encode_batch, sp, texts[starts[k + 1]: starts[k + 1] + size], threads)
-                yield start, encoded
 
-    return drain()
+def _kept_texts(docs: pq.ParquetFile, ann: pa.Table, size: int, text_bytes: list[int]):
+    """The kept documents' texts (redacted where PII was found), in document order, `size` at a time, read a batch
+    at a time: memory is a batch, not the part."""
+    offset, pending = 0, []
+    for batch in docs.iter_batches(batch_size=max(size, 2048), columns=["id", "text"]):
+        a = ann.slice(offset, batch.num_rows)
+        offset += batch.num_rows
+        if not batch.column("id").equals(a.column("id").combine_chunks()):
+            raise ValueError(f"the annotations do not annotate {docs.metadata} row for row: classify again")
+        mask = a.column("kept")
+        col = pc.coalesce(a.column("text_redacted").filter(mask), batch.column("text").filter(mask))
+        text_bytes[0] += int(pc.sum(pc.binary_length(col)).as_py() or 0)
+        pending += col.to_pylist()
+        while len(pending) >= size:
+            yield pending[:size]
+            pending = pending[size:]
+    if pending:
+        yield pending
 
 
 def _key(ref: TokenizeRef, tokenizer_sha: str, cfg: TokenizeConfig, work_root: Path) -> dict:
@@ -191,20 +212,18 @@ def tokenize_part(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, wo
     # Shard names carry the hash of what made them (input parts, tokenizer, settings): other settings write other
     # names, so a shard a manifest version names is never rewritten and every version stays loadable.
     content_key = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
-    docs = pq.read_table(work_root / ref.docs_path, columns=["id", "text"])
     ann = pq.read_table(work_root / ref.annotations_path, columns=["id", "kept", "domain", "quality_score", "text_redacted"])
-    if docs.column("id").to_pylist() != ann.column("id").to_pylist():
+    docs = pq.ParquetFile(work_root / ref.docs_path)
+    if docs.metadata.num_rows != ann.num_rows:
         raise ValueError(f"{ref.annotations_path} does not annotate {ref.docs_path} row for row: classify again")
     mask = ann.column("kept")
-    ids = docs.column("id").filter(mask).to_pylist()
-    text_col = pc.coalesce(ann.column("text_redacted").filter(mask), docs.column("text").filter(mask))
-    texts = text_col.to_pylist()
-    batches = _encoded_batches(sp, texts, cfg.batch_docs, cfg.threads)
+    ids = ann.column("id").filter(mask).to_pylist()
+    text_bytes = [0]
+    batches = _encoded_batches(sp, _kept_texts(docs, ann, cfg.batch_docs, text_bytes), cfg.threads)
     domains = ann.column("domain").filter(mask).to_pylist()
     quality = ann.column("quality_score").filter(mask).to_pylist()
     sets: dict[tuple[str, str], _ShardSet] = {}
-    res = TokenizePartResult(corpus=ref.corpus, docs_in=len(ids), kept=len(ids), tokenizer_sha256=tok.sha256,
-                             text_bytes=int(pc.sum(pc.binary_length(text_col)).as_py() or 0))
+    res = TokenizePartResult(corpus=ref.corpus, docs_in=len(ids), kept=len(ids), tokenizer_sha256=tok.sha256)
     held_out = validation_mask(ids, domains, cfg.validation_fraction, cfg.validation_min_docs, cfg.seed)
     for start, encoded in batches:
         for i, tokens in enumerate(encoded, start=start):
@@ -218,6 +237,7 @@ def tokenize_part(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, wo
         sets[k].flush()
         res.shards.extend(sets[k].shards)
     res.tokens = sum(s.tokens for s in res.shards)
+    res.text_bytes = text_bytes[0]
     res.seconds = round(time.perf_counter() - t0, 3)
     write_json_atomic(done_path, {"key": key, "result": res.model_dump(mode="json")})
     return res
