@@ -51,7 +51,7 @@ def default_inputs(cfg: CurateConfig) -> list[str]:
     """Config corpora if any, else each file of the bundled sample as its own corpus."""
     if cfg.corpora:
         return [f"{c.name}={c.path}" for c in cfg.corpora]
-    return [str(p) for p in sorted(SAMPLE_DIR.glob("*.jsonl.gz"))]
+    return [str(p) for p in sorted([*SAMPLE_DIR.glob("*.jsonl.gz"), *SAMPLE_DIR.glob("*.warc.gz")])]
 
 
 def map_stage(stage: str, task, calls: list[tuple], describe: Callable[[object], str], progress: list,
@@ -239,7 +239,8 @@ def _stages(corpora: list[Corpus], cfg: CurateConfig, work_root: Path, report: R
         report.stages.append("dedup")
         docs, text = sum(c.kept for c in report.corpora), sum(c.text_bytes for c in report.corpora)
         for rep, dd in zip(report.corpora, run_dedup(ingested, cfg, work_root, progress).values()):
-            add_stage(rep, dd.kept, {"exact_duplicate": dd.exact_duplicates, "near_duplicate": dd.near_duplicates})
+            add_stage(rep, dd.kept, {"exact_duplicate": dd.exact_duplicates, "near_duplicate": dd.near_duplicates,
+                                     "duplicate_url": dd.duplicate_urls})
             rep.dedup = dd
         clock.lap("dedup", docs, text, len(report.corpora), sum(c.dedup.reused for c in report.corpora))
     parts = {c.corpus: (c.dedup.kept_paths if c.dedup else [f.docs_path for f in ingested[c.corpus]])

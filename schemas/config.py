@@ -27,6 +27,17 @@ class CorpusSpec(_Strict):
     path: str = Field(description="File, directory or glob. Relative paths are relative to the config file.")
 
 
+class WebConfig(_Strict):
+    """WARC inputs: which extractor, and which URLs never become documents."""
+
+    extractor: str = Field("resiliparse", pattern="^(resiliparse|trafilatura)$",
+                           description="Main-content extraction (tests/benchmarks/bench_web.py measures both).")
+    blocklist_files: list[str] = Field(default_factory=list, description="Files of blocked hosts or domains, one "
+                                       "per line ('#' comments); a host's parent domains count too. Relative: beside "
+                                       "the config file.")
+    banned_url_substrings: list[str] = Field(default_factory=list, description="URLs containing any are rejected.")
+
+
 class IngestConfig(_Strict):
     text_field: str = Field("text", description="JSONL/Parquet field holding the document text.")
     id_field: str = Field("id", description="Field holding the document id; derived as corpus/file/line when missing.")
@@ -43,6 +54,7 @@ class IngestConfig(_Strict):
     lang_min_score: float = Field(
         0.0, ge=0.0, le=1.0, description="With an allowlist: the least language score that counts as a match."
     )
+    web: WebConfig = Field(default_factory=WebConfig)
 
     @field_validator("lang_allowlist")
     @classmethod
@@ -265,4 +277,7 @@ def load_config(path: str | Path | None) -> CurateConfig:
     ]
     sets = [s.model_copy(update={"path": str(base / s.path)})
             if not s.path.startswith("builtin:") and not Path(s.path).is_absolute() else s for s in cfg.decontam.sets]
-    return cfg.model_copy(update={"corpora": corpora, "decontam": cfg.decontam.model_copy(update={"sets": sets})})
+    web = cfg.ingest.web.model_copy(update={"blocklist_files": [str(base / f) if not Path(f).is_absolute() else f
+                                                                for f in cfg.ingest.web.blocklist_files]})
+    return cfg.model_copy(update={"corpora": corpora, "decontam": cfg.decontam.model_copy(update={"sets": sets}),
+                                  "ingest": cfg.ingest.model_copy(update={"web": web})})

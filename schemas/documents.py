@@ -19,8 +19,16 @@ DOCUMENT_SCHEMA = pa.schema(
         pa.field("content_hash", pa.string(), nullable=False),
         # The record's other fields (source, license, domain, ...) as a JSON object, kept for provenance.
         pa.field("meta", pa.string(), nullable=True),
+        # Crawled web pages (WARC): where and when the page was captured; null for other inputs.
+        pa.field("url", pa.string(), nullable=True),
+        pa.field("host", pa.string(), nullable=True),
+        pa.field("crawl_date", pa.string(), nullable=True),  # WARC-Date, ISO 8601
+        pa.field("warc_record_id", pa.string(), nullable=True),
+        pa.field("title", pa.string(), nullable=True),
+        pa.field("charset", pa.string(), nullable=True),  # the charset the page was decoded with
     ]
 )
+WEB_FIELDS = ("url", "host", "crawl_date", "warc_record_id", "title", "charset")
 
 # One row per rejected record, whatever stage rejected it. docs_in == kept + rejected.
 REJECT_SCHEMA = pa.schema(
@@ -57,6 +65,13 @@ class RejectReason:
     BINARY_FILE = "binary_file"
     UNREADABLE_FILE = "unreadable_file"
     LANGUAGE = "language"
+    HTTP_STATUS = "http_status"  # a WARC response that is not 200 (redirect, 404, ...)
+    NOT_HTML = "not_html"  # a WARC response whose payload is not HTML (image, CSS, script, PDF)
+    REVISIT = "revisit"  # a WARC revisit record: no payload of its own
+    URL_BLOCKED = "url_blocked"  # the URL's host or a substring is blocked by config
+    UNDECODABLE = "undecodable"  # no charset decodes the payload
+    NO_MAIN_CONTENT = "no_main_content"  # nothing left after main-content extraction
+    DUPLICATE_URL = "duplicate_url"  # the same URL crawled again: the latest capture is kept
     CONTAMINATED = "contaminated"  # shares an n-gram with an evaluation set (the detail names it)
     EXACT_DUPLICATE = "exact_duplicate"
     NEAR_DUPLICATE = "near_duplicate"

@@ -26,6 +26,7 @@ class FileResult(Counts):
     bytes_in: int = 0  # bytes of the input file as stored (compressed if it is)
     text_bytes: int = 0  # UTF-8 bytes of kept, normalised text
     langs: dict[str, int] = Field(default_factory=dict)
+    record_types: dict[str, int] = Field(default_factory=dict)  # WARC records that are not documents, by type
     docs_path: str = ""  # relative to the work root
     rejects_path: str = ""
     reused: bool = False  # True when an earlier run's output for the same input and config was kept
@@ -35,6 +36,7 @@ class FileResult(Counts):
 class DedupReport(Counts):
     exact_duplicates: int = 0
     near_duplicates: int = 0
+    duplicate_urls: int = 0  # the same URL crawled again: the latest capture kept
     too_short_for_minhash: int = 0  # fewer words than one shingle: exact hash only
     candidate_pairs: int = 0
     cluster_sizes: dict[str, int] = Field(default_factory=dict)  # size (kept one included) → clusters
@@ -131,6 +133,7 @@ class CorpusReport(Counts):
     bytes_in: int = 0
     text_bytes: int = 0
     langs: dict[str, int] = Field(default_factory=dict)
+    record_types: dict[str, int] = Field(default_factory=dict)  # WARC records that are not documents, by type
     dedup: DedupReport | None = None
     decontam: DecontamReport | None = None
     classify: ClassifyReport | None = None
@@ -200,6 +203,7 @@ def summarise_corpus(corpus: str, files: list[FileResult]) -> CorpusReport:
         rep.text_bytes += f.text_bytes
         rep.by_reason = _add(rep.by_reason, f.by_reason)
         rep.langs = _add(rep.langs, f.langs)
+        rep.record_types = _add(rep.record_types, f.record_types)
     return rep
 
 

@@ -114,7 +114,8 @@ def _load_corpus(parts: list[FileResult], work_root: Path) -> tuple[pa.Table, np
     shingle counts of all) over a corpus's parts, in part order."""
     tables, keys, rows, counts, offset = [], [], [], [], 0
     for part in parts:
-        tables.append(pq.read_table(work_root / part.docs_path, columns=["id", "content_hash", "source_file", "line"]))
+        tables.append(pq.read_table(work_root / part.docs_path,
+                                    columns=["id", "content_hash", "source_file", "line", "url", "crawl_date"]))
         with np.load(sig_path(work_root, part)) as z:
             keys.append(z["keys"])
             rows.append(z["rows"] + offset)
@@ -235,8 +236,8 @@ class _ShingleSets:
         return self.pairs[key]
 
 
-EXACT, NEAR = 1, 2  # codes of a document's fate in the per-document arrays (0: kept)
-_REASONS = {EXACT: R.EXACT_DUPLICATE, NEAR: R.NEAR_DUPLICATE}
+EXACT, NEAR, URL = 1, 2, 3  # codes of a document's fate in the per-document arrays (0: kept)
+_REASONS = {EXACT: R.EXACT_DUPLICATE, NEAR: R.NEAR_DUPLICATE, URL: R.DUPLICATE_URL}
 REJECT_CHUNK = 50_000  # reject rows built and written at a time: memory is a chunk, not the corpus
 
 
@@ -260,10 +261,24 @@ def _decide_and_write(corpus, parts, cfg, work_root, index, fingerprint) -> Dedu
     id_rank[pc.sort_indices(ids).to_numpy()] = np.arange(n)
     fate = _Fates(n)
 
+    # the same URL crawled more than once: its latest capture is kept (then the smallest id)
+    urls = meta.column("url").combine_chunks()
+    if urls.null_count < n:
+        has = np.flatnonzero(~urls.is_null().to_numpy(zero_copy_only=False))
+        group = urls.take(pa.array(has)).dictionary_encode().indices.to_numpy()
+        dates = np.array(meta.column("crawl_date").combine_chunks().take(pa.array(has)).fill_null("").to_pylist())
+        uniq, inv = np.unique(dates, return_inverse=True)
+        date_rank = len(uniq) - 1 - inv  # 0: the latest capture (ISO 8601 dates sort as text)
+        order = np.lexsort((id_rank[has], date_rank, group))
+        first = _run_starts(group[order])
+        keeper = has[order][np.maximum.accumulate(np.where(first, np.arange(len(has)), 0))]
+        again = has[order][~first]
+        fate.reason[again], fate.keep_doc[again], fate.sim[again] = URL, keeper[~first], 1.0
+
     # exact: first against every earlier corpus, then within this one (smallest id kept)
     old_exact = index.exact()
     at = pc.fill_null(pc.index_in(hashes, value_set=old_exact.column("content_hash")), -1).to_numpy()
-    hit = at >= 0
+    hit = (at >= 0) & (fate.reason == 0)
     fate.reason[hit], fate.keep_old[hit], fate.sim[hit] = EXACT, at[hit], 1.0
     group = hashes.dictionary_encode().indices.to_numpy()
     order = np.lexsort((id_rank, group))
@@ -333,6 +348,7 @@ def _decide_and_write(corpus, parts, cfg, work_root, index, fingerprint) -> Dedu
     report = DedupReport(
         corpus=corpus, docs_in=n, kept=len(kept), rejected=int((~kept_mask).sum()),
         exact_duplicates=int((fate.reason == EXACT).sum()), near_duplicates=int((fate.reason == NEAR).sum()),
+        duplicate_urls=int((fate.reason == URL).sum()),
         too_short_for_minhash=int((counts == 0).sum()), candidate_pairs=len(edges),
         cluster_sizes={str(k): v for k, v in sorted(sizes.items())},
         largest_clusters=[{"size": s, "kept_id": i} for s, i in sorted(largest, key=lambda t: (-t[0], t[1]))[:5]],

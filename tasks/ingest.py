@@ -5,6 +5,7 @@ fingerprint and ingest-config hash match a completed earlier run is reused, not 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -20,12 +21,13 @@ import pyarrow.parquet as pq
 import xxhash
 
 from schemas.config import IngestConfig
-from schemas.documents import DOCUMENT_SCHEMA, REJECT_SCHEMA, excerpt
+from schemas.documents import DOCUMENT_SCHEMA, REJECT_SCHEMA, WEB_FIELDS, excerpt
 from schemas.documents import RejectReason as R
 from schemas.report import FileResult
 from tasks.langid import identify
 from tasks.normalize import normalize_text
-from tasks.readers import FileLevelError, RawRecord, read_records
+from tasks.readers import FileLevelError, RawRecord, input_kind, read_records
+from tasks.web import WarcTally, WebFilter, read_warc
 from tasks.stage_task import stage_task
 from tasks.workdir import atomic_path, file_fingerprint, read_json, write_json_atomic
 
@@ -69,7 +71,7 @@ class _Batches:
 
     def __init__(self, job: FileJob, cfg: IngestConfig, docs: pq.ParquetWriter, rejects: pq.ParquetWriter):
         self.job, self.cfg, self.docs_w, self.rej_w = job, cfg, docs, rejects
-        self.rows: list[tuple[str, int, str, str | None]] = []  # id, line, text, meta
+        self.rows: list[tuple] = []  # id, line, text, meta, then the web fields (WEB_FIELDS)
         self.rejects: list[dict[str, Any]] = []
         self.reasons: Counter[str] = Counter()
         self.langs: Counter[str] = Counter()
@@ -105,12 +107,13 @@ class _Batches:
         norm = normalize_text(text)
         if len(norm) < cfg.min_doc_chars:
             return self.reject(line, R.EMPTY, f"{len(norm)} chars after normalisation", text, doc_id)
-        meta = {k: v for k, v in rec.items() if k != cfg.text_field and k != cfg.id_field}
+        meta = {k: v for k, v in rec.items() if k != cfg.text_field and k != cfg.id_field and k not in WEB_FIELDS}
         try:
             meta_json = meta_to_json(meta) if meta else None
         except (TypeError, ValueError, RecursionError) as err:
             return self.reject(line, R.BAD_METADATA, f"its other fields cannot be kept as JSON: {err}"[:200], text, doc_id)
-        self.rows.append((doc_id, line, norm, meta_json))
+        web = tuple(str(rec[k]) if rec.get(k) is not None else None for k in WEB_FIELDS)
+        self.rows.append((doc_id, line, norm, meta_json, *web))
 
     def flush(self) -> None:
         if self.rows:
@@ -120,7 +123,7 @@ class _Batches:
             self.rejects = []
 
     def _write_docs(self) -> None:
-        ids, lines, texts, metas = map(list, zip(*self.rows))
+        ids, lines, texts, metas, *web = map(list, zip(*self.rows))
         self.rows = []
         langs, scores = identify(texts, self.cfg.lid_max_chars)
         allow = self.cfg.lang_allowlist
@@ -131,7 +134,8 @@ class _Batches:
                     keep[i] = False
                     self.reject(lines[i], R.LANGUAGE, f"{lang} ({score:.2f}) not in allowlist", texts[i], ids[i])
             if not all(keep):
-                ids, lines, texts, metas, langs = ([v for v, k in zip(col, keep) if k] for col in (ids, lines, texts, metas, langs))
+                ids, lines, texts, metas, langs, *web = ([v for v, k in zip(col, keep) if k]
+                                                         for col in (ids, lines, texts, metas, langs, *web))
                 scores = scores[keep]
         encoded = [t.encode("utf-8") for t in texts]
         self.kept += len(texts)
@@ -150,6 +154,7 @@ class _Batches:
                 pa.array([len(t) for t in texts], pa.int64()),
                 pa.array([xxhash.xxh3_128_hexdigest(b) for b in encoded], pa.string()),
                 pa.array(metas, pa.string()),
+                *(pa.array(col, pa.string()) for col in web),
             ],
             schema=DOCUMENT_SCHEMA,
         )
@@ -191,11 +196,17 @@ def ingest_file(job: FileJob, cfg: IngestConfig, work_root: str | Path, config_h
         with pq.ParquetWriter(docs_tmp, DOCUMENT_SCHEMA, **PARQUET_OPTS) as docs_w, \
                 pq.ParquetWriter(rej_tmp, REJECT_SCHEMA, compression="zstd") as rej_w:
             acc = _Batches(job, cfg, docs_w, rej_w)
+            tally = WarcTally()
             try:
                 if job.refused:
                     raise FileLevelError(*job.refused)
-                for raw in read_records(path, max_bytes=cfg.max_doc_bytes, batch_size=cfg.batch_size,
-                                        text_field=cfg.text_field):
+                if input_kind(path) == "warc":
+                    records = read_warc(path, cfg.max_doc_bytes, cfg.text_field, cfg.id_field, cfg.web.extractor,
+                                        _url_filter(cfg), tally)
+                else:
+                    records = read_records(path, max_bytes=cfg.max_doc_bytes, batch_size=cfg.batch_size,
+                                           text_field=cfg.text_field)
+                for raw in records:
                     acc.add(raw)
             except FileLevelError as err:
                 acc.docs_in += 1  # the file stands for at least one record we could not read
@@ -204,13 +215,25 @@ def ingest_file(job: FileJob, cfg: IngestConfig, work_root: str | Path, config_h
     result = FileResult(
         corpus=job.corpus, source_file=job.source_file, docs_in=acc.docs_in, kept=acc.kept,
         rejected=sum(acc.reasons.values()), by_reason=dict(sorted(acc.reasons.items())), bytes_in=bytes_in,
-        text_bytes=acc.text_bytes, langs=dict(sorted(acc.langs.items())),
+        text_bytes=acc.text_bytes, langs=dict(sorted(acc.langs.items())), record_types=dict(sorted(tally.types.items())),
         docs_path=str(docs_path.relative_to(work_root)), rejects_path=str(rejects_path.relative_to(work_root)),
         seconds=round(time.perf_counter() - t0, 3),
     )
     write_json_atomic(done_path, {"fingerprint": fingerprint, "config_hash": config_hash,
                                   "result": result.model_dump(mode="json")})
     return result
+
+
+@functools.lru_cache(maxsize=4)
+def _filter(files: tuple[str, ...], substrings: tuple[str, ...]) -> WebFilter:
+    return WebFilter.load(list(files), list(substrings))
+
+
+def _url_filter(cfg: IngestConfig) -> WebFilter:
+    try:
+        return _filter(tuple(cfg.web.blocklist_files), tuple(cfg.web.banned_url_substrings))
+    except OSError as err:
+        raise FileLevelError(R.UNREADABLE_FILE, f"URL blocklist unreadable: {err}") from None
 
 
 def make_ingest_task(retries: int):

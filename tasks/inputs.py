@@ -19,7 +19,8 @@ from schemas.documents import RejectReason as R
 from tasks.ingest import FileJob
 from tasks.readers import input_kind
 
-_SUFFIXES = (".jsonl.gz", ".jsonl.zst", ".ndjson.gz", ".ndjson.zst", ".jsonl", ".ndjson", ".parquet", ".txt")
+_SUFFIXES = (".jsonl.gz", ".jsonl.zst", ".ndjson.gz", ".ndjson.zst", ".jsonl", ".ndjson", ".parquet", ".txt", ".warc.gz",
+             ".warc")
 CORPUS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 # Stage folders hold internal entries beside the corpora (dedup/index, dedup/sigs): no corpus may take their names.
 RESERVED_NAMES = frozenset({"index", "sigs", "index.lock"})

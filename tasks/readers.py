@@ -52,6 +52,8 @@ class FileLevelError(Exception):
 
 def input_kind(path: Path) -> str | None:
     name = path.name.lower()
+    if name.endswith((".warc", ".warc.gz")):
+        return "warc"
     if name.endswith((".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson", ".ndjson.gz", ".ndjson.zst")):
         return "jsonl"
     if name.endswith(".parquet"):

@@ -191,6 +191,11 @@ def markdown_summary(report: RunReport) -> str:
                 doms = ", ".join(f"{d} {n:,}" for d, n in sorted(cl.domains.items(), key=lambda kv: -kv[1]))
                 pii = ", ".join(f"{k} {v:,}" for k, v in cl.pii.items()) or "none"
                 lines.append(f"| {c.corpus} | {cl.docs_in:,} | {cl.kept:,} | {doms} | {pii} |")
+    if any(c.record_types for c in report.corpora):
+        lines += ["", "## WARC records that are not documents (counted, not curated)", "", "| corpus | by type |",
+                  "|---|---|"]
+        lines += [f"| {c.corpus} | {', '.join(f'{k} {v:,}' for k, v in c.record_types.items())} |"
+                  for c in report.corpora if c.record_types]
     if report.ignored_files:
         lines += ["", f"## Files not read ({len(report.ignored_files)})", ""]
         lines += [f"- `{f}`" for f in report.ignored_files[:50]]
