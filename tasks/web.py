@@ -75,6 +75,13 @@ def decode_html(body: bytes, header_charset: str | None) -> tuple[str, str] | No
         return None
 
 
+# Page chrome Resiliparse's main-content heuristic can leave in: navigation bars (PostgreSQL's "Prev Up Home Next"
+# tables), site headers and footers, sidebars, breadcrumbs, tables of contents and menus.
+CHROME = ["nav", "header", "footer", "aside", '[role="navigation"]', '[role="banner"]', '[role="contentinfo"]',
+          ".navheader", ".navfooter", '[class*="breadcrumb"]', '[class*="sidebar"]', '[id*="sidebar"]',
+          '[class*="toc"]', '[id*="toc"]', '[class*="menu"]', '[id*="menu"]']
+
+
 def extract(html: str, extractor: str = "resiliparse") -> tuple[str, str | None]:
     """(main text, title) of a page."""
     if extractor == "trafilatura":
@@ -88,9 +95,10 @@ def extract(html: str, extractor: str = "resiliparse") -> tuple[str, str | None]
     from resiliparse.parse.html import HTMLTree
 
     tree = HTMLTree.parse(html)
+    title = tree.title or None  # before extraction, which may remove nodes
     text = extract_plain_text(tree, preserve_formatting=True, main_content=True, list_bullets=True, alt_texts=False,
-                              links=False, form_fields=False, noscript=False, comments=False)
-    return text, (tree.title or None)
+                              links=False, form_fields=False, noscript=False, comments=False, skip_elements=CHROME)
+    return text, title
 
 
 @dataclass

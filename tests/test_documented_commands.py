@@ -67,6 +67,9 @@ RUNS: dict[str, str] = {
     "python tests/benchmarks/bench_end_to_end.py":
         "python tests/benchmarks/bench_end_to_end.py --corpora {w}/small",
     "python tests/benchmarks/bench_rss.py": "python tests/benchmarks/bench_rss.py --corpora {w}/small --scales 1,2",
+    "python tests/benchmarks/bench_web.py": "python tests/benchmarks/bench_web.py --no-quality --repeats 1",
+    "curate run crawl=path/to/warcs/": "curate run crawl={repo}/../shared/corpora/web/iana.warc.gz --out {w}/crawl "
+                                       "--config {w}/tiny.yaml",
     "python tests/benchmarks/bench_loader.py":
         "python tests/benchmarks/bench_loader.py --manifest {w}/out/manifests/default --repeats 1 --batches 50",
     # The service, in a folder of its own (its .curate-server/, out/ and landing/ are the defaults there).

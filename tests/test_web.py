@@ -1,0 +1,150 @@
+"""Crawled web on the real WARCs of ../shared/corpora/web: every response and revisit accounted for with its reason,
+the cut file reported with what came before it kept, legacy charsets decoded, main content without navigation,
+provenance kept, the same URL crawled twice kept once (the latest), blocked URLs, reuse on a re-run."""
+import collections
+import gzip
+import io
+
+import pyarrow.parquet as pq
+import pytest
+from fastwarc.warc import ArchiveIterator
+
+from schemas.config import IngestConfig, WebConfig
+from tasks.ingest import FileJob, ingest_file
+from tasks.web import decode_html, extract
+from tests.conftest import SHARED_CORPORA
+
+WEB = SHARED_CORPORA / "web"
+
+
+def _ingest(tmp_path, path, **web):
+    res = ingest_file(FileJob("web", str(path), path.name), IngestConfig(web=WebConfig(**web)), tmp_path, "h")
+    assert res.docs_in == res.kept + res.rejected
+    docs = pq.read_table(tmp_path / res.docs_path).to_pylist()
+    rejects = pq.read_table(tmp_path / res.rejects_path).to_pylist()
+    return res, docs, rejects
+
+
+def _census(path):
+    """An independent count of what the file holds, straight from FastWARC."""
+    c = collections.Counter()
+    for rec in ArchiveIterator(open(path, "rb"), parse_http=True):
+        kind = str(rec.record_type).split(".")[-1]
+        if kind == "response":
+            status = rec.http_headers.status_code
+            html = (rec.http_content_type or "").startswith(("text/html", "application/xhtml+xml"))
+            c["response"] += 1
+            c["not 200"] += status != 200
+            c["200 not html"] += status == 200 and not html
+        else:
+            c[kind] += 1
+    return c
+
+
+@pytest.mark.parametrize("name", ["crawl-00000.warc.gz", "crawl-00005.warc.gz", "iana.warc.gz"])
+def test_every_response_and_revisit_is_accounted_for_by_reason(tmp_path, name):
+    c = _census(WEB / name)
+    res, docs, rejects = _ingest(tmp_path, WEB / name)
+    assert res.docs_in == c["response"] + c["revisit"]
+    assert res.by_reason.get("http_status", 0) == c["not 200"]
+    assert res.by_reason.get("not_html", 0) == c["200 not html"]
+    assert res.by_reason.get("revisit", 0) == c["revisit"]
+    assert res.record_types == {k: v for k, v in c.items() if k in ("request", "warcinfo", "metadata", "resource")}
+    assert all(d["url"] and d["host"] and d["crawl_date"] and d["warc_record_id"] for d in docs)
+    assert [d["id"] for d in docs] == [d["warc_record_id"] for d in docs], "ids are the WARC record ids: stable"
+    redirects = [r for r in rejects if r["reason"] == "http_status" and r["detail"].startswith("HTTP 30")]
+    if name == "iana.warc.gz":
+        assert redirects and all(" -> " in r["detail"] for r in redirects), "a redirect names where it goes"
+
+
+def test_the_cut_file_is_reported_and_what_came_before_is_kept(tmp_path):
+    res, docs, rejects = _ingest(tmp_path, WEB / "crawl-truncated.warc.gz")
+    cut = [r for r in rejects if r["reason"] == "truncated_file"]
+    assert len(cut) == 1 and "records read before it" in cut[0]["detail"]
+    assert res.docs_in == _census(WEB / "crawl-truncated.warc.gz")["response"]
+    assert res.kept > 150
+    full, fdocs, _ = _ingest(tmp_path / "full", WEB / "crawl-00007.warc.gz")  # the file it was cut from
+    assert [d["url"] for d in docs] == [d["url"] for d in fdocs[: len(docs)]], "the same pages, in order, up to the cut"
+
+
+def test_legacy_charsets_decode_as_a_browser_does(tmp_path):
+    assert decode_html(b"<p>caf\xe9 \x93quoted\x94</p>", "windows-1252")[0] == "<p>café “quoted”</p>"
+    assert decode_html("<p>caf\xe9</p>".encode("cp1252"), "ISO-8859-1") == ("<p>café</p>", "cp1252")
+    meta = b'<html><head><meta charset="windows-1252"></head><body>na\xefve</body></html>'
+    assert "naïve" in decode_html(meta, None)[0]
+    assert decode_html(b"\xef\xbb\xbf<p>\xc3\xa9</p>", "iso-8859-1")[0] == "<p>é</p>", "a BOM wins over the header"
+    legacy = quotes = 0
+    for name in sorted(WEB.glob("crawl-0000*.warc.gz")):
+        _, docs, _ = _ingest(tmp_path / name.stem, name)
+        for d in docs:
+            if d["charset"] == "cp1252":
+                legacy += 1
+                assert not any(m in d["text"] for m in ("Ã©", "â€", "\ufffd")), d["url"]
+                assert not any("\x80" <= ch <= "\x9f" for ch in d["text"]), f"C1 controls in {d['url']}"
+                quotes += any(ch in d["text"] for ch in "’“”—")
+    assert legacy >= 140 and quotes >= 20
+
+
+def test_main_content_stays_and_navigation_goes():
+    for rec in ArchiveIterator(open(WEB / "crawl-00001.warc.gz", "rb"), parse_http=True):
+        if rec.headers.get("WARC-Target-URI") == "https://www.postgresql.org/docs/15/checksums.html" and \
+                str(rec.record_type).endswith("response"):
+            html, _ = decode_html(rec.reader.read(), rec.http_charset)
+            break
+    text, title = extract(html)
+    assert title == "30.2.\xa0Data Checksums"  # the page's own no-break space
+    assert "By default, data pages are not protected by checksums" in text
+    assert "pg_checksums application can be used" in text
+    for chrome in ("Prev", "Home", "Next", "Up\t"):
+        assert chrome not in text, f"navigation {chrome!r} survived"
+    code = next(t for t in (extract(decode_html(r.reader.read(), r.http_charset)[0])[0]
+                            for r in ArchiveIterator(open(WEB / "crawl-00000.warc.gz", "rb"), parse_http=True)
+                            if r.headers.get("WARC-Target-URI", "").endswith("sqlite3session_enable.html")
+                            and str(r.record_type).endswith("response")))
+    assert "int sqlite3session_enable(sqlite3_session *pSession, int bEnable);" in code, "code blocks survive"
+
+
+def _warc(records):
+    """A .warc.gz of response records (url, date, html bytes): one gzip member each, as crawlers write them."""
+    out = io.BytesIO()
+    for k, (url, date, body) in enumerate(records):
+        http = b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n\r\n" + body
+        head = (f"WARC/1.0\r\nWARC-Type: response\r\nWARC-Record-ID: <urn:uuid:00000000-0000-0000-0000-{k:012d}>\r\n"
+                f"WARC-Date: {date}\r\nWARC-Target-URI: {url}\r\nContent-Type: application/http; msgtype=response\r\n"
+                f"Content-Length: {len(http)}\r\n\r\n").encode()
+        out.write(gzip.compress(head + http + b"\r\n\r\n"))
+    return out.getvalue()
+
+
+def test_the_same_url_twice_keeps_the_latest_capture_and_blocked_urls_go(tmp_path):
+    from schemas.config import DedupConfig
+    from tasks.dedup import dedup_corpus, sign_part
+
+    page = "<html><body><h1>Tides</h1><p>{}</p></body></html>"
+    old = page.format("The harbour floods at the spring tide twice a year, and the boats are hauled up the slip.")
+    new = page.format("Since the new sea wall was built the harbour no longer floods at the spring tide at all.")
+    other = page.format("An unrelated page about lighthouses, their keepers and the fog signals they sounded.")
+    (tmp_path / "in").mkdir()
+    path = tmp_path / "in" / "recrawl.warc.gz"
+    path.write_bytes(_warc([("https://example.org/tides", "2024-01-05T10:00:00Z", old.encode()),
+                            ("https://example.org/tides", "2025-03-01T09:00:00Z", new.encode()),
+                            ("https://ads.tracker.test/x", "2025-03-01T09:00:00Z", other.encode()),
+                            ("https://example.org/lighthouses?sessionid=9", "2025-03-01T09:00:00Z", other.encode())]))
+    blocklist = tmp_path / "hosts.txt"
+    blocklist.write_text("# blocked\ntracker.test\n")
+    res, docs, rejects = _ingest(tmp_path, path, blocklist_files=[str(blocklist)], banned_url_substrings=["sessionid="])
+    assert sorted(r["reason"] for r in rejects) == ["url_blocked", "url_blocked"]
+    assert {r["detail"] for r in rejects} == {"host ads.tracker.test is on the blocklist (tracker.test)",
+                                             "the URL contains 'sessionid='"}
+    sign_part(res, DedupConfig(), tmp_path)
+    rep = dedup_corpus("web", [res], DedupConfig(), tmp_path)
+    assert rep.duplicate_urls == 1 and rep.kept == 1
+    dup = pq.read_table(tmp_path / rep.rejects_path).to_pylist()
+    assert dup[0]["reason"] == "duplicate_url" and "floods at the spring tide twice" in dup[0]["excerpt"]
+    assert dup[0]["duplicate_of"] == docs[1]["id"], "the latest capture is kept"
+
+
+def test_a_rerun_reuses_the_ingested_parts(tmp_path):
+    first, _, _ = _ingest(tmp_path, WEB / "iana.warc.gz")
+    again, _, _ = _ingest(tmp_path, WEB / "iana.warc.gz")
+    assert not first.reused and again.reused and again.kept == first.kept
