@@ -96,25 +96,39 @@ def load_tokenizer(path: str | Path):
     return sp, TokenizerInfo(str(path), sha256_file(path), sp.GetPieceSize(), sp.eos_id())
 
 
+def _kept_batches(work_root: Path, parts: Iterable[tuple[str, str]]):
+    """(ids, domains, texts as an Arrow array) of the kept documents of (docs part, annotations part) pairs, a batch
+    at a time (memory: a batch, not a part); redacted text wins."""
+    import pyarrow.compute as pc
+
+    for docs_path, ann_path in parts:
+        ann = pq.read_table(work_root / ann_path, columns=["kept", "domain", "text_redacted"])
+        offset = 0
+        for batch in pq.ParquetFile(work_root / docs_path).iter_batches(batch_size=2000, columns=["id", "text"]):
+            a = ann.slice(offset, batch.num_rows)
+            offset += batch.num_rows
+            mask = a.column("kept")
+            texts = pc.coalesce(a.column("text_redacted").filter(mask), batch.column("text").filter(mask))
+            yield batch.column("id").filter(mask).to_pylist(), a.column("domain").filter(mask).to_pylist(), texts
+
+
 def kept_documents(work_root: Path, parts: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str, str]]:
     """(id, domain, text) of every kept document of (docs part, annotations part) pairs; redacted text wins."""
-    for docs_path, ann_path in parts:
-        docs = pq.read_table(work_root / docs_path, columns=["id", "text"])
-        ann = pq.read_table(work_root / ann_path, columns=["kept", "domain", "text_redacted"])
-        for doc_id, text, kept, domain, redacted in zip(docs.column("id").to_pylist(), docs.column("text").to_pylist(),
-                                                        ann.column("kept").to_pylist(), ann.column("domain").to_pylist(),
-                                                        ann.column("text_redacted").to_pylist()):
-            if kept:
-                yield doc_id, domain, redacted if redacted is not None else text
+    for ids, domains, texts in _kept_batches(work_root, parts):
+        yield from zip(ids, domains, texts.to_pylist())
 
 
 def balanced_sample(work_root: Path, parts: list[tuple[str, str]], chars_per_domain: int, seed: int) -> list[str]:
     """Up to chars_per_domain characters of each domain's kept documents, taken in a seeded order of their ids,
     so a domain with a hundred times more text does not shape the vocabulary a hundred times more. Two passes:
-    the choice is made on ids and lengths, and only the chosen texts are ever held in memory."""
+    the choice is made on ids and lengths (no text is turned into Python strings), and only the chosen texts are
+    ever held in memory."""
+    import pyarrow.compute as pc
+
     by_domain: dict[str, list[tuple[int, str, int]]] = {}
-    for doc_id, domain, text in kept_documents(work_root, parts):
-        by_domain.setdefault(domain, []).append((xxhash.xxh64_intdigest(f"{seed}:{doc_id}"), doc_id, len(text)))
+    for ids, domains, texts in _kept_batches(work_root, parts):
+        for doc_id, domain, n in zip(ids, domains, pc.utf8_length(texts).to_pylist()):
+            by_domain.setdefault(domain, []).append((xxhash.xxh64_intdigest(f"{seed}:{doc_id}"), doc_id, n))
     chosen: dict[str, int] = {}  # id -> characters to take
     for domain in sorted(by_domain):
         taken = 0
@@ -123,8 +137,13 @@ def balanced_sample(work_root: Path, parts: list[tuple[str, str]], chars_per_dom
                 break
             chosen[doc_id] = min(n, chars_per_domain - taken)
             taken += chosen[doc_id]
-    picked = {doc_id: text[: chosen[doc_id]] for doc_id, _, text in kept_documents(work_root, parts)
-              if doc_id in chosen}
+    del by_domain
+    picked = {}
+    for ids, _, texts in _kept_batches(work_root, parts):
+        take = [k for k, i in enumerate(ids) if i in chosen]
+        if take:
+            for k, text in zip(take, texts.take(take).to_pylist()):
+                picked[ids[k]] = text[: chosen[ids[k]]]
     return [picked[i] for i in sorted(picked, key=lambda i: xxhash.xxh64_intdigest(f"{seed}:{i}"))]
 
 
