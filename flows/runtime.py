@@ -121,26 +121,16 @@ class TemporaryServer:
             env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
     def wait(self, timeout: float) -> None:
-        import time
-
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.log.seek(0)
-                tail = self.log.read().decode(errors="replace").strip().splitlines()[-1:] or [""]
-                raise ServerStartError(f"the temporary Prefect server exited with code {self.proc.returncode} "
-                                       f"({tail[0][:200]})")
-            try:
-                if httpx.get(f"{self.api_url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise ServerStartError(
-            f"the temporary Prefect server did not start within {timeout:g} s; on a busy machine raise "
-            "CURATE_SERVER_STARTUP_TIMEOUT, or start one with `curate server up` and export PREFECT_API_URL")
+        outcome = wait_healthy(self.api_url, self.proc, timeout, interval=0.05)
+        if outcome == "exited":
+            self.log.seek(0)
+            tail = self.log.read().decode(errors="replace").strip().splitlines()[-1:] or [""]
+            raise ServerStartError(f"the temporary Prefect server exited with code {self.proc.returncode} "
+                                   f"({tail[0][:200]})")
+        if outcome == "timeout":
+            raise ServerStartError(
+                f"the temporary Prefect server did not start within {timeout:g} s; on a busy machine raise "
+                "CURATE_SERVER_STARTUP_TIMEOUT, or start one with `curate server up` and export PREFECT_API_URL")
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -150,6 +140,29 @@ class TemporaryServer:
             self.proc.kill()
             self.proc.wait()
         self.log.close()
+
+
+def _healthy(api_url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{api_url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def wait_healthy(api_url: str, proc, timeout: float, interval: float = 0.5) -> str:
+    """Poll a server's /health: "ok" when it answers, "exited" when its process ends first, else "timeout"."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return "exited"
+        if _healthy(api_url):
+            return "ok"
+        time.sleep(interval)
+    return "timeout"
 
 
 _EARLY: dict[str, TemporaryServer] = {}

@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PREFECT_FILE = REPO_ROOT / "deploy" / "prefect.yaml"
@@ -95,18 +94,14 @@ def client_env(home: Path) -> dict[str, str]:
 
 
 def wait_healthy(url: str, proc: subprocess.Popen | None, timeout: float, log: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
-            raise ServerError(f"the Prefect server exited with code {proc.returncode}:\n{tail}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise ServerError(f"the Prefect server at {url} did not answer /health within {timeout:.0f} s")
+    from flows.runtime import wait_healthy as poll
+
+    outcome = poll(url, proc, timeout)
+    if outcome == "exited":
+        tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
+        raise ServerError(f"the Prefect server exited with code {proc.returncode}:\n{tail}")
+    if outcome == "timeout":
+        raise ServerError(f"the Prefect server at {url} did not answer /health within {timeout:.0f} s")
 
 
 def _run(cmd: list[str], env: dict, what: str) -> None:

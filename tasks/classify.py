@@ -25,8 +25,8 @@ from tasks.classifier import LABEL_PREFIX, load_model, model_text
 from tasks.classify_models import QUALITY_LABELS, ModelRefs, rule_set
 from tasks.pii import redact
 from tasks.quality_rules import RuleSet
-from tasks.stage_task import stage_task
-from tasks.workdir import atomic_path, file_fingerprint, read_json, write_json_atomic
+from tasks.stage_task import reuse, stage_task
+from tasks.workdir import atomic_path, file_fingerprint, write_json_atomic
 
 STAGE = "classify"
 HIST_BINS = 10
@@ -86,12 +86,8 @@ def classify_reused(ref: PartRef, cfg: ClassifyConfig, models: ModelRefs,
     """The result of an earlier classification of the same part under the same settings and models, if there."""
     work_root = Path(work_root)
     ann_path, rej_path, done_path = part_paths(work_root, ref)
-    done = read_json(done_path)
-    if not (done and ann_path.exists() and rej_path.exists()) or done.get("key") != _key(ref, cfg, models, work_root):
-        return None
-    res = ClassifyPartResult.model_validate(done["result"])
-    res.reused = True
-    return res
+    return reuse(done_path, lambda: _key(ref, cfg, models, work_root), ClassifyPartResult,
+                 lambda _: [ann_path, rej_path])
 
 
 def classify_part(ref: PartRef, cfg: ClassifyConfig, models: ModelRefs, work_root: str | Path) -> ClassifyPartResult:

@@ -28,8 +28,8 @@ from schemas.config import DecontamConfig, EvalSetSpec
 from schemas.documents import REJECT_SCHEMA, excerpt
 from schemas.report import DecontamPartResult
 from tasks.minhash import word_hashes, words_of
-from tasks.stage_task import stage_task
-from tasks.workdir import atomic_path, file_fingerprint, read_json, write_json_atomic
+from tasks.stage_task import reuse, stage_task
+from tasks.workdir import atomic_path, file_fingerprint, write_json_atomic
 
 STAGE = "decontam"
 CONTAMINATED = "contaminated"
@@ -154,12 +154,7 @@ def decontam_reused(ref: DecontamRef, cfg: DecontamConfig, index: EvalIndex,
                     work_root: str | Path) -> DecontamPartResult | None:
     work_root = Path(work_root)
     docs, rejects, done_path = _paths(work_root, ref)
-    done = read_json(done_path)
-    if not (done and docs.exists() and rejects.exists()) or done.get("key") != _key(ref, cfg, index, work_root):
-        return None
-    res = DecontamPartResult.model_validate(done["result"])
-    res.reused = True
-    return res
+    return reuse(done_path, lambda: _key(ref, cfg, index, work_root), DecontamPartResult, lambda _: [docs, rejects])
 
 
 def decontaminate_part(ref: DecontamRef, cfg: DecontamConfig, index: EvalIndex,

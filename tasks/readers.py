@@ -63,65 +63,72 @@ def input_kind(path: Path) -> str | None:
     return None
 
 
-class _ZstdReader(io.RawIOBase):
+class _Transform(io.RawIOBase):
+    """A readable stream of what `_next()` makes of the raw stream's chunks (b'' at the end)."""
+
+    def __init__(self, raw: io.BufferedIOBase):
+        self.raw, self.pending = raw, b""
+
+    def _next(self) -> bytes:
+        raise NotImplementedError
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        while not self.pending:
+            self.pending = self._next()
+            if not self.pending:
+                return 0
+        n = min(len(buf), len(self.pending))
+        buf[:n], self.pending = self.pending[:n], self.pending[n:]
+        return n
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+class _ZstdReader(_Transform):
     """Decompresses zstd frames one after another and raises EOFError when the input ends inside a frame
     (zstandard's own stream_reader returns b'' there, so a cut file would look complete)."""
 
     def __init__(self, raw: io.BufferedIOBase):
-        self.raw, self.dobj, self.pending = raw, zstandard.ZstdDecompressor().decompressobj(), b""
-        self.in_frame = False
+        super().__init__(raw)
+        self.dobj, self.in_frame = zstandard.ZstdDecompressor().decompressobj(), False
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf) -> int:
-        while not self.pending:
+    def _next(self) -> bytes:
+        out = b""
+        while not out:
             chunk = self.raw.read(CHUNK)
             if not chunk:
                 if self.in_frame:
                     raise EOFError("the input ends inside a zstd frame")
-                return 0
+                return b""
             while chunk:
                 self.in_frame = True
-                self.pending += self.dobj.decompress(chunk)
+                out += self.dobj.decompress(chunk)
                 chunk = b""
                 if self.dobj.eof:  # a frame ended; what follows is the next frame
                     chunk, self.in_frame = self.dobj.unused_data, False
                     self.dobj = zstandard.ZstdDecompressor().decompressobj()
-        n = min(len(buf), len(self.pending))
-        buf[:n], self.pending = self.pending[:n], self.pending[n:]
-        return n
-
-    def close(self) -> None:
-        self.raw.close()
-        super().close()
+        return out
 
 
-class _Recoded(io.RawIOBase):
+class _Recoded(_Transform):
     """A byte stream re-encoded as UTF-8 lines: from UTF-16, and/or with lone CRs made newlines."""
 
     def __init__(self, raw: io.BufferedIOBase, encoding: str | None, cr_only: bool):
-        self.raw, self.cr_only, self.pending = raw, cr_only, b""
+        super().__init__(raw)
+        self.cr_only = cr_only
         self.decoder = codecs.getincrementaldecoder(encoding)("replace") if encoding else None
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf) -> int:
-        while not self.pending:
+    def _next(self) -> bytes:
+        while True:  # a chunk can end inside a character and decode to nothing: read on until the end
             chunk = self.raw.read(CHUNK)
-            if self.decoder is not None:
-                chunk = self.decoder.decode(chunk, final=not chunk).encode("utf-8", "surrogatepass")
-            if not chunk:
-                return 0
-            self.pending = chunk.replace(b"\r", b"\n") if self.cr_only else chunk
-        n = min(len(buf), len(self.pending))
-        buf[:n], self.pending = self.pending[:n], self.pending[n:]
-        return n
-
-    def close(self) -> None:
-        self.raw.close()
-        super().close()
+            out = self.decoder.decode(chunk, final=not chunk).encode("utf-8", "surrogatepass") if self.decoder else chunk
+            if out or not chunk:
+                return out.replace(b"\r", b"\n") if self.cr_only else out
 
 
 _BINARY_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"%PDF", b"PK\x03\x04", b"\x7fELF", b"\x1f\x8b", b"(\xb5/\xfd",

@@ -7,6 +7,7 @@ that cost about 8 s on the bundled sample's 24 task runs). Corpus and stage are 
 carries the corpus tags."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 # OSErrors that say the same thing on every attempt.
@@ -35,6 +36,19 @@ def stage_task(fn: Callable, name: str, run_name: str | Callable[[], str], retri
 
     return task(fn, name=name, task_run_name=run_name, retries=retries, retry_delay_seconds=2,
                 retry_condition_fn=_retry_if_transient, cache_policy=NO_CACHE, persist_result=False)
+
+
+def reuse(done_path: Path, key: Callable[[], dict], model, outputs: Callable[[dict], list[Path]]):
+    """The stage's result recorded in `done_path`, marked reused, when it was made under the same content key and
+    its outputs are all there; else None. (The key is computed only when a result and its outputs exist.)"""
+    from tasks.workdir import read_json
+
+    done = read_json(done_path)
+    if not done or not all(p.exists() for p in outputs(done)) or done.get("key") != key():
+        return None
+    result = model.model_validate(done["result"])
+    result.reused = True
+    return result
 
 
 def worker_init(poll_s: float = 1.0) -> None:

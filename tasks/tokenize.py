@@ -28,8 +28,8 @@ from schemas.report import ShardInfo, TokenizePartResult
 from schemas.shards import META_DOCS, META_DOMAIN, META_FORMAT, META_SPLIT, META_TOKENIZER_SHA, META_TOKENS, \
     SHARD_FORMAT_VERSION, token_shard_schema, token_type
 from tasks.tokenizer import HFTokenizer, TokenizerInfo, load_tokenizer
-from tasks.stage_task import stage_task
-from tasks.workdir import atomic_path, file_fingerprint, read_json, write_json_atomic
+from tasks.stage_task import reuse, stage_task
+from tasks.workdir import atomic_path, file_fingerprint, write_json_atomic
 
 STAGE = "tokenize"
 TRAIN, VALIDATION = "train", "validation"
@@ -191,13 +191,8 @@ def tokenize_reused(ref: TokenizeRef, tokenizer_sha: str, cfg: TokenizeConfig,
     """The result of an earlier encoding of the same part with the same tokenizer and settings, if its shards are
     there."""
     work_root = Path(work_root)
-    done = read_json(_done_path(ref, work_root))
-    if not done or not all((work_root / s["path"]).exists() for s in done["result"]["shards"]) \
-            or done.get("key") != _key(ref, tokenizer_sha, cfg, work_root):
-        return None
-    res = TokenizePartResult.model_validate(done["result"])
-    res.reused = True
-    return res
+    return reuse(_done_path(ref, work_root), lambda: _key(ref, tokenizer_sha, cfg, work_root), TokenizePartResult,
+                 lambda done: [work_root / s["path"] for s in done["result"]["shards"]])
 
 
 def tokenize_part(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, work_root: str | Path) -> TokenizePartResult:
