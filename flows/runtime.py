@@ -110,6 +110,9 @@ class TemporaryServer:
         import tempfile
         from importlib.util import find_spec
 
+        import time
+
+        self.started = time.monotonic()
         self.port = _free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
         self.log = tempfile.TemporaryFile()
@@ -121,7 +124,10 @@ class TemporaryServer:
             env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
     def wait(self, timeout: float) -> None:
-        outcome = wait_healthy(self.api_url, self.proc, timeout, interval=0.05)
+        """Until it answers, at most `timeout` seconds after it was started."""
+        import time
+
+        outcome = wait_healthy(self.api_url, self.proc, self.started + timeout - time.monotonic(), interval=0.05)
         if outcome == "exited":
             self.log.seek(0)
             tail = self.log.read().decode(errors="replace").strip().splitlines()[-1:] or [""]

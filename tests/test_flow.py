@@ -91,7 +91,7 @@ def test_cli_run_prints_summary(prefect_harness, tmp_path):
     assert "mine" in res.output and "malformed_json" in res.output and "report.json" in res.output
 
 
-def test_a_temporary_server_that_does_not_start_in_time_is_one_line(tmp_path):
+def test_a_temporary_server_that_does_not_start_is_one_line(tmp_path):
     import os
     import subprocess
     import sys
@@ -100,13 +100,12 @@ def test_a_temporary_server_that_does_not_start_in_time_is_one_line(tmp_path):
     src = tmp_path / "a.jsonl"
     src.write_text('{"id": "a", "text": "A fine document about the sea and the ships on it."}\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-    env["CURATE_SERVER_STARTUP_TIMEOUT"] = "0.01"  # no server answers /health that fast
+    env["PREFECT_API_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{tmp_path}/no-such-folder/x.db"  # it cannot
     res = subprocess.run([str(Path(sys.executable).parent / "curate"), "run", f"mine={src}", "--out",
                           str(tmp_path / "o")], env=env, capture_output=True, text=True, timeout=300)
     out = res.stdout + res.stderr
     assert res.returncode == 2, out
-    assert "did not start within 0.01 s" in out and "CURATE_SERVER_STARTUP_TIMEOUT" in out
-    assert "Traceback" not in out
+    assert "the temporary Prefect server exited with code" in out and "Traceback" not in out
 
 
 @pytest.mark.slow
