@@ -20,8 +20,9 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/curate run --out $(OUT)
 
+# Two processes, one test file each at a time: many tests wait on servers and schedules rather than on a core.
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: install
 	$(PY) -m pip install -q -e '.[bench]'

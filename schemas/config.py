@@ -54,7 +54,7 @@ class IngestConfig(_Strict):
     lang_min_score: float = Field(
         0.0, ge=0.0, le=1.0, description="With an allowlist: the least language score that counts as a match."
     )
-    web: WebConfig = Field(default_factory=WebConfig)
+    web: WebConfig = Field(default_factory=WebConfig, description="WARC inputs: extractor and URL filtering.")
 
     @field_validator("lang_allowlist")
     @classmethod
