@@ -90,11 +90,44 @@ def run_datatrove(files: list[Path]) -> int:
     return sum(1 for doc in extractor.run(reader.run()) if doc.text)
 
 
+MEMORY_CHILD = """
+import sys; sys.path.insert(0, {repo!r})
+from schemas.config import IngestConfig
+from tasks.ingest import FileJob, ingest_file
+r = ingest_file(FileJob("web", {src!r}, "big.warc.gz"), IngestConfig(), {work!r}, "b")
+print(r.docs_in, r.kept)
+"""
+
+
+def memory(scales: list[int]) -> None:
+    """Peak RSS of ingesting one WARC made of the shared crawls repeated k times (gzip members concatenate)."""
+    from tests.benchmarks.rss import run_measured
+
+    files = sorted(WEB.glob("crawl-0000[0-7].warc.gz"))
+    peaks = []
+    for k in scales:
+        with tempfile.TemporaryDirectory() as tmp:
+            big = Path(tmp) / "big.warc.gz"
+            with open(big, "wb") as out:
+                for _ in range(k):
+                    for f in files:
+                        out.write(f.read_bytes())
+            out_text, wall, peak, _ = run_measured([sys.executable, "-c", MEMORY_CHILD.format(
+                repo=str(REPO), src=str(big), work=str(Path(tmp) / "w"))])
+            peaks.append(peak)
+            print(f"  one WARC of {big.stat().st_size / 1e6:,.0f} MB ({out_text.split()[0]} records): "
+                  f"peak RSS {peak:,.0f} MB, {wall:.0f} s")
+    print(f"peak RSS, largest WARC / smallest: {peaks[-1] / peaks[0]:.2f} (streamed: flat in the number of records)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-quality", action="store_true")
+    ap.add_argument("--memory", default="", help="scales for the memory check, e.g. 1,10 (off by default)")
     args = ap.parse_args()
+    if args.memory:
+        memory([int(k) for k in args.memory.split(",")])
     if not args.no_quality:
         quality()
     files = sorted(WEB.glob("crawl-0000[0-7].warc.gz"))
@@ -123,7 +156,8 @@ def main() -> None:
             ratios.append(b / a)  # the same records in: the ratio of times is the ratio of records per second
             print(f"  {records:,} response records: curate {a:.1f} s ({kept} documents, {records / a:.0f} records/s); "
                   f"datatrove {b:.1f} s ({theirs} documents, {records / b:.0f} records/s)")
-    print(f"curate WARC ingest: {statistics.median(rates):.0f} documents/s (median of {args.repeats})")
+    if rates:
+        print(f"curate WARC ingest: {statistics.median(rates):.0f} documents/s (median of {args.repeats})")
     if ratios:
         print(f"curate / datatrove, records per second over the same records: {statistics.median(ratios):.1f}x, "
               "median of per-repeat ratios (target >= 3)")
