@@ -228,7 +228,16 @@ def _drain_prefect_workers() -> None:
 
 
 def task_runner(cfg):
-    """The task runner the config names: worker processes that exit with the process that started them."""
+    """The task runner the config names (`runner.kind`): local worker processes that exit with the process that
+    started them, or Dask through Prefect's own integration (prefect-dask): the scheduler at `runner.address`, or
+    a local cluster of `runner.workers` single-threaded worker processes. Stages are the same either way."""
+    if cfg.runner.kind == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if cfg.runner.address:
+            return DaskTaskRunner(address=cfg.runner.address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.runner.workers, "threads_per_worker": 1,
+                                             "processes": True, "dashboard_address": None})
     from prefect.task_runners import ProcessPoolTaskRunner
 
     from tasks.stage_task import worker_init

@@ -204,7 +204,12 @@ class MixConfig(_Strict):
 
 
 class RunnerConfig(_Strict):
-    workers: int = Field(2, ge=1, le=64, description="Processes that ingest files in parallel.")
+    kind: str = Field("local", pattern="^(local|dask)$", description="local: worker processes on this machine; "
+                      "dask: a Dask cluster through Prefect's DaskTaskRunner (an existing scheduler at `address`, else "
+                      "a local cluster of `workers` processes).")
+    address: str | None = Field(None, description="dask: the scheduler, e.g. tcp://10.0.0.5:8786.")
+    workers: int = Field(2, ge=1, le=64, description="Processes that work on parts in parallel (local, or a local "
+                         "Dask cluster).")
     retries: int = Field(2, ge=0, le=10, description="Retries of a file task after a transient IO error.")
 
 

@@ -69,6 +69,17 @@ RUNS: dict[str, str] = {
         "python tests/benchmarks/bench_end_to_end.py --corpora {w}/small",
     "python tests/benchmarks/bench_rss.py": "python tests/benchmarks/bench_rss.py --corpora {w}/small --scales 1,2",
     "python tests/benchmarks/bench_web.py": "python tests/benchmarks/bench_web.py --no-quality --repeats 1",
+    "dask scheduler --port 8786": "(timeout -s INT 8 dask scheduler --port {port2} --no-dashboard; true) 2>&1 "
+                                  "| grep 'Scheduler at'",
+    "dask worker tcp://SCHEDULER_HOST:8786 --nworkers 2 --nthreads 1":
+        "(dask scheduler --port {port2} --no-dashboard >/dev/null 2>&1 & S=$!; sleep 3; (timeout -s INT 10 dask worker "
+        "tcp://127.0.0.1:{port2} --nworkers 2 --nthreads 1 --no-dashboard; true) 2>&1; kill $S) | grep 'Registered to'",
+    "curate run --config cluster.yaml":
+        "cd {w} && printf 'corpora:\\n  - {{name: legal, path: {repo}/data/sample/legal.jsonl.gz}}\\ntokenize:\\n  "
+        "vocab_size: 1000\\nrunner:\\n  kind: dask\\n  address: tcp://127.0.0.1:{port2}\\n' > cluster.yaml && "
+        "(dask scheduler --port {port2} --no-dashboard >/dev/null 2>&1 & S=$!; dask worker tcp://127.0.0.1:{port2} "
+        "--nworkers 2 --nthreads 1 --no-dashboard >/dev/null 2>&1 & W=$!; sleep 4; curate run --config cluster.yaml "
+        "--out {w}/cluster; r=$?; kill $W $S; exit $r)",
     "curate run crawl=path/to/warcs/": "curate run crawl={repo}/../shared/corpora/web/iana.warc.gz --out {w}/crawl "
                                        "--config {w}/tiny.yaml",
     "python tests/benchmarks/bench_loader.py":
@@ -149,13 +160,13 @@ def world(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "CURATE_"))}
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
     env["CURATE_MODEL_CACHE"] = os.environ["CURATE_MODEL_CACHE"]  # the session's trained default models
-    info = {"w": w, "port": free_port(), "repo": REPO, "env": env}
+    info = {"w": w, "port": free_port(), "port2": free_port(), "repo": REPO, "env": env}
     yield info
     subprocess.run(f"cd {w}/svc && curate server down", shell=True, env=env, capture_output=True, timeout=120)
 
 
 def _sh(command: str, world: dict, timeout: int = 600) -> subprocess.CompletedProcess:
-    cmd = command.format(w=world["w"], port=world["port"], repo=world["repo"])
+    cmd = command.format(w=world["w"], port=world["port"], port2=world["port2"], repo=world["repo"])
     res = subprocess.run(["bash", "-c", "set -o pipefail; " + cmd], cwd=REPO, env=world["env"], capture_output=True,
                          text=True, timeout=timeout)
     assert res.returncode == 0, f"`{cmd}` exited {res.returncode}:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
