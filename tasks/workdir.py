@@ -5,12 +5,13 @@ part, so two writers never share one), then rename it over the final name (`comm
 must not exist yet (`commit_new`: a version is never overwritten). A kill at any point leaves either the old
 file or the new one, plus at worst a temporary file, which the next run removes (`clean_orphans`).
 
-For the exact-commit-point kill test, CURATE_KILL_BEFORE=<path suffix> kills the process with SIGKILL just
+For the exact-commit-point kill test, CURATE_KILL_BEFORE=<path suffix or glob> kills the process with SIGKILL just
 before it commits a file whose path ends so, and CURATE_COMMIT_LOG=<file> lists every committed path.
 """
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import os
 import signal
@@ -35,7 +36,7 @@ def _before_commit(final: Path) -> None:
         with open(log, "a") as f:  # one short line per write: O_APPEND keeps lines whole across processes
             f.write(f"{final}\n")
     target = os.environ.get("CURATE_KILL_BEFORE")
-    if target and str(final).endswith(target):
+    if target and (fnmatch.fnmatch(str(final), "*" + target) if "*" in target else str(final).endswith(target)):
         os.kill(os.getpid(), signal.SIGKILL)
 
 

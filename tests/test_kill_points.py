@@ -93,8 +93,10 @@ def test_a_kill_before_any_commit_resumes_to_the_same_outputs(setup):
     base, env, kinds, reference = setup
     chosen = kinds if os.environ.get("CURATE_ALL_KILL_POINTS") else {k: kinds[k] for k in KEY_KINDS}
     failures = []
-    for n, (kind, target) in enumerate(sorted(chosen.items())):
+    for n, (kind, first) in enumerate(sorted(chosen.items())):
         work = f"k{n}"
+        # the kind as a glob: a path with a time in its name (runs/<time>.json) differs from the reference run's
+        target = re.sub(r"<[hnc]>", "*", kind) if "<h>T<n>Z" in kind else first
         killed = _run(base, work, {**env, "CURATE_KILL_BEFORE": target})
         if killed.returncode == 0:
             failures.append(f"{kind}: the run was not killed before {target}")
