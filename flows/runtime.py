@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from typing import Iterator
 
 # Offline machines: no telemetry, no update checks (they only log errors here).
@@ -75,12 +76,12 @@ def prefect_api() -> Iterator[str]:
         check_reachable(configured)
         # A server set in Prefect's settings (a test harness, a profile) must reach worker processes too.
         had = "PREFECT_API_URL" in os.environ
-        os.environ["PREFECT_API_URL"] = configured
+        _set_api_url(configured)
         try:
             yield configured
         finally:
             if not had:
-                os.environ.pop("PREFECT_API_URL", None)
+                _set_api_url(None)
         return
     server = _EARLY.pop("server", None) or TemporaryServer()
     timeout = startup_timeout()
@@ -89,14 +90,28 @@ def prefect_api() -> Iterator[str]:
     except ServerStartError:
         server.stop()
         raise
-    os.environ["PREFECT_API_URL"] = server.api_url
+    _set_api_url(server.api_url)
     try:
         with temporary_settings({PREFECT_API_URL: server.api_url}):
             yield server.api_url
     finally:
         _drain_prefect_workers()
-        os.environ.pop("PREFECT_API_URL", None)
+        _set_api_url(None)
         server.stop()
+
+
+def _set_api_url(url: str | None) -> None:
+    """Point worker processes (through the environment) and threads of this one at `url`. Threads do not see a
+    `temporary_settings` context: Prefect's ProcessPoolTaskRunner forwards its workers' events from a thread that
+    reads the global settings, which were read at import time; left stale, that thread starts a server of its own
+    (an ephemeral one, whose shutdown prints tracebacks) and sends the task runs' events there."""
+    from prefect.context import refresh_global_settings_context
+
+    if url is None:
+        os.environ.pop("PREFECT_API_URL", None)
+    else:
+        os.environ["PREFECT_API_URL"] = url
+    refresh_global_settings_context()
 
 
 class TemporaryServer:
@@ -207,6 +222,8 @@ def use_local_service() -> str | None:
     except (OSError, ValueError, KeyError, httpx.HTTPError):
         return None
     os.environ["PREFECT_API_URL"], os.environ["PREFECT_API_AUTH_STRING"] = url, auth
+    if "prefect.context" in sys.modules:  # settings already read: threads must see these too
+        _set_api_url(url)
     return url
 
 

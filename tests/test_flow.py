@@ -118,3 +118,26 @@ def test_a_vocabulary_smaller_than_asked_is_a_warning(prefect_harness, tmp_path)
     assert "**warning**" in arts["curate-01-summary"]["data"]
     on_disk = json.loads((tmp_path / "out" / "report.json").read_text())
     assert on_disk["warnings"] == report["warnings"]
+
+
+def test_threads_report_to_the_temporary_server(tmp_path):
+    """Prefect forwards worker processes' task-run events from a thread, which reads the global settings; with those
+    stale it started an ephemeral server of its own (whose shutdown printed tracebacks after `make demo`)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    script = ("import threading\nfrom prefect.settings import get_current_settings\n"
+              "from flows.runtime import prefect_api\n"
+              "def seen():\n    out = []\n"
+              "    t = threading.Thread(target=lambda: out.append(get_current_settings().api.url)); t.start(); t.join()\n"
+              "    return out[0]\n"
+              "with prefect_api() as url:\n    assert seen() == url, (seen(), url)\n"
+              "assert seen() is None, seen()\nprint('ok')\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env["PYTHONPATH"] = str(REPO)
+    res = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0 and "ok" in res.stdout, res.stdout + res.stderr
