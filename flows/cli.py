@@ -88,6 +88,22 @@ def print_summary(report: dict) -> None:
             t.add_row(c["corpus"], f"{cl['docs_in']:,}", f"{cl['kept']:,}", doms, f"{drops:,}",
                       " ".join(f"{k} {v:,}" for k, v in cl["pii"].items()) or "none")
         console.print(t)
+        _print_rule_drops(classified)
+
+
+def _print_rule_drops(classified: list[dict]) -> None:
+    """Rule drops per predicted domain and rule, and the share of unsure (`mixed`) documents, per corpus."""
+    t = Table(title="rules: drops per predicted domain (a high rate is a rule eating a domain)")
+    for col in ("corpus", "domain", "docs", "dropped", "rate", "by rule", "mixed (corpus)"):
+        t.add_column(col, justify="right" if col in ("docs", "dropped", "rate") else "left")
+    for c in classified:
+        cl = c["classify"]
+        mixed = f"{cl.get('mixed', 0) / max(1, cl['docs_in']):.1%}"
+        for d, n in sorted((cl.get("docs_by_domain") or {}).items(), key=lambda kv: -kv[1]):
+            drops = cl.get("rule_drops", {}).get(d, {})
+            t.add_row(c["corpus"], d, f"{n:,}", f"{sum(drops.values()):,}", f"{sum(drops.values()) / max(1, n):.0%}",
+                      ", ".join(f"{r} {k}" for r, k in sorted(drops.items(), key=lambda kv: -kv[1])[:3]), mixed)
+    console.print(t)
 
 
 @app.command("train-classifier")
@@ -99,8 +115,11 @@ def train_classifier(
                                     "for quality, the field naming each record's domain, whose rules give its label."),
     quantize: bool = typer.Option(False, "--quantize", help="Also write a quantised model.ftz."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config: max_chars, quality rules."),
+    sources_eval: bool = typer.Option(True, "--sources-eval/--no-sources-eval",
+                                      help="domain: also train without each `source` and test on it (the headline)."),
 ) -> None:
-    """Train a fastText classifier; the held-out split keeps each source family on one side."""
+    """Train a fastText classifier. A domain model is judged leave-one-source-out (train without a source, test on
+    it), which also calibrates its probabilities; the family split shows how well it knows its own sources."""
     from schemas.config import ConfigError, load_config
     from tasks.classifier import ClassifierError
     from tasks.classify_models import train_kind
@@ -111,11 +130,14 @@ def train_classifier(
     try:
         cfg = load_config(config)
         with console.status(f"training the {kind} classifier on {data}…"):
-            metrics = train_kind(kind, data, out, cfg.classify, label_field=label_field, quantize=quantize)
+            metrics = train_kind(kind, data, out, cfg.classify, label_field=label_field, quantize=quantize,
+                                 sources_eval=sources_eval)
     except (ConfigError, ClassifierError, RuleConfigError) as err:
         _fail(str(err))
-    t = Table(title=f"{kind} classifier, held-out split ({metrics['test_docs']} docs, "
-                    f"{metrics['test_families']} families)")
+    if loso := metrics.get("leave_one_source_out"):
+        _print_loso(loso)
+    t = Table(title=f"{kind} classifier, held-out families of its own sources ({metrics['test_docs']} docs, "
+                    f"{metrics['test_families']} families): how well it knows them")
     for col in ("label", "precision", "recall", "F1", "support"):
         t.add_column(col, justify="left" if col == "label" else "right")
     for lab, m in metrics["per_label"].items():
@@ -124,6 +146,21 @@ def train_classifier(
     console.print(f"macro-F1 [bold]{metrics['macro_f1']:.4f}[/], accuracy {metrics['accuracy']:.4f}"
                   + (f", quantised macro-F1 {metrics['quantized_macro_f1']:.4f}" if quantize else ""))
     console.print(f"model: [bold]{out}/model.bin[/]  metrics: [bold]{out}/metrics.json[/]")
+
+
+def _print_loso(loso: dict) -> None:
+    t = Table(title=f"leave-one-source-out: each of {loso['sources']} sources predicted by a model trained without it")
+    for col in ("domain", "precision", "recall", "F1", "docs"):
+        t.add_column(col, justify="left" if col == "domain" else "right")
+    for lab, m in loso["per_label"].items():
+        t.add_row(lab, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
+    console.print(t)
+    worst = sorted(loso["per_source"].items(), key=lambda kv: kv[1]["accuracy"])[:5]
+    console.print("hardest sources: " + ", ".join(f"{s} {v['accuracy']:.2f}" for s, v in worst))
+    console.print(f"[bold]leave-one-source-out macro-F1 {loso['macro_f1']:.4f}[/], accuracy {loso['accuracy']:.4f}; "
+                  f"calibration: temperature {loso['temperature']:g}, expected calibration error "
+                  f"{loso['ece_uncalibrated']:.3f} -> {loso['ece']:.3f}; {loso['share_below_threshold']:.1%} of "
+                  f"documents under {loso['threshold']:g} (mixed), accuracy above it {loso['accuracy_above_threshold']}")
 
 
 @app.command()

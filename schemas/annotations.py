@@ -19,6 +19,14 @@ ANNOTATION_SCHEMA = pa.schema(
         pa.field("domain_prob", pa.float32(), nullable=False),
         pa.field("domain_runner_up", pa.string(), nullable=True),
         pa.field("runner_up_prob", pa.float32(), nullable=True),
+        # true when domain_prob (calibrated) is under classify.min_domain_confidence: the document is `mixed`; it keeps
+        # `domain` for the mixture, and only the rules its two likeliest domains share judged it
+        pa.field("domain_mixed", pa.bool_(), nullable=False),
+        # share of code-shaped lines (tasks/text_shape.py), measured for a document a rule would have dropped: at
+        # classify.code_shape or more, no prose rule judged it. Null where it could not change the outcome
+        pa.field("code_shape", pa.float32(), nullable=True),
+        # the domains whose rules judged it: its domain, or several joined by "+" (only the rules they share)
+        pa.field("judged_as", pa.string(), nullable=False),
         # probability of the quality model's "hq" label, in [0, 1]
         pa.field("quality_score", pa.float32(), nullable=False),
         # the first heuristic rule the document failed under its domain's rules; null when it passed all

@@ -139,7 +139,18 @@ class ClassifyConfig(_Strict):
     domain_model: str | None = Field(None, description="A fastText .bin/.ftz; null trains the default on first use.")
     quality_model: str | None = Field(None, description="A fastText model with labels hq and lq; null: default.")
     labeled_data: str | None = Field(None, description="Seed set the default models train on; null: bundled.")
-    max_chars: int = Field(2000, ge=100, description="Characters of each document the models read.")
+    max_chars: int = Field(2000, ge=100, description="Characters the quality model reads (the document's head).")
+    windows: int = Field(3, ge=1, le=16, description="Windows the domain model reads, spread from a document's start "
+                         "to its end; their probabilities are averaged (a source file that opens with its licence is "
+                         "still code).")
+    window_chars: int = Field(1000, ge=100, description="Characters of each domain-model window (3 x 1,000 scored as "
+                              "well as 3 x 2,000 leave-one-source-out, at half the cost).")
+    min_domain_confidence: float = Field(
+        0.6, ge=0.0, le=1.0, description="Below this calibrated probability a document's domain is `mixed`: it keeps its "
+        "best domain for the mixture, and only rules shared by its two likeliest domains judge it.")
+    code_shape: float = Field(
+        0.4, gt=0.0, le=1.0, description="Text whose share of code-shaped lines (indentation, braces, operators, "
+        "keywords) is at least this is never judged by prose rules, whatever domain it is given.")
     batch_size: int = Field(1000, gt=0, description="Documents per predict batch and annotation row group.")
     min_quality_score: float = Field(0.0, ge=0.0, le=1.0,
                                      description="Documents whose quality score is below this are rejected.")

@@ -67,6 +67,10 @@ class ClassifyPartResult(Counts):
     rejects_path: str = ""
     by_reason: dict[str, int] = Field(default_factory=dict)
     domains: dict[str, int] = Field(default_factory=dict)  # kept documents per predicted domain
+    docs_by_domain: dict[str, int] = Field(default_factory=dict)  # every document it saw, per predicted domain
+    rule_drops: dict[str, dict[str, int]] = Field(default_factory=dict)  # predicted domain -> rule -> documents dropped
+    mixed: int = 0  # documents whose domain was unsure (domain_mixed)
+    code_shaped: int = 0  # documents given another domain than code that were code-shaped: no prose rule judged them
     quality_hist: list[int] = Field(default_factory=list)  # every document's quality score, 10 bins over [0, 1]
     pii: dict[str, int] = Field(default_factory=dict)  # matches per type
     text_bytes_in: int = 0  # UTF-8 bytes of the documents it read
@@ -78,6 +82,10 @@ class ClassifyPartResult(Counts):
 class ClassifyReport(Counts):
     by_reason: dict[str, int] = Field(default_factory=dict)
     domains: dict[str, int] = Field(default_factory=dict)
+    docs_by_domain: dict[str, int] = Field(default_factory=dict)
+    rule_drops: dict[str, dict[str, int]] = Field(default_factory=dict)
+    mixed: int = 0
+    code_shaped: int = 0
     quality_hist: list[int] = Field(default_factory=list)
     pii: dict[str, int] = Field(default_factory=dict)
     text_bytes_in: int = 0
@@ -101,6 +109,11 @@ def summarise_classify(corpus: str, parts: list[ClassifyPartResult]) -> Classify
         rep.by_reason = _add(rep.by_reason, p.by_reason)
         rep.domains = _add(rep.domains, p.domains)
         rep.pii = _add(rep.pii, p.pii)
+        rep.docs_by_domain = _add(rep.docs_by_domain, p.docs_by_domain)
+        for domain, drops in p.rule_drops.items():
+            rep.rule_drops[domain] = _add(rep.rule_drops.get(domain, {}), drops)
+        rep.mixed += p.mixed
+        rep.code_shaped += p.code_shaped
         hist = [a + b for a, b in zip(hist, p.quality_hist)]
     rep.quality_hist = hist
     rep.seconds = round(rep.seconds, 3)

@@ -41,9 +41,51 @@ def model_text(text: str, max_chars: int) -> str:
     return text[:max_chars].lower().replace("\n", " ")
 
 
+def windows(text: str, max_chars: int, n: int) -> list[str]:
+    """Up to `n` windows of `max_chars` characters spread evenly across the text, the first at its start and the
+    last at its end: a model reads the whole document, not its head (a source file opens with its licence)."""
+    if n <= 1 or len(text) <= max_chars:
+        return [text[:max_chars]]
+    k = min(n, -(-len(text) // max_chars))
+    span = len(text) - max_chars
+    return [text[round(i * span / (k - 1)):][:max_chars] for i in range(k)]
+
+
+def predict_probs(model, texts: list[str], labels: list[str], max_chars: int, n_windows: int,
+                  temperature: float = 1.0) -> np.ndarray:
+    """(documents x labels) probabilities: the mean of the model's distributions over each document's windows,
+    then temperature-scaled (p^(1/T), renormalised; T from a calibration, 1 leaves them as they are)."""
+    owner, prepared = [], []
+    for i, text in enumerate(texts):
+        for w in windows(text, max_chars, n_windows):
+            owner.append(i)
+            prepared.append(model_text(w, max_chars))
+    col = {f"{LABEL_PREFIX}{lab}": j for j, lab in enumerate(labels)}
+    probs = np.zeros((len(texts), len(labels)))
+    counts = np.bincount(np.asarray(owner, dtype=np.int64), minlength=len(texts)).astype(float) if owner else \
+        np.ones(len(texts))
+    if prepared:
+        got_labels, got_probs = model.predict(prepared, k=len(labels))
+        for i, labs, ps in zip(owner, got_labels, got_probs):
+            for lab, p in zip(labs, ps):
+                probs[i, col[lab]] += min(1.0, float(p))
+    probs /= counts[:, None]
+    return temper(probs, temperature)
+
+
+def temper(probs: np.ndarray, temperature: float) -> np.ndarray:
+    if temperature == 1.0:
+        return probs
+    logp = np.log(np.clip(probs, 1e-9, 1.0)) / temperature
+    logp -= logp.max(axis=1, keepdims=True)
+    e = np.exp(logp)
+    return e / e.sum(axis=1, keepdims=True)
+
+
 @dataclass(frozen=True)
 class TrainParams:
     max_chars: int = 2000
+    windows: int = 1  # windows a document is read in, at training and at inference (domain model: 3)
     epoch: int = 25
     lr: float = 0.5
     dim: int = 32
@@ -64,6 +106,7 @@ class LabeledDoc:
     text: str
     label: str
     family: str
+    source: str = ""  # the collection it came from: the unit of leave-one-source-out evaluation
 
 
 def family_of(rec: dict) -> str:
@@ -137,10 +180,23 @@ def evaluate(true: list[str], pred: list[str], labels: list[str]) -> dict:
             "confusion": {"rows_true_cols_predicted": labels, "matrix": cm.tolist()}}
 
 
-def _train_file(docs: Iterable[LabeledDoc], max_chars: int, path: Path) -> None:
+def _train_file(docs: Iterable[LabeledDoc], params: "TrainParams", path: Path) -> None:
+    """One example per window of each document, labelled with the document's label."""
     with open(path, "w", encoding="utf-8") as f:
         for d in docs:
-            f.write(f"{LABEL_PREFIX}{d.label} {model_text(d.text, max_chars)}\n")
+            for w in windows(d.text, params.max_chars, params.windows):
+                f.write(f"{LABEL_PREFIX}{d.label} {model_text(w, params.max_chars)}\n")
+
+
+def fit(docs: list[LabeledDoc], params: "TrainParams", out_dir: Path, quantize: bool = False) -> float:
+    """Train on `docs` into out_dir/model.bin (and model.ftz); returns the learning rate used."""
+    with tempfile.TemporaryDirectory(prefix="curate-ft-") as tmp:
+        train_path = Path(tmp) / "train.txt"
+        _train_file(docs, params, train_path)
+        used_lr = _train_in_child(train_path, params, Path(tmp), quantize)
+        for name in ("model.bin", "model.ftz") if quantize else ("model.bin",):
+            os.replace(Path(tmp) / name, Path(out_dir) / name)
+    return used_lr
 
 
 def train(docs: list[LabeledDoc], params: TrainParams, out_dir: str | Path, source: str = "labeled data",
@@ -155,24 +211,19 @@ def train(docs: list[LabeledDoc], params: TrainParams, out_dir: str | Path, sour
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     labels = sorted(counts)
-    with tempfile.TemporaryDirectory(prefix="curate-ft-") as tmp:
-        train_path = Path(tmp) / "train.txt"
-        _train_file(train_docs, params.max_chars, train_path)
-        used_lr = _train_in_child(train_path, params, Path(tmp), quantize)
-        test_true = [d.label for d in test_docs]
-        model = fasttext.load_model(str(Path(tmp) / "model.bin"))
-        metrics = evaluate(test_true, predict_labels(model, [d.text for d in test_docs], params.max_chars), labels)
-        metrics.update({"train_docs": len(train_docs), "test_docs": len(test_docs),
-                        "train_families": len({d.family for d in train_docs}),
-                        "test_families": len({d.family for d in test_docs}),
-                        "label_counts": dict(sorted(counts.items())), "params": params.fingerprint(),
-                        "lr_used": used_lr, "source": source})
-        os.replace(Path(tmp) / "model.bin", out_dir / "model.bin")
-        if quantize:
-            qmodel = fasttext.load_model(str(Path(tmp) / "model.ftz"))
-            qpred = predict_labels(qmodel, [d.text for d in test_docs], params.max_chars)
-            metrics["quantized_macro_f1"] = evaluate(test_true, qpred, labels)["macro_f1"]
-            os.replace(Path(tmp) / "model.ftz", out_dir / "model.ftz")
+    used_lr = fit(train_docs, params, out_dir, quantize)
+    test_true = [d.label for d in test_docs]
+    model = fasttext.load_model(str(out_dir / "model.bin"))
+    metrics = evaluate(test_true, predict_labels(model, [d.text for d in test_docs], params, labels), labels)
+    metrics.update({"train_docs": len(train_docs), "test_docs": len(test_docs),
+                    "train_families": len({d.family for d in train_docs}),
+                    "test_families": len({d.family for d in test_docs}),
+                    "label_counts": dict(sorted(counts.items())), "params": params.fingerprint(),
+                    "lr_used": used_lr, "source": source})
+    if quantize:
+        qmodel = fasttext.load_model(str(out_dir / "model.ftz"))
+        qpred = predict_labels(qmodel, [d.text for d in test_docs], params, labels)
+        metrics["quantized_macro_f1"] = evaluate(test_true, qpred, labels)["macro_f1"]
     write_json_atomic(out_dir / "metrics.json", metrics)
     return metrics
 
@@ -205,9 +256,9 @@ def _train_in_child(train_path: Path, params: TrainParams, out_dir: Path, quanti
     raise AssertionError("unreachable")
 
 
-def predict_labels(model, texts: list[str], max_chars: int) -> list[str]:
-    labels, _ = model.predict([model_text(t, max_chars) for t in texts], k=1)
-    return [lab[0][len(LABEL_PREFIX):] for lab in labels]
+def predict_labels(model, texts: list[str], params: TrainParams, labels: list[str]) -> list[str]:
+    probs = predict_probs(model, texts, labels, params.max_chars, params.windows)
+    return [labels[j] for j in probs.argmax(axis=1)]
 
 
 def load_model(path: str | Path, expected_labels: Iterable[str] | None = None, what: str = "model"):

@@ -21,7 +21,8 @@ from schemas.annotations import ANNOTATION_SCHEMA, LOW_QUALITY_REASON, PII_REASO
 from schemas.config import ClassifyConfig
 from schemas.documents import REJECT_SCHEMA, excerpt
 from schemas.report import ClassifyPartResult
-from tasks.classifier import LABEL_PREFIX, load_model, model_text
+from tasks.classifier import LABEL_PREFIX, load_model, model_text, predict_probs
+from tasks.text_shape import code_shape
 from tasks.classify_models import QUALITY_LABELS, ModelRefs, rule_set
 from tasks.pii import redact
 from tasks.quality_rules import RuleSet
@@ -50,22 +51,35 @@ def _rules(cfg_json: str) -> RuleSet:
 
 
 def predict_batch(texts: list[str], cfg: ClassifyConfig, models: ModelRefs) -> dict[str, list]:
-    """Domain (top two) and quality score for a batch, both models reading the same prepared text."""
-    dom = _model(models.domain_path, tuple(sorted(cfg.domains)), "domain model")
+    """Domain (top two, calibrated probabilities over windows across each document) and quality score (the first
+    window) for a batch."""
+    domains = sorted(cfg.domains)
+    dom = _model(models.domain_path, tuple(domains), "domain model")
     qual = _model(models.quality_path, tuple(sorted(QUALITY_LABELS)), "quality model")
-    heads = [model_text(t, cfg.max_chars) for t in texts]
-    d_labels, d_probs = dom.predict(heads, k=2)
-    q_labels, q_probs = qual.predict(heads, k=2)
+    probs = predict_probs(dom, texts, domains, cfg.window_chars, cfg.windows, models.domain_temperature)
+    order = np.argsort(-probs, axis=1, kind="stable")
+    q_labels, q_probs = qual.predict([model_text(t, cfg.max_chars) for t in texts], k=2)
     n = len(LABEL_PREFIX)
     out: dict[str, list] = {"domain": [], "domain_prob": [], "domain_runner_up": [], "runner_up_prob": [],
-                            "quality_score": []}
-    for labs, probs, qlabs, qprobs in zip(d_labels, d_probs, q_labels, q_probs):
-        out["domain"].append(labs[0][n:])
-        out["domain_prob"].append(min(1.0, float(probs[0])))
-        out["domain_runner_up"].append(labs[1][n:] if len(labs) > 1 else None)
-        out["runner_up_prob"].append(float(probs[1]) if len(probs) > 1 else None)
+                            "domain_mixed": [], "quality_score": []}
+    for i, (qlabs, qprobs) in enumerate(zip(q_labels, q_probs)):
+        best, second = order[i, 0], order[i, 1]
+        out["domain"].append(domains[best])
+        out["domain_prob"].append(float(probs[i, best]))
+        out["domain_runner_up"].append(domains[second])
+        out["runner_up_prob"].append(float(probs[i, second]))
+        out["domain_mixed"].append(bool(probs[i, best] < cfg.min_domain_confidence))
         hq = next((float(p) for lab, p in zip(qlabs, qprobs) if lab[n:] == QUALITY_LABEL_HIGH), 0.0)
         out["quality_score"].append(min(1.0, hq))
+    return out
+
+
+def judged_as(domain: str, runner_up: str, mixed: bool, shape: float, cfg: ClassifyConfig) -> tuple[str, ...]:
+    """The domains whose shared rules judge a document: its own; with its runner-up when it is unsure; with code
+    when it is code-shaped (so that no prose rule drops code the model misread)."""
+    out = (domain, runner_up) if mixed else (domain,)
+    if shape >= cfg.code_shape and "code" not in out:
+        out += ("code",)
     return out
 
 
@@ -78,7 +92,7 @@ def part_paths(work_root: Path, ref: PartRef) -> tuple[Path, Path, Path]:
 
 def _key(ref: PartRef, cfg: ClassifyConfig, models: ModelRefs, work_root: Path) -> dict:
     return {"fingerprint": file_fingerprint(work_root / ref.docs_path), "config": cfg.model_dump(mode="json"),
-            "models": [models.domain_sha, models.quality_sha]}
+            "models": [models.domain_sha, models.quality_sha, models.domain_temperature]}
 
 
 def classify_reused(ref: PartRef, cfg: ClassifyConfig, models: ModelRefs,
@@ -103,7 +117,8 @@ def classify_part(ref: PartRef, cfg: ClassifyConfig, models: ModelRefs, work_roo
     res = ClassifyPartResult(corpus=ref.corpus, docs_path=ref.docs_path,
                              annotations_path=str(ann_path.relative_to(work_root)),
                              rejects_path=str(rej_path.relative_to(work_root)))
-    reasons, domains, pii_total = Counter(), Counter(), Counter()
+    reasons, domains, pii_total, seen = Counter(), Counter(), Counter(), Counter()
+    rule_drops: dict[str, Counter] = {}
     hist = np.zeros(HIST_BINS, dtype=np.int64)
     pf = pq.ParquetFile(src)
     with atomic_path(ann_path) as ann_tmp, atomic_path(rej_path) as rej_tmp:
@@ -121,12 +136,20 @@ def classify_part(ref: PartRef, cfg: ClassifyConfig, models: ModelRefs, work_roo
                 res.text_bytes += int(pc.sum(pc.filter(pc.binary_length(batch.column("text")), kept)).as_py() or 0)
                 reasons.update(r["reason"] for r in rejects)
                 domains.update(d for d, k in zip(cols["domain"], kept) if k)
+                seen.update(cols["domain"])
+                for d, rule in zip(cols["domain"], cols["failed_rule"]):
+                    if rule:
+                        rule_drops.setdefault(d, Counter())[rule] += 1
+                res.mixed += sum(cols["domain_mixed"])
+                res.code_shaped += sum(sh is not None and sh >= cfg.code_shape for sh in cols["code_shape"])
                 pii_total.update({t: sum(cols[f"pii_{t}"]) for t in PII_TYPES})
                 hist += np.histogram(np.asarray(cols["quality_score"]), bins=HIST_BINS, range=(0.0, 1.0))[0]
     res.rejected = sum(reasons.values())
     res.kept = res.docs_in - res.rejected
     res.by_reason = dict(sorted(reasons.items()))
     res.domains = dict(sorted(domains.items()))
+    res.docs_by_domain = dict(sorted(seen.items()))
+    res.rule_drops = {d: dict(sorted(c.items())) for d, c in sorted(rule_drops.items())}
     res.quality_hist = hist.tolist()
     res.pii = {t: n for t, n in sorted(pii_total.items()) if n}
     res.seconds = round(time.perf_counter() - t0, 3)
@@ -140,17 +163,23 @@ def _judge_batch(batch: pa.RecordBatch, corpus: str, cfg: ClassifyConfig, models
     document's predicted domain, else a quality score under the threshold, else (drop mode) personal data."""
     pii_on = cfg.pii.mode != "off"
     pii_kinds = frozenset(cfg.pii.types)
-    if pii_on or any(rules.rules_for(d) for d in cfg.domains + ["default"]):
-        texts = batch.column("text").to_pylist()
-    else:  # models only: never materialise more of a document than the models read
-        texts = pc.utf8_slice_codeunits(batch.column("text"), 0, cfg.max_chars).to_pylist()
+    texts = batch.column("text").to_pylist()  # the domain model reads windows across the whole document
     langs = batch.column("lang").to_pylist()
     cols: dict[str, list] = {**predict_batch(texts, cfg, models), "id": batch.column("id").to_pylist(),
-                             "failed_rule": [], "kept": [], "reason": [], "text_redacted": [],
-                             **{f"pii_{t}": [] for t in PII_TYPES}}
+                             "code_shape": [], "judged_as": [], "failed_rule": [], "kept": [], "reason": [],
+                             "text_redacted": [], **{f"pii_{t}": [] for t in PII_TYPES}}
     rejects = []
     for i, text in enumerate(texts):
-        failed = rules.first_failure(text, cols["domain"][i], langs[i])
+        judged = judged_as(cols["domain"][i], cols["domain_runner_up"][i], cols["domain_mixed"][i], 0.0, cfg)
+        failed = rules.first_failure(text, judged, langs[i])
+        shape = None  # measured only where it can change the outcome: a document a rule would drop
+        if failed and "code" not in judged:
+            shape = code_shape(text)
+            if shape >= cfg.code_shape:
+                judged = judged_as(cols["domain"][i], cols["domain_runner_up"][i], cols["domain_mixed"][i], shape, cfg)
+                failed = rules.first_failure(text, judged, langs[i])
+        cols["code_shape"].append(shape)
+        cols["judged_as"].append("+".join(judged))
         redacted, found = redact(text, pii_kinds) if pii_on else (text, Counter())
         reason = detail = None
         if failed:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,11 +17,13 @@ from schemas.annotations import QUALITY_LABEL_HIGH, QUALITY_LABEL_LOW
 from schemas.config import ClassifyConfig
 from tasks import _textscan, quality_rules
 from tasks.classifier import ClassifierError, LabeledDoc, TrainParams, cached_model, family_of, load_model, \
-    model_text, read_labeled, train
+    model_text, read_labeled, train, windows
+from tasks.workdir import write_json_atomic
 from tasks.quality_rules import RuleSet
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_LABELED = REPO_ROOT / "data" / "labeled" / "domain.jsonl.gz"
+CALIBRATION = "calibration.json"  # beside a domain model (or, for a labeled set, <name>.calibration.json beside it)
 QUALITY_LABELS = (QUALITY_LABEL_HIGH, QUALITY_LABEL_LOW)
 
 
@@ -32,6 +35,7 @@ class ModelRefs:
     domain_sha: str
     quality_path: str
     quality_sha: str
+    domain_temperature: float = 1.0  # from the model's calibration (leave-one-source-out); 1.0: uncalibrated
 
 
 def rule_set(cfg: ClassifyConfig) -> RuleSet:
@@ -39,7 +43,8 @@ def rule_set(cfg: ClassifyConfig) -> RuleSet:
 
 
 def domain_docs(records: list[dict], label_field: str = "domain") -> list[LabeledDoc]:
-    return [LabeledDoc(str(r.get("id", i)), r["text"], r[label_field], family_of(r)) for i, r in enumerate(records)]
+    return [LabeledDoc(str(r.get("id", i)), r["text"], r[label_field], family_of(r), str(r.get("source") or ""))
+            for i, r in enumerate(records)]
 
 
 def quality_docs(records: list[dict], rules: RuleSet, domain_field: str = "domain") -> list[LabeledDoc]:
@@ -53,16 +58,38 @@ def quality_docs(records: list[dict], rules: RuleSet, domain_field: str = "domai
 
 
 def train_kind(kind: str, data: Path, out_dir: Path, cfg: ClassifyConfig, label_field: str = "domain",
-               quantize: bool = False, params: TrainParams | None = None) -> dict:
-    """Train the `kind` ('domain' or 'quality') model from a labeled JSONL into out_dir; returns its metrics."""
-    params = params or TrainParams(max_chars=cfg.max_chars)
+               quantize: bool = False, params: TrainParams | None = None, sources_eval: bool = True) -> dict:
+    """Train the `kind` ('domain' or 'quality') model from a labeled JSONL into out_dir; returns its metrics. A
+    domain model whose records name their `source` is also evaluated leave-one-source-out, which calibrates it."""
+    params = params or train_params(kind, cfg)
     if kind == "domain":
         docs = domain_docs(read_labeled(data, label_field), label_field)
     elif kind == "quality":
         docs = quality_docs(read_labeled(data, label_field), rule_set(cfg), label_field)
     else:
         raise ClassifierError(f"unknown classifier kind {kind!r}: use domain or quality")
-    return train(docs, params, out_dir, source=str(data), quantize=quantize)
+    metrics = train(docs, params, out_dir, source=str(data), quantize=quantize)
+    if kind == "domain" and sources_eval and len({d.source for d in docs}) > 1 and all(d.source for d in docs):
+        from tasks.domain_eval import leave_one_source_out
+
+        metrics["leave_one_source_out"] = loso = leave_one_source_out(docs, params,
+                                                                      threshold=cfg.min_domain_confidence)
+        write_json_atomic(Path(out_dir) / "metrics.json", metrics)
+        write_json_atomic(Path(out_dir) / CALIBRATION, calibration(loso["temperature"], params, data))
+    return metrics
+
+
+def train_params(kind: str, cfg: ClassifyConfig) -> TrainParams:
+    """The domain model reads windows across a document; the quality model's silver labels judge its head."""
+    if kind == "domain":
+        return TrainParams(max_chars=cfg.window_chars, windows=cfg.windows)
+    return TrainParams(max_chars=cfg.max_chars)
+
+
+def calibration(temperature: float, params: TrainParams, data: Path) -> dict:
+    """What makes a domain model's probability calibrated: the temperature fitted on its leave-one-source-out
+    predictions, and what it was fitted for (the training data and settings)."""
+    return {"temperature": temperature, "params": params.fingerprint(), "data_sha256": _sha256(Path(data))}
 
 
 def _sha256(path: Path) -> str:
@@ -86,13 +113,44 @@ def _default(kind: str, cfg: ClassifyConfig) -> Path:
     data = Path(cfg.labeled_data) if cfg.labeled_data else BUNDLED_LABELED
     if not data.is_file():
         raise ClassifierError(f"labeled data for the default {kind} model not found: {data}")
-    params = TrainParams(max_chars=cfg.max_chars)
+    params = train_params(kind, cfg)
     # the code that prepares text and labels is part of what a cached model depends on
-    extra = {"model_text": hashlib.sha256(inspect.getsource(model_text).encode()).hexdigest()}
+    extra = {"model_text": hashlib.sha256((inspect.getsource(model_text) + inspect.getsource(windows)).encode())
+             .hexdigest()}
     if kind == "quality":
         extra.update(rules=cfg.rules, rule_params=cfg.rule_params,
                      rules_code=_rules_code_hash())
-    return cached_model(kind, data, params, extra, lambda d: train_kind(kind, data, d, cfg, params=params))
+    shipped = data.with_name(data.name.split(".")[0] + ".calibration.json")
+    if kind == "domain" and shipped.is_file():
+        extra["calibration"] = hashlib.sha256(shipped.read_bytes()).hexdigest()
+
+    def build(out: Path) -> dict:
+        metrics = train_kind(kind, data, out, cfg, params=params, sources_eval=False)
+        if kind == "domain":  # the labeled set's own leave-one-source-out calibration, when it is for this model
+            cal = _read_calibration(shipped) if shipped.is_file() else None
+            fits = cal and cal.get("data_sha256") == _sha256(data) and cal.get("params") == params.fingerprint()
+            write_json_atomic(out / CALIBRATION, cal if fits else calibration(1.0, params, data) | {"fitted": False})
+        return metrics
+
+    return cached_model(kind, data, params, extra, build)
+
+
+def _read_calibration(path: Path) -> dict:
+    """A calibration file: JSON with a positive number `temperature` (data only: nothing in it is executed)."""
+    try:
+        cal = json.loads(path.read_text(encoding="utf-8"))
+        t = cal["temperature"]
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.01 <= t <= 100:
+            raise ValueError(f"temperature {t!r} is not a number in [0.01, 100]")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ClassifierError(f"calibration {path} is not usable: {err}") from None
+    return cal
+
+
+def domain_temperature(model_path: Path) -> float:
+    """The temperature in calibration.json beside a domain model; 1.0 (its raw probabilities) without one."""
+    path = Path(model_path).with_name(CALIBRATION)
+    return float(_read_calibration(path)["temperature"]) if path.is_file() else 1.0
 
 
 def resolve_models(cfg: ClassifyConfig) -> ModelRefs:
@@ -102,4 +160,4 @@ def resolve_models(cfg: ClassifyConfig) -> ModelRefs:
     quality = Path(cfg.quality_model) if cfg.quality_model else _default("quality", cfg)
     load_model(domain, cfg.domains, what="domain model")
     load_model(quality, QUALITY_LABELS, what="quality model")
-    return ModelRefs(str(domain), _sha256(domain), str(quality), _sha256(quality))
+    return ModelRefs(str(domain), _sha256(domain), str(quality), _sha256(quality), domain_temperature(domain))

@@ -283,13 +283,24 @@ class RuleSet:
                 bound.append((name, functools.partial(RULES[name], **kwargs)))
             self._by_domain[domain] = bound
 
-    def rules_for(self, domain: str) -> list[str]:
-        return [name for name, _ in self._by_domain.get(domain, self._by_domain.get("default", []))]
+    def _bound(self, domain: str) -> list[tuple[str, Callable[[Doc], RuleResult]]]:
+        return self._by_domain.get(domain, self._by_domain.get("default", []))
 
-    def first_failure(self, text: str, domain: str, lang: str = "en") -> tuple[str, str] | None:
-        """(rule name, detail) of the first rule the text fails under its domain's rules, or None."""
+    def rules_for(self, domain: str | tuple[str, ...]) -> list[str]:
+        """The rules that judge a document of this domain; of several domains, only the rules every one of them
+        has (a document that may be any of them is judged by nothing written for just one kind of text)."""
+        domains = (domain,) if isinstance(domain, str) else domain
+        shared = set.intersection(*({name for name, _ in self._bound(d)} for d in domains))
+        return [name for name, _ in self._bound(domains[0]) if name in shared]
+
+    def first_failure(self, text: str, domain: str | tuple[str, ...], lang: str = "en") -> tuple[str, str] | None:
+        """(rule name, detail) of the first rule the text fails under its domain's rules (or the rules its
+        possible domains share), or None."""
         doc = Doc(text, lang)
-        for name, rule in self._by_domain.get(domain, self._by_domain.get("default", [])):
+        names = set(self.rules_for(domain))
+        for name, rule in self._bound(domain if isinstance(domain, str) else domain[0]):
+            if name not in names:
+                continue
             res = rule(doc)
             if res is not True:
                 return name, res[1] if isinstance(res, tuple) else "failed"

@@ -70,14 +70,20 @@ def decontam_rows(report: RunReport) -> list[dict]:
 
 
 def classify_rows(report: RunReport) -> list[dict]:
+    """Per corpus and predicted domain: documents seen and kept, what the rules dropped (the rate shows at once a
+    rule eating a domain), and the corpus's share of `mixed` (unsure) documents."""
     rows = []
     for c in report.corpora:
         cl = c.classify
         if cl is None:
             continue
-        for domain, n in sorted(cl.domains.items(), key=lambda kv: -kv[1]):
-            rows.append({"corpus": c.corpus, "domain": domain, "kept": n, "share": round(n / max(1, cl.kept), 3),
-                         "rule_drops": sum(v for k, v in cl.by_reason.items() if k not in ("low_quality_score", "pii")),
+        seen = cl.docs_by_domain or cl.domains
+        for domain, n in sorted(seen.items(), key=lambda kv: -kv[1]):
+            drops = cl.rule_drops.get(domain, {})
+            rows.append({"corpus": c.corpus, "domain": domain, "docs": n, "kept": cl.domains.get(domain, 0),
+                         "rule_drops": sum(drops.values()), "drop_rate": round(sum(drops.values()) / max(1, n), 3),
+                         "by_rule": "; ".join(f"{r} {k}" for r, k in sorted(drops.items(), key=lambda kv: -kv[1])),
+                         "mixed_share_of_corpus": round(cl.mixed / max(1, cl.docs_in), 3),
                          "pii_found": sum(cl.pii.values())})
     return rows
 
@@ -101,6 +107,15 @@ def classify_markdown(report: RunReport) -> str:
         k = len(cl.quality_hist)
         lines += [f"{i / k:.1f}-{(i + 1) / k:.1f}  {_bar(n, most)} {n:,}" for i, n in enumerate(cl.quality_hist)]
         lines += ["```", ""]
+        lines += [f"mixed (unsure of their domain): {cl.mixed:,} of {cl.docs_in:,} ({cl.mixed / max(1, cl.docs_in):.1%}); "
+                  f"code-shaped and spared prose rules: {cl.code_shaped:,}", ""]
+        if cl.rule_drops:
+            lines += ["| predicted domain | documents | dropped by rules | rate | by rule |", "|---|---:|---:|---:|---|"]
+            for d, n in sorted(cl.docs_by_domain.items(), key=lambda kv: -kv[1]):
+                drops = cl.rule_drops.get(d, {})
+                lines.append(f"| {d} | {n:,} | {sum(drops.values()):,} | {sum(drops.values()) / max(1, n):.1%} | "
+                             + ", ".join(f"{r} {k:,}" for r, k in sorted(drops.items(), key=lambda kv: -kv[1])) + " |")
+            lines.append("")
         if cl.by_reason:
             lines += ["| dropped by | count |", "|---|---:|"]
             lines += [f"| {r} | {n:,} |" for r, n in sorted(cl.by_reason.items(), key=lambda kv: -kv[1])]

@@ -38,6 +38,24 @@ def labeled_records() -> dict[str, dict]:
 
 
 @pytest.fixture(scope="session")
+def corpus_heads(shared_corpora) -> dict[str, dict]:
+    """Every record of ../shared/corpora by id, its text cut to its first 3,000 characters at a line end: the
+    real documents the rule tests name."""
+    import json
+
+    out = {}
+    for path in sorted(shared_corpora.glob("*.jsonl.gz")):
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            for rec in map(json.loads, f):
+                text = rec["text"]
+                if len(text) > 3000:
+                    cut = text.rfind("\n", 0, 3000)
+                    text = text[: cut if cut > 1500 else 3000]
+                out[rec["id"]] = {**rec, "text": text}
+    return out
+
+
+@pytest.fixture(scope="session")
 def shared_corpora() -> Path:
     if not (SHARED_CORPORA / "literature.jsonl.gz").exists():
         pytest.fail(f"the shared corpora are missing: expected them at {SHARED_CORPORA}")

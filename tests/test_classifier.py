@@ -108,3 +108,43 @@ def test_bad_model_files_are_clear_errors(tmp_path, small_set):
         load_model(tmp_path / "m" / "model.bin", ["code", "legal", "literature", "techdocs", "web"])
     assert isinstance(load_model(tmp_path / "m" / "model.bin", ["code", "legal", "literature", "reference", "techdocs"]),
                       fasttext.FastText._FastText)
+
+
+def test_windows_cover_the_document_from_start_to_end():
+    from tasks.classifier import windows
+
+    text = "".join(f"line {i:05d}\n" for i in range(3000))  # 33,000 characters
+    ws = windows(text, 2000, 3)
+    assert len(ws) == 3 and all(len(w) == 2000 for w in ws)
+    assert text.startswith(ws[0]) and text.endswith(ws[-1]) and ws[1] in text
+    assert windows(text, 2000, 1) == [text[:2000]]
+    assert windows("short", 2000, 3) == ["short"]
+    assert len(windows(text[:3000], 2000, 5)) == 2  # no more windows than it takes to cover the text
+
+
+def test_temperature_keeps_the_ranking_and_spreads_the_probabilities():
+    import numpy as np
+
+    from tasks.classifier import temper
+
+    p = np.array([[0.9, 0.08, 0.02], [0.5, 0.3, 0.2]])
+    hot = temper(p, 2.0)
+    assert np.allclose(hot.sum(axis=1), 1) and (hot.argmax(axis=1) == p.argmax(axis=1)).all()
+    assert (hot.max(axis=1) < p.max(axis=1)).all() and np.array_equal(temper(p, 1.0), p)
+
+
+def test_leave_one_source_out_tests_each_source_on_a_model_that_never_saw_it(labeled_records):
+    """Three domains of two real sources each: every source is predicted by a model trained on the other five."""
+    from tasks.domain_eval import leave_one_source_out
+
+    picked = {"code/go-stdlib", "code/ruby-stdlib", "legal/debian-copyright", "legal/pypi-licenses",
+              "literature/kjv", "literature/moby-dick"}
+    recs = [r for r in sorted(labeled_records.values(), key=lambda r: r["id"]) if r["source"] in picked]
+    docs = [d for d in domain_docs(recs)]
+    m = leave_one_source_out(docs, TrainParams(windows=2), workers=2)
+    assert set(m["per_source"]) == picked and m["sources"] == 6
+    assert sum(v["docs"] for v in m["per_source"].values()) == len(docs) == sum(map(sum, m["confusion"]["matrix"]))
+    assert m["macro_f1"] >= 0.8, m["per_source"]  # code, licences and prose are far apart even across sources
+    assert 0.5 <= m["temperature"] <= 8 and 0 <= m["ece"] <= 1
+    with pytest.raises(ClassifierError, match="source"):
+        leave_one_source_out([LabeledDoc("a", "x", "code", "f")] * 20, TrainParams())

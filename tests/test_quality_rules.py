@@ -50,9 +50,9 @@ def test_every_rule_has_a_case():
 
 
 @pytest.mark.parametrize("rule", sorted(CASES))
-def test_rule_drops_and_keeps_real_documents(rule, labeled_records):
+def test_rule_drops_and_keeps_real_documents(rule, corpus_heads):
     drop_id, detail, keep_id = CASES[rule]
-    bad, good = labeled_records[drop_id], labeled_records[keep_id]
+    bad, good = corpus_heads[drop_id], corpus_heads[keep_id]
     res = RULES[rule](Doc(bad["text"], bad["lang"]))
     assert res is not True and res[0] is False and detail in res[1], res
     assert RULES[rule](Doc(good["text"], good["lang"])) is True
@@ -60,8 +60,8 @@ def test_rule_drops_and_keeps_real_documents(rule, labeled_records):
     assert RuleSet({"d": [rule]}).first_failure(bad["text"], "d", bad["lang"])[0] == rule
 
 
-def test_code_max_line_length_on_minified_code(labeled_records):
-    src = labeled_records["code/click/shell_completion.py#0"]["text"]
+def test_code_max_line_length_on_minified_code(corpus_heads):
+    src = corpus_heads["code/click/shell_completion.py#0"]["text"]
     assert RULES["code_max_line_length"](Doc(src)) is True
     minified = "; ".join(line.strip() for line in src.splitlines() if line.strip())
     res = RULES["code_max_line_length"](Doc(minified))
@@ -77,15 +77,15 @@ def test_prose_rules_do_not_drop_code_under_the_default_rules(labeled_records):
     assert code_failures <= len(code) // 50  # ...the code rules keep almost all of it
 
 
-def test_stop_words_judge_only_languages_with_a_list(labeled_records):
-    german = labeled_records["literature/fortunes/de/wusstensie#0"]["text"]
+def test_stop_words_judge_only_languages_with_a_list(corpus_heads):
+    german = corpus_heads["literature/fortunes/de/wusstensie#0"]["text"]
     assert RULES["gopher_stop_words"](Doc(german, "de")) is True
     assert RULES["gopher_stop_words"](Doc(german, "zh")) is True  # no list: not judged
     assert RULES["gopher_stop_words"](Doc(german, "en"))[0] is False
 
 
-def test_thresholds_come_from_the_config(labeled_records):
-    text = labeled_records["legal/copyright/media-types#0"]["text"]
+def test_thresholds_come_from_the_config(corpus_heads):
+    text = corpus_heads["legal/copyright/media-types#0"]["text"]
     assert RuleSet({"d": ["gopher_word_count"]}).first_failure(text, "d")[0] == "gopher_word_count"
     assert RuleSet({"d": ["gopher_word_count"]}, {"gopher_word_count": {"min_words": 20}}).first_failure(text, "d") is None
 
@@ -97,3 +97,32 @@ def test_unknown_rules_and_parameters_are_config_errors():
         RuleSet({"d": ["gopher_word_count"]}, {"gopher_word_count": {"min_wrds": 3}})
     with pytest.raises(RuleConfigError, match=r"classify.rule_params.gopher_top_ngrams: n must be >= 1"):
         RuleSet({"d": ["gopher_top_ngrams"]}, {"gopher_top_ngrams": {"limits": [[0, 0.2]]}})
+
+
+def test_a_document_of_several_possible_domains_is_judged_only_by_the_rules_they_share(corpus_heads):
+    rules = RuleSet(DEFAULT_RULES)
+    assert rules.rules_for(("techdocs", "code")) == [] and rules.rules_for(("code", "legal")) == []
+    shared = rules.rules_for(("legal", "literature"))
+    assert shared and set(shared) == set(DEFAULT_RULES["legal"]) & set(DEFAULT_RULES["literature"])
+    assert "gopher_duplicate_lines" not in shared  # legal's repetition rules do not judge what may be literature
+    code = corpus_heads["code/prefect/types/names.py#0"]["text"]
+    assert rules.first_failure(code, "techdocs")[0] == "gopher_alpha_words"  # misread as prose, prose rules drop real code...
+    assert rules.first_failure(code, ("techdocs", "code")) is None  # ...judged as possibly code, nothing does
+
+
+def test_code_shape_separates_real_code_from_real_prose(labeled_records):
+    """Every code source of the seed set (ten languages) against every prose source: the share of documents at the
+    default threshold."""
+    from collections import defaultdict
+
+    from schemas.config import ClassifyConfig
+    from tasks.text_shape import code_shape
+
+    threshold = ClassifyConfig().code_shape
+    by_source = defaultdict(list)
+    for r in labeled_records.values():
+        by_source[(r["domain"], r["source"])].append(code_shape(r["text"]) >= threshold)
+    code = {s: sum(v) / len(v) for (d, s), v in by_source.items() if d == "code"}
+    prose = {s: sum(v) / len(v) for (d, s), v in by_source.items() if d in ("legal", "literature", "reference")}
+    assert len(code) >= 6 and min(code.values()) >= 0.7, code  # 0.87 to 1.00 measured
+    assert max(prose.values()) <= 0.1, prose  # documentation with code in it may be code-shaped; prose is not
