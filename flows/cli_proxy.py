@@ -136,15 +136,31 @@ def learn_mixture(
 def compare_mixtures(
     manifests: list[Path] = typer.Argument(..., help="Manifest version files (or folders: their latest)."),
     steps: Optional[int] = STEPS, seed: Optional[int] = SEED, config: Optional[Path] = CONFIG,
+    seeds: int = typer.Option(3, "--seeds", min=1, help="Proxy runs per manifest, seeds SEED, SEED+1, ...: the "
+                              "spread says which differences are noise."),
 ) -> None:
-    """Train a fresh proxy on each manifest (same steps and seed); per-domain held-out loss, average, worst."""
+    """Train fresh proxies on each manifest (same steps, several seeds); per-domain held-out loss, average and worst
+    as mean ± spread, with the differences from the best that the seeds cannot tell apart marked."""
     from flows.proxy import compare_mixtures_flow
     from schemas.proxy import CompareResult
 
     _, proxy, _ = _proxy_config(config, steps, seed)
-    out = _run(compare_mixtures_flow, [str(m) for m in manifests], proxy, manifests=[str(m) for m in manifests])
+    out = _run(compare_mixtures_flow, [str(m) for m in manifests], proxy, manifests=[str(m) for m in manifests],
+               seeds=seeds)
     res = CompareResult.model_validate({k: v for k, v in out.items() if k != "out"})
-    print_losses(f"held-out loss per domain after {res.config.steps} steps (nats/token; lower is better)",
-                 res.domains, [(f"{r.method} v{r.manifest_id.split('-v')[-1][:4]}", r.losses, r.average_loss,
-                                r.worst_domain, r.worst_loss) for r in res.rows])
+    t = Table(title=f"held-out loss per domain after {res.config.steps} steps, mean ± spread over {len(res.seeds)} "
+                    "seeds (nats/token; lower is better)")
+    t.add_column("mixture")
+    for d in res.domains + ["average", "worst"]:
+        t.add_column(d, justify="right")
+    for r in res.rows:
+        noise = " ≈" if r.average_within_noise_of_best else ""
+        t.add_row(f"{r.method} v{r.manifest_id.split('-v')[-1][:4]}",
+                  *[f"{r.losses[d]:.3f}±{r.spread[d]:.3f}" for d in res.domains],
+                  f"{r.average_loss:.3f}±{r.average_spread:.3f}{noise}",
+                  f"{r.worst_domain} {r.worst_loss:.3f}±{r.worst_spread:.3f}" + (" ≈" if r.worst_within_noise_of_best
+                                                                                else ""))
+    console.print(t)
+    console.print("≈: within the noise of the best (the difference is smaller than the larger spread)"
+                  + ("; one seed gives no spread: use --seeds 3 or more" if len(res.seeds) == 1 else ""))
     console.print(f"results: [bold]{out['out']}[/] (compare.json, compare.png)")

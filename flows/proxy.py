@@ -91,23 +91,37 @@ def _weights_of(manifest: str) -> dict[str, float]:
     return {s.domain: s.weight for s in load_manifest(manifest).sources}
 
 
+def _pm(mean: float, spread: float) -> str:
+    return f"{mean:.4f} ± {spread:.4f}"
+
+
 def compare_markdown(result: CompareResult, png: Path | None = None) -> str:
+    n = len(result.seeds) or 1
     head = "| manifest | method | " + " | ".join(result.domains) + " | average | worst |"
-    lines = [f"# Mixtures compared: a fresh proxy each, {result.config.steps} steps, seed {result.config.seed}", "",
+    lines = [f"# Mixtures compared: a fresh proxy each, {result.config.steps} steps, {n} seeds "
+             f"({', '.join(map(str, result.seeds))}): mean ± spread (standard deviation over seeds)", "",
              head, "|" + "---|" * 2 + "---:|" * (len(result.domains) + 2)]
     for r in result.rows:
-        lines.append(f"| {r.manifest_id} | {r.method} | " + " | ".join(f"{r.losses[d]:.4f}" for d in result.domains)
-                     + f" | {r.average_loss:.4f} | {r.worst_domain} {r.worst_loss:.4f} |")
+        avg = _pm(r.average_loss, r.average_spread) + (" (≈ best)" if r.average_within_noise_of_best else "")
+        worst = f"{r.worst_domain} {_pm(r.worst_loss, r.worst_spread)}" + (
+            " (≈ best)" if r.worst_within_noise_of_best else "")
+        lines.append(f"| {r.manifest_id} | {r.method} | " + " | ".join(_pm(r.losses[d], r.spread[d])
+                                                                       for d in result.domains)
+                     + f" | {avg} | {worst} |")
+    lines += ["", "≈ best: differs from the best row by less than the larger of the two spreads, so the seeds cannot "
+              "tell them apart." + (" With one seed there is no spread: run --seeds 3 or more." if n == 1 else "")]
     return "\n".join(lines + (["", _image(png)] if png else []))
 
 
 @flow(name="compare-mixtures", log_prints=True)
-def compare_mixtures_flow(manifests: list[str], proxy: dict | None = None) -> dict:
-    """A fresh proxy on each manifest, same steps and seed: per-domain held-out loss, average, worst."""
+def compare_mixtures_flow(manifests: list[str], proxy: dict | None = None, seeds: int = 3) -> dict:
+    """A fresh proxy on each manifest with each of `seeds` seeds: per-domain held-out loss, average and worst, as
+    mean ± spread, and which differences are within the noise."""
     cfg = ProxyConfig.model_validate(proxy or {})
-    result, out = lm.compare_mixtures(manifests, cfg, progress=_progress("compare-mixtures-progress", "compare"))
+    result, out = lm.compare_mixtures(manifests, cfg, progress=_progress("compare-mixtures-progress", "compare"),
+                                      seeds=seeds)
     create_markdown_artifact(compare_markdown(result, out / "compare.png"), key="compare-mixtures-summary",
-                             description="Held-out loss per domain for each candidate mixture")
+                             description="Held-out loss per domain for each candidate mixture, mean ± spread")
     return {"out": str(out), **result.model_dump(mode="json")}
 
 

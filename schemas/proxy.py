@@ -88,14 +88,23 @@ class CompareRow(BaseModel):
     manifest_id: str
     method: str
     weights: dict[str, float]
-    run_id: str
-    losses: dict[str, float]
+    seeds: list[int]
+    run_ids: list[str]  # one proxy run per seed
+    losses_by_seed: list[dict[str, float]]
+    losses: dict[str, float]  # mean over seeds
+    spread: dict[str, float]  # sample standard deviation over seeds (0 with one seed)
     average_loss: float
-    worst_domain: str
-    worst_loss: float
+    average_spread: float
+    worst_domain: str  # the domain with the highest mean loss
+    worst_loss: float  # mean over seeds of each seed's worst domain loss
+    worst_spread: float
+    # its average (worst) differs from the best row's by less than the larger spread: not a significant difference
+    average_within_noise_of_best: bool = False
+    worst_within_noise_of_best: bool = False
 
 
 class CompareResult(BaseModel):
     config: ProxyConfig
     domains: list[str]
     rows: list[CompareRow]
+    seeds: list[int] = Field(default_factory=list)

@@ -16,6 +16,7 @@ from tasks.manifest import build_manifest, latest_version, load_manifest, write_
 from tasks.proxy_data import ProxyError
 from tasks.plots import plot_compare, plot_run
 from tasks.proxy_train import resolve_manifest_path, train_proxy, work_root_of
+from tasks.seed_noise import seed_summary, within_noise
 from tasks.tokenizer import TokenizerInfo
 from tasks.workdir import write_json_atomic
 
@@ -77,12 +78,16 @@ def learn_mixture(manifest: str | Path, cfg: ProxyConfig, learn: LearnConfig,
     return runs, path, new
 
 
-def compare_mixtures(manifests: list[str | Path], cfg: ProxyConfig, progress: MultiProgress | None = None
-                     ) -> tuple[CompareResult, Path]:
-    """A fresh proxy (same config, steps and seed) on each manifest; per-domain held-out loss, average, worst.
-    The manifests must share a tokenizer and validation shards, or the losses would not be comparable."""
+def compare_mixtures(manifests: list[str | Path], cfg: ProxyConfig, progress: MultiProgress | None = None,
+                     seeds: int = 3) -> tuple[CompareResult, Path]:
+    """A fresh proxy on each manifest with each of `seeds` seeds (cfg.seed, cfg.seed + 1, ...), same config and steps;
+    per-domain held-out loss, average and worst as mean and spread over the seeds, and which rows are within the
+    noise of the best. The manifests must share a tokenizer and validation shards, or the losses would not be
+    comparable."""
     if not manifests:
         raise ProxyError("compare-mixtures needs at least one manifest")
+    if seeds < 1:
+        raise ProxyError(f"--seeds must be at least 1, not {seeds}")
     paths = [resolve_manifest_path(p) for p in manifests]
     loaded = [load_manifest(p) for p in paths]
     first = loaded[0]
@@ -94,15 +99,27 @@ def compare_mixtures(manifests: list[str | Path], cfg: ProxyConfig, progress: Mu
         if v != valsets[0]:
             raise ProxyError(f"{p} and {paths[0]} hold out different validation shards: their losses would not "
                              "measure the same text")
+    seed_list = [cfg.seed + k for k in range(seeds)]
     rows = []
     for p, m in zip(paths, loaded):
-        r = train_proxy(p, cfg, "baseline", progress=_progress(progress, f"{m.weights_provenance.method} v{m.version}"))
-        plot_run(r, run_dir(r) / "curves.png")
+        runs = []
+        for seed in seed_list:
+            label = f"{m.weights_provenance.method} v{m.version} seed {seed}"
+            r = train_proxy(p, cfg.model_copy(update={"seed": seed}), "baseline", progress=_progress(progress, label))
+            plot_run(r, run_dir(r) / "curves.png")
+            runs.append(r)
         rows.append(CompareRow(manifest=str(p), manifest_id=m.id, method=m.weights_provenance.method,
-                               weights={s.domain: s.weight for s in m.sources}, run_id=r.run_id, losses=r.final_losses,
-                               average_loss=r.average_loss, worst_domain=r.worst_domain, worst_loss=r.worst_loss))
-    result = CompareResult(config=cfg, domains=sorted(rows[0].losses), rows=rows)
-    digest = hashlib.sha256(json.dumps([r.run_id for r in rows]).encode()).hexdigest()[:10]
+                               weights={s.domain: s.weight for s in m.sources}, seeds=seed_list,
+                               run_ids=[r.run_id for r in runs], losses_by_seed=[r.final_losses for r in runs],
+                               **seed_summary([r.final_losses for r in runs])))
+    for key in ("average", "worst"):
+        best = min(rows, key=lambda r: getattr(r, f"{key}_loss"))
+        for r in rows:
+            setattr(r, f"{key}_within_noise_of_best", r is not best and within_noise(
+                (getattr(r, f"{key}_loss"), getattr(r, f"{key}_spread")),
+                (getattr(best, f"{key}_loss"), getattr(best, f"{key}_spread"))))
+    result = CompareResult(config=cfg, domains=sorted(rows[0].losses), rows=rows, seeds=seed_list)
+    digest = hashlib.sha256(json.dumps([r.run_ids for r in rows]).encode()).hexdigest()[:10]
     out = work_root_of(paths[0]) / "proxy" / f"compare-{digest}"
     write_json_atomic(out / "compare.json", result.model_dump(mode="json"))
     plot_compare(result, out / "compare.png")

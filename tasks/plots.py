@@ -47,11 +47,15 @@ def plot_compare(result: CompareResult, path: Path) -> Path:
     width = 0.8 / max(len(result.rows), 1)
     for i, row in enumerate(result.rows):
         xs = [j + i * width for j in range(len(result.domains) + 1)]
-        ax.bar(xs, [row.losses[d] for d in result.domains] + [row.average_loss], width, label=row.method)
+        ax.bar(xs, [row.losses[d] for d in result.domains] + [row.average_loss], width, label=row.method,
+               yerr=[row.spread[d] for d in result.domains] + [row.average_spread], capsize=3,
+               error_kw={"elinewidth": 1})
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(result.domains) + 1)], result.domains + ["average"])
-    lows = [min(r.losses.values()) for r in result.rows]
-    ax.set_ylim(min(lows) * 0.95, max(r.worst_loss for r in result.rows) * 1.02)
-    ax.set(title=f"held-out loss per domain after {result.config.steps} proxy steps", ylabel="nats / token")
+    lows = [min(m - r.spread[d] for d, m in r.losses.items()) for r in result.rows]
+    highs = [max(m + r.spread[d] for d, m in r.losses.items()) for r in result.rows]
+    ax.set_ylim(min(lows) * 0.95, max(highs) * 1.02)
+    ax.set(title=f"held-out loss per domain after {result.config.steps} proxy steps, mean ± spread over "
+                 f"{len(result.seeds) or 1} seeds", ylabel="nats / token")
     ax.legend(fontsize=8)
     return _save(fig, path)
 

@@ -57,7 +57,7 @@ RUNS: dict[str, str] = {
     "curate compare-mixtures out/manifests/default/v000{1,2,3,4,5}.json":
         "curate mix --out {w}/out --method temperature && printf 'mix:\\n  method: temperature\\n  alpha: 0.6\\n' > "
         "{w}/alpha.yaml && curate mix --out {w}/out --config {w}/alpha.yaml && "
-        "curate compare-mixtures {w}/out/manifests/default/v000{{1,2,3,4,5}}.json --steps 4 --config {w}/tiny.yaml",
+        "curate compare-mixtures {w}/out/manifests/default/v000{{1,2,3,4,5}}.json --steps 4 --seeds 2 --config {w}/tiny.yaml",
     "python tests/benchmarks/bench_ingest.py": "python tests/benchmarks/bench_ingest.py --repeats 1",
     "python tests/benchmarks/bench_langid.py": "python tests/benchmarks/bench_langid.py --chars 400",
     "python tests/benchmarks/bench_dedup.py": "python tests/benchmarks/bench_dedup.py --docs 300 --no-datatrove",

@@ -105,15 +105,27 @@ def test_a_collapsing_weight_vector_is_warned_and_smoothed(work):
     assert max(r.learned_weights.values()) < 0.95 and min(r.learned_weights.values()) > 0.01
 
 
-def test_compare_trains_a_fresh_proxy_per_manifest_on_the_same_validation_text(work):
+def test_compare_trains_fresh_proxies_per_manifest_and_seed_and_reports_the_spread(work):
     _, _, _, natural, uniform = work
-    result, out = compare_mixtures([natural, uniform], TINY)
-    assert [r.method for r in result.rows] == ["natural", "uniform"]
+    result, out = compare_mixtures([natural, uniform], TINY, seeds=2)
+    assert [r.method for r in result.rows] == ["natural", "uniform"] and result.seeds == [TINY.seed, TINY.seed + 1]
     for row in result.rows:
-        assert row.worst_loss == max(row.losses.values()) and row.average_loss == pytest.approx(np.mean(
-            list(row.losses.values())))
-    assert result.rows[0].losses != result.rows[1].losses
+        assert len(row.run_ids) == len(set(row.run_ids)) == 2 and len(row.losses_by_seed) == 2
+        for d, mean in row.losses.items():
+            assert mean == pytest.approx(np.mean([s[d] for s in row.losses_by_seed]), abs=1e-6)
+            assert row.spread[d] == pytest.approx(np.std([s[d] for s in row.losses_by_seed], ddof=1), abs=1e-6)
+        assert row.average_loss == pytest.approx(np.mean(list(row.losses.values())), abs=1e-6)
+        assert row.worst_loss == pytest.approx(np.mean([max(s.values()) for s in row.losses_by_seed]), abs=1e-6)
+        assert row.losses_by_seed[0] != row.losses_by_seed[1]  # another seed, another initialisation and order
+        assert row.average_spread > 0
+    best = min(result.rows, key=lambda r: r.average_loss)
+    assert not best.average_within_noise_of_best  # never "within the noise" of itself
+    other = next(r for r in result.rows if r is not best)
+    assert other.average_within_noise_of_best == (
+        other.average_loss - best.average_loss < max(other.average_spread, best.average_spread))
     assert (out / "compare.json").is_file() and (out / "compare.png").is_file()
+    one, _ = compare_mixtures([natural], TINY, seeds=1)  # the seed's runs are reused, not retrained
+    assert one.rows[0].losses_by_seed[0] == result.rows[0].losses_by_seed[0] and one.rows[0].average_spread == 0
 
 
 def _manifest_without(root, tok, shards, version, drop):
