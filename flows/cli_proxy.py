@@ -116,20 +116,29 @@ def train(
 @app.command("learn-mixture")
 def learn_mixture(
     manifest: Path = typer.Option(..., "--manifest", "-m", help=MANIFEST_HELP),
-    method: Optional[str] = typer.Option(None, "--method", help="doremi (default) or loss-softmax."),
+    method: Optional[str] = typer.Option(None, "--method", help="doremi (default), loss-softmax or regmix."),
     steps: Optional[int] = STEPS, seed: Optional[int] = SEED, config: Optional[Path] = CONFIG,
 ) -> None:
-    """Learn mixture weights on a proxy and write them as the manifest's next version."""
+    """Learn mixture weights on proxies and write them as the manifest's next version."""
     from flows.cli_mix import print_manifest
     from flows.proxy import learn_mixture_flow
 
-    _, proxy, learn = _proxy_config(config, steps, seed, method)
+    cfg, proxy, learn = _proxy_config(config, steps, seed, method)
     out = _run(learn_mixture_flow, [str(manifest)], proxy, learn.method, manifest=str(manifest),
-               learn=learn.model_dump())
+               learn=learn.model_dump(), workers=cfg.runner.workers)
     for w in out["warnings"]:
         console.print(f"[yellow]warning:[/] {w}")
     console.print(f"{'wrote' if out['new_version'] else 'unchanged, latest is'} [bold]{out['manifest']}[/]")
     print_manifest(out["manifest"])
+    if learn.method == "regmix":
+        from tasks.manifest import load_manifest
+
+        p = load_manifest(out["manifest"]).weights_provenance.parameters
+        fit = p["fit_on_held_out_runs"]
+        console.print(f"RegMix: {len(p['runs'])} runs; on {fit['held_out_runs']} held-out runs the regression ranks the "
+                      f"{learn.regmix_target} loss with Spearman {fit['spearman_target']}, mean abs error "
+                      f"{fit['mae']}; predicted {learn.regmix_target}: {p['predicted_target']} (natural: "
+                      f"{p['natural_predicted_target']})")
 
 
 @app.command("compare-mixtures")

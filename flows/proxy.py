@@ -71,19 +71,24 @@ def train_proxy_flow(manifest: str, proxy: dict | None = None) -> dict:
 
 
 @flow(name="learn-mixture", log_prints=True)
-def learn_mixture_flow(manifest: str, proxy: dict | None = None, learn: dict | None = None) -> dict:
-    """Learn weights (DoReMi or loss-softmax) on a proxy and write them as the manifest's next version."""
+def learn_mixture_flow(manifest: str, proxy: dict | None = None, learn: dict | None = None, workers: int = 1) -> dict:
+    """Learn weights (DoReMi, loss-softmax or RegMix) on proxies and write them as the manifest's next version."""
     cfg, learn_cfg = ProxyConfig.model_validate(proxy or {}), LearnConfig.model_validate(learn or {})
-    runs, path, new = lm.learn_mixture(manifest, cfg, learn_cfg,
+    runs, path, new = lm.learn_mixture(manifest, cfg, learn_cfg, workers=workers,
                                        progress=_progress("learn-mixture-progress", f"{learn_cfg.method}"))
-    for r in runs:
-        _publish_run(r, f"learn-mixture-{r.role}")
-    proxy_run = runs[-1]
-    rows = [{"domain": d, "before": round(w, 4), "learned": round(proxy_run.learned_weights[d], 4)}
+    if learn_cfg.method == "regmix":  # many small runs: one table of them, not an artifact each
+        create_table_artifact([{"run": r.run_id, "average": round(r.average_loss, 4), "worst": round(r.worst_loss, 4)}
+                               for r in runs], key="learn-mixture-regmix-runs",
+                              description=f"{len(runs)} RegMix proxy runs on random mixtures")
+    else:
+        for r in runs:
+            _publish_run(r, f"learn-mixture-{r.role}")
+    learned = _weights_of(str(path))
+    rows = [{"domain": d, "before": round(w, 4), "learned": round(learned[d], 4)}
             for d, w in sorted(_weights_of(manifest).items())]
     create_table_artifact(rows, key="learn-mixture-weights", description=f"{learn_cfg.method} weights -> {path.name}")
     return {"manifest": str(path), "new_version": new, "runs": [r.run_id for r in runs],
-            "learned_weights": proxy_run.learned_weights, "warnings": proxy_run.warnings}
+            "learned_weights": learned, "warnings": runs[-1].warnings}
 
 
 def _weights_of(manifest: str) -> dict[str, float]:

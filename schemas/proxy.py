@@ -45,13 +45,21 @@ class ProxyConfig(_Strict):
 class LearnConfig(_Strict):
     """How a learned mixture is made from proxy training."""
 
-    method: str = Field("doremi", pattern="^(doremi|loss-softmax)$")
+    method: str = Field("doremi", pattern="^(doremi|loss-softmax|regmix)$")
     tau: float = Field(1.0, gt=0.0, description="loss-softmax: p_k = exp(-H_k / tau) / sum_j exp(-H_j / tau).")
     eta: float = Field(1.0, gt=0.0, description="doremi: step size of the exponentiated-gradient update.")
     epsilon: float = Field(1e-3, ge=0.0, lt=1.0, description="doremi: smoothing toward uniform each step.")
     collapse_weight: float = Field(0.95, gt=0.0, le=1.0, description="A weight vector with one domain at or above "
                                    "this has collapsed: warned, and smoothed toward uniform.")
     collapse_smoothing: float = Field(0.1, gt=0.0, lt=1.0, description="Share of uniform mixed into a collapsed vector.")
+    regmix_runs: int = Field(16, ge=4, le=4096, description="regmix: small proxy runs on random mixtures.")
+    regmix_concentration: float = Field(1.0, gt=0.0, description="regmix: Dirichlet(c x k x natural) draws; larger "
+                                        "keeps them nearer the natural mixture.")
+    regmix_target: str = Field("average", pattern="^(average|worst)$",
+                               description="regmix: minimise the predicted average or worst-domain loss.")
+    regmix_holdout: float = Field(0.25, gt=0.0, lt=1.0, description="regmix: share of runs held out to judge the fit.")
+    regmix_candidates: int = Field(100_000, ge=100, description="regmix: mixtures scored by the regression.")
+    regmix_top: int = Field(100, ge=1, description="regmix: the chosen mixture is the mean of this many best.")
 
 
 class EvalPoint(BaseModel):

@@ -51,12 +51,63 @@ def write_learned_manifest(manifest: str | Path, weights: dict[str, float], prov
     return write_version(root, learned)
 
 
+def _regmix_run(manifest: str, cfg: ProxyConfig, weights: list[float]) -> ProxyResult:
+    return train_proxy(manifest, cfg, "regmix", weights=weights)
+
+
+def learn_regmix(manifest: Path, cfg: ProxyConfig, learn: LearnConfig, progress: MultiProgress | None = None,
+                 workers: int = 1) -> tuple[list[ProxyResult], dict[str, float], dict]:
+    """RegMix: `regmix_runs` proxies on mixtures drawn around the natural weights (in `workers` processes), a
+    linear regression from mixture to per-domain loss judged on held-out runs, refitted on all, and the mixture
+    it predicts best. Returns (runs, learned weights, provenance parameters)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import numpy as np
+
+    from tasks import regmix
+
+    m = load_manifest(manifest)
+    domains = [s.domain for s in m.sources]
+    natural = np.array([s.weight for s in m.sources])
+    rng = np.random.default_rng(cfg.seed)
+    mixtures = np.round(regmix.sample_mixtures(natural, learn.regmix_runs, learn.regmix_concentration, rng), 8)
+    calls = [[float(w) for w in row] for row in mixtures]
+    runs: list[ProxyResult] = []
+    with ProcessPoolExecutor(max(1, workers), mp_context=multiprocessing.get_context("spawn")) as pool:
+        for i, r in enumerate(pool.map(_regmix_run, [str(manifest)] * len(calls), [cfg] * len(calls), calls)):
+            runs.append(r)
+            if progress:
+                progress("regmix runs", i + 1, len(calls), f"average {r.average_loss:.3f}")
+    y = np.array([[r.final_losses[d] for d in domains] for r in runs])
+    held_out = np.zeros(len(runs), dtype=bool)
+    held_out[rng.permutation(len(runs))[:max(2, round(learn.regmix_holdout * len(runs)))]] = True
+    quality = regmix.fit_quality(mixtures, y, held_out, learn.regmix_target)
+    coef = regmix.fit(mixtures, y)
+    chosen, predicted = regmix.best_mixture(coef, natural, learn.regmix_target, learn.regmix_candidates,
+                                            learn.regmix_top, learn.regmix_concentration, rng)
+    params = {"runs": [r.run_id for r in runs], "fit_on_held_out_runs": {
+        **quality, "r2_per_domain": dict(zip(domains, quality["r2_per_domain"]))},
+        "predicted_target": round(predicted, 5), "natural_predicted_target": round(float(regmix.target(
+            regmix.predict(coef, natural[None, :]), learn.regmix_target)[0]), 5),
+        "best_observed_run": runs[int(np.argmin(regmix.target(y, learn.regmix_target)))].run_id}
+    return runs, {d: float(w) for d, w in zip(domains, chosen)}, params
+
+
 def learn_mixture(manifest: str | Path, cfg: ProxyConfig, learn: LearnConfig,
-                  progress: MultiProgress | None = None) -> tuple[list[ProxyResult], Path, bool]:
-    """Train what the method needs (DoReMi: a reference on the manifest's weights, then the proxy), write the
-    learned weights as a new manifest version and the runs' plots. Returns (runs, manifest path, new?)."""
+                  progress: MultiProgress | None = None, workers: int = 1) -> tuple[list[ProxyResult], Path, bool]:
+    """Train what the method needs (DoReMi: a reference on the manifest's weights, then the proxy; RegMix: many
+    small runs on random mixtures), write the learned weights as a new manifest version and the runs' plots.
+    Returns (runs, manifest path, new?)."""
     manifest = resolve_manifest_path(manifest)
     m = load_manifest(manifest)
+    if learn.method == "regmix":
+        runs, weights, extra = learn_regmix(manifest, cfg, learn, progress, workers)
+        params = {**learn.model_dump(mode="json"), "steps": cfg.steps, "seed": cfg.seed, **extra}
+        prov = WeightsProvenance(method="regmix", parameters=params, proxy_run_id=runs[0].run_id,
+                                 reference_manifest=m.id)
+        path, new = write_learned_manifest(manifest, weights, prov)
+        return runs, path, new
     runs = []
     if learn.method == "doremi":
         ref = train_proxy(manifest, cfg, "baseline", progress=_progress(progress, "reference"))

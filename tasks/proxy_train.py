@@ -28,7 +28,8 @@ from tasks.workdir import atomic_path, read_json, write_json_atomic
 
 # (step, steps, message): the CLI's progress bar and the flow's progress artifact.
 Progress = Callable[[int, int, str], None]
-ROLES = ("baseline", "doremi", "loss-softmax")  # DoReMi's reference model is a baseline run
+ROLES = ("baseline", "doremi", "loss-softmax", "regmix")  # DoReMi's reference model is a baseline run; a regmix
+# run is a baseline on given fixed weights
 
 
 def resolve_manifest_path(path: str | Path) -> Path:
@@ -120,15 +121,19 @@ def preflight(manifest: str | Path, cfg: ProxyConfig, role: str = "baseline"):
 
 
 def train_proxy(manifest: str | Path, cfg: ProxyConfig, role: str = "baseline", learn: LearnConfig | None = None,
-                reference_run: Path | None = None, progress: Progress | None = None) -> ProxyResult:
+                reference_run: Path | None = None, progress: Progress | None = None,
+                weights: list[float] | None = None) -> ProxyResult:
     manifest_path, m, blocks = preflight(manifest, cfg, role)
+    if (role == "regmix") != (weights is not None):
+        raise ProxyError("a regmix run trains on given weights, and only a regmix run does")
     if role in ("doremi", "loss-softmax") and learn is None:
         learn = LearnConfig(method=role)
     if role == "doremi" and reference_run is None:
         raise ProxyError("doremi needs a reference run (trained on the baseline weights)")
     key = {"manifest": m.fingerprint, "role": role, "config": cfg.model_dump(mode="json"),
            "learn": learn.model_dump(mode="json") if role in ("doremi", "loss-softmax") else None,
-           "reference": Path(reference_run).name if reference_run else None, "version": 1}
+           "reference": Path(reference_run).name if reference_run else None, "version": 1,
+           **({"weights": [round(float(w), 8) for w in weights]} if weights is not None else {})}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
     run_id = f"{role}-{m.name}-v{m.version:04d}-{digest[:10]}"
     run_dir = work_root_of(manifest_path) / "proxy" / run_id
@@ -150,7 +155,7 @@ def train_proxy(manifest: str | Path, cfg: ProxyConfig, role: str = "baseline", 
             learner = LossSoftmax(MixtureDataset(manifest_path, cfg.seq_len, cfg.seed),
                                   cfg.batch_size, learn, cfg.seed)
         else:
-            learner = Baseline(MixtureDataset(manifest_path, cfg.seq_len, cfg.seed), cfg.batch_size)
+            learner = Baseline(MixtureDataset(manifest_path, cfg.seq_len, cfg.seed, weights=weights), cfg.batch_size)
         opt = _optimizer(model, cfg)
         start, history, seconds, tokens = 0, [], 0.0, 0
         ckpt_path = run_dir / "checkpoint.pt"

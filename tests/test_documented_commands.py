@@ -54,6 +54,9 @@ RUNS: dict[str, str] = {
     "curate learn-mixture --manifest out/manifests/default/v0001.json --method doremi":
         "curate learn-mixture --manifest {w}/out/manifests/default/v0001.json --method doremi --steps 4 "
         "--config {w}/tiny.yaml",
+    "curate learn-mixture --manifest out/manifests/default/v0001.json --method regmix":
+        "curate learn-mixture --manifest {w}/out/manifests/default/v0001.json --method regmix --steps 4 "
+        "--config {w}/tiny.yaml",
     "curate compare-mixtures out/manifests/default/v000{1,2,3,4,5}.json":
         "curate mix --out {w}/out --method temperature && printf 'mix:\\n  method: temperature\\n  alpha: 0.6\\n' > "
         "{w}/alpha.yaml && curate mix --out {w}/out --config {w}/alpha.yaml && "

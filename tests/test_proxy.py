@@ -178,3 +178,20 @@ def test_learn_mixture_flow_publishes_weights_losses_and_the_plot(prefect_harnes
     assert {"learn-mixture-weights", "learn-mixture-doremi-summary", "learn-mixture-doremi-losses",
             "learn-mixture-baseline-summary", "learn-mixture-progress"} <= set(arts)
     assert "data:image/png;base64," in arts["learn-mixture-doremi-summary"]["data"]
+
+
+def test_regmix_fits_runs_on_random_mixtures_and_writes_the_predicted_best(work):
+    from tasks.manifest import load_manifest
+
+    _, _, _, natural, _ = work
+    learn = LearnConfig(method="regmix", regmix_runs=6, regmix_candidates=2000, regmix_top=20)
+    runs, path, new = learn_mixture(natural, TINY, learn, workers=2)
+    assert new and len(runs) == 6 and len({r.run_id for r in runs}) == 6
+    assert len({tuple(r.final_losses.values()) for r in runs}) == 6  # each run its own mixture
+    m = load_manifest(path)
+    assert m.weights_provenance.method == "regmix" and abs(sum(s.weight for s in m.sources) - 1) < 1e-6
+    p = m.weights_provenance.parameters
+    assert p["runs"] == [r.run_id for r in runs] and p["fit_on_held_out_runs"]["held_out_runs"] == 2
+    assert set(p["fit_on_held_out_runs"]["r2_per_domain"]) == {s.domain for s in m.sources}
+    again = learn_mixture(natural, TINY, learn, workers=1)  # the same runs, reused; the same weights
+    assert not again[2] and again[1] == path
