@@ -96,13 +96,15 @@ def _print_rule_drops(classified: list[dict]) -> None:
     t = Table(title="rules: drops per predicted domain (a high rate is a rule eating a domain)")
     for col in ("corpus", "domain", "docs", "dropped", "rate", "by rule", "mixed (corpus)"):
         t.add_column(col, justify="right" if col in ("docs", "dropped", "rate") else "left")
+    from schemas.report import ClassifyReport
+    from tasks.report import rule_drop_rows
+
     for c in classified:
-        cl = c["classify"]
-        mixed = f"{cl.get('mixed', 0) / max(1, cl['docs_in']):.1%}"
-        for d, n in sorted((cl.get("docs_by_domain") or {}).items(), key=lambda kv: -kv[1]):
-            drops = cl.get("rule_drops", {}).get(d, {})
-            t.add_row(c["corpus"], d, f"{n:,}", f"{sum(drops.values()):,}", f"{sum(drops.values()) / max(1, n):.0%}",
-                      ", ".join(f"{r} {k}" for r, k in sorted(drops.items(), key=lambda kv: -kv[1])[:3]), mixed)
+        cl = ClassifyReport.model_validate(c["classify"])
+        mixed = f"{cl.mixed / max(1, cl.docs_in):.1%}"
+        for r in rule_drop_rows(cl):
+            t.add_row(c["corpus"], r["domain"], f"{r['docs']:,}", f"{r['rule_drops']:,}", f"{r['drop_rate']:.0%}",
+                      ", ".join(f"{name} {k}" for name, k in r["by_rule"][:3]), mixed)
     console.print(t)
 
 

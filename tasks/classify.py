@@ -74,13 +74,9 @@ def predict_batch(texts: list[str], cfg: ClassifyConfig, models: ModelRefs) -> d
     return out
 
 
-def judged_as(domain: str, runner_up: str, mixed: bool, shape: float, cfg: ClassifyConfig) -> tuple[str, ...]:
-    """The domains whose shared rules judge a document: its own; with its runner-up when it is unsure; with code
-    when it is code-shaped (so that no prose rule drops code the model misread)."""
-    out = (domain, runner_up) if mixed else (domain,)
-    if shape >= cfg.code_shape and "code" not in out:
-        out += ("code",)
-    return out
+def judged_as(domain: str, runner_up: str, mixed: bool) -> tuple[str, ...]:
+    """The domains whose shared rules judge a document: its own, with its runner-up when it is unsure."""
+    return (domain, runner_up) if mixed else (domain,)
 
 
 def part_paths(work_root: Path, ref: PartRef) -> tuple[Path, Path, Path]:
@@ -170,13 +166,13 @@ def _judge_batch(batch: pa.RecordBatch, corpus: str, cfg: ClassifyConfig, models
                              "text_redacted": [], **{f"pii_{t}": [] for t in PII_TYPES}}
     rejects = []
     for i, text in enumerate(texts):
-        judged = judged_as(cols["domain"][i], cols["domain_runner_up"][i], cols["domain_mixed"][i], 0.0, cfg)
+        judged = judged_as(cols["domain"][i], cols["domain_runner_up"][i], cols["domain_mixed"][i])
         failed = rules.first_failure(text, judged, langs[i])
         shape = None  # measured only where it can change the outcome: a document a rule would drop
         if failed and "code" not in judged:
             shape = code_shape(text)
-            if shape >= cfg.code_shape:
-                judged = judged_as(cols["domain"][i], cols["domain_runner_up"][i], cols["domain_mixed"][i], shape, cfg)
+            if shape >= cfg.code_shape:  # code-shaped: only rules code shares judge it, so no prose rule drops it
+                judged += ("code",)
                 failed = rules.first_failure(text, judged, langs[i])
         cols["code_shape"].append(shape)
         cols["judged_as"].append("+".join(judged))

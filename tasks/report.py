@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from schemas.report import RunReport
+from schemas.report import ClassifyReport, RunReport
 from tasks.workdir import write_json_atomic
 
 
@@ -69,23 +69,24 @@ def decontam_rows(report: RunReport) -> list[dict]:
             for c in report.corpora if c.decontam for name, n in (c.decontam.by_benchmark or {"(none)": 0}).items()]
 
 
-def classify_rows(report: RunReport) -> list[dict]:
-    """Per corpus and predicted domain: documents seen and kept, what the rules dropped (the rate shows at once a
-    rule eating a domain), and the corpus's share of `mixed` (unsure) documents."""
+def rule_drop_rows(cl: ClassifyReport) -> list[dict]:
+    """Per predicted domain, most documents first: documents seen and kept, what the rules dropped and at what rate
+    (a high rate is a rule eating a domain), and which rules, most first."""
     rows = []
-    for c in report.corpora:
-        cl = c.classify
-        if cl is None:
-            continue
-        seen = cl.docs_by_domain or cl.domains
-        for domain, n in sorted(seen.items(), key=lambda kv: -kv[1]):
-            drops = cl.rule_drops.get(domain, {})
-            rows.append({"corpus": c.corpus, "domain": domain, "docs": n, "kept": cl.domains.get(domain, 0),
-                         "rule_drops": sum(drops.values()), "drop_rate": round(sum(drops.values()) / max(1, n), 3),
-                         "by_rule": "; ".join(f"{r} {k}" for r, k in sorted(drops.items(), key=lambda kv: -kv[1])),
-                         "mixed_share_of_corpus": round(cl.mixed / max(1, cl.docs_in), 3),
-                         "pii_found": sum(cl.pii.values())})
+    for domain, n in sorted((cl.docs_by_domain or cl.domains).items(), key=lambda kv: -kv[1]):
+        drops = cl.rule_drops.get(domain, {})
+        rows.append({"domain": domain, "docs": n, "kept": cl.domains.get(domain, 0), "rule_drops": sum(drops.values()),
+                     "drop_rate": round(sum(drops.values()) / max(1, n), 3),
+                     "by_rule": sorted(drops.items(), key=lambda kv: -kv[1])})
     return rows
+
+
+def classify_rows(report: RunReport) -> list[dict]:
+    """Per corpus and predicted domain: rule_drop_rows, and the corpus's share of `mixed` (unsure) documents."""
+    return [{"corpus": c.corpus, **row, "by_rule": "; ".join(f"{r} {k}" for r, k in row["by_rule"]),
+             "mixed_share_of_corpus": round(c.classify.mixed / max(1, c.classify.docs_in), 3),
+             "pii_found": sum(c.classify.pii.values())}
+            for c in report.corpora if c.classify is not None for row in rule_drop_rows(c.classify)]
 
 
 def _bar(n: int, most: int, width: int = 30) -> str:
@@ -111,10 +112,8 @@ def classify_markdown(report: RunReport) -> str:
                   f"code-shaped and spared prose rules: {cl.code_shaped:,}", ""]
         if cl.rule_drops:
             lines += ["| predicted domain | documents | dropped by rules | rate | by rule |", "|---|---:|---:|---:|---|"]
-            for d, n in sorted(cl.docs_by_domain.items(), key=lambda kv: -kv[1]):
-                drops = cl.rule_drops.get(d, {})
-                lines.append(f"| {d} | {n:,} | {sum(drops.values()):,} | {sum(drops.values()) / max(1, n):.1%} | "
-                             + ", ".join(f"{r} {k:,}" for r, k in sorted(drops.items(), key=lambda kv: -kv[1])) + " |")
+            lines += [f"| {r['domain']} | {r['docs']:,} | {r['rule_drops']:,} | {r['drop_rate']:.1%} | "
+                      + ", ".join(f"{name} {k:,}" for name, k in r["by_rule"]) + " |" for r in rule_drop_rows(cl)]
             lines.append("")
         if cl.by_reason:
             lines += ["| dropped by | count |", "|---|---:|"]
