@@ -169,7 +169,7 @@ def _print_loso(loso: dict) -> None:
 def run(
     inputs: Optional[list[str]] = typer.Argument(
         None, help="Corpora: PATH or NAME=PATH (file, directory or glob). Default: the bundled sample."),
-    out: Path = typer.Option(Path("out"), "--out", "-o", help="Work root for outputs."),
+    out: str = typer.Option("out", "--out", "-o", help="Work root for outputs: a folder, or a URL (s3://bucket/prefix)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (see schemas/config.py)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
 ) -> None:
@@ -190,24 +190,28 @@ def run(
     if not inputs and config is None and curate_flow.SAMPLE_CONFIG.is_file():
         config = curate_flow.SAMPLE_CONFIG
         console.print(f"bundled sample, config {config}")
+    from tasks.storage import Lease, StorageError, is_remote
+
     try:  # every argument, rule name and model is checked before anything runs
         cfg = load_config(config)
         resolve_inputs(list(inputs) if inputs else curate_flow.default_inputs(cfg))
+        if is_remote(out):
+            Lease(out).check_free()
         if cfg.classify.enabled:
             with console.status("classifier models (the defaults train once, about 20 s, then come from the cache)…"):
                 resolve_models(cfg.classify)
-    except (ConfigError, InputError, ClassifierError, RuleConfigError) as err:
+    except (ConfigError, InputError, ClassifierError, RuleConfigError, StorageError) as err:
         _fail(str(err))
     from flows.runtime import ServerUnreachable
     from tasks.manifest import ManifestError
     from tasks.tokenizer import TokenizerError
     try:
         _run_with_progress(inputs, out, config)
-    except (TokenizerError, ManifestError, ServerUnreachable) as err:  # e.g. a tokenizer file that is not one, a budget too large
+    except (TokenizerError, ManifestError, ServerUnreachable, StorageError) as err:  # e.g. a tokenizer file that is not one, a budget too large
         _fail(str(err))
 
 
-def _run_with_progress(inputs, out: Path, config: Optional[Path]) -> None:
+def _run_with_progress(inputs, out: str, config: Optional[Path]) -> None:
     from flows import curate as curate_flow
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -222,11 +226,12 @@ def _run_with_progress(inputs, out: Path, config: Optional[Path]) -> None:
         curate_flow.PROGRESS_LISTENERS.append(on_progress)
         progress.console.print(server_line())
         try:
-            report = curate_flow.run_curate(list(inputs) if inputs else None, str(out),
+            report = curate_flow.run_curate(list(inputs) if inputs else None, out,
                                             str(config) if config else None)
         finally:
             curate_flow.PROGRESS_LISTENERS.remove(on_progress)
     print_summary(report)
+    out = out.rstrip("/")
     console.print(f"outputs: [bold]{out}/ingest/<corpus>/[/] (documents and rejects as Parquet)")
     if any(c.get("dedup") for c in report["corpora"]):
         console.print(f"         [bold]{out}/dedup/<corpus>/[/] (unique documents, duplicate rejects with their kept twin)")
@@ -235,7 +240,7 @@ def _run_with_progress(inputs, out: Path, config: Optional[Path]) -> None:
     console.print(f"report:  [bold]{out}/report.json[/]")
     if report.get("manifest"):
         from flows.cli_mix import print_manifest
-        print_manifest(report["manifest"])
+        print_manifest(report.get("manifest_local") or report["manifest"])  # a remote work root's: its local copy
 
 
 def main() -> None:

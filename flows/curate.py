@@ -26,6 +26,7 @@ from tasks.ingest import ingest_reused, make_ingest_task
 from tasks.inputs import Corpus, InputError, resolve_inputs
 from tasks.manifest import build_manifest, collect_shards, latest_version, write_version
 from tasks.report import write_report
+from tasks.storage import checked_out, is_remote, local_path
 from tasks.tokenize import TokenizeRef, make_tokenize_task, tokenize_reused
 from tasks.tokenizer import ensure_tokenizer, vocabulary_warning
 from tasks.workdir import clean_orphans, write_json_atomic
@@ -202,7 +203,23 @@ def curate(inputs: list[str] | None = None, out: str = "out", config_path: str |
     corpora = resolve_inputs(inputs if inputs is not None else default_inputs(cfg))
     names = [c.name for c in corpora]
     label_flow_run(f"curate {'+'.join(names)}"[:120], tags=[f"corpus:{n}" for n in names])
-    work_root = Path(out).resolve()
+    if is_remote(out):  # object storage: run on a local copy under the work root's lease, then push (tasks/storage.py)
+        with checked_out(out) as local:
+            report = _curate_into(corpora, cfg, local, t0)
+        return _remote_paths(report, local, out)
+    return _curate_into(corpora, cfg, Path(local_path(out)).resolve(), t0)
+
+
+def _remote_paths(report: dict, local: Path, url: str) -> dict:
+    """The report of a run on a local copy, its paths given as the remote work root's URLs."""
+    def remote(p: str | None) -> str | None:
+        return p and (url.rstrip("/") + "/" + Path(p).relative_to(local).as_posix() if Path(p).is_relative_to(local)
+                      else p)
+    return {**report, "work_root": url, "manifest": remote(report.get("manifest")), "manifest_local": report.get("manifest")}
+
+
+def _curate_into(corpora: list[Corpus], cfg: CurateConfig, work_root: Path, t0: float) -> dict:
+    names = [c.name for c in corpora]
     report = RunReport(
         flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None, work_root=str(work_root),
         config_sha256=cfg.sha256(), started_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

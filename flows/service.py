@@ -15,7 +15,7 @@ from prefect.runtime import flow_run
 from flows.curate import curate
 from flows.runtime import label_flow_run, task_runner
 from schemas.config import load_config
-from tasks.landing import READY_MARKER, Catalog, LandingError, check_unchanged, plan_watch, scan_landing
+from tasks.landing import READY_MARKER, Catalog, LandingError, check_unchanged, local_corpus, plan_watch, scan_landing
 from tasks.stage_task import is_transient
 
 BACKFILL_DEPLOYMENT = "backfill/backfill"
@@ -44,7 +44,7 @@ def _curate(inputs: list[str], work_root: str, config_path: str | None) -> dict:
 def _backfill_run_name() -> str:
     from prefect.runtime import flow_run as fr
 
-    return f"backfill {Path(str(fr.parameters.get('path', ''))).name}"
+    return f"backfill {str(fr.parameters.get('path', '')).rstrip('/').rsplit('/', 1)[-1]}"
 
 
 @flow(name="backfill", flow_run_name=_backfill_run_name)
@@ -52,7 +52,7 @@ def backfill(path: str, work_root: str = "out", config_path: str | None = None, 
     """Curate one landed corpus into the work root. Again for the same corpus: nothing to do. A failed backfill
     is started again by `curate server retry NAME` (the next watch starts it; it resumes where it stopped)."""
     logger = get_run_logger()
-    corpus = Path(path)
+    corpus = local_corpus(path)  # a corpus landed on object storage: its local mirror
     label_flow_run(tags=[f"corpus:{corpus.name}", "backfill"])
     if not (corpus / READY_MARKER).is_file():
         raise LandingError(f"{corpus}: no {READY_MARKER} marker (not there, or not completely copied yet)")

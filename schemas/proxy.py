@@ -12,9 +12,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Named settings; a preset fills the fields the config leaves out. `rank`: the cheapest settings found whose ranking of
+# five mixtures (natural, uniform, UniMax, DoReMi, loss-softmax) on ../shared/corpora agrees across every pair of 3
+# seeds with Spearman >= 0.8 (tests/benchmarks/bench_mixtures.py --search; README, "How stable is a ranking").
+PROXY_PRESETS: dict[str, dict] = {
+    "rank": {"n_layer": 2, "n_head": 2, "n_embd": 64, "seq_len": 128, "batch_size": 16, "steps": 300, "lr": 3e-3,
+             "warmup_steps": 20, "eval_interval": 75, "eval_blocks": 16},
+}
+
+
 class ProxyConfig(_Strict):
     """The proxy model and its training. The same config, manifest and seed give the same losses, bit for bit
     (torch deterministic algorithms; the thread count is part of the config because float sums depend on it)."""
+
+    preset: str | None = Field(None, pattern="^(" + "|".join(PROXY_PRESETS) + ")$",
+                               description="Named settings (PROXY_PRESETS) under the fields given here.")
 
     n_layer: int = Field(4, ge=1, le=24)
     n_head: int = Field(4, ge=1, le=32)
@@ -32,6 +44,13 @@ class ProxyConfig(_Strict):
     seed: int = Field(0, ge=0, description="Initialisation and data order.")
     threads: int = Field(2, ge=1, le=256, description="torch intra-op threads.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data):
+        if isinstance(data, dict) and data.get("preset") in PROXY_PRESETS:
+            return {**PROXY_PRESETS[data["preset"]], **data}
+        return data
+
     @model_validator(mode="after")
     def _heads(self) -> "ProxyConfig":
         if self.n_embd % self.n_head:
@@ -39,7 +58,7 @@ class ProxyConfig(_Strict):
         return self
 
     def sha256(self) -> str:
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json", exclude={"preset"}), sort_keys=True).encode()).hexdigest()
 
 
 class LearnConfig(_Strict):

@@ -18,6 +18,7 @@ from pathlib import Path
 from schemas.documents import RejectReason as R
 from tasks.ingest import FileJob
 from tasks.readers import input_kind
+from tasks.storage import StorageError, is_remote, local_path, stage_input
 
 _SUFFIXES = (".jsonl.gz", ".jsonl.zst", ".ndjson.gz", ".ndjson.zst", ".jsonl", ".ndjson", ".parquet", ".txt", ".warc.gz",
              ".warc")
@@ -98,7 +99,15 @@ def resolve_input(arg: str) -> Corpus:
         name, path_s = "", arg
     else:
         check_corpus_name(name, arg)
-    path = Path(path_s).expanduser()
+    if is_remote(path_s):  # s3://... : mirrored to a local cache first, then read as a local file or folder
+        try:
+            local = stage_input(path_s)
+        except StorageError as err:
+            raise InputError(str(err)) from None
+        corpus = resolve_input(f"{name}={local}" if name else str(local))
+        corpus.root = path_s
+        return corpus
+    path = local_path(path_s).expanduser()
     refused: list[tuple[Path, str]] = []
     ignored: list[tuple[Path, str]] = []
     if glob.has_magic(path_s):

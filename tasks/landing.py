@@ -1,7 +1,7 @@
 """The landing directory and the corpus catalog: which new corpora are ready to backfill, and which the work root
 has already seen.
 
-A corpus lands as a folder <landing>/<name>/ of .jsonl[.gz|.zst], .parquet or .txt files. It is ready when a
+A corpus lands as a folder <landing>/<name>/ (a local folder, or a prefix on object storage: s3://bucket/landing/) of .jsonl[.gz|.zst], .parquet or .txt files. It is ready when a
 file named `_READY` is in it: write the marker last, after every file is completely copied, and a half-copied
 corpus is never picked up. Its fingerprint hashes every file's relative path and content (the marker excluded).
 The catalog (<work root>/catalog/corpora.json) records each corpus's fingerprint and what became of it; a
@@ -18,6 +18,7 @@ from pathlib import Path
 import xxhash
 
 from tasks.inputs import CORPUS_NAME, RESERVED_NAMES, walk_folder
+from tasks.storage import StorageError, filesystem, is_remote, stage_input
 from tasks.workdir import read_json, write_json_atomic
 
 READY_MARKER = "_READY"
@@ -58,7 +59,46 @@ def fingerprint_corpus(path: Path) -> tuple[str, int, int]:
     return h.hexdigest(), files, size
 
 
+def local_corpus(path: str | Path) -> Path:
+    """A landed corpus as a local folder: one on object storage (s3://...) is mirrored to a local cache first (only
+    what changed is fetched again), so the fingerprint hashes the same bytes as the backfill then reads."""
+    if not is_remote(path):
+        return Path(path)
+    try:
+        return stage_input(str(path))
+    except StorageError as err:
+        raise LandingError(str(err)) from None
+
+
+def _scan_remote(landing: str) -> list[LandedCorpus]:
+    """The corpus folders under a landing prefix on object storage; only ready ones are fetched and fingerprinted."""
+    try:
+        fs, root = filesystem(landing.rstrip("/"))
+        entries = fs.ls(root, detail=True) if fs.isdir(root) else None
+    except (StorageError, OSError) as err:
+        raise LandingError(f"landing prefix {landing}: {err}") from None
+    if entries is None:
+        raise LandingError(f"landing prefix {landing} holds nothing (or does not exist)")
+    out = []
+    for e in sorted(entries, key=lambda e: e["name"]):
+        name = e["name"].rstrip("/").rsplit("/", 1)[-1]
+        if e.get("type") != "directory" or name.startswith("."):
+            continue
+        url = f"{landing.rstrip('/')}/{name}"
+        if not CORPUS_NAME.match(name) or name in RESERVED_NAMES:
+            out.append(LandedCorpus(name, url, False, invalid="a corpus folder name must be letters, digits, '_', "
+                                    "'.' or '-', at most 100, starting with a letter or digit, and not index or sigs"))
+        elif not fs.exists(f"{e['name'].rstrip('/')}/{READY_MARKER}"):
+            out.append(LandedCorpus(name, url, False))
+        else:
+            fp, files, size = fingerprint_corpus(local_corpus(url))
+            out.append(LandedCorpus(name, url, True, fp, files, size))
+    return out
+
+
 def scan_landing(landing: str | Path) -> list[LandedCorpus]:
+    if is_remote(landing):
+        return _scan_remote(str(landing))
     landing = Path(landing)
     if not landing.is_dir():
         raise LandingError(f"landing directory {landing} does not exist (or is not a directory)")

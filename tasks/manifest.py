@@ -26,6 +26,7 @@ from schemas.manifest import Budget, Exports, Manifest, Producer, ShardRef, Sour
 from schemas.report import ShardInfo
 from schemas.shards import META_DOMAIN, META_SPLIT, META_TOKENIZER_SHA
 from tasks import mixing
+from tasks.storage import StorageError, fetch_manifest, is_remote
 from tasks.tokenizer import TokenizerInfo, sha256_file
 from tasks.workdir import commit_new, read_json, temp_name, write_json_atomic
 
@@ -201,7 +202,13 @@ def shard_path(manifest_path: Path, rel: str) -> Path:
 
 def resolve_manifest(path: str | Path) -> Path:
     """A version file as given, or a manifest folder's newest version file (never a path read from a file: a
-    latest.json pointing elsewhere cannot send a reader out of the folder)."""
+    latest.json pointing elsewhere cannot send a reader out of the folder). On object storage (s3://...): the
+    version and its shards fetched into a local cache and checked by sha256 (tasks/storage.py)."""
+    if is_remote(path):
+        try:
+            return fetch_manifest(str(path))
+        except StorageError as err:
+            raise ManifestError(str(err)) from None
     path = Path(path)
     if path.is_dir():
         found = versions(path)

@@ -1,0 +1,178 @@
+"""Object storage the way users use it: a real S3-compatible server (moto's server mode) on loopback; inputs read from
+s3://, a work root on s3://, the loader reading the manifest and shards back from it, a corpus landed under an s3://
+landing prefix backfilled, and the commit protocol: one run per work root (lease), versions never replaced."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SAMPLE
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+S3_ENV = {"AWS_ACCESS_KEY_ID": "curate-test", "AWS_SECRET_ACCESS_KEY": "curate-test", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A moto S3 server on a free loopback port, this process's env pointed at it, a bucket with two corpora."""
+    from flows.server import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(endpoint, timeout=1)
+            break
+        except OSError:
+            time.sleep(0.2)
+    saved = {k: os.environ.get(k) for k in [*S3_ENV, "AWS_ENDPOINT_URL", "CURATE_CACHE"]}
+    os.environ.update(S3_ENV, AWS_ENDPOINT_URL=endpoint, CURATE_CACHE=str(tmp_path_factory.mktemp("cache")))
+    import fsspec
+
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    fs.mkdir("curate")
+    fs.put_file(str(SAMPLE / "legal.jsonl.gz"), "curate/in/legal.jsonl.gz")
+    fs.put_file(str(SAMPLE / "code.jsonl.gz"), "curate/in/code/code.jsonl.gz")  # the same relative name as the local input
+    try:
+        yield fs
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _curate(tmp_path, *args: str, **env_extra: str) -> subprocess.CompletedProcess:
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("tokenize:\n  vocab_size: 1000\nrunner:\n  workers: 2\n")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}, **env_extra}
+    return subprocess.run([str(BIN / "curate"), "run", *args, "--config", str(cfg)], env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def _shards(manifest: dict) -> list:
+    return sorted((s["domain"], sh["sha256"], sh["tokens"]) for s in manifest["sources"]
+                  for sh in s["shards"] + s["validation_shards"])
+
+
+@pytest.fixture(scope="module")
+def runs(s3, tmp_path_factory):
+    """The same two corpora curated into a local work root and, from s3://, into an s3:// work root."""
+    tmp = tmp_path_factory.mktemp("runs")
+    local = _curate(tmp, f"legal={SAMPLE / 'legal.jsonl.gz'}", f"code={SAMPLE / 'code.jsonl.gz'}", "--out",
+                    str(tmp / "local"))
+    assert local.returncode == 0, local.stdout[-2000:] + local.stderr[-2000:]
+    remote = _curate(tmp, "s3://curate/in/legal.jsonl.gz", "s3://curate/in/code", "--out", "s3://curate/work")
+    assert remote.returncode == 0, remote.stdout[-2000:] + remote.stderr[-2000:]
+    return tmp, remote
+
+
+def test_a_work_root_on_s3_holds_the_local_runs_outputs(s3, runs):
+    tmp, _ = runs
+    local = json.loads((tmp / "local" / "manifests" / "default" / "v0001.json").read_text())
+    remote = json.loads(s3.cat_file("curate/work/manifests/default/v0001.json"))
+    assert remote["fingerprint"] == local["fingerprint"] and _shards(remote) == _shards(local)
+    for s in remote["sources"]:  # every shard the manifest names is on S3 with its sha256
+        for sh in s["shards"]:
+            assert hashlib.sha256(s3.cat_file(f"curate/work/{sh['path']}")).hexdigest() == sh["sha256"]
+    report = json.loads(s3.cat_file("curate/work/report.json"))
+    assert report["balanced"] and report["docs_in"] == report["kept"] + report["rejected"] > 0
+    assert not s3.exists("curate/work/_lease.json")  # released
+
+
+def test_a_second_run_on_the_s3_work_root_does_only_the_missing_work(s3, runs, tmp_path):
+    """From another machine (an empty local cache): it pulls the work root, reuses every part, adds no version."""
+    res = _curate(tmp_path, "s3://curate/in/legal.jsonl.gz", "s3://curate/in/code", "--out", "s3://curate/work",
+                  CURATE_CACHE=str(tmp_path / "other-machine"))
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert [p for p in s3.ls("curate/work/manifests/default", detail=False) if p.endswith(".json")] == [
+        "curate/work/manifests/default/latest.json", "curate/work/manifests/default/v0001.json"]
+    report = json.loads(s3.cat_file("curate/work/report.json"))
+    assert all(t["parts_reused"] == t["parts"] for t in report["stage_times"] if t["parts"]), report["stage_times"]
+
+
+def test_the_loader_reads_the_manifest_and_shards_from_s3(s3, runs):
+    from tasks.loader import MixtureDataset
+
+    tmp, _ = runs
+    remote = MixtureDataset("s3://curate/work/manifests/default", seq_len=64)
+    local = MixtureDataset(tmp / "local" / "manifests" / "default", seq_len=64)
+    for i in (0, 1, 17):
+        assert remote.sample(i)["input_ids"].tolist() == local.sample(i)["input_ids"].tolist()
+
+
+def test_a_shard_changed_on_s3_is_refused_by_the_loader(s3, runs, tmp_path, monkeypatch):
+    from tasks.loader import MixtureDataset
+    from tasks.manifest import ManifestError
+
+    for p in s3.find("curate/work"):  # a copy of the work root whose first shard is altered
+        s3.copy(p, p.replace("curate/work/", "curate/tampered/"))
+    manifest = json.loads(s3.cat_file("curate/tampered/manifests/default/v0001.json"))
+    shard = manifest["sources"][0]["shards"][0]["path"]
+    s3.pipe_file(f"curate/tampered/{shard}", s3.cat_file(f"curate/tampered/{shard}")[:-8] + b"\0" * 8)
+    monkeypatch.setenv("CURATE_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ManifestError, match="sha256"):
+        MixtureDataset("s3://curate/tampered/manifests/default/v0001.json", seq_len=64)
+
+
+def test_two_runs_cannot_share_an_s3_work_root(s3, runs, tmp_path):
+    from tasks.storage import Lease
+
+    held = Lease("s3://curate/work")
+    held.acquire()
+    try:
+        res = _curate(tmp_path, "s3://curate/in/legal.jsonl.gz", "--out", "s3://curate/work")
+    finally:
+        held.release()
+    assert res.returncode != 0 and "is in use by another run" in res.stdout + res.stderr
+    assert "Traceback" not in res.stdout + res.stderr
+    expired = Lease("s3://curate/work", ttl_s=-1)  # a killed run's lease, past its time, is taken over
+    expired.acquire()
+    Lease("s3://curate/work").acquire()
+
+
+def test_a_published_version_is_never_replaced(s3, tmp_path):
+    from tasks.storage import Mirror, StorageError
+
+    work = tmp_path / "w"
+    (work / "manifests" / "x").mkdir(parents=True)
+    version = work / "manifests" / "x" / "v0001.json"
+    version.write_text('{"a": 1}')
+    (work / "shard.arrow").write_bytes(b"shard")
+    assert Mirror("s3://curate/pv", work).push() == ["shard.arrow", "manifests/x/v0001.json"]  # data first
+    other = tmp_path / "other"
+    (other / "manifests" / "x").mkdir(parents=True)
+    (other / "manifests" / "x" / "v0001.json").write_text('{"a": 2}')
+    with pytest.raises(StorageError, match="never replaced"):
+        Mirror("s3://curate/pv", other).push()
+    assert s3.cat_file("curate/pv/manifests/x/v0001.json") == b'{"a": 1}'
+
+
+def test_a_corpus_landed_under_an_s3_prefix_is_backfilled(s3, tmp_path):
+    from flows.proxy import run_flow
+    from flows.service import backfill
+    from tasks.landing import scan_landing
+
+    s3.put_file(str(SAMPLE / "legal.jsonl.gz"), "curate/landing/legal/part-0.jsonl.gz")
+    s3.put_file(str(SAMPLE / "code.jsonl.gz"), "curate/landing/halfway/part-0.jsonl.gz")  # no _READY yet
+    s3.pipe_file("curate/landing/legal/_READY", b"")
+    landed = {c.name: c for c in scan_landing("s3://curate/landing")}
+    assert landed["legal"].ready and landed["legal"].files == 1 and not landed["halfway"].ready
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("tokenize:\n  vocab_size: 1000\nrunner:\n  workers: 1\n")
+    out = run_flow(backfill, path=landed["legal"].path, work_root=str(tmp_path / "work"), config_path=str(cfg),
+                   fingerprint=landed["legal"].fingerprint)
+    assert out["corpus"] == "legal" and not out["skipped"] and out["docs_in"] == out["kept"] + out["rejected"] > 0
+    assert Path(out["manifest"]).is_file()
