@@ -21,7 +21,8 @@ from schemas.report import ClassifyReport, DecontamReport, DedupReport, FileResu
 from tasks.classify import PartRef, classify_reused, make_classify_task
 from tasks.classify_models import resolve_models
 from tasks.decontam import DecontamRef, build_index, decontam_reused, make_decontam_task
-from tasks.dedup import make_dedup_tasks, sign_reused
+from tasks.dedup import make_dedup_tasks, prepare_near, sign_reused
+from tasks.dedup_index import index_lock
 from tasks.ingest import ingest_reused, make_ingest_task
 from tasks.inputs import Corpus, InputError, resolve_inputs
 from tasks.manifest import build_manifest, collect_shards, latest_version, write_version
@@ -100,12 +101,19 @@ def run_ingest(corpora: list[Corpus], cfg: CurateConfig, work_root: Path, progre
 def run_dedup(ingested: dict[str, list[FileResult]], cfg: CurateConfig, work_root: Path,
               progress: list) -> dict[str, DedupReport]:
     """Signatures in parallel across parts, then each corpus against the index, in registration order."""
-    sign_task, cluster_task = make_dedup_tasks(cfg.runner.retries)
+    sign_task, near_task, cluster_task = make_dedup_tasks(cfg.runner.retries)
     calls = [(p, cfg.dedup, str(work_root)) for files in ingested.values() for p in files]
     map_stage("minhash", sign_task, calls, lambda _: "signatures", progress, sign_reused)
     reports = {}
     for i, (corpus, files) in enumerate(ingested.items(), start=1):
-        rep: DedupReport = cluster_task(corpus, files, cfg.dedup, str(work_root))
+        # The index lock is held across the band groups' tasks: the index they read is the one the corpus joins.
+        with index_lock(work_root, cfg.dedup.lock_wait_seconds):
+            groups = prepare_near(corpus, files, cfg.dedup, work_root, cfg.runner.workers) \
+                if cfg.runner.workers > 1 else []
+            pairs = map_stage("dedup-near", near_task, [(corpus, files, cfg.dedup, str(work_root), lo, hi)
+                                                        for lo, hi in groups],
+                              lambda p: Path(p).name, progress) if groups else None
+            rep: DedupReport = cluster_task(corpus, files, cfg.dedup, str(work_root), pairs, locked=True)
         get_run_logger().info("dedup %s: %d in, %d kept, %d exact and %d near duplicates%s", corpus, rep.docs_in,
                               rep.kept, rep.exact_duplicates, rep.near_duplicates, " (reused)" if rep.reused else "")
         _notify("dedup", i, len(ingested), corpus)

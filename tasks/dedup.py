@@ -7,6 +7,7 @@ the rejects, and registers the kept ones in the index. Decisions about earlier c
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -23,8 +24,10 @@ from schemas.config import DedupConfig
 from schemas.documents import REJECT_SCHEMA, excerpt
 from schemas.documents import RejectReason as R
 from schemas.report import DedupReport, FileResult
+from tasks.dedup_candidates import (ShingleSets, band_groups, candidate_pairs, key_positions, load_keys,
+                                    near_candidates, old_nodes, part_starts, prep_path, run_starts, with_similarity)
 from tasks.dedup_index import DedupIndex, DedupIndexError, index_lock
-from tasks.minhash import LSHParams, MinHasher, band_keys, lsh_params, shingle_hashes, word_hashes, words_of
+from tasks.minhash import LSHParams, MinHasher, band_keys, lsh_params
 from tasks.stage_task import stage_task
 from tasks.workdir import atomic_path, file_fingerprint, read_json, write_json_atomic
 
@@ -86,11 +89,6 @@ def sign_part(part: FileResult, cfg: DedupConfig, work_root: str | Path) -> str:
     return str(out)
 
 
-def _run_starts(sorted_values: np.ndarray) -> np.ndarray:
-    """True where a run of equal values begins (empty input, empty output)."""
-    return np.concatenate([[True], sorted_values[1:] != sorted_values[:-1]])[: len(sorted_values)]
-
-
 class _UnionFind:
     def __init__(self) -> None:
         self.parent: dict[int, int] = {}
@@ -109,26 +107,6 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def _load_corpus(parts: list[FileResult], work_root: Path) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray]:
-    """(id, content hash, source file and line of every document; band keys of those with shingles; their rows;
-    shingle counts of all) over a corpus's parts, in part order."""
-    tables, keys, rows, counts, offset = [], [], [], [], 0
-    for part in parts:
-        tables.append(pq.read_table(work_root / part.docs_path,
-                                    columns=["id", "content_hash", "source_file", "line", "url", "crawl_date"]))
-        with np.load(sig_path(work_root, part)) as z:
-            keys.append(z["keys"])
-            rows.append(z["rows"] + offset)
-            counts.append(z["counts"])
-        offset += tables[-1].num_rows
-    return pa.concat_tables(tables), np.concatenate(keys), np.concatenate(rows), np.concatenate(counts)
-
-
-def _part_starts(parts: list[FileResult]) -> np.ndarray:
-    """Row offsets of each ingest part in the corpus's concatenated order (a part holds `kept` rows)."""
-    return np.cumsum([0] + [p.kept for p in parts])
-
-
 def _corpus_fingerprint(parts: list[FileResult], work_root: Path) -> str:
     h = hashlib.sha256()
     for part in sorted(parts, key=lambda p: p.docs_path):
@@ -136,38 +114,14 @@ def _corpus_fingerprint(parts: list[FileResult], work_root: Path) -> str:
     return h.hexdigest()
 
 
-def _candidate_edges(keys: np.ndarray, key_pos: np.ndarray, alive: np.ndarray, id_rank: np.ndarray,
-                     index: DedupIndex, n: int, old_nodes: dict[tuple[int, int], int]) -> np.ndarray:
-    """Pairs that share a band key: new-new (star to the bucket's first by id) and new-old. `keys` holds the rows
-    of documents with shingles; key_pos maps a document to its row there."""
-    edges = []
-    live = np.flatnonzero(alive)
-    if len(live) == 0:
-        return np.zeros((0, 2), np.int64)
-    for band in range(keys.shape[1]):
-        k = keys[key_pos[live], band]
-        order = np.lexsort((id_rank[live], k))
-        ks, docs = k[order], live[order]
-        same = ~_run_starts(ks)
-        first = np.maximum.accumulate(np.where(~same, np.arange(len(ks)), 0))
-        edges.append(np.stack([docs[first[same]], docs[same]], axis=1))
-        old_k, old_rank, old_row = index.band(band)
-        if len(old_k) and len(k):
-            pos = np.minimum(np.searchsorted(old_k, k), len(old_k) - 1)
-            hit = old_k[pos] == k
-            for doc, r, row in zip(live[hit], old_rank[pos[hit]], old_row[pos[hit]]):
-                node = old_nodes.setdefault((int(r), int(row)), n + len(old_nodes))
-                edges.append(np.array([[doc, node]]))
-    if not edges:
-        return np.zeros((0, 2), np.int64)
-    return np.unique(np.concatenate(edges).astype(np.int64), axis=0)
-
-
-def dedup_corpus(corpus: str, parts: list[FileResult], cfg: DedupConfig, work_root: str | Path) -> DedupReport:
-    """Deduplicate one corpus against itself and the index; register what it keeps. Idempotent."""
+def dedup_corpus(corpus: str, parts: list[FileResult], cfg: DedupConfig, work_root: str | Path,
+                 candidates: list[str] | None = None, locked: bool = False) -> DedupReport:
+    """Deduplicate one corpus against itself and the index; register what it keeps. Idempotent. `candidates`: the
+    band groups' pair files (tasks/dedup_candidates.py), else the pairs are found here; `locked`: the caller holds
+    the index lock already (across the groups' tasks)."""
     work_root = Path(work_root)
     out_dir = work_root / STAGE / corpus
-    with index_lock(work_root, cfg.lock_wait_seconds):
+    with contextlib.nullcontext() if locked else index_lock(work_root, cfg.lock_wait_seconds):
         index = DedupIndex(work_root, index_params(cfg))
         fingerprint = _corpus_fingerprint(parts, work_root)
         entry = index.entry(corpus)
@@ -182,58 +136,11 @@ def dedup_corpus(corpus: str, parts: list[FileResult], cfg: DedupConfig, work_ro
                 raise DedupIndexError(f"corpus {corpus!r} is in the dedup index without its report: remove "
                                       f"{index.root} to rebuild the index")
             return DedupReport.model_validate({**done, "reused": True})
-        report = _decide_and_write(corpus, parts, cfg, work_root, index, fingerprint)
+        report = _decide_and_write(corpus, parts, cfg, work_root, index, fingerprint, candidates)
         write_json_atomic(out_dir / "_done.json", report.model_dump(mode="json"))
+        for path in [prep_path(work_root, corpus), *(candidates or [])]:  # the groups' hand-over, used up
+            Path(path).unlink(missing_ok=True)
         return report
-
-
-class _ShingleSets:
-    """Unique shingle hashes of the documents that candidate pairs name, read and hashed on demand."""
-
-    def __init__(self, parts, work_root, index, node_info, n, ngram):
-        self.parts, self.work_root, self.index, self.node_info, self.n, self.ngram = \
-            parts, work_root, index, node_info, n, ngram
-        self.starts = _part_starts(parts)
-        self.cache: dict[int, np.ndarray] = {}
-        self.pairs: dict[tuple[int, int], float] = {}
-
-    def _where(self, node: int) -> tuple[Path, int]:
-        if node < self.n:
-            k = int(np.searchsorted(self.starts, node, side="right")) - 1
-            return self.work_root / self.parts[k].docs_path, int(node - self.starts[k])
-        return self.index.locate(*self.node_info[node])
-
-    def prefetch(self, nodes) -> None:
-        """Hash the shingles of these documents, reading each Parquet file once (one part at a time)."""
-        by_file: dict[Path, list[tuple[int, int]]] = {}
-        for node in sorted(set(nodes) - set(self.cache)):
-            path, row = self._where(node)
-            by_file.setdefault(path, []).append((node, row))
-        for path, wanted in by_file.items():  # a batch at a time: memory is a batch, not the part's text
-            wanted.sort(key=lambda t: t[1])
-            rows = np.array([r for _, r in wanted], dtype=np.int64)
-            start, k = 0, 0
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=2000, columns=["text"]):
-                stop = k + int(np.searchsorted(rows[k:], start + batch.num_rows))
-                if stop > k:
-                    texts = batch.column(0).take(pa.array(rows[k:stop] - start)).to_pylist()
-                    for (node, _), text in zip(wanted[k:stop], texts):
-                        self.cache[node] = np.unique(shingle_hashes(word_hashes(words_of(text)), self.ngram))
-                    k = stop
-                start += batch.num_rows
-
-    def shingles(self, node: int) -> np.ndarray:
-        if node not in self.cache:
-            self.prefetch([node])
-        return self.cache[node]
-
-    def jaccard(self, a: int, b: int) -> float:
-        key = (min(a, b), max(a, b))
-        if key not in self.pairs:
-            sa, sb = self.shingles(a), self.shingles(b)
-            inter = len(np.intersect1d(sa, sb, assume_unique=True))
-            self.pairs[key] = inter / max(1, len(sa) + len(sb) - inter)
-        return self.pairs[key]
 
 
 EXACT, NEAR, URL = 1, 2, 3  # codes of a document's fate in the per-document arrays (0: kept)
@@ -252,9 +159,16 @@ class _Fates:
         self.near_keep: dict[int, str] = {}  # near duplicates: their kept twin's id (clusters are few)
 
 
-def _decide_and_write(corpus, parts, cfg, work_root, index, fingerprint) -> DedupReport:
-    t0 = time.perf_counter()
-    meta, keys, key_rows, counts = _load_corpus(parts, work_root)
+def _meta(parts: list[FileResult], work_root: Path) -> pa.Table:
+    """id, content hash, source file and line, url and crawl date of every document of a corpus, in part order."""
+    return pa.concat_tables([pq.read_table(work_root / p.docs_path, columns=["id", "content_hash", "source_file",
+                                                                            "line", "url", "crawl_date"])
+                             for p in parts])
+
+
+def _early_fates(meta: pa.Table, index: DedupIndex) -> tuple[_Fates, np.ndarray, pa.Table]:
+    """The fates that need no MinHash: a URL crawled again, an exact duplicate (of an earlier corpus, then within
+    this one). Returns (fates, each document's rank by id, the index's exact hashes)."""
     n = len(meta)
     ids, hashes = meta.column("id").combine_chunks(), meta.column("content_hash").combine_chunks()
     id_rank = np.empty(n, np.int64)
@@ -270,7 +184,7 @@ def _decide_and_write(corpus, parts, cfg, work_root, index, fingerprint) -> Dedu
         uniq, inv = np.unique(dates, return_inverse=True)
         date_rank = len(uniq) - 1 - inv  # 0: the latest capture (ISO 8601 dates sort as text)
         order = np.lexsort((id_rank[has], date_rank, group))
-        first = _run_starts(group[order])
+        first = run_starts(group[order])
         keeper = has[order][np.maximum.accumulate(np.where(first, np.arange(len(has)), 0))]
         again = has[order][~first]
         fate.reason[again], fate.keep_doc[again], fate.sim[again] = URL, keeper[~first], 1.0
@@ -282,27 +196,75 @@ def _decide_and_write(corpus, parts, cfg, work_root, index, fingerprint) -> Dedu
     fate.reason[hit], fate.keep_old[hit], fate.sim[hit] = EXACT, at[hit], 1.0
     group = hashes.dictionary_encode().indices.to_numpy()
     order = np.lexsort((id_rank, group))
-    first = _run_starts(group[order])
+    first = run_starts(group[order])
     keeper = order[np.maximum.accumulate(np.where(first, np.arange(n), 0))]
     dups, keeps = order[~first], keeper[~first]
     fresh = fate.reason[dups] == 0
     fate.reason[dups[fresh]], fate.keep_doc[dups[fresh]], fate.sim[dups[fresh]] = EXACT, keeps[fresh], 1.0
-    del group, order, first, keeper, dups, keeps, fresh, at, hit
+    return fate, id_rank, old_exact
 
-    # near: LSH candidates, verified on shingle sets, union-find into clusters
-    key_pos = np.full(n, -1, np.int64)
-    key_pos[key_rows] = np.arange(len(key_rows))
+
+def _near_pairs(parts, cfg, work_root, index, alive, id_rank, keys, key_pos, candidates):
+    """Every candidate pair with its Jaccard: measured here over all bands (the serial path), or merged from the band
+    groups' files. Returns ((a, b, sim) rows, (doc, node, sim) rows, shingle sets, node -> (rank, row))."""
+    n = len(alive)
+    if candidates is None:
+        new, old = candidate_pairs(keys, key_pos, alive, id_rank, index, range(keys.shape[1]))
+        nodes = old_nodes(old, n)
+        sets = ShingleSets(parts, work_root, index, {v: k for k, v in nodes.items()}, n, cfg.ngram)
+        new_s, old_s = with_similarity(new, old, sets, nodes)
+    else:
+        groups = []
+        for path in candidates:
+            with np.load(path) as z:
+                groups.append((z["new"], z["old"]))
+        new_s = np.unique(np.concatenate([g[0] for g in groups]), axis=0)
+        old_s = np.unique(np.concatenate([g[1] for g in groups]), axis=0)
+        nodes = old_nodes(old_s, n)
+        sets = ShingleSets(parts, work_root, index, {v: k for k, v in nodes.items()}, n, cfg.ngram)
+    old_e = np.column_stack([old_s[:, 0], [nodes[(int(r), int(w))] for r, w in old_s[:, 1:3]], old_s[:, 3]]
+                            ).reshape(-1, 3) if len(old_s) else np.zeros((0, 3))
+    for a, b, sim in [*new_s.tolist(), *old_e.tolist()]:
+        sets.pairs[(int(min(a, b)), int(max(a, b)))] = sim  # measured once; the clustering asks again
+    return new_s, old_e, sets, {v: k for k, v in nodes.items()}
+
+
+def prepare_near(corpus: str, parts: list[FileResult], cfg: DedupConfig, work_root: str | Path,
+                 groups: int) -> list[tuple[int, int]]:
+    """Before the band groups run (the caller holds the index lock): which documents are still candidates after
+    the URL and exact steps, and their id ranks, for the groups to read. Returns the band groups; none when the
+    corpus is in the index already (its clustering is reused)."""
+    work_root = Path(work_root)
+    index = DedupIndex(work_root, index_params(cfg))
+    if index.entry(corpus) is not None:
+        return []
+    meta = _meta(parts, work_root)
+    fate, id_rank, _ = _early_fates(meta, index)
+    _, key_rows, _ = load_keys(parts, work_root, sig_path, range(0))
+    alive = (key_positions(key_rows, len(meta)) >= 0) & (fate.reason == 0)
+    with atomic_path(prep_path(work_root, corpus)) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, alive=alive, id_rank=id_rank)
+    return band_groups(lsh_params(cfg.threshold, cfg.num_perm, cfg.false_negative_weight).bands, groups)
+
+
+def _decide_and_write(corpus, parts, cfg, work_root, index, fingerprint, candidates=None) -> DedupReport:
+    t0 = time.perf_counter()
+    meta = _meta(parts, work_root)
+    n = len(meta)
+    ids, hashes = meta.column("id").combine_chunks(), meta.column("content_hash").combine_chunks()
+    fate, id_rank, old_exact = _early_fates(meta, index)
+    keys, key_rows, counts = load_keys(parts, work_root, sig_path)  # every band: the index keeps them all
+    key_pos = key_positions(key_rows, n)
     alive = (key_pos >= 0) & (fate.reason == 0)
-    old_nodes: dict[tuple[int, int], int] = {}
-    edges = _candidate_edges(keys, key_pos, alive, id_rank, index, n, old_nodes)
-    node_info = {v: k for k, v in old_nodes.items()}
-    shingle_sets = _ShingleSets(parts, work_root, index, node_info, n, cfg.ngram)
-    jaccard = shingle_sets.jaccard
-    shingle_sets.prefetch(edges.ravel().tolist())
 
+    # near: LSH candidates (here, or by band group across workers), verified on shingle sets, union-find
+    new_s, old_e, shingle_sets, node_info = _near_pairs(parts, cfg, work_root, index, alive, id_rank, keys, key_pos,
+                                                        candidates)
+    jaccard = shingle_sets.jaccard
     uf = _UnionFind()
-    for a, b in edges:  # candidates are verified on their true shingle-set Jaccard
-        if jaccard(int(a), int(b)) >= cfg.verify_min_similarity:
+    for a, b, sim in [*new_s.tolist(), *old_e.tolist()]:  # verified on their true shingle-set Jaccard
+        if sim >= cfg.verify_min_similarity:
             uf.union(int(a), int(b))
     clusters: dict[int, list[int]] = {}
     for node in set(uf.parent) | set(uf.parent.values()):
@@ -343,13 +305,13 @@ def _decide_and_write(corpus, parts, cfg, work_root, index, fingerprint) -> Dedu
     _write_outputs(corpus, parts, work_root, meta, fate, kept_mask, ids, old_exact.column("id"))
     kept = np.flatnonzero(kept_mask)
     kept_parts = [[str(Path(STAGE) / corpus / Path(part.docs_path).name), int(kept_mask[a:b].sum())]
-                  for part, a, b in zip(parts, _part_starts(parts)[:-1], _part_starts(parts)[1:])]
+                  for part, a, b in zip(parts, part_starts(parts)[:-1], part_starts(parts)[1:])]
     shingled = kept[key_pos[kept] >= 0]
     report = DedupReport(
         corpus=corpus, docs_in=n, kept=len(kept), rejected=int((~kept_mask).sum()),
         exact_duplicates=int((fate.reason == EXACT).sum()), near_duplicates=int((fate.reason == NEAR).sum()),
         duplicate_urls=int((fate.reason == URL).sum()),
-        too_short_for_minhash=int((counts == 0).sum()), candidate_pairs=len(edges),
+        too_short_for_minhash=int((counts == 0).sum()), candidate_pairs=len(new_s) + len(old_e),
         cluster_sizes={str(k): v for k, v in sorted(sizes.items())},
         largest_clusters=[{"size": s, "kept_id": i} for s, i in sorted(largest, key=lambda t: (-t[0], t[1]))[:5]],
         kept_paths=[str((work_root / STAGE / corpus / Path(p.docs_path).name).relative_to(work_root)) for p in parts],
@@ -412,7 +374,15 @@ def _write_outputs(corpus, parts, work_root, meta, fate: _Fates, kept_mask, ids,
 
 
 def make_dedup_tasks(retries: int):
-    """The Prefect tasks: signatures mapped over parts (processes), clustering per corpus (in order)."""
+    """The Prefect tasks: signatures mapped over parts, near-duplicate pairs mapped over band groups, clustering per
+    corpus (in order)."""
     sign = stage_task(sign_part, "minhash-signatures", "minhash-{part.corpus}-{part.source_file}", retries)
     cluster = stage_task(dedup_corpus, "dedup-corpus", "dedup-{corpus}", retries)
-    return sign, cluster
+    near = stage_task(near_candidates_of, "dedup-near-candidates", "near-{corpus}-bands-{lo}-{hi}", retries)
+    return sign, near, cluster
+
+
+def near_candidates_of(corpus: str, parts: list[FileResult], cfg: DedupConfig, work_root: str, lo: int, hi: int
+                       ) -> str:
+    """One band group's pairs (tasks/dedup_candidates.py), under this stage's settings and signature files."""
+    return near_candidates(corpus, parts, cfg, work_root, lo, hi, index_params(cfg), sig_path)

@@ -13,7 +13,7 @@ import pytest
 from datasketch import MinHash
 
 from schemas.config import DedupConfig, IngestConfig
-from tasks.dedup import dedup_corpus, sign_part
+from tasks.dedup import dedup_corpus, near_candidates_of, prepare_near, sign_part
 from tasks.dedup_index import DedupIndexError, index_lock
 from tasks.ingest import FileJob, ingest_file
 from tasks.minhash import SCHEME, MinHasher, shingle_hash, shingles_of
@@ -29,10 +29,16 @@ def _neardups():
     return mod
 
 
-def run_corpus(work, name, path, cfg=DedupConfig()):
+def run_corpus(work, name, path, cfg=DedupConfig(), groups=0):
+    """Ingest, sign and dedup one file; with `groups`, the near-duplicate pairs come from that many band groups (what
+    the flow maps across workers), else from the serial path."""
     part = ingest_file(FileJob(name, str(path), path.name), IngestConfig(), work, "h")
     sign_part(part, cfg, work)
-    return dedup_corpus(name, [part], cfg, work)
+    if not groups:
+        return dedup_corpus(name, [part], cfg, work)
+    bands = prepare_near(name, [part], cfg, work, groups)
+    pairs = [near_candidates_of(name, [part], cfg, str(work), lo, hi) for lo, hi in bands]
+    return dedup_corpus(name, [part], cfg, work, pairs or None)
 
 
 def rejects(work, name):
@@ -183,3 +189,24 @@ def test_second_run_on_the_same_work_root_waits_then_refuses(tmp_path):
         t.join()
     with index_lock(tmp_path, 0.5):  # free again once the first run is done
         pass
+
+
+def test_band_groups_give_the_serial_paths_decisions_byte_for_byte(tmp_path, neardup_set, shared_corpora):
+    """Candidates split by band partition (as across workers), merged by union-find: the same clusters, kept set,
+    rejects and index as one process, within a corpus and against an earlier one."""
+    path, _, _ = neardup_set
+    lines = [json.loads(x) for x in head_lines(shared_corpora / "literature.jsonl.gz", 60)]
+    copies = write_jsonl_gz(tmp_path / "copies.jsonl.gz", [{"id": f"c-{r['id']}", "text": r["text"].replace(
+        " the ", " the very ", 2)} for r in lines[:30]])
+    first = write_jsonl_gz(tmp_path / "first.jsonl.gz", lines)
+    out = {}
+    for groups in (0, 3, 40):
+        work = tmp_path / f"g{groups}"
+        reps = [run_corpus(work, "set", path, groups=groups), run_corpus(work, "first", first, groups=groups),
+                run_corpus(work, "copies", copies, groups=groups)]
+        files = {p.relative_to(work).as_posix(): p.read_bytes() for p in sorted((work / "dedup").rglob("*"))
+                 if p.is_file() and p.suffix == ".parquet"}
+        out[groups] = ([r.model_dump(exclude={"seconds"}) for r in reps], files)
+        assert not list((work / "dedup").rglob(".near-*")), "the groups' hand-over files are removed"
+    assert out[0][0][0]["near_duplicates"] > 50 and out[0][0][2]["near_duplicates"] == 30
+    assert out[3] == out[0] and out[40] == out[0]
