@@ -32,7 +32,8 @@ def print_manifest(path: str | Path) -> None:
 
 
 @app.command()
-def inspect(manifest: Path = typer.Argument(..., help="A manifest version file, or a manifests/<name> folder.")) -> None:
+def inspect(manifest: str = typer.Argument(..., help="A manifest version file, or a manifests/<name> folder; local "
+                                                   "or a URL (s3://...: fetched and checked by sha256 first).")) -> None:
     """Print a manifest's domains, weights, tokens, epochs and warnings."""
     print_manifest(manifest)
 

@@ -84,6 +84,10 @@ RUNS: dict[str, str] = {
         "(dask scheduler --port {port2} --no-dashboard >/dev/null 2>&1 & S=$!; dask worker tcp://127.0.0.1:{port2} "
         "--nworkers 2 --nthreads 1 --no-dashboard >/dev/null 2>&1 & W=$!; sleep 4; curate run --config cluster.yaml "
         "--out {w}/cluster; r=$?; kill $W $S; exit $r)",
+    # Against a moto S3 server on loopback (the `world` fixture: bucket my-bucket with raw/legal/ in it).
+    "curate run s3://my-bucket/raw/legal/ --out s3://my-bucket/curate":
+        "curate run s3://my-bucket/raw/legal/ --out s3://my-bucket/curate --config {w}/tiny.yaml",
+    "curate inspect s3://my-bucket/curate/manifests/default": "curate inspect s3://my-bucket/curate/manifests/default",
     "curate run crawl=path/to/warcs/": "curate run crawl={repo}/../shared/corpora/web/iana.warc.gz --out {w}/crawl "
                                        "--config {w}/tiny.yaml",
     "python tests/benchmarks/bench_loader.py":
@@ -166,8 +170,30 @@ def world(tmp_path_factory):
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
     env["CURATE_MODEL_CACHE"] = os.environ["CURATE_MODEL_CACHE"]  # the session's trained default models
     info = {"w": w, "port": free_port(), "port2": free_port(), "repo": REPO, "env": env}
-    yield info
-    subprocess.run(f"cd {w}/svc && curate server down", shell=True, env=env, capture_output=True, timeout=120)
+    moto = _s3_server(env, w)
+    try:
+        yield info
+    finally:
+        subprocess.run(f"cd {w}/svc && curate server down", shell=True, env=env, capture_output=True, timeout=120)
+        moto.terminate()
+        moto.wait(timeout=30)
+
+
+def _s3_server(env: dict, w: Path) -> subprocess.Popen:
+    """A moto S3 server on loopback for the object-storage commands, the commands' env pointed at it, and the bucket
+    they name with a corpus under raw/legal/."""
+    from flows.server import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    env.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="docs", AWS_SECRET_ACCESS_KEY="docs",
+               AWS_DEFAULT_REGION="us-east-1", CURATE_CACHE=str(w / "cache"))
+    setup = ("import fsspec, sys, time\nfor _ in range(100):\n    try:\n        fs = fsspec.filesystem('s3')\n"
+             "        fs.mkdir('my-bucket')\n        break\n    except Exception:\n        time.sleep(0.2)\n"
+             "fs.put_file(sys.argv[1], 'my-bucket/raw/legal/legal.jsonl.gz')\n")
+    subprocess.run([sys.executable, "-c", setup, str(SAMPLE / "legal.jsonl.gz")], env=env, check=True, timeout=120)
+    return proc
 
 
 def _small_labeled(dest: Path) -> None:
