@@ -96,8 +96,8 @@ def _print_rule_drops(classified: list[dict]) -> None:
     t = Table(title="rules: drops per predicted domain (a high rate is a rule eating a domain)")
     for col in ("corpus", "domain", "docs", "dropped", "rate", "by rule", "mixed (corpus)"):
         t.add_column(col, justify="right" if col in ("docs", "dropped", "rate") else "left")
-    from schemas.report import ClassifyReport
-    from tasks.report import rule_drop_rows
+    from curate.schemas.report import ClassifyReport
+    from curate.tasks.report import rule_drop_rows
 
     for c in classified:
         cl = ClassifyReport.model_validate(c["classify"])
@@ -122,10 +122,10 @@ def train_classifier(
 ) -> None:
     """Train a fastText classifier. A domain model is judged leave-one-source-out (train without a source, test on
     it), which also calibrates its probabilities; the family split shows how well it knows its own sources."""
-    from schemas.config import ConfigError, load_config
-    from tasks.classifier import ClassifierError
-    from tasks.classify_models import train_kind
-    from tasks.quality_rules import RuleConfigError
+    from curate.schemas.config import ConfigError, load_config
+    from curate.tasks.classifier import ClassifierError
+    from curate.tasks.classify_models import train_kind
+    from curate.tasks.quality_rules import RuleConfigError
 
     if kind not in ("domain", "quality"):
         _fail(f"unknown classifier kind {kind!r}: use domain or quality")
@@ -176,21 +176,21 @@ def run(
     """Run the curate flow: ingest → dedup → classify, with a report of every document."""
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    from flows.runtime import start_server_early
+    from curate.flows.runtime import start_server_early
 
     start_server_early()  # it boots while the arguments, config and models are checked
-    from schemas.config import ConfigError, load_config
-    from tasks.classifier import ClassifierError
-    from tasks.classify_models import resolve_models
-    from tasks.inputs import InputError, resolve_inputs
-    from tasks.quality_rules import RuleConfigError
+    from curate.schemas.config import ConfigError, load_config
+    from curate.tasks.classifier import ClassifierError
+    from curate.tasks.classify_models import resolve_models
+    from curate.tasks.inputs import InputError, resolve_inputs
+    from curate.tasks.quality_rules import RuleConfigError
 
-    from flows import curate as curate_flow
+    from curate.flows import curate as curate_flow
 
     if not inputs and config is None and curate_flow.SAMPLE_CONFIG.is_file():
         config = curate_flow.SAMPLE_CONFIG
         console.print(f"bundled sample, config {config}")
-    from tasks.storage import Lease, StorageError, is_remote
+    from curate.tasks.storage import Lease, StorageError, is_remote
 
     try:  # every argument, rule name and model is checked before anything runs
         cfg = load_config(config)
@@ -202,9 +202,9 @@ def run(
                 resolve_models(cfg.classify)
     except (ConfigError, InputError, ClassifierError, RuleConfigError, StorageError) as err:
         _fail(str(err))
-    from flows.runtime import ServerUnreachable
-    from tasks.manifest import ManifestError
-    from tasks.tokenizer import TokenizerError
+    from curate.flows.runtime import ServerUnreachable
+    from curate.tasks.manifest import ManifestError
+    from curate.tasks.tokenizer import TokenizerError
     try:
         _run_with_progress(inputs, out, config)
     except (TokenizerError, ManifestError, ServerUnreachable, StorageError) as err:  # e.g. a tokenizer file that is not one, a budget too large
@@ -212,7 +212,7 @@ def run(
 
 
 def _run_with_progress(inputs, out: str, config: Optional[Path]) -> None:
-    from flows import curate as curate_flow
+    from curate.flows import curate as curate_flow
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[last]}"), console=console, transient=False) as progress:
@@ -239,7 +239,7 @@ def _run_with_progress(inputs, out: str, config: Optional[Path]) -> None:
         console.print(f"         [bold]{out}/classify/<corpus>/[/] (annotations beside the documents, rule rejects)")
     console.print(f"report:  [bold]{out}/report.json[/]")
     if report.get("manifest"):
-        from flows.cli_mix import print_manifest
+        from curate.flows.cli_mix import print_manifest
         print_manifest(report.get("manifest_local") or report["manifest"])  # a remote work root's: its local copy
 
 
@@ -247,9 +247,9 @@ def main() -> None:
     app()
 
 
-from flows import cli_mix as _cli_mix  # noqa: E402,F401  (registers train-tokenizer, mix and inspect on `app`)
-from flows import cli_proxy as _cli_proxy  # noqa: E402,F401  (registers train, learn-mixture, compare-mixtures)
-from flows import cli_server as _cli_server  # noqa: E402,F401  (registers server up / down)
+from curate.flows import cli_mix as _cli_mix  # noqa: E402,F401  (registers train-tokenizer, mix and inspect on `app`)
+from curate.flows import cli_proxy as _cli_proxy  # noqa: E402,F401  (registers train, learn-mixture, compare-mixtures)
+from curate.flows import cli_server as _cli_server  # noqa: E402,F401  (registers server up / down)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,11 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from flows.cli import _fail, app, console
+from curate.flows.cli import _fail, app, console
 
 
 def print_manifest(path: str | Path) -> None:
-    from tasks.manifest import ManifestError, load_manifest
+    from curate.tasks.manifest import ManifestError, load_manifest
 
     try:
         m = load_manifest(path)
@@ -45,9 +45,9 @@ def mix(
     method: Optional[str] = typer.Option(None, "--method", help="natural, uniform, temperature, unimax or manual."),
 ) -> None:
     """Write a new manifest version over every shard of the work root."""
-    from schemas.config import ConfigError, load_config
-    from tasks.manifest import ManifestError, build_manifest, collect_shards, latest_version, write_version
-    from tasks.tokenizer import TokenizerError, load_tokenizer, work_root_tokenizer
+    from curate.schemas.config import ConfigError, load_config
+    from curate.tasks.manifest import ManifestError, build_manifest, collect_shards, latest_version, write_version
+    from curate.tasks.tokenizer import TokenizerError, load_tokenizer, work_root_tokenizer
 
     try:
         cfg = load_config(config)
@@ -77,7 +77,7 @@ def train_tokenizer_cmd(
 ) -> None:
     """Train a tokenizer (sentencepiece with byte fallback, or an HF byte-level BPE) on a domain-balanced sample of
     curated documents; point tokenize.tokenizer at it."""
-    from tasks.tokenizer import TokenizerError, balanced_sample, train_tokenizer
+    from curate.tasks.tokenizer import TokenizerError, balanced_sample, train_tokenizer
 
     parts = []
     for ann in sorted((work / "classify").glob("*/*.annotations.parquet")):
@@ -106,8 +106,8 @@ def export_megatron_cmd(
     manifest: Path = typer.Option(..., "--manifest", "-m", help="A manifest version file, or a manifests/<name> folder."),
 ) -> None:
     """Write the manifest's domains as Megatron-Core indexed datasets (.bin/.idx) and print the Megatron flags."""
-    from tasks.manifest import ManifestError
-    from tasks.megatron import export_megatron
+    from curate.tasks.manifest import ManifestError
+    from curate.tasks.megatron import export_megatron
 
     try:
         with console.status("writing Megatron indexed datasets…"):

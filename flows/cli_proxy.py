@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from flows.cli import _fail, app, console, server_line
+from curate.flows.cli import _fail, app, console, server_line
 
 MANIFEST_HELP = "A manifest version file, or a manifests/<name> folder (its latest version)."
 CONFIG_HELP = "YAML config: its proxy (and learn) sections (see schemas/proxy.py)."
@@ -27,11 +27,11 @@ def _proxy_config(config: Optional[Path], steps: Optional[int], seed: Optional[i
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # before Prefect is imported
     from pydantic import ValidationError
 
-    from flows.runtime import start_server_early
+    from curate.flows.runtime import start_server_early
 
     start_server_early()
 
-    from schemas.config import load_config
+    from curate.schemas.config import load_config
 
     try:
         cfg = load_config(config)
@@ -51,12 +51,12 @@ def _run(flow_fn, check: list[str], proxy, method: str | None = None, **kwargs) 
     is one clear line."""
     from pydantic import ValidationError
 
-    from flows import proxy as proxy_flows
-    from flows.runtime import ServerUnreachable
-    from schemas.config import ConfigError
-    from tasks.manifest import ManifestError
-    from tasks.proxy_data import ProxyError
-    from tasks.proxy_train import preflight
+    from curate.flows import proxy as proxy_flows
+    from curate.flows.runtime import ServerUnreachable
+    from curate.schemas.config import ConfigError
+    from curate.tasks.manifest import ManifestError
+    from curate.tasks.proxy_data import ProxyError
+    from curate.tasks.proxy_train import preflight
 
     try:
         for m in check:
@@ -99,8 +99,8 @@ def train(
     steps: Optional[int] = STEPS, seed: Optional[int] = SEED, config: Optional[Path] = CONFIG,
 ) -> None:
     """Train the proxy model on a manifest; held-out loss per domain every eval_interval steps."""
-    from flows.proxy import train_proxy_flow
-    from schemas.proxy import ProxyResult
+    from curate.flows.proxy import train_proxy_flow
+    from curate.schemas.proxy import ProxyResult
 
     _, proxy, _ = _proxy_config(config, steps, seed)
     r = ProxyResult.model_validate(_run(train_proxy_flow, [str(manifest)], proxy, manifest=str(manifest)))
@@ -120,8 +120,8 @@ def learn_mixture(
     steps: Optional[int] = STEPS, seed: Optional[int] = SEED, config: Optional[Path] = CONFIG,
 ) -> None:
     """Learn mixture weights on proxies and write them as the manifest's next version."""
-    from flows.cli_mix import print_manifest
-    from flows.proxy import learn_mixture_flow
+    from curate.flows.cli_mix import print_manifest
+    from curate.flows.proxy import learn_mixture_flow
 
     cfg, proxy, learn = _proxy_config(config, steps, seed, method)
     out = _run(learn_mixture_flow, [str(manifest)], proxy, learn.method, manifest=str(manifest),
@@ -131,7 +131,7 @@ def learn_mixture(
     console.print(f"{'wrote' if out['new_version'] else 'unchanged, latest is'} [bold]{out['manifest']}[/]")
     print_manifest(out["manifest"])
     if learn.method == "regmix":
-        from tasks.manifest import load_manifest
+        from curate.tasks.manifest import load_manifest
 
         p = load_manifest(out["manifest"]).weights_provenance.parameters
         fit = p["fit_on_held_out_runs"]
@@ -150,8 +150,8 @@ def compare_mixtures(
 ) -> None:
     """Train fresh proxies on each manifest (same steps, several seeds); per-domain held-out loss, average and worst
     as mean ± spread, with the differences from the best that the seeds cannot tell apart marked."""
-    from flows.proxy import compare_mixtures_flow
-    from schemas.proxy import CompareResult
+    from curate.flows.proxy import compare_mixtures_flow
+    from curate.schemas.proxy import CompareResult
 
     _, proxy, _ = _proxy_config(config, steps, seed)
     out = _run(compare_mixtures_flow, [str(m) for m in manifests], proxy, manifests=[str(m) for m in manifests],

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from flows.cli import _fail, app, console
+from curate.flows.cli import _fail, app, console
 
 server_app = typer.Typer(no_args_is_help=True, help="A Prefect server with curate's deployments and a worker.")
 app.add_typer(server_app, name="server")
@@ -25,7 +25,7 @@ def up(
     curation_cron: str = typer.Option("0 3 * * *", "--curation-cron", help="Cron (UTC) of the scheduled curation."),
 ) -> None:
     """Start the server on 127.0.0.1, create the `curate` work pool, deploy deploy/prefect.yaml, start a worker."""
-    from flows.server import ServerError, server_up
+    from curate.flows.server import ServerError, server_up
 
     landing.mkdir(parents=True, exist_ok=True)
     try:
@@ -46,7 +46,7 @@ def env(home: Path = typer.Option(Path(".curate-server"), "--home", help=HOME_HE
     """Print the exports that point `curate` and `prefect` at the server `up` started: `eval "$(curate server env)"`."""
     import shlex
 
-    from flows.server import STATE_FILE, ServerError, client_env
+    from curate.flows.server import STATE_FILE, ServerError, client_env
 
     if not (home / STATE_FILE).is_file():
         _fail(f"no server started from {home} (no {home / STATE_FILE}): `curate server up` first")
@@ -61,7 +61,7 @@ def env(home: Path = typer.Option(Path(".curate-server"), "--home", help=HOME_HE
 @server_app.command("down")
 def down(home: Path = typer.Option(Path(".curate-server"), "--home", help=HOME_HELP)) -> None:
     """Stop the worker and the server that `curate server up` started here, and nothing else."""
-    from flows.server import server_down
+    from curate.flows.server import server_down
 
     stopped = server_down(home)
     console.print("stopped: " + ", ".join(stopped) if stopped else f"nothing to stop (no state in {home})")
@@ -73,7 +73,7 @@ def retry(
     work: Path = typer.Option(Path("out"), "--work", help="Work root whose catalog holds it."),
 ) -> None:
     """Start a failed backfill again: the next watch-corpora run starts it, and it resumes where it stopped."""
-    from tasks.landing import RETRY_STATUS, Catalog
+    from curate.tasks.landing import RETRY_STATUS, Catalog
 
     catalog = Catalog(work)
     entry = catalog.entries().get(name)

@@ -15,25 +15,25 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 
-from schemas.config import CurateConfig, load_config
-from schemas.report import ClassifyReport, DecontamReport, DedupReport, FileResult, RunReport, StageTiming, \
+from curate.schemas.config import CurateConfig, load_config
+from curate.schemas.report import ClassifyReport, DecontamReport, DedupReport, FileResult, RunReport, StageTiming, \
     TokenizePartResult, add_stage, summarise_classify, summarise_corpus, total_into
-from tasks.classify import PartRef, classify_reused, make_classify_task
-from tasks.classify_models import resolve_models
-from tasks.decontam import DecontamRef, build_index, decontam_reused, make_decontam_task
-from tasks.dedup import make_dedup_tasks, prepare_near, sign_reused
-from tasks.dedup_index import index_lock
-from tasks.ingest import ingest_reused, make_ingest_task
-from tasks.inputs import Corpus, InputError, resolve_inputs
-from tasks.manifest import build_manifest, collect_shards, latest_version, write_version
-from tasks.report import write_report
-from tasks.storage import checked_out, is_remote, local_path
-from tasks.tokenize import TokenizeRef, make_tokenize_task, tokenize_reused
-from tasks.tokenizer import ensure_tokenizer, vocabulary_warning
-from tasks.workdir import clean_orphans, write_json_atomic
+from curate.tasks.classify import PartRef, classify_reused, make_classify_task
+from curate.tasks.classify_models import resolve_models
+from curate.tasks.decontam import DecontamRef, build_index, decontam_reused, make_decontam_task
+from curate.tasks.dedup import make_dedup_tasks, prepare_near, sign_reused
+from curate.tasks.dedup_index import index_lock
+from curate.tasks.ingest import ingest_reused, make_ingest_task
+from curate.tasks.inputs import Corpus, InputError, resolve_inputs
+from curate.tasks.manifest import build_manifest, collect_shards, latest_version, write_version
+from curate.tasks.report import write_report
+from curate.tasks.storage import checked_out, is_remote, local_path
+from curate.tasks.tokenize import TokenizeRef, make_tokenize_task, tokenize_reused
+from curate.tasks.tokenizer import ensure_tokenizer, vocabulary_warning
+from curate.tasks.workdir import clean_orphans, write_json_atomic
 
-from flows.publish import delete_artifacts, publish
-from flows.runtime import label_flow_run, prefect_api, task_runner
+from curate.flows.publish import delete_artifacts, publish
+from curate.flows.runtime import label_flow_run, prefect_api, task_runner
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = REPO_ROOT / "data" / "sample"
@@ -175,7 +175,7 @@ def run_tokenize(refs: list[TokenizeRef], cfg: CurateConfig, work_root: Path, re
 def run_mix(cfg: CurateConfig, work_root: Path, flow_run_id: str | None) -> str:
     """A manifest version over every shard of the work root (old corpora and new); the same shards and
     config give back the latest version instead of a new one."""
-    from tasks.tokenizer import load_tokenizer, work_root_tokenizer
+    from curate.tasks.tokenizer import load_tokenizer, work_root_tokenizer
 
     shards = collect_shards(work_root)
     tok_path = cfg.tokenize.tokenizer or str(work_root_tokenizer(work_root))

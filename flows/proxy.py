@@ -11,11 +11,11 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, \
     update_progress_artifact
 
-from flows.runtime import prefect_api
-from schemas.proxy import CompareResult, LearnConfig, ProxyConfig, ProxyResult
-from tasks import learn_mixture as lm
-from tasks.plots import plot_run
-from tasks.proxy_train import train_proxy
+from curate.flows.runtime import prefect_api
+from curate.schemas.proxy import CompareResult, LearnConfig, ProxyConfig, ProxyResult
+from curate.tasks import learn_mixture as lm
+from curate.tasks.plots import plot_run
+from curate.tasks.proxy_train import train_proxy
 
 # The CLI's progress bars listen here: (run label, step, steps, message).
 LISTENERS: list[Callable[[str, int, int, str], None]] = []
@@ -92,7 +92,7 @@ def learn_mixture_flow(manifest: str, proxy: dict | None = None, learn: dict | N
 
 
 def _weights_of(manifest: str) -> dict[str, float]:
-    from tasks.manifest import load_manifest
+    from curate.tasks.manifest import load_manifest
     return {s.domain: s.weight for s in load_manifest(manifest).sources}
 
 

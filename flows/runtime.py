@@ -257,7 +257,7 @@ def task_runner(cfg):
                                              "processes": True, "dashboard_address": None})
     from prefect.task_runners import ProcessPoolTaskRunner
 
-    from tasks.stage_task import worker_init
+    from curate.tasks.stage_task import worker_init
 
     return ProcessPoolTaskRunner(max_workers=cfg.runner.workers, initializer=worker_init)
 

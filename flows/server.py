@@ -94,7 +94,7 @@ def client_env(home: Path) -> dict[str, str]:
 
 
 def wait_healthy(url: str, proc: subprocess.Popen | None, timeout: float, log: Path | None = None) -> None:
-    from flows.runtime import wait_healthy as poll
+    from curate.flows.runtime import wait_healthy as poll
 
     outcome = poll(url, proc, timeout)
     if outcome == "exited":
@@ -129,7 +129,7 @@ def server_up(home: Path, port: int, work_root: Path, landing: Path, corpora: Pa
         _write_state(home, url, started)
         wait_healthy(url, server, timeout, home / "server.log")
         _run(_prefect("work-pool", "create", POOL, "--type", "process", "--overwrite"), env, "creating the work pool")
-        _run([sys.executable, "-m", "flows.server", "zombie-automation", str(heartbeat_seconds)], env,
+        _run([sys.executable, "-m", "curate.flows.server", "zombie-automation", str(heartbeat_seconds)], env,
              "creating the crashed-run automation")
         _run(_prefect("--no-prompt", "deploy", "--all", "--prefect-file", str(PREFECT_FILE)), env, "deploying")
         if worker:

@@ -12,11 +12,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 
-from flows.curate import curate
-from flows.runtime import label_flow_run, task_runner
-from schemas.config import load_config
-from tasks.landing import READY_MARKER, Catalog, LandingError, check_unchanged, local_corpus, plan_watch, scan_landing
-from tasks.stage_task import is_transient
+from curate.flows.curate import curate
+from curate.flows.runtime import label_flow_run, task_runner
+from curate.schemas.config import load_config
+from curate.tasks.landing import READY_MARKER, Catalog, LandingError, check_unchanged, local_corpus, plan_watch, scan_landing
+from curate.tasks.stage_task import is_transient
 
 BACKFILL_DEPLOYMENT = "backfill/backfill"
 TRANSIENT_ATTEMPTS = 3  # a flaky disk or network; bad input and bad config fail at once, never retried

@@ -12,8 +12,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from schemas.annotations import PII_TYPES
-from schemas.proxy import LearnConfig, ProxyConfig
+from curate.schemas.annotations import PII_TYPES
+from curate.schemas.proxy import LearnConfig, ProxyConfig
 
 
 class _Strict(BaseModel):

@@ -17,17 +17,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from schemas.annotations import ANNOTATION_SCHEMA, LOW_QUALITY_REASON, PII_REASON, PII_TYPES, QUALITY_LABEL_HIGH
-from schemas.config import ClassifyConfig
-from schemas.documents import REJECT_SCHEMA, excerpt
-from schemas.report import ClassifyPartResult
-from tasks.classifier import LABEL_PREFIX, load_model, model_text, predict_probs
-from tasks.text_shape import code_shape
-from tasks.classify_models import QUALITY_LABELS, ModelRefs, rule_set
-from tasks.pii import redact
-from tasks.quality_rules import RuleSet
-from tasks.stage_task import reuse, stage_task
-from tasks.workdir import atomic_path, file_fingerprint, write_json_atomic
+from curate.schemas.annotations import ANNOTATION_SCHEMA, LOW_QUALITY_REASON, PII_REASON, PII_TYPES, QUALITY_LABEL_HIGH
+from curate.schemas.config import ClassifyConfig
+from curate.schemas.documents import REJECT_SCHEMA, excerpt
+from curate.schemas.report import ClassifyPartResult
+from curate.tasks.classifier import LABEL_PREFIX, load_model, model_text, predict_probs
+from curate.tasks.text_shape import code_shape
+from curate.tasks.classify_models import QUALITY_LABELS, ModelRefs, rule_set
+from curate.tasks.pii import redact
+from curate.tasks.quality_rules import RuleSet
+from curate.tasks.stage_task import reuse, stage_task
+from curate.tasks.workdir import atomic_path, file_fingerprint, write_json_atomic
 
 STAGE = "classify"
 HIST_BINS = 10

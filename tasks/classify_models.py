@@ -13,13 +13,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from schemas.annotations import QUALITY_LABEL_HIGH, QUALITY_LABEL_LOW
-from schemas.config import ClassifyConfig
-from tasks import _textscan, quality_rules
-from tasks.classifier import ClassifierError, LabeledDoc, TrainParams, cached_model, family_of, load_model, \
+from curate.schemas.annotations import QUALITY_LABEL_HIGH, QUALITY_LABEL_LOW
+from curate.schemas.config import ClassifyConfig
+from curate.tasks import _textscan, quality_rules
+from curate.tasks.classifier import ClassifierError, LabeledDoc, TrainParams, cached_model, family_of, load_model, \
     model_text, read_labeled, train, windows
-from tasks.workdir import write_json_atomic
-from tasks.quality_rules import RuleSet
+from curate.tasks.workdir import write_json_atomic
+from curate.tasks.quality_rules import RuleSet
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_LABELED = REPO_ROOT / "data" / "labeled" / "domain.jsonl.gz"
@@ -70,7 +70,7 @@ def train_kind(kind: str, data: Path, out_dir: Path, cfg: ClassifyConfig, label_
         raise ClassifierError(f"unknown classifier kind {kind!r}: use domain or quality")
     metrics = train(docs, params, out_dir, source=str(data), quantize=quantize)
     if kind == "domain" and sources_eval and len({d.source for d in docs}) > 1 and all(d.source for d in docs):
-        from tasks.domain_eval import leave_one_source_out
+        from curate.tasks.domain_eval import leave_one_source_out
 
         metrics["leave_one_source_out"] = loso = leave_one_source_out(docs, params,
                                                                       threshold=cfg.min_domain_confidence)

@@ -24,12 +24,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from schemas.config import DecontamConfig, EvalSetSpec
-from schemas.documents import REJECT_SCHEMA, excerpt
-from schemas.report import DecontamPartResult
-from tasks.minhash import word_hashes, words_of
-from tasks.stage_task import reuse, stage_task
-from tasks.workdir import atomic_path, file_fingerprint, write_json_atomic
+from curate.schemas.config import DecontamConfig, EvalSetSpec
+from curate.schemas.documents import REJECT_SCHEMA, excerpt
+from curate.schemas.report import DecontamPartResult
+from curate.tasks.minhash import word_hashes, words_of
+from curate.tasks.stage_task import reuse, stage_task
+from curate.tasks.workdir import atomic_path, file_fingerprint, write_json_atomic
 
 STAGE = "decontam"
 CONTAMINATED = "contaminated"

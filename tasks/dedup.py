@@ -20,16 +20,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from schemas.config import DedupConfig
-from schemas.documents import REJECT_SCHEMA, excerpt
-from schemas.documents import RejectReason as R
-from schemas.report import DedupReport, FileResult
-from tasks.dedup_candidates import (ShingleSets, band_groups, candidate_pairs, key_positions, load_keys,
+from curate.schemas.config import DedupConfig
+from curate.schemas.documents import REJECT_SCHEMA, excerpt
+from curate.schemas.documents import RejectReason as R
+from curate.schemas.report import DedupReport, FileResult
+from curate.tasks.dedup_candidates import (ShingleSets, band_groups, candidate_pairs, key_positions, load_keys,
                                     near_candidates, old_nodes, part_starts, prep_path, run_starts, with_similarity)
-from tasks.dedup_index import DedupIndex, DedupIndexError, index_lock
-from tasks.minhash import LSHParams, MinHasher, band_keys, lsh_params
-from tasks.stage_task import stage_task
-from tasks.workdir import atomic_path, file_fingerprint, read_json, write_json_atomic
+from curate.tasks.dedup_index import DedupIndex, DedupIndexError, index_lock
+from curate.tasks.minhash import LSHParams, MinHasher, band_keys, lsh_params
+from curate.tasks.stage_task import stage_task
+from curate.tasks.workdir import atomic_path, file_fingerprint, read_json, write_json_atomic
 
 STAGE = "dedup"
 

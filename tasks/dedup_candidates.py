@@ -19,11 +19,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from schemas.config import DedupConfig
-from schemas.report import FileResult
-from tasks.dedup_index import DedupIndex
-from tasks.minhash import shingle_hashes, word_hashes, words_of
-from tasks.workdir import atomic_path
+from curate.schemas.config import DedupConfig
+from curate.schemas.report import FileResult
+from curate.tasks.dedup_index import DedupIndex
+from curate.tasks.minhash import shingle_hashes, word_hashes, words_of
+from curate.tasks.workdir import atomic_path
 
 PREP = ".near-prep.npz"  # the coordinator's input to the groups: which documents are still alive, their id ranks
 

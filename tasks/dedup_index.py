@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.workdir import atomic_path, write_json_atomic
+from curate.tasks.workdir import atomic_path, write_json_atomic
 
 
 class DedupIndexError(RuntimeError):

@@ -15,7 +15,7 @@ from pathlib import Path
 import fasttext
 import numpy as np
 
-from tasks.classifier import ClassifierError, LabeledDoc, TrainParams, evaluate, fit, predict_probs, temper
+from curate.tasks.classifier import ClassifierError, LabeledDoc, TrainParams, evaluate, fit, predict_probs, temper
 
 TEMPERATURES = np.round(np.arange(0.5, 8.01, 0.05), 2)
 ECE_BINS = 10

@@ -20,16 +20,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
-from schemas.config import IngestConfig
-from schemas.documents import DOCUMENT_SCHEMA, REJECT_SCHEMA, WEB_FIELDS, excerpt
-from schemas.documents import RejectReason as R
-from schemas.report import FileResult
-from tasks.langid import identify
-from tasks.normalize import normalize_text
-from tasks.readers import FileLevelError, RawRecord, input_kind, read_records
-from tasks.web import WarcTally, WebFilter, read_warc
-from tasks.stage_task import stage_task
-from tasks.workdir import atomic_path, file_fingerprint, read_json, write_json_atomic
+from curate.schemas.config import IngestConfig
+from curate.schemas.documents import DOCUMENT_SCHEMA, REJECT_SCHEMA, WEB_FIELDS, excerpt
+from curate.schemas.documents import RejectReason as R
+from curate.schemas.report import FileResult
+from curate.tasks.langid import identify
+from curate.tasks.normalize import normalize_text
+from curate.tasks.readers import FileLevelError, RawRecord, input_kind, read_records
+from curate.tasks.web import WarcTally, WebFilter, read_warc
+from curate.tasks.stage_task import stage_task
+from curate.tasks.workdir import atomic_path, file_fingerprint, read_json, write_json_atomic
 
 STAGE = "ingest"
 # Parquet settings are fixed so that the same input and config give byte-identical parts.

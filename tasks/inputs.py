@@ -15,10 +15,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from schemas.documents import RejectReason as R
-from tasks.ingest import FileJob
-from tasks.readers import input_kind
-from tasks.storage import StorageError, is_remote, local_path, stage_input
+from curate.schemas.documents import RejectReason as R
+from curate.tasks.ingest import FileJob
+from curate.tasks.readers import input_kind
+from curate.tasks.storage import StorageError, is_remote, local_path, stage_input
 
 _SUFFIXES = (".jsonl.gz", ".jsonl.zst", ".ndjson.gz", ".ndjson.zst", ".jsonl", ".ndjson", ".parquet", ".txt", ".warc.gz",
              ".warc")

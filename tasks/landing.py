@@ -17,9 +17,9 @@ from pathlib import Path
 
 import xxhash
 
-from tasks.inputs import CORPUS_NAME, RESERVED_NAMES, walk_folder
-from tasks.storage import StorageError, filesystem, is_remote, stage_input
-from tasks.workdir import read_json, write_json_atomic
+from curate.tasks.inputs import CORPUS_NAME, RESERVED_NAMES, walk_folder
+from curate.tasks.storage import StorageError, filesystem, is_remote, stage_input
+from curate.tasks.workdir import read_json, write_json_atomic
 
 READY_MARKER = "_READY"
 RETRY_STATUS = "retry"  # set by `curate server retry NAME`: the next watch starts the corpus's backfill again

@@ -8,17 +8,17 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from schemas.config import MixConfig
-from schemas.manifest import WeightsProvenance
-from schemas.proxy import CompareResult, CompareRow, LearnConfig, ProxyConfig, ProxyResult
-from schemas.report import ShardInfo
-from tasks.manifest import build_manifest, latest_version, load_manifest, write_version
-from tasks.proxy_data import ProxyError
-from tasks.plots import plot_compare, plot_run
-from tasks.proxy_train import resolve_manifest_path, train_proxy, work_root_of
-from tasks.seed_noise import seed_summary, within_noise
-from tasks.tokenizer import TokenizerInfo
-from tasks.workdir import write_json_atomic
+from curate.schemas.config import MixConfig
+from curate.schemas.manifest import WeightsProvenance
+from curate.schemas.proxy import CompareResult, CompareRow, LearnConfig, ProxyConfig, ProxyResult
+from curate.schemas.report import ShardInfo
+from curate.tasks.manifest import build_manifest, latest_version, load_manifest, write_version
+from curate.tasks.proxy_data import ProxyError
+from curate.tasks.plots import plot_compare, plot_run
+from curate.tasks.proxy_train import resolve_manifest_path, train_proxy, work_root_of
+from curate.tasks.seed_noise import seed_summary, within_noise
+from curate.tasks.tokenizer import TokenizerInfo
+from curate.tasks.workdir import write_json_atomic
 
 # (run label, step, steps, message)
 MultiProgress = Callable[[str, int, int, str], None]
@@ -65,7 +65,7 @@ def learn_regmix(manifest: Path, cfg: ProxyConfig, learn: LearnConfig, progress:
 
     import numpy as np
 
-    from tasks import regmix
+    from curate.tasks import regmix
 
     m = load_manifest(manifest)
     domains = [s.domain for s in m.sources]

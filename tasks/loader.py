@@ -27,9 +27,9 @@ import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from tasks.manifest import ManifestError, load_manifest, open_shard, resolve_manifest
-from tasks.mixing import largest_remainder
-from tasks.schedule import CHUNK, Schedule
+from curate.tasks.manifest import ManifestError, load_manifest, open_shard, resolve_manifest
+from curate.tasks.mixing import largest_remainder
+from curate.tasks.schedule import CHUNK, Schedule
 
 STATE_VERSION = 1
 GROUP_TOKENS = 1 << 19  # tokens a MixtureLoader worker sends per message (see MixtureLoader)

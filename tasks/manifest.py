@@ -21,14 +21,14 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 from pydantic import ValidationError
 
-from schemas.config import MixConfig
-from schemas.manifest import Budget, Exports, Manifest, Producer, ShardRef, Source, TokenizerRef, WeightsProvenance
-from schemas.report import ShardInfo
-from schemas.shards import META_DOMAIN, META_SPLIT, META_TOKENIZER_SHA
-from tasks import mixing
-from tasks.storage import StorageError, fetch_manifest, is_remote
-from tasks.tokenizer import TokenizerInfo, sha256_file
-from tasks.workdir import commit_new, read_json, temp_name, write_json_atomic
+from curate.schemas.config import MixConfig
+from curate.schemas.manifest import Budget, Exports, Manifest, Producer, ShardRef, Source, TokenizerRef, WeightsProvenance
+from curate.schemas.report import ShardInfo
+from curate.schemas.shards import META_DOMAIN, META_SPLIT, META_TOKENIZER_SHA
+from curate.tasks import mixing
+from curate.tasks.storage import StorageError, fetch_manifest, is_remote
+from curate.tasks.tokenizer import TokenizerInfo, sha256_file
+from curate.tasks.workdir import commit_new, read_json, temp_name, write_json_atomic
 
 ROOT_FROM_MANIFEST = "../.."
 
@@ -277,7 +277,7 @@ def open_shard(manifest_path: Path, manifest: Manifest, domain: str, ref: ShardR
 def collect_shards(work_root: Path) -> list[ShardInfo]:
     """Every shard the work root's tokenize stage has completed, all corpora (a backfill's new ones and
     the old ones alike); shards of more than one tokenizer are an error."""
-    from schemas.report import TokenizePartResult
+    from curate.schemas.report import TokenizePartResult
 
     shards, toks = [], set()
     for done in sorted((Path(work_root) / "tokenize").glob("*/*.done.json")):

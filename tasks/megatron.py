@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from schemas.manifest import Manifest, ShardRef
-from tasks.manifest import ROOT_FROM_MANIFEST, load_manifest, megatron_prefix, open_shard, resolve_manifest
-from tasks.workdir import atomic_path
+from curate.schemas.manifest import Manifest, ShardRef
+from curate.tasks.manifest import ROOT_FROM_MANIFEST, load_manifest, megatron_prefix, open_shard, resolve_manifest
+from curate.tasks.workdir import atomic_path
 
 HEADER = b"MMIDIDX\x00\x00"
 DTYPE_CODES = {np.dtype(np.uint16): 8, np.dtype(np.int32): 4}  # megatron.core.datasets.indexed_dataset.DType

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from tasks import _textscan
+from curate.tasks import _textscan
 
 
 def normalize_text(text: str) -> str:

@@ -11,7 +11,7 @@ import re
 from collections import Counter
 from typing import Iterator
 
-from tasks import _textscan
+from curate.tasks import _textscan
 
 PLACEHOLDERS = {
     "email": "<EMAIL>",

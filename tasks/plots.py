@@ -10,8 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from schemas.proxy import CompareResult, ProxyResult  # noqa: E402
-from tasks.workdir import atomic_path  # noqa: E402
+from curate.schemas.proxy import CompareResult, ProxyResult  # noqa: E402
+from curate.tasks.workdir import atomic_path  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from schemas.manifest import Manifest
-from tasks.loader import MixtureDataset
-from tasks.manifest import open_shard
+from curate.schemas.manifest import Manifest
+from curate.tasks.loader import MixtureDataset
+from curate.tasks.manifest import open_shard
 
 
 class ProxyError(ValueError):

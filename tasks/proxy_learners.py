@@ -13,10 +13,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from schemas.proxy import LearnConfig
-from tasks.loader import MixtureDataset
-from tasks.mixture_learning import check_collapse, doremi_update, domain_excess, loss_softmax
-from tasks.proxy_data import AdaptiveBatches, ManifestBatches
+from curate.schemas.proxy import LearnConfig
+from curate.tasks.loader import MixtureDataset
+from curate.tasks.mixture_learning import check_collapse, doremi_update, domain_excess, loss_softmax
+from curate.tasks.proxy_data import AdaptiveBatches, ManifestBatches
 
 
 class Baseline:

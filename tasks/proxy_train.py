@@ -18,13 +18,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from schemas.proxy import EvalPoint, LearnConfig, ProxyConfig, ProxyResult
-from tasks.loader import MixtureDataset
-from tasks.manifest import ROOT_FROM_MANIFEST, load_manifest
-from tasks.proxy_data import ProxyError, validation_blocks
-from tasks.proxy_learners import Baseline, DoReMi, LossSoftmax
-from tasks.proxy_model import ProxyLM
-from tasks.workdir import atomic_path, read_json, write_json_atomic
+from curate.schemas.proxy import EvalPoint, LearnConfig, ProxyConfig, ProxyResult
+from curate.tasks.loader import MixtureDataset
+from curate.tasks.manifest import ROOT_FROM_MANIFEST, load_manifest
+from curate.tasks.proxy_data import ProxyError, validation_blocks
+from curate.tasks.proxy_learners import Baseline, DoReMi, LossSoftmax
+from curate.tasks.proxy_model import ProxyLM
+from curate.tasks.workdir import atomic_path, read_json, write_json_atomic
 
 # (step, steps, message): the CLI's progress bar and the flow's progress artifact.
 Progress = Callable[[int, int, str], None]

@@ -15,7 +15,7 @@ import functools
 from collections import Counter
 from typing import Callable, Union
 
-from tasks import _textscan
+from curate.tasks import _textscan
 
 RuleResult = Union[bool, tuple[bool, str]]
 Rule = Callable[..., RuleResult]

@@ -26,7 +26,7 @@ import orjson
 import pyarrow.parquet as pq
 import zstandard
 
-from schemas.documents import RejectReason as R
+from curate.schemas.documents import RejectReason as R
 
 SNIFF_BYTES = 8192
 CHUNK = 1 << 20

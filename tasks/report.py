@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from schemas.report import ClassifyReport, RunReport
-from tasks.workdir import write_json_atomic
+from curate.schemas.report import ClassifyReport, RunReport
+from curate.tasks.workdir import write_json_atomic
 
 
 def _mb(n: int) -> str:

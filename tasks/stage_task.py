@@ -41,7 +41,7 @@ def stage_task(fn: Callable, name: str, run_name: str | Callable[[], str], retri
 def reuse(done_path: Path, key: Callable[[], dict], model, outputs: Callable[[dict], list[Path]]):
     """The stage's result recorded in `done_path`, marked reused, when it was made under the same content key and
     its outputs are all there; else None. (The key is computed only when a result and its outputs exist.)"""
-    from tasks.workdir import read_json
+    from curate.tasks.workdir import read_json
 
     done = read_json(done_path)
     if not done or not all(p.exists() for p in outputs(done)) or done.get("key") != key():

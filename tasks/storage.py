@@ -300,7 +300,7 @@ def stage_input(url: str) -> Path:
 
 def _fetch_verified(fs, remote: str, dest: Path, sha256: str) -> None:
     """`remote` at `dest`, unless a copy with this sha256 is there already; a download of other bytes is refused."""
-    from tasks.tokenizer import sha256_file
+    from curate.tasks.tokenizer import sha256_file
 
     if dest.is_file() and sha256_file(dest) == sha256:
         return
@@ -322,7 +322,7 @@ def fetch_manifest(url: str) -> Path:
     file, which every reader of a local manifest takes as it is."""
     import re
 
-    from schemas.manifest import Manifest
+    from curate.schemas.manifest import Manifest
 
     fs, path = filesystem(url.rstrip("/"))
     if not path.endswith(".json"):

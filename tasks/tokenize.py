@@ -23,13 +23,13 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import xxhash
 
-from schemas.config import TokenizeConfig
-from schemas.report import ShardInfo, TokenizePartResult
-from schemas.shards import META_DOCS, META_DOMAIN, META_FORMAT, META_SPLIT, META_TOKENIZER_SHA, META_TOKENS, \
+from curate.schemas.config import TokenizeConfig
+from curate.schemas.report import ShardInfo, TokenizePartResult
+from curate.schemas.shards import META_DOCS, META_DOMAIN, META_FORMAT, META_SPLIT, META_TOKENIZER_SHA, META_TOKENS, \
     SHARD_FORMAT_VERSION, token_shard_schema, token_type
-from tasks.tokenizer import HFTokenizer, TokenizerInfo, load_tokenizer
-from tasks.stage_task import reuse, stage_task
-from tasks.workdir import atomic_path, file_fingerprint, write_json_atomic
+from curate.tasks.tokenizer import HFTokenizer, TokenizerInfo, load_tokenizer
+from curate.tasks.stage_task import reuse, stage_task
+from curate.tasks.workdir import atomic_path, file_fingerprint, write_json_atomic
 
 STAGE = "tokenize"
 TRAIN, VALIDATION = "train", "validation"

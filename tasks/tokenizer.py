@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import sentencepiece as spm
 import xxhash
 
-from tasks.workdir import atomic_path, read_json, write_json_atomic
+from curate.tasks.workdir import atomic_path, read_json, write_json_atomic
 
 SETTINGS_FILE = "settings.json"  # how the work root's tokenizer was trained
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlsplit
 
-from schemas.documents import RejectReason as R
+from curate.schemas.documents import RejectReason as R
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
@@ -166,7 +166,7 @@ def read_warc(path: Path, max_bytes: int, text_field: str, id_field: str, extrac
     back until the file is known to end after it, so that a record the file is cut inside is `truncated_file`."""
     from fastwarc.warc import ArchiveIterator
 
-    from tasks.readers import RawRecord
+    from curate.tasks.readers import RawRecord
 
     n, held, last_doc, last_any = 0, None, -1, 0
     with open(path, "rb") as f:
@@ -197,7 +197,7 @@ def read_warc(path: Path, max_bytes: int, text_field: str, id_field: str, extrac
 
 def _document(n: int, rec, kind: str, max_bytes: int, text_field: str, id_field: str, extractor: str,
               url_filter: WebFilter):
-    from tasks.readers import RawRecord
+    from curate.tasks.readers import RawRecord
 
     url = rec.headers.get("WARC-Target-URI") or ""
     if kind == "revisit":

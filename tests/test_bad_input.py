@@ -7,9 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from schemas.config import IngestConfig
-from tasks.ingest import FileJob, ingest_file
-from tasks.inputs import InputError, resolve_inputs
+from curate.schemas.config import IngestConfig
+from curate.tasks.ingest import FileJob, ingest_file
+from curate.tasks.inputs import InputError, resolve_inputs
 from tests.conftest import head_lines
 
 GOOD = [json.dumps({"id": f"d{i}", "text": f"Document number {i} says something useful about rivers."}).encode() + b"\n"

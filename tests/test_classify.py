@@ -4,11 +4,11 @@ import hashlib
 import pyarrow.parquet as pq
 import pytest
 
-from schemas.annotations import ANNOTATION_SCHEMA
-from schemas.config import ClassifyConfig, IngestConfig, PiiConfig
-from tasks.classify import PartRef, classify_part
-from tasks.classify_models import resolve_models
-from tasks.ingest import FileJob, ingest_file
+from curate.schemas.annotations import ANNOTATION_SCHEMA
+from curate.schemas.config import ClassifyConfig, IngestConfig, PiiConfig
+from curate.tasks.classify import PartRef, classify_part
+from curate.tasks.classify_models import resolve_models
+from curate.tasks.ingest import FileJob, ingest_file
 from tests.conftest import SAMPLE
 
 
@@ -92,8 +92,8 @@ def test_code_a_model_never_learned_is_not_dropped_by_prose_rules(work, models, 
     rules off it, and the run says per domain and rule what was dropped."""
     import dataclasses
 
-    from tasks.classifier import TrainParams, train
-    from tasks.classify_models import _sha256, domain_docs
+    from curate.tasks.classifier import TrainParams, train
+    from curate.tasks.classify_models import _sha256, domain_docs
 
     root, parts = work
     prose = [r for r in labeled_records.values() if r["domain"] != "code"]

@@ -1,6 +1,6 @@
 import pytest
 
-from schemas.config import ConfigError, CurateConfig, load_config, parse_config
+from curate.schemas.config import ConfigError, CurateConfig, load_config, parse_config
 
 
 def test_defaults_are_valid_and_documented():

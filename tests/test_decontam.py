@@ -5,9 +5,9 @@ import json
 
 import pyarrow.parquet as pq
 
-from schemas.config import DecontamConfig, EvalSetSpec, IngestConfig
-from tasks.decontam import DecontamRef, build_index, decontaminate_part
-from tasks.ingest import FileJob, ingest_file
+from curate.schemas.config import DecontamConfig, EvalSetSpec, IngestConfig
+from curate.tasks.decontam import DecontamRef, build_index, decontaminate_part
+from curate.tasks.ingest import FileJob, ingest_file
 from tests.conftest import head_lines
 
 

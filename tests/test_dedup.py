@@ -12,11 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 from datasketch import MinHash
 
-from schemas.config import DedupConfig, IngestConfig
-from tasks.dedup import dedup_corpus, near_candidates_of, prepare_near, sign_part
-from tasks.dedup_index import DedupIndexError, index_lock
-from tasks.ingest import FileJob, ingest_file
-from tasks.minhash import SCHEME, MinHasher, shingle_hash, shingles_of
+from curate.schemas.config import DedupConfig, IngestConfig
+from curate.tasks.dedup import dedup_corpus, near_candidates_of, prepare_near, sign_part
+from curate.tasks.dedup_index import DedupIndexError, index_lock
+from curate.tasks.ingest import FileJob, ingest_file
+from curate.tasks.minhash import SCHEME, MinHasher, shingle_hash, shingles_of
 from tests.conftest import REPO, head_lines
 
 BENCH = REPO.parent / "shared" / "bench" / "make_neardups.py"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.landing import Catalog
+from curate.tasks.landing import Catalog
 from tests.conftest import REPO, SAMPLE
 
 pytestmark = pytest.mark.slow
@@ -157,7 +157,7 @@ def _in_order(words: list[str], within: list[str]) -> bool:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from flows.server import free_port
+    from curate.flows.server import free_port
 
     w = tmp_path_factory.mktemp("docs")
     (w / "tiny.yaml").write_text(TINY)
@@ -182,7 +182,7 @@ def world(tmp_path_factory):
 def _s3_server(env: dict, w: Path) -> subprocess.Popen:
     """A moto S3 server on loopback for the object-storage commands, the commands' env pointed at it, and the bucket
     they name with a corpus under raw/legal/."""
-    from flows.server import free_port
+    from curate.flows.server import free_port
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
@@ -290,7 +290,7 @@ def test_the_compose_file_runs_the_tested_commands():
     assert "prefect --no-prompt deploy --all --prefect-file deploy/prefect.yaml" in command
     assert "prefect worker start --pool curate" in command
     required = yaml.safe_load((REPO / "deploy" / "prefect.yaml").read_text())["build"][0]
-    names = required["flows.deploy_checks.require_environment"]["names"]
+    names = required["curate.flows.deploy_checks.require_environment"]["names"]
     assert set(names) <= set(worker["environment"]), set(names) - set(worker["environment"])
     server = compose["services"]["server"]["environment"]
     assert server["PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED"] == "true"

@@ -6,8 +6,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
-from flows.curate import run_curate
+from curate.flows.cli import app
+from curate.flows.curate import run_curate
 from tests.conftest import SAMPLE
 
 

@@ -6,12 +6,12 @@ import warnings
 import numpy as np
 import pytest
 
-from schemas.config import MixConfig, TokenizeConfig
-from tasks.loader import MixtureDataset
-from tasks.manifest import build_manifest, collect_shards, load_manifest, open_shard, resolve_manifest, write_version
-from tasks.megatron import export_megatron
-from tasks.tokenize import tokenize_part
-from tasks.tokenizer import load_tokenizer, train_tokenizer
+from curate.schemas.config import MixConfig, TokenizeConfig
+from curate.tasks.loader import MixtureDataset
+from curate.tasks.manifest import build_manifest, collect_shards, load_manifest, open_shard, resolve_manifest, write_version
+from curate.tasks.megatron import export_megatron
+from curate.tasks.tokenize import tokenize_part
+from curate.tasks.tokenizer import load_tokenizer, train_tokenizer
 from tests.test_shards_manifest import curate_sample
 
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from schemas.config import MixConfig
-from tasks.loader import MixtureDataset
-from tasks.manifest import ManifestError, build_manifest, collect_shards, write_version
+from curate.schemas.config import MixConfig
+from curate.tasks.loader import MixtureDataset
+from curate.tasks.manifest import ManifestError, build_manifest, collect_shards, write_version
 from tests.test_shards_manifest import curate_sample
 
 SEQ = 255

@@ -7,16 +7,16 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import flows.proxy  # noqa: F401  (Prefect sets up its log handlers on import: on the real stdout, not CliRunner's)
-from flows.cli import app
-from schemas.config import MixConfig
-from schemas.proxy import LearnConfig, ProxyConfig
-from tasks.learn_mixture import compare_mixtures, learn_mixture, run_dir
-from tasks.loader import MixtureDataset
-from tasks.manifest import build_manifest, collect_shards, load_manifest, write_version
-from tasks.mixture_learning import loss_softmax
-from tasks.proxy_data import ProxyError
-from tasks.proxy_train import train_proxy
+import curate.flows.proxy  # noqa: F401  (Prefect sets up its log handlers on import: on the real stdout, not CliRunner's)
+from curate.flows.cli import app
+from curate.schemas.config import MixConfig
+from curate.schemas.proxy import LearnConfig, ProxyConfig
+from curate.tasks.learn_mixture import compare_mixtures, learn_mixture, run_dir
+from curate.tasks.loader import MixtureDataset
+from curate.tasks.manifest import build_manifest, collect_shards, load_manifest, write_version
+from curate.tasks.mixture_learning import loss_softmax
+from curate.tasks.proxy_data import ProxyError
+from curate.tasks.proxy_train import train_proxy
 from tests.test_shards_manifest import curate_sample
 
 TINY = ProxyConfig(n_layer=1, n_head=2, n_embd=32, seq_len=64, batch_size=4, steps=8, warmup_steps=2,
@@ -164,7 +164,7 @@ def test_learn_mixture_flow_publishes_weights_losses_and_the_plot(prefect_harnes
 
     from prefect.client.orchestration import get_client
 
-    from flows.proxy import learn_mixture_flow
+    from curate.flows.proxy import learn_mixture_flow
     from tests.test_flow import _artifacts
 
     out = learn_mixture_flow(str(work[3]), proxy=TINY.model_dump(), learn={"method": "doremi"})
@@ -181,7 +181,7 @@ def test_learn_mixture_flow_publishes_weights_losses_and_the_plot(prefect_harnes
 
 
 def test_regmix_fits_runs_on_random_mixtures_and_writes_the_predicted_best(work):
-    from tasks.manifest import load_manifest
+    from curate.tasks.manifest import load_manifest
 
     _, _, _, natural, _ = work
     learn = LearnConfig(method="regmix", regmix_runs=6, regmix_candidates=2000, regmix_top=20)

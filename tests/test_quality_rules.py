@@ -3,8 +3,8 @@
 The documents come from the shipped seed set (data/labeled, real text from ../shared/corpora)."""
 import pytest
 
-from schemas.config import DEFAULT_RULES
-from tasks.quality_rules import RULES, Doc, RuleConfigError, RuleSet
+from curate.schemas.config import DEFAULT_RULES
+from curate.tasks.quality_rules import RULES, Doc, RuleConfigError, RuleSet
 
 # rule: (a real document it drops, the detail it gives, a real document it keeps)
 CASES = {
@@ -115,8 +115,8 @@ def test_code_shape_separates_real_code_from_real_prose(labeled_records):
     default threshold."""
     from collections import defaultdict
 
-    from schemas.config import ClassifyConfig
-    from tasks.text_shape import code_shape
+    from curate.schemas.config import ClassifyConfig
+    from curate.tasks.text_shape import code_shape
 
     threshold = ClassifyConfig().code_shape
     by_source = defaultdict(list)

@@ -48,7 +48,7 @@ def test_a_local_dask_cluster_gives_the_local_runners_outputs(tmp_path, local):
 
 
 def test_an_existing_scheduler_and_its_workers(tmp_path, local):
-    from flows.server import free_port
+    from curate.flows.server import free_port
 
     port = free_port()
     procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),

@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flows.runtime import ServerUnreachable, check_reachable
-from flows.server import PREFECT_FILE, REPO_ROOT, free_port, replace_worker, server_down, server_up
-from tasks.landing import READY_MARKER, Catalog
+from curate.flows.runtime import ServerUnreachable, check_reachable
+from curate.flows.server import PREFECT_FILE, REPO_ROOT, free_port, replace_worker, server_down, server_up
+from curate.tasks.landing import READY_MARKER, Catalog
 from tests.conftest import SAMPLE
 
 pytestmark = pytest.mark.slow

@@ -7,9 +7,9 @@ import re
 import orjson
 import pytest
 
-from tasks import _textscan
-from tasks.normalize import normalize_text
-from tasks.quality_rules import BULLETS, C4_TERMINAL, STOP_WORDS, TERMINAL_PUNCT
+from curate.tasks import _textscan
+from curate.tasks.normalize import normalize_text
+from curate.tasks.quality_rules import BULLETS, C4_TERMINAL, STOP_WORDS, TERMINAL_PUNCT
 
 EDGES = [
     "", " ", "\n", "\n\n\n", "a", "  indented\n\n\n\n\n\nafter  \t\n\n", "\r\n\r\nx\ry\r\n", "\t \n \t\nz",

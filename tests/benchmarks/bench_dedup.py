@@ -35,9 +35,9 @@ CHILD = r"""
 import sys, json, time
 sys.path.insert(0, {repo!r})
 from concurrent.futures import ProcessPoolExecutor
-from schemas.config import DedupConfig
-from schemas.report import FileResult
-from tasks.dedup import sign_part, dedup_corpus
+from curate.schemas.config import DedupConfig
+from curate.schemas.report import FileResult
+from curate.tasks.dedup import sign_part, dedup_corpus
 parts = [FileResult.model_validate(p) for p in json.load(open({parts!r}))]
 cfg = DedupConfig()
 t0 = time.perf_counter()
@@ -72,7 +72,7 @@ def make_set(out: Path, docs: int) -> tuple[list[dict], list[dict]]:
 def signature_speed(texts: list[str]) -> None:
     from datasketch import MinHash
 
-    from tasks.minhash import MinHasher, shingles_of
+    from curate.tasks.minhash import MinHasher, shingles_of
 
     mb = sum(len(t.encode()) for t in texts) / 1e6
     hasher = MinHasher()
@@ -92,8 +92,8 @@ def signature_speed(texts: list[str]) -> None:
 def run_ours(records: list[dict], tmp: Path, workers: int) -> tuple[dict, float, dict[str, str]]:
     import pyarrow.parquet as pq
 
-    from schemas.config import IngestConfig
-    from tasks.ingest import FileJob, ingest_file
+    from curate.schemas.config import IngestConfig
+    from curate.tasks.ingest import FileJob, ingest_file
 
     src, work = tmp / "parts", tmp / "work"
     src.mkdir()
@@ -165,8 +165,8 @@ def main() -> None:
         except ImportError as err:
             print(f"datatrove not installed ({err}); pip install -e '.[bench]' to compare")
         else:
-            from tasks.dedup import index_params
-            from schemas.config import DedupConfig
+            from curate.tasks.dedup import index_params
+            from curate.schemas.config import DedupConfig
             p = index_params(DedupConfig())  # the same LSH bands x rows as ours
             dt = run_datatrove(tmp / "parts", tmp / "datatrove", args.workers, p["bands"], p["rows"])
             d_recall, d_precision, _ = score(records, pairs, dt["rep_of"], dt["near"], mod)

@@ -30,13 +30,13 @@ CURATE = Path(sys.executable).parent / "curate"
 
 
 def floor(files: list[Path], tokenizer: Path) -> dict[str, float]:
-    from schemas.config import ClassifyConfig
-    from tasks.classifier import load_model, model_text
-    from tasks.classify_models import resolve_models
-    from tasks.langid import identify
-    from tasks.minhash import MinHasher
-    from tasks.tokenize import encode_batch
-    from tasks.tokenizer import load_tokenizer
+    from curate.schemas.config import ClassifyConfig
+    from curate.tasks.classifier import load_model, model_text
+    from curate.tasks.classify_models import resolve_models
+    from curate.tasks.langid import identify
+    from curate.tasks.minhash import MinHasher
+    from curate.tasks.tokenize import encode_batch
+    from curate.tasks.tokenizer import load_tokenizer
 
     t0 = time.process_time()
     texts = []

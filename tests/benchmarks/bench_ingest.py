@@ -24,10 +24,10 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from schemas.config import IngestConfig  # noqa: E402
-from tasks.ingest import PARQUET_OPTS, FileJob, ingest_file  # noqa: E402
-from tasks.langid import identify  # noqa: E402
-from tasks.normalize import normalize_text  # noqa: E402
+from curate.schemas.config import IngestConfig  # noqa: E402
+from curate.tasks.ingest import PARQUET_OPTS, FileJob, ingest_file  # noqa: E402
+from curate.tasks.langid import identify  # noqa: E402
+from curate.tasks.normalize import normalize_text  # noqa: E402
 
 
 def baseline(path: Path) -> tuple[float, int]:

@@ -21,8 +21,8 @@ import orjson
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tasks.langid import _model  # noqa: E402
-from tasks.normalize import normalize_text  # noqa: E402
+from curate.tasks.langid import _model  # noqa: E402
+from curate.tasks.normalize import normalize_text  # noqa: E402
 
 
 def main() -> None:

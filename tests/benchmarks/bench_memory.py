@@ -24,9 +24,9 @@ CHILD = """
 import json, sys, time
 sys.path.insert(0, {repo!r})
 from pathlib import Path
-from schemas.config import DedupConfig, IngestConfig
-from tasks.dedup import dedup_corpus, sign_part
-from tasks.ingest import FileJob, ingest_file
+from curate.schemas.config import DedupConfig, IngestConfig
+from curate.tasks.dedup import dedup_corpus, sign_part
+from curate.tasks.ingest import FileJob, ingest_file
 work = Path({work!r})
 t0 = time.perf_counter()
 part = ingest_file(FileJob("tiny", {src!r}, "tiny.jsonl"), IngestConfig(), work, "bench")
