@@ -185,7 +185,7 @@ def run(
     from curate.tasks.inputs import InputError, resolve_inputs
     from curate.tasks.quality_rules import RuleConfigError
 
-    from curate.flows import curate as curate_flow
+    from curate.flows import curation as curate_flow
 
     if not inputs and config is None and curate_flow.SAMPLE_CONFIG.is_file():
         config = curate_flow.SAMPLE_CONFIG
@@ -212,7 +212,7 @@ def run(
 
 
 def _run_with_progress(inputs, out: str, config: Optional[Path]) -> None:
-    from curate.flows import curate as curate_flow
+    from curate.flows import curation as curate_flow
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[last]}"), console=console, transient=False) as progress:

@@ -101,13 +101,14 @@ def train(
     """Train the proxy model on a manifest; held-out loss per domain every eval_interval steps."""
     from curate.flows.proxy import train_proxy_flow
     from curate.schemas.proxy import ProxyResult
+    from curate.schemas.work_root import WorkRoot
 
     _, proxy, _ = _proxy_config(config, steps, seed)
     r = ProxyResult.model_validate(_run(train_proxy_flow, [str(manifest)], proxy, manifest=str(manifest)))
     print_losses(f"{r.run_id}: held-out loss per domain (nats/token)", list(r.final_losses),
                  [(f"step {h.step}", h.losses, sum(h.losses.values()) / len(h.losses),
                    max(h.losses, key=h.losses.get), max(h.losses.values())) for h in r.history])
-    where = Path(r.manifest).parent.parent.parent / "proxy" / r.run_id
+    where = WorkRoot(Path(r.manifest).parent.parent.parent).proxy_run(r.run_id)
     console.print(f"{r.parameters:,} parameters, {r.tokens_trained:,} tokens, {r.seconds:.0f} s"
                   + (f" (resumed at step {r.resumed_from_step})" if r.resumed_from_step else ""))
     console.print(f"run: [bold]{where}[/] (result.json, checkpoint.pt, curves.png)")

@@ -12,7 +12,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 
-from curate.flows.curate import curate
+from curate.flows.curation import curate
 from curate.flows.runtime import label_flow_run, task_runner
 from curate.schemas.config import load_config
 from curate.tasks.landing import READY_MARKER, Catalog, LandingError, check_unchanged, local_corpus, plan_watch, scan_landing

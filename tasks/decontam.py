@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from curate.schemas.config import DecontamConfig, EvalSetSpec
 from curate.schemas.documents import REJECT_SCHEMA, excerpt
 from curate.schemas.report import DecontamPartResult
+from curate.schemas.work_root import WorkRoot
 from curate.tasks.minhash import word_hashes, words_of
 from curate.tasks.stage_task import reuse, stage_task
 from curate.tasks.workdir import atomic_path, file_fingerprint, write_json_atomic
@@ -103,7 +104,7 @@ def build_index(cfg: DecontamConfig, work_root: Path) -> EvalIndex | None:
         return None
     sets = {spec.name: _set_texts(spec) for spec in cfg.sets}
     key = hashlib.sha256(json.dumps({"n": cfg.ngram, "sets": sets}, sort_keys=True).encode()).hexdigest()[:16]
-    path = Path(work_root) / STAGE / "evalsets" / f"{key}.npz"
+    path = WorkRoot(work_root).evalset(key)
     if not path.exists():
         table: dict[int, tuple[str, str]] = {}
         for name, texts in sets.items():
@@ -142,7 +143,7 @@ class DecontamRef:
 
 def _paths(work_root: Path, ref: DecontamRef) -> tuple[Path, Path, Path]:
     stem = Path(ref.docs_path).name.removesuffix(".docs.parquet")
-    base = work_root / STAGE / ref.corpus
+    base = WorkRoot(work_root).stage(STAGE, ref.corpus)
     return base / f"{stem}.docs.parquet", base / f"{stem}.rejects.parquet", base / f"{stem}.done.json"
 
 

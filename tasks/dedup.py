@@ -24,6 +24,7 @@ from curate.schemas.config import DedupConfig
 from curate.schemas.documents import REJECT_SCHEMA, excerpt
 from curate.schemas.documents import RejectReason as R
 from curate.schemas.report import DedupReport, FileResult
+from curate.schemas.work_root import WorkRoot
 from curate.tasks.dedup_candidates import (ShingleSets, band_groups, candidate_pairs, key_positions, load_keys,
                                     near_candidates, old_nodes, part_starts, prep_path, run_starts, with_similarity)
 from curate.tasks.dedup_index import DedupIndex, DedupIndexError, index_lock
@@ -48,7 +49,7 @@ def _params_hash(cfg: DedupConfig) -> str:
 
 def sig_path(work_root: Path, part: FileResult) -> Path:
     name = Path(part.docs_path).name.replace(".docs.parquet", ".bands.npz")
-    return Path(work_root) / STAGE / "sigs" / part.corpus / name
+    return WorkRoot(work_root).signatures(part.corpus, name)
 
 
 def sign_reused(part: FileResult, cfg: DedupConfig, work_root: str | Path) -> str | None:
@@ -120,7 +121,7 @@ def dedup_corpus(corpus: str, parts: list[FileResult], cfg: DedupConfig, work_ro
     band groups' pair files (tasks/dedup_candidates.py), else the pairs are found here; `locked`: the caller holds
     the index lock already (across the groups' tasks)."""
     work_root = Path(work_root)
-    out_dir = work_root / STAGE / corpus
+    out_dir = WorkRoot(work_root).stage(STAGE, corpus)
     with contextlib.nullcontext() if locked else index_lock(work_root, cfg.lock_wait_seconds):
         index = DedupIndex(work_root, index_params(cfg))
         fingerprint = _corpus_fingerprint(parts, work_root)
@@ -250,6 +251,7 @@ def prepare_near(corpus: str, parts: list[FileResult], cfg: DedupConfig, work_ro
 
 def _decide_and_write(corpus, parts, cfg, work_root, index, fingerprint, candidates=None) -> DedupReport:
     t0 = time.perf_counter()
+    out_dir = WorkRoot(work_root).stage(STAGE, corpus)
     meta = _meta(parts, work_root)
     n = len(meta)
     ids, hashes = meta.column("id").combine_chunks(), meta.column("content_hash").combine_chunks()
@@ -314,8 +316,8 @@ def _decide_and_write(corpus, parts, cfg, work_root, index, fingerprint, candida
         too_short_for_minhash=int((counts == 0).sum()), candidate_pairs=len(new_s) + len(old_e),
         cluster_sizes={str(k): v for k, v in sorted(sizes.items())},
         largest_clusters=[{"size": s, "kept_id": i} for s, i in sorted(largest, key=lambda t: (-t[0], t[1]))[:5]],
-        kept_paths=[str((work_root / STAGE / corpus / Path(p.docs_path).name).relative_to(work_root)) for p in parts],
-        rejects_path=str((work_root / STAGE / corpus / "rejects.parquet").relative_to(work_root)),
+        kept_paths=[WorkRoot(work_root).relative(out_dir / Path(p.docs_path).name) for p in parts],
+        rejects_path=WorkRoot(work_root).relative(out_dir / "rejects.parquet"),
         seconds=round(time.perf_counter() - t0, 3),
     )
     index.add(corpus, fingerprint, ids.take(pa.array(kept)), hashes.take(pa.array(kept)),
@@ -338,7 +340,7 @@ def _excerpts(parts: list[FileResult], work_root: Path, rows: np.ndarray):
 
 
 def _write_outputs(corpus, parts, work_root, meta, fate: _Fates, kept_mask, ids, old_ids) -> None:
-    out_dir = work_root / STAGE / corpus
+    out_dir = WorkRoot(work_root).stage(STAGE, corpus)
     offset = 0
     for part in parts:
         with atomic_path(out_dir / Path(part.docs_path).name) as tmp:

@@ -21,11 +21,11 @@ import pyarrow.parquet as pq
 
 from curate.schemas.config import DedupConfig
 from curate.schemas.report import FileResult
+from curate.schemas.work_root import WorkRoot
 from curate.tasks.dedup_index import DedupIndex
 from curate.tasks.minhash import shingle_hashes, word_hashes, words_of
 from curate.tasks.workdir import atomic_path
 
-PREP = ".near-prep.npz"  # the coordinator's input to the groups: which documents are still alive, their id ranks
 
 
 def part_starts(parts: list[FileResult]) -> np.ndarray:
@@ -156,11 +156,11 @@ def key_positions(key_rows: np.ndarray, n: int) -> np.ndarray:
 
 
 def prep_path(work_root: Path, corpus: str) -> Path:
-    return Path(work_root) / "dedup" / corpus / PREP
+    return WorkRoot(work_root).near_prep(corpus)
 
 
 def groups_path(work_root: Path, corpus: str, lo: int, hi: int) -> Path:
-    return Path(work_root) / "dedup" / corpus / f".near-bands-{lo:02d}-{hi:02d}.npz"
+    return WorkRoot(work_root).near_group(corpus, lo, hi)
 
 
 def near_candidates(corpus: str, parts: list[FileResult], cfg: DedupConfig, work_root: str, lo: int, hi: int,

@@ -11,6 +11,8 @@ arrays, one band at a time. A lock file serialises runs.
 """
 from __future__ import annotations
 
+from curate.schemas.work_root import WorkRoot
+
 import contextlib
 import fcntl
 import json
@@ -31,7 +33,7 @@ class DedupIndexError(RuntimeError):
 
 class DedupIndex:
     def __init__(self, work_root: Path, params: dict):
-        self.root = Path(work_root) / "dedup" / "index"
+        self.root = WorkRoot(work_root).dedup_index()
         self.params = params
         self.registry_path = self.root / "registry.json"
         self.registry = self._load_registry()
@@ -130,7 +132,7 @@ class DedupIndex:
 @contextlib.contextmanager
 def index_lock(work_root: Path, wait_seconds: float) -> Iterator[None]:
     """One run at a time updates the index: a second waits up to `wait_seconds`, then refuses."""
-    path = Path(work_root) / "dedup" / "index.lock"
+    path = WorkRoot(work_root).dedup_lock()
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as f:
         deadline = time.monotonic() + wait_seconds

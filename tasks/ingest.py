@@ -24,6 +24,7 @@ from curate.schemas.config import IngestConfig
 from curate.schemas.documents import DOCUMENT_SCHEMA, REJECT_SCHEMA, WEB_FIELDS, excerpt
 from curate.schemas.documents import RejectReason as R
 from curate.schemas.report import FileResult
+from curate.schemas.work_root import WorkRoot
 from curate.tasks.langid import identify
 from curate.tasks.normalize import normalize_text
 from curate.tasks.readers import FileLevelError, RawRecord, input_kind, read_records
@@ -51,7 +52,7 @@ def part_key(source_file: str) -> str:
 
 
 def part_paths(work_root: Path, job: FileJob) -> tuple[Path, Path, Path]:
-    base = work_root / STAGE / job.corpus / part_key(job.source_file)
+    base = WorkRoot(work_root).stage(STAGE, job.corpus) / part_key(job.source_file)
     return base.with_name(base.name + ".docs.parquet"), base.with_name(base.name + ".rejects.parquet"), base.with_name(
         base.name + ".done.json"
     )

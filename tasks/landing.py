@@ -9,6 +9,8 @@ corpus already there triggers nothing, and one whose files changed since it was 
 """
 from __future__ import annotations
 
+from curate.schemas.work_root import WorkRoot
+
 import fcntl
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -120,7 +122,7 @@ class Catalog:
     """<work root>/catalog/corpora.json: name -> fingerprint, path, status, flow run, manifest, times."""
 
     def __init__(self, work_root: str | Path):
-        self.dir = Path(work_root) / "catalog"
+        self.dir = WorkRoot(work_root).catalog()
         self.path = self.dir / "corpora.json"
 
     def entries(self) -> dict[str, dict]:

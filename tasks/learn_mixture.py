@@ -12,6 +12,7 @@ from curate.schemas.config import MixConfig
 from curate.schemas.manifest import WeightsProvenance
 from curate.schemas.proxy import CompareResult, CompareRow, LearnConfig, ProxyConfig, ProxyResult
 from curate.schemas.report import ShardInfo
+from curate.schemas.work_root import WorkRoot
 from curate.tasks.manifest import build_manifest, latest_version, load_manifest, write_version
 from curate.tasks.proxy_data import ProxyError
 from curate.tasks.plots import plot_compare, plot_run
@@ -29,7 +30,7 @@ def _progress(progress: MultiProgress | None, label: str):
 
 
 def run_dir(result: ProxyResult) -> Path:
-    return work_root_of(Path(result.manifest)) / "proxy" / result.run_id
+    return WorkRoot(work_root_of(Path(result.manifest))).proxy_run(result.run_id)
 
 
 def write_learned_manifest(manifest: str | Path, weights: dict[str, float], provenance: WeightsProvenance
@@ -171,7 +172,7 @@ def compare_mixtures(manifests: list[str | Path], cfg: ProxyConfig, progress: Mu
                 (getattr(best, f"{key}_loss"), getattr(best, f"{key}_spread"))))
     result = CompareResult(config=cfg, domains=sorted(rows[0].losses), rows=rows, seeds=seed_list)
     digest = hashlib.sha256(json.dumps([r.run_ids for r in rows]).encode()).hexdigest()[:10]
-    out = work_root_of(paths[0]) / "proxy" / f"compare-{digest}"
+    out = WorkRoot(work_root_of(paths[0])).comparison(digest)
     write_json_atomic(out / "compare.json", result.model_dump(mode="json"))
     plot_compare(result, out / "compare.png")
     return result, out

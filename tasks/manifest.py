@@ -25,6 +25,7 @@ from curate.schemas.config import MixConfig
 from curate.schemas.manifest import Budget, Exports, Manifest, Producer, ShardRef, Source, TokenizerRef, WeightsProvenance
 from curate.schemas.report import ShardInfo
 from curate.schemas.shards import META_DOMAIN, META_SPLIT, META_TOKENIZER_SHA
+from curate.schemas.work_root import WorkRoot
 from curate.tasks import mixing
 from curate.tasks.storage import StorageError, fetch_manifest, is_remote
 from curate.tasks.tokenizer import TokenizerInfo, sha256_file
@@ -133,7 +134,7 @@ def build_manifest(shards: list[ShardInfo], tok: TokenizerInfo, cfg: MixConfig, 
 
 
 def manifest_dir(work_root: Path, name: str) -> Path:
-    return Path(work_root) / "manifests" / name
+    return WorkRoot(work_root).manifests(name)
 
 
 _VERSION_FILE = re.compile(r"^v(\d{4,})\.json$")
@@ -280,7 +281,7 @@ def collect_shards(work_root: Path) -> list[ShardInfo]:
     from curate.schemas.report import TokenizePartResult
 
     shards, toks = [], set()
-    for done in sorted((Path(work_root) / "tokenize").glob("*/*.done.json")):
+    for done in sorted(WorkRoot(work_root).stage("tokenize").glob("*/*.done.json")):
         data = read_json(done)
         if not data:
             continue

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from curate.schemas.proxy import EvalPoint, LearnConfig, ProxyConfig, ProxyResult
+from curate.schemas.work_root import WorkRoot
 from curate.tasks.loader import MixtureDataset
 from curate.tasks.manifest import ROOT_FROM_MANIFEST, load_manifest
 from curate.tasks.proxy_data import ProxyError, validation_blocks
@@ -136,7 +137,7 @@ def train_proxy(manifest: str | Path, cfg: ProxyConfig, role: str = "baseline", 
            **({"weights": [round(float(w), 8) for w in weights]} if weights is not None else {})}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
     run_id = f"{role}-{m.name}-v{m.version:04d}-{digest[:10]}"
-    run_dir = work_root_of(manifest_path) / "proxy" / run_id
+    run_dir = WorkRoot(work_root_of(manifest_path)).proxy_run(run_id)
     done = read_json(run_dir / "result.json")
     if done and done.get("key") == key:
         return ProxyResult.model_validate(done["result"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from curate.schemas.report import ClassifyReport, RunReport
+from curate.schemas.work_root import WorkRoot
 from curate.tasks.workdir import write_json_atomic
 
 
@@ -15,8 +16,8 @@ def write_report(report: RunReport, work_root: Path) -> Path:
     """report.json (latest) and runs/<started_at>.json (history) under the work root."""
     data = report.model_dump(mode="json")
     stamp = report.started_at.replace(":", "").replace("-", "")
-    write_json_atomic(work_root / "runs" / f"{stamp}.json", data)
-    path = work_root / "report.json"
+    write_json_atomic(WorkRoot(work_root).run_record(stamp), data)
+    path = WorkRoot(work_root).report()
     write_json_atomic(path, data)
     return path
 

@@ -27,6 +27,7 @@ from curate.schemas.config import TokenizeConfig
 from curate.schemas.report import ShardInfo, TokenizePartResult
 from curate.schemas.shards import META_DOCS, META_DOMAIN, META_FORMAT, META_SPLIT, META_TOKENIZER_SHA, META_TOKENS, \
     SHARD_FORMAT_VERSION, token_shard_schema, token_type
+from curate.schemas.work_root import WorkRoot
 from curate.tasks.tokenizer import HFTokenizer, TokenizerInfo, load_tokenizer
 from curate.tasks.stage_task import reuse, stage_task
 from curate.tasks.workdir import atomic_path, file_fingerprint, write_json_atomic
@@ -183,7 +184,7 @@ def _key(ref: TokenizeRef, tokenizer_sha: str, cfg: TokenizeConfig, work_root: P
 
 
 def _done_path(ref: TokenizeRef, work_root: Path) -> Path:
-    return work_root / STAGE / ref.corpus / f"{Path(ref.docs_path).name.removesuffix('.docs.parquet')}.done.json"
+    return WorkRoot(work_root).stage(STAGE, ref.corpus) / f"{Path(ref.docs_path).name.removesuffix('.docs.parquet')}.done.json"
 
 
 def tokenize_reused(ref: TokenizeRef, tokenizer_sha: str, cfg: TokenizeConfig,
@@ -225,7 +226,7 @@ def tokenize_part(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, wo
             split = VALIDATION if held_out[i] else TRAIN
             key_ = (domains[i], split)
             if key_ not in sets:
-                base = work_root / "tokens" / domains[i] / split / ref.corpus / f"{stem}-{content_key}"
+                base = WorkRoot(work_root).tokens(domains[i], split, ref.corpus, f"{stem}-{content_key}")
                 sets[key_] = _ShardSet(base, work_root, domains[i], split, tok, cfg.shard_tokens)
             sets[key_].add(ids[i], ref.corpus, quality[i], tokens)
     for k in sorted(sets):

@@ -5,6 +5,8 @@ file. Vocabularies beyond 65,536 ids give uint32 tokens end to end (shards, load
 """
 from __future__ import annotations
 
+from curate.schemas.work_root import WorkRoot
+
 import hashlib
 import io
 from dataclasses import dataclass
@@ -209,7 +211,7 @@ def _commit_model(out_dir: Path, kind: str, model: bytes, about: dict, requested
 
 def work_root_tokenizer(work_root: Path, kind: str | None = None) -> Path:
     """The work root's own tokenizer file: the one there, else where one of `kind` would go."""
-    folder = Path(work_root) / "tokenizer"
+    folder = WorkRoot(work_root).tokenizer_dir()
     for name in MODEL_FILES.values():
         if (folder / name).is_file():
             return folder / name

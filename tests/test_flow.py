@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from curate.flows.cli import app
-from curate.flows.curate import run_curate
+from curate.flows.curation import run_curate
 from tests.conftest import SAMPLE
 
 

@@ -49,11 +49,17 @@ def fixed_manifests(work: Path) -> list[Path]:
     """natural, uniform and UniMax over every shard of the work root (a version is written once, then reused)."""
     tok = load_tokenizer(work_root_tokenizer(work))[1]
     sha = CurateConfig().sha256()
+    folder = work / "manifests" / "default"
+    have = {}
+    for p in sorted(folder.glob("v[0-9][0-9][0-9][0-9].json")):
+        m = json.loads(p.read_text())
+        have.setdefault((m["weights_provenance"]["method"], m["fingerprint"]), p)
     paths = []
     for method in ("natural", "uniform", "unimax"):
-        mix = MixConfig(method=method, cap_epochs=True)
-        path, _ = write_version(work, build_manifest(collect_shards(work), tok, mix, sha, latest_version(work, "default") + 1))
-        paths.append(path)
+        manifest = build_manifest(collect_shards(work), tok, MixConfig(method=method, cap_epochs=True), sha,
+                                  latest_version(work, "default") + 1)
+        found = have.get((method, manifest.fingerprint))
+        paths.append(found or write_version(work, manifest)[0])
     return paths
 
 
@@ -106,8 +112,10 @@ def main() -> None:
     ap.add_argument("--search", action="store_true", help="find the cheapest settings whose ranking is stable")
     ap.add_argument("--workers", type=int, default=2, help="processes for RegMix's runs")
     ap.add_argument("--no-regmix", action="store_true", help="the five mixtures of the search only")
+    ap.add_argument("--work", type=Path, help="a curated work root (default: bench-out/shared, made if missing)")
+    ap.add_argument("--steps", type=int, help="override the preset's steps (a quick check; the figures need the preset)")
     args = ap.parse_args()
-    work = default_manifest().parent.parent
+    work = args.work or default_manifest().parent.parent
     out_dir = REPO / "bench-out"
     if args.search:
         for i, settings in enumerate(LADDER):
@@ -121,10 +129,13 @@ def main() -> None:
             if ok:
                 break
         return
-    cfg = ProxyConfig(preset=args.preset)
+    cfg = ProxyConfig(preset=args.preset, **({"steps": args.steps, "eval_interval": max(1, args.steps // 2)}
+                                            if args.steps else {}))
     methods = ["doremi", "loss-softmax"] + ([] if args.no_regmix else ["regmix"])
     res = judge(work, cfg, args.seeds, methods, args.workers)
-    (out_dir / f"mixtures-{args.preset}.json").write_text(json.dumps(res, indent=1))
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / f"mixtures-{args.preset}{'-steps' + str(args.steps) if args.steps else ''}.json").write_text(
+        json.dumps(res, indent=1))
     print_table(res)
 
 

@@ -18,6 +18,7 @@ from prefect.runtime import flow_run
 from curate.schemas.config import CurateConfig, load_config
 from curate.schemas.report import ClassifyReport, DecontamReport, DedupReport, FileResult, RunReport, StageTiming, \
     TokenizePartResult, add_stage, summarise_classify, summarise_corpus, total_into
+from curate.schemas.work_root import WorkRoot
 from curate.tasks.classify import PartRef, classify_reused, make_classify_task
 from curate.tasks.classify_models import resolve_models
 from curate.tasks.decontam import DecontamRef, build_index, decontam_reused, make_decontam_task
@@ -93,7 +94,7 @@ def run_ingest(corpora: list[Corpus], cfg: CurateConfig, work_root: Path, progre
     for name, files in results.items():
         files.sort(key=lambda r: r.source_file)
         # The corpus index names this run's parts: later stages read it, never a glob of the folder.
-        write_json_atomic(work_root / "ingest" / name / "_corpus.json",
+        write_json_atomic(WorkRoot(work_root).stage("ingest", name) / "_corpus.json",
                           {"corpus": name, "files": [f.model_dump(mode="json") for f in files]})
     return results
 

@@ -1,0 +1,76 @@
+"""The work root's layout: every path a stage reads or writes under it, named in one place.
+
+    ingest/<corpus>/<part>.docs.parquet, .rejects.parquet, .done.json; ingest/<corpus>/_corpus.json
+    dedup/sigs/<corpus>/<part>.bands.npz   dedup/<corpus>/ (kept parts, rejects, _done.json, band-group hand-over)
+    dedup/index/ (registry.json, exact/, bands/band=NN/)   dedup/index.lock
+    decontam/evalsets/<key>.npz   decontam/<corpus>/   classify/<corpus>/   tokenize/<corpus>/
+    tokens/<domain>/<split>/<corpus>/<part>-<key>.arrow   tokenizer/   manifests/<name>/vNNNN.json
+    proxy/<run id>/   proxy/compare-<digest>/   catalog/   report.json   runs/<stamp>.json
+
+A contract between stages (which reads what another wrote), so it lives with the schemas and imports nothing of ours.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class WorkRoot:
+    root: Path
+
+    def __init__(self, root: str | Path | "WorkRoot"):
+        object.__setattr__(self, "root", root.root if isinstance(root, WorkRoot) else Path(root))
+
+    def stage(self, stage: str, corpus: str | None = None) -> Path:
+        """A stage's folder (ingest, dedup, decontam, classify, tokenize), or one corpus's within it."""
+        return self.root / stage / corpus if corpus else self.root / stage
+
+    def relative(self, path: str | Path) -> str:
+        return Path(path).relative_to(self.root).as_posix()
+
+    # dedup
+    def signatures(self, corpus: str, name: str) -> Path:
+        return self.root / "dedup" / "sigs" / corpus / name
+
+    def dedup_index(self) -> Path:
+        return self.root / "dedup" / "index"
+
+    def dedup_lock(self) -> Path:
+        return self.root / "dedup" / "index.lock"
+
+    def near_prep(self, corpus: str) -> Path:
+        return self.root / "dedup" / corpus / ".near-prep.npz"
+
+    def near_group(self, corpus: str, lo: int, hi: int) -> Path:
+        return self.root / "dedup" / corpus / f".near-bands-{lo:02d}-{hi:02d}.npz"
+
+    # decontam, tokenize, mix
+    def evalset(self, key: str) -> Path:
+        return self.root / "decontam" / "evalsets" / f"{key}.npz"
+
+    def tokens(self, domain: str, split: str, corpus: str, name: str) -> Path:
+        return self.root / "tokens" / domain / split / corpus / name
+
+    def tokenizer_dir(self) -> Path:
+        return self.root / "tokenizer"
+
+    def manifests(self, name: str) -> Path:
+        return self.root / "manifests" / name
+
+    # proxy training
+    def proxy_run(self, run_id: str) -> Path:
+        return self.root / "proxy" / run_id
+
+    def comparison(self, digest: str) -> Path:
+        return self.root / "proxy" / f"compare-{digest}"
+
+    # runs and the service
+    def catalog(self) -> Path:
+        return self.root / "catalog"
+
+    def report(self) -> Path:
+        return self.root / "report.json"
+
+    def run_record(self, stamp: str) -> Path:
+        return self.root / "runs" / f"{stamp}.json"
