@@ -80,6 +80,15 @@ class RejectReason:
 EXCERPT_CHARS = 160
 
 
+def reject_row(stage: str, corpus: str, source_file: str, line: int, doc_id: str | None, reason: str,
+               detail: str | None, text: str | bytes | None, duplicate_of: str | None = None,
+               similarity: float | None = None) -> dict:
+    """One row of a rejects table (REJECT_SCHEMA), its excerpt cut from the record's text: every stage builds its
+    reject rows here."""
+    return dict(stage=stage, corpus=corpus, source_file=source_file, line=line, id=doc_id, reason=reason,
+                detail=detail, excerpt=excerpt(text), duplicate_of=duplicate_of, similarity=similarity)
+
+
 def excerpt(text: str | bytes | None) -> str | None:
     """A short, printable excerpt of a rejected record for the rejects table."""
     if text is None:

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from curate.schemas.annotations import ANNOTATION_SCHEMA, LOW_QUALITY_REASON, PII_REASON, PII_TYPES, QUALITY_LABEL_HIGH
 from curate.schemas.config import ClassifyConfig
-from curate.schemas.documents import REJECT_SCHEMA, excerpt
+from curate.schemas.documents import REJECT_SCHEMA, reject_row
 from curate.schemas.report import ClassifyPartResult
 from curate.schemas.work_root import WorkRoot
 from curate.tasks.classifier import LABEL_PREFIX, load_model, model_text, predict_probs
@@ -192,9 +192,8 @@ def _judge_batch(batch: pa.RecordBatch, corpus: str, cfg: ClassifyConfig, models
         for t in PII_TYPES:
             cols[f"pii_{t}"].append(found.get(t, 0))
         if reason:
-            rejects.append(dict(stage=STAGE, corpus=corpus, source_file=batch.column("source_file")[i].as_py(),
-                                line=batch.column("line")[i].as_py(), id=cols["id"][i], reason=reason, detail=detail,
-                                excerpt=excerpt(text), duplicate_of=None, similarity=None))
+            rejects.append(reject_row(STAGE, corpus, batch.column("source_file")[i].as_py(),
+                                      batch.column("line")[i].as_py(), cols["id"][i], reason, detail, text))
     return cols, rejects
 
 

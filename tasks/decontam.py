@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.schemas.config import DecontamConfig, EvalSetSpec
-from curate.schemas.documents import REJECT_SCHEMA, excerpt
+from curate.schemas.documents import REJECT_SCHEMA, reject_row
 from curate.schemas.report import DecontamPartResult
 from curate.schemas.work_root import WorkRoot
 from curate.tasks.minhash import word_hashes, words_of
@@ -180,10 +180,9 @@ def decontaminate_part(ref: DecontamRef, cfg: DecontamConfig, index: EvalIndex,
             found = [match(t, cfg.ngram, hashes, grams) for t in texts]
             keep = pa.array([f is None for f in found])
             docs_w.write_table(pa.Table.from_batches([batch]).filter(keep))
-            rows = [dict(stage=STAGE, corpus=ref.corpus, source_file=batch.column("source_file")[i].as_py(),
-                         line=batch.column("line")[i].as_py(), id=batch.column("id")[i].as_py(), reason=CONTAMINATED,
-                         detail=f"{f[0]}: {cfg.ngram}-gram '{f[1][:300]}'", excerpt=excerpt(texts[i]),
-                         duplicate_of=None, similarity=None) for i, f in enumerate(found) if f]
+            rows = [reject_row(STAGE, ref.corpus, batch.column("source_file")[i].as_py(), batch.column("line")[i].as_py(),
+                               batch.column("id")[i].as_py(), CONTAMINATED, f"{f[0]}: {cfg.ngram}-gram '{f[1][:300]}'",
+                               texts[i]) for i, f in enumerate(found) if f]
             if rows:
                 rej_w.write_table(pa.Table.from_pylist(rows, schema=REJECT_SCHEMA))
             by_set.update(f[0] for f in found if f)

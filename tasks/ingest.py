@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import xxhash
 
 from curate.schemas.config import IngestConfig
-from curate.schemas.documents import DOCUMENT_SCHEMA, REJECT_SCHEMA, WEB_FIELDS, excerpt
+from curate.schemas.documents import DOCUMENT_SCHEMA, REJECT_SCHEMA, WEB_FIELDS, reject_row
 from curate.schemas.documents import RejectReason as R
 from curate.schemas.report import FileResult
 from curate.schemas.work_root import WorkRoot
@@ -81,8 +81,7 @@ class _Batches:
     def reject(self, line: int, reason: str, detail: str | None, raw: Any = None, doc_id: str | None = None) -> None:
         self.reasons[reason] += 1
         self.rejects.append(
-            dict(stage=STAGE, corpus=self.job.corpus, source_file=self.job.source_file, line=line, id=doc_id,
-                 reason=reason, detail=detail, excerpt=excerpt(raw), duplicate_of=None, similarity=None)
+            reject_row(STAGE, self.job.corpus, self.job.source_file, line, doc_id, reason, detail, raw)
         )
 
     def add(self, raw: RawRecord) -> None:
