@@ -73,6 +73,8 @@ RUNS: dict[str, str] = {
         "python tests/benchmarks/bench_end_to_end.py --corpora {w}/small",
     "python tests/benchmarks/bench_rss.py": "python tests/benchmarks/bench_rss.py --corpora {w}/small --scales 1,2",
     "python tests/benchmarks/bench_web.py": "python tests/benchmarks/bench_web.py --no-quality --repeats 1",
+    "python tests/benchmarks/bench_mixtures.py":
+        "python tests/benchmarks/bench_mixtures.py --work {w}/out --steps 4 --seeds 2 --no-regmix | grep 'Spearman'",
     "dask scheduler --port 8786": "(timeout -s INT 8 dask scheduler --port {port2} --no-dashboard; true) 2>&1 "
                                   "| grep 'Scheduler at'",
     "dask worker tcp://SCHEDULER_HOST:8786 --nworkers 2 --nthreads 1":

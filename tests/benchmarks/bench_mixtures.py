@@ -9,7 +9,9 @@ The work root is bench-out/shared (curated from ../shared/corpora first if missi
 and UniMax are capped at the manifest's max_epochs (legal is 1.5% of the tokens). The learned mixtures are learned
 with the same proxy settings they are then judged with. --search tries proxy settings from the cheapest up, on the
 five mixtures of issue 21 (RegMix left out: its 16 runs cost more than the rest together), and stops at the first
-whose every seed pair ranks them with Spearman >= 0.8 (average loss). Results: bench-out/mixtures-<label>.json.
+whose every seed pair ranks them with Spearman >= 0.8 by worst-domain loss (the ranking by average loss is printed
+beside it; on these corpora no setting tried made it stable: README, "How stable is a ranking"). Results: mixtures-<label>.json beside the work
+root (bench-out/).
 """
 from __future__ import annotations
 
@@ -116,7 +118,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, help="override the preset's steps (a quick check; the figures need the preset)")
     args = ap.parse_args()
     work = args.work or default_manifest().parent.parent
-    out_dir = REPO / "bench-out"
+    out_dir = work.parent  # bench-out/ for the default work root
     if args.search:
         for i, settings in enumerate(LADDER):
             cfg = ProxyConfig(**settings)
@@ -124,7 +126,7 @@ def main() -> None:
             res = judge(work, cfg, args.seeds, ["doremi", "loss-softmax"], args.workers)
             (out_dir / f"mixtures-search-{i}.json").write_text(json.dumps(res, indent=1))
             print_table(res)
-            ok = min(res["spearman_seed_pairs"]["average"]) >= 0.8
+            ok = min(res["spearman_seed_pairs"]["worst"]) >= 0.8
             print(f"candidate {i}: {'STABLE' if ok else 'not stable'} in {res['seconds']:.0f} s", flush=True)
             if ok:
                 break
