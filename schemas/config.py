@@ -187,8 +187,9 @@ class TokenizeConfig(_Strict):
                       "with Hugging Face tokenizers, saved as tokenizer.json).")
     vocab_size: int = Field(32000, ge=256, le=1 << 20, description="Vocabulary of a tokenizer trained here.")
     model_type: str = Field("bpe", pattern="^(bpe|unigram)$")
-    sample_chars_per_domain: int = Field(10_000_000, gt=0, description="Training sample: characters per domain "
-                                         "(sentencepiece holds the sample in memory: about 1 GB at 5 x 10M).")
+    sample_chars_per_domain: int = Field(5_000_000, gt=0, description="Training sample: characters per domain "
+                                         "(sentencepiece holds the sample in memory: about 750 MB at 5 x 5M, "
+                                         "1 GB at 5 x 10M, in a process of its own).")
     threads: int = Field(1, ge=1, le=64, description="sentencepiece encode threads per task (tasks run in parallel).")
     batch_docs: int = Field(256, gt=0, description="Documents per encode call.")
     shard_tokens: int = Field(50_000_000, gt=0, description="Target tokens per shard (about 100 MB as uint16).")

@@ -241,6 +241,17 @@ def ensure_tokenizer(work_root: Path, parts: list[tuple[str, str]], user_model: 
     own = work_root_tokenizer(work_root, kind)
     if own.is_file():
         return load_tokenizer(own)[1]
+    # Sampled and trained in a fresh process: the trainer holds the sample several times over (about 750 MB at
+    # 5 x 5M characters), and the flow process, which holds Prefect, never does; its memory stays flat.
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(_sample_and_train, str(work_root), parts, chars_per_domain, seed, str(own.parent),
+                           vocab_size, model_type, threads, kind).result()
+
+
+def _sample_and_train(work_root: str, parts: list[tuple[str, str]], chars_per_domain: int, seed: int, out_dir: str,
+                      vocab_size: int, model_type: str, threads: int, kind: str) -> TokenizerInfo:
     sample = balanced_sample(Path(work_root), parts, chars_per_domain, seed)
-    return train_tokenizer(sample, own.parent, vocab_size=vocab_size, model_type=model_type, threads=threads,
-                           kind=kind)
+    return train_tokenizer(sample, out_dir, vocab_size=vocab_size, model_type=model_type, threads=threads, kind=kind)

@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.benchmarks.rss import run_measured  # noqa: E402
+from tests.benchmarks.rss import LARGEST, run_measured  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "corpora"
 WORD = re.compile(r"[A-Za-z]{3,}")
@@ -55,8 +55,9 @@ def main() -> None:
             _, wall, peak, peak_sum = run_measured([str(Path(sys.executable).parent / "curate"), "run",
                                                     *map(str, files), "--out", str(Path(tmp) / "out")])
         rows.append((k, mb, wall, peak, peak_sum))
-        print(f"{k}x ({mb:.0f} MB gzip'd): {wall:.0f} s, largest process {peak:,.0f} MB, all processes {peak_sum:,.0f} MB",
-              flush=True)
+        top = sorted(LARGEST.items(), key=lambda kv: -kv[1])[:4]
+        print(f"{k}x ({mb:.0f} MB gzip'd): {wall:.0f} s, largest process {peak:,.0f} MB, all processes {peak_sum:,.0f} MB"
+              f" (largest: {', '.join(f'{name} {mb_:,.0f} MB' for name, mb_ in top)})", flush=True)
     base = rows[0][3]
     print("largest process relative to the first scale: " + ", ".join(f"{k}x {p / base:.2f}" for k, _, _, p, _ in rows)
           + " (target within 1.10)")

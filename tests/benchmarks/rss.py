@@ -10,10 +10,28 @@ import threading
 import time
 
 
+LARGEST: dict[str, float] = {}  # after run_measured: peak MB of each process of the last run, by what it ran
+
+
+def _role(p) -> str:
+    """A short name for a process: the curate CLI, the Prefect server, a worker, ..."""
+    try:
+        cmd = " ".join(p.cmdline())
+    except Exception:  # noqa: BLE001 - gone, or not ours to read
+        return "?"
+    for key, name in (("uvicorn", "prefect server"), ("spawn_main", "worker process"), ("multiprocessing", "helper"),
+                      ("dask", "dask"), ("curate", "curate CLI (flow)")):
+        if key in cmd:
+            return name
+    return cmd[:40]
+
+
 def run_measured(cmd: list[str], interval: float = 0.05) -> tuple[str, float, float, float]:
-    """Run cmd; return (stdout, wall seconds, peak RSS MB of the largest process, peak MB of the tree)."""
+    """Run cmd; return (stdout, wall seconds, peak RSS MB of the largest process, peak MB of the tree). LARGEST holds
+    each process's peak, named by its role."""
     import psutil
 
+    LARGEST.clear()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak_one = peak_sum = 0.0
@@ -29,6 +47,8 @@ def run_measured(cmd: list[str], interval: float = 0.05) -> tuple[str, float, fl
                 for p in procs:
                     try:
                         sizes.append(p.memory_info().rss / 2**20)
+                        key = f"{_role(p)} {p.pid}"
+                        LARGEST[key] = max(LARGEST.get(key, 0.0), sizes[-1])
                     except psutil.Error:
                         pass
                 if sizes:
