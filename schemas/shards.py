@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SHARD_FORMAT_VERSION = "2"  # 2: the IPC stream format (1 was the IPC file format, which HF cannot memory-map)
+SHARD_FORMAT_VERSION = "3"  # 3: record batches of about 2M tokens (2: one batch; 1: the IPC file format, which HF
+# cannot memory-map)
 # metadata keys on each shard's schema
 META_TOKENIZER_SHA = b"curate.tokenizer_sha256"
 META_DOCS = b"curate.docs"

@@ -30,7 +30,7 @@ from curate.schemas.shards import META_DOCS, META_DOMAIN, META_FORMAT, META_SPLI
 from curate.schemas.work_root import WorkRoot
 from curate.tasks.tokenizer import HFTokenizer, TokenizerInfo, load_tokenizer
 from curate.tasks.stage_task import reuse, stage_task
-from curate.tasks.workdir import atomic_path, file_fingerprint, write_json_atomic
+from curate.tasks.workdir import atomic_path, file_fingerprint, temp_name, write_json_atomic
 
 STAGE = "tokenize"
 TRAIN, VALIDATION = "train", "validation"
@@ -59,57 +59,103 @@ def validation_mask(ids: list[str], domains: list[str], fraction: float, min_doc
     return mask
 
 
+BATCH_TOKENS = 1 << 21  # tokens per record batch of a shard: what a shard set holds in memory while it writes
+
+
+class _HashingFile:
+    """A write-only file that hashes what goes through it: a shard's sha256 without reading it back."""
+
+    def __init__(self, f):
+        self.f, self.sha, self.size, self.closed = f, hashlib.sha256(), 0, False
+
+    def write(self, data) -> int:
+        view = memoryview(data)
+        self.sha.update(view)
+        self.size += view.nbytes
+        return self.f.write(view)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def close(self) -> None:
+        self.closed = True
+
+    def writable(self) -> bool:
+        return True
+
+
 class _ShardSet:
-    """Rows of one (domain, split) of one part, written out each time they reach the target size."""
+    """Rows of one (domain, split) of one part, written out each time they reach the target size. The tokens wait
+    in a spill file beside the shard, not in memory: a part has up to ten sets filling at once, and memory is then a
+    record batch each, whatever the shard size."""
 
     def __init__(self, base: Path, work_root: Path, domain: str, split: str, tok: TokenizerInfo, target: int):
         self.base, self.work_root, self.domain, self.split, self.tok, self.target = base, work_root, domain, split, tok, target
-        self.rows: dict[str, list] = {"doc_id": [], "corpus": [], "quality": [], "tokens": []}
+        self.rows: dict[str, list] = {"doc_id": [], "corpus": [], "quality": [], "length": []}
         self.n_tokens = 0
         self.shards: list[ShardInfo] = []
         self.np_dtype = np.uint16 if token_type(tok.vocab_size) == pa.uint16() else np.uint32
+        self.spill_path = temp_name(base.with_name(base.name + ".spill"))
+        self.spill = None
 
     def add(self, doc_id: str, corpus: str, quality: float, tokens: np.ndarray) -> None:
+        if self.spill is None:
+            self.base.parent.mkdir(parents=True, exist_ok=True)
+            self.spill = open(self.spill_path, "wb")
         self.rows["doc_id"].append(doc_id)
         self.rows["corpus"].append(corpus)
         self.rows["quality"].append(quality)
-        self.rows["tokens"].append(tokens.astype(self.np_dtype))
+        self.rows["length"].append(len(tokens))
+        self.spill.write(tokens.astype(self.np_dtype).tobytes())
         self.n_tokens += len(tokens)
         if self.n_tokens >= self.target:
             self.flush()
+
+    def _batches(self, schema: pa.Schema, dtype):
+        """The rows as record batches of about BATCH_TOKENS tokens, their tokens read back from the spill file."""
+        lengths = np.asarray(self.rows["length"], dtype=np.int64)
+        ends = np.cumsum(lengths)
+        with open(self.spill_path, "rb") as spill:
+            start = 0
+            while start < len(lengths):
+                first = int(ends[start] - lengths[start])
+                stop = max(start + 1, int(np.searchsorted(ends, first + BATCH_TOKENS, side="right")))
+                flat = np.fromfile(spill, dtype=self.np_dtype, count=int(ends[stop - 1]) - first)
+                offsets = np.zeros(stop - start + 1, dtype=np.int32)
+                np.cumsum(lengths[start:stop], out=offsets[1:])
+                yield pa.RecordBatch.from_arrays([
+                    pa.array(self.rows["doc_id"][start:stop], pa.string()),
+                    pa.array(self.rows["corpus"][start:stop], pa.string()),
+                    pa.DictionaryArray.from_arrays(pa.array(np.zeros(stop - start, dtype=np.int32)),
+                                                   pa.array([self.domain])),
+                    pa.array(self.rows["quality"][start:stop], pa.float32()),
+                    pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=dtype)),
+                ], schema=schema)
+                start = stop
 
     def flush(self) -> None:
         n = len(self.rows["doc_id"])
         if not n:
             return
+        self.spill.close()
         dtype = token_type(self.tok.vocab_size)
-        flat = np.concatenate(self.rows["tokens"])
-        offsets = np.zeros(n + 1, dtype=np.int32)
-        np.cumsum([len(t) for t in self.rows["tokens"]], out=offsets[1:])
         schema = token_shard_schema(self.tok.vocab_size).with_metadata({
             META_TOKENIZER_SHA: self.tok.sha256.encode(), META_DOCS: str(n).encode(),
             META_TOKENS: str(self.n_tokens).encode(), META_DOMAIN: self.domain.encode(),
             META_SPLIT: self.split.encode(), META_FORMAT: SHARD_FORMAT_VERSION.encode()})
-        table = pa.Table.from_arrays([
-            pa.array(self.rows["doc_id"], pa.string()),
-            pa.array(self.rows["corpus"], pa.string()),
-            pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([self.domain])),
-            pa.array(self.rows["quality"], pa.float32()),
-            pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=dtype)),
-        ], schema=schema)
         path = self.base.with_name(f"{self.base.name}-{len(self.shards):05d}.arrow")
-        sink = pa.BufferOutputStream()
-        with ipc.new_stream(sink, schema) as writer:  # the stream format: HF datasets memory-maps it
-            writer.write_table(table)
-        data = sink.getvalue()  # hashed in memory: the shard is not read back
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
-                f.write(data)
+                sink = _HashingFile(f)  # hashed as written: the shard is not read back
+                with ipc.new_stream(pa.PythonFile(sink, mode="w"), schema) as writer:  # HF memory-maps streams
+                    for batch in self._batches(schema, dtype):
+                        writer.write_batch(batch)
         self.shards.append(ShardInfo(path=str(path.relative_to(self.work_root)), domain=self.domain, split=self.split,
-                                     docs=n, tokens=self.n_tokens, bytes=data.size,
-                                     sha256=hashlib.sha256(data).hexdigest()))
+                                     docs=n, tokens=self.n_tokens, bytes=sink.size, sha256=sink.sha.hexdigest()))
         self.rows = {k: [] for k in self.rows}
         self.n_tokens = 0
+        Path(self.spill_path).unlink(missing_ok=True)
+        self.spill = None
 
 
 def _tokenizer(path: str | Path):
