@@ -15,7 +15,7 @@ class _Strict(BaseModel):
 # Named settings; a preset fills the fields the config leaves out. `rank`: the cheapest of the settings tried
 # (tests/benchmarks/bench_mixtures.py --search) under which the ranking of five mixtures (natural, uniform, UniMax,
 # DoReMi, loss-softmax) on ../shared/corpora by worst-domain loss agrees across every pair of 3 seeds with Spearman
-# >= 0.8 (0.90, 1.0, 0.90), in 16 minutes for all 17 proxy runs. Ranked by average loss no setting tried agrees: those
+# >= 0.8 (0.90, 1.0, 0.90), in 16 minutes for all 18 proxy runs. Ranked by average loss no setting tried agrees: those
 # mixtures are within each other's seed spread (README, "How stable is a ranking").
 PROXY_PRESETS: dict[str, dict] = {
     "rank": {"n_layer": 2, "n_head": 2, "n_embd": 64, "seq_len": 128, "batch_size": 8, "steps": 100, "lr": 3e-3,
