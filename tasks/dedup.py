@@ -285,6 +285,7 @@ def _decide_and_write(corpus, parts, cfg, work_root, index, fingerprint, candida
 
     sizes: Counter[int] = Counter()
     largest: list[tuple[int, str]] = []
+    shingle_sets.prefetch([m for members in clusters.values() for m in members])  # the star refinement's, at once
     for members in clusters.values():
         # Star refinement of the union-find cluster: the best-ranked member keeps the documents that are
         # similar to it; chained members (similar only through another) start a cluster of their own.

@@ -119,14 +119,30 @@ def candidate_pairs(keys: np.ndarray, key_pos: np.ndarray, alive: np.ndarray, id
     return np.unique(np.concatenate(new), axis=0), np.unique(np.concatenate(old), axis=0)
 
 
+CHUNK_NODES = 20_000  # documents whose shingle sets are held at once while pairs are measured
+
+
 def with_similarity(new: np.ndarray, old: np.ndarray, sets: ShingleSets, old_node: dict[tuple[int, int], int]
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Each pair with the true Jaccard of its shingle sets: rows (a, b, sim) and (doc, rank, row, sim). `old_node`
-    maps an earlier corpus's (rank, row) to its node in `sets`."""
-    sets.prefetch([*new.ravel().tolist(), *old[:, 0].tolist(), *(old_node[(r, w)] for _, r, w in old.tolist())])
-    sims_new = np.array([sets.jaccard(a, b) for a, b in new.tolist()], np.float64)
-    sims_old = np.array([sets.jaccard(d, old_node[(r, w)]) for d, r, w in old.tolist()], np.float64)
-    return np.column_stack([new, sims_new]).reshape(-1, 3), np.column_stack([old, sims_old]).reshape(-1, 4)
+    maps an earlier corpus's (rank, row) to its node in `sets`. Pairs are measured a chunk at a time, the shingle
+    sets of at most CHUNK_NODES documents held at once: memory is a chunk, not the corpus's candidates."""
+    pairs = [*map(tuple, new.tolist()), *((d, old_node[(r, w)]) for d, r, w in old.tolist())]
+    sims = np.empty(len(pairs), np.float64)
+    i = 0
+    while i < len(pairs):
+        nodes: set[int] = set()
+        j = i
+        while j < len(pairs) and len(nodes) < CHUNK_NODES:
+            nodes.update(pairs[j])
+            j += 1
+        sets.cache.clear()
+        sets.prefetch(nodes)
+        sims[i:j] = [sets.jaccard(a, b) for a, b in pairs[i:j]]
+        i = j
+    sets.cache.clear()
+    return (np.column_stack([new, sims[:len(new)]]).reshape(-1, 3),
+            np.column_stack([old, sims[len(new):]]).reshape(-1, 4))
 
 
 def old_nodes(old: np.ndarray, n: int) -> dict[tuple[int, int], int]:

@@ -191,9 +191,13 @@ def test_second_run_on_the_same_work_root_waits_then_refuses(tmp_path):
         pass
 
 
-def test_band_groups_give_the_serial_paths_decisions_byte_for_byte(tmp_path, neardup_set, shared_corpora):
+def test_band_groups_give_the_serial_paths_decisions_byte_for_byte(tmp_path, neardup_set, shared_corpora,
+                                                                   monkeypatch):
     """Candidates split by band partition (as across workers), merged by union-find: the same clusters, kept set,
-    rejects and index as one process, within a corpus and against an earlier one."""
+    rejects and index as one process, within a corpus and against an earlier one; and the same when the pairs are
+    measured a few documents' shingle sets at a time (40 groups: chunks of 5 documents)."""
+    import curate.tasks.dedup_candidates as candidates
+
     path, _, _ = neardup_set
     lines = [json.loads(x) for x in head_lines(shared_corpora / "literature.jsonl.gz", 60)]
     copies = write_jsonl_gz(tmp_path / "copies.jsonl.gz", [{"id": f"c-{r['id']}", "text": r["text"].replace(
@@ -201,6 +205,7 @@ def test_band_groups_give_the_serial_paths_decisions_byte_for_byte(tmp_path, nea
     first = write_jsonl_gz(tmp_path / "first.jsonl.gz", lines)
     out = {}
     for groups in (0, 3, 40):
+        monkeypatch.setattr(candidates, "CHUNK_NODES", 5 if groups == 40 else 20_000)
         work = tmp_path / f"g{groups}"
         reps = [run_corpus(work, "set", path, groups=groups), run_corpus(work, "first", first, groups=groups),
                 run_corpus(work, "copies", copies, groups=groups)]
