@@ -216,7 +216,7 @@ def curate(inputs: list[str] | None = None, out: str = "out", config_path: str |
         with checked_out(out) as local:
             report = _curate_into(corpora, cfg, local, t0)
         return _remote_paths(report, local, out)
-    return _curate_into(corpora, cfg, Path(local_path(out)).resolve(), t0)
+    return _curate_into(corpora, cfg, local_path(out).resolve(), t0)
 
 
 def _remote_paths(report: dict, local: Path, url: str) -> dict:

@@ -26,7 +26,7 @@ from curate.schemas.documents import RejectReason as R
 from curate.schemas.report import DedupReport, FileResult
 from curate.schemas.work_root import WorkRoot
 from curate.tasks.dedup_candidates import (ShingleSets, band_groups, candidate_pairs, key_positions, load_keys,
-                                    near_candidates, old_nodes, part_starts, prep_path, run_starts, with_similarity)
+                                    near_candidates, old_nodes, part_starts, run_starts, with_similarity)
 from curate.tasks.dedup_index import DedupIndex, DedupIndexError, index_lock
 from curate.tasks.minhash import LSHParams, MinHasher, band_keys, lsh_params
 from curate.tasks.stage_task import stage_task
@@ -139,7 +139,7 @@ def dedup_corpus(corpus: str, parts: list[FileResult], cfg: DedupConfig, work_ro
             return DedupReport.model_validate({**done, "reused": True})
         report = _decide_and_write(corpus, parts, cfg, work_root, index, fingerprint, candidates)
         write_json_atomic(out_dir / "_done.json", report.model_dump(mode="json"))
-        for path in [prep_path(work_root, corpus), *(candidates or [])]:  # the groups' hand-over, used up
+        for path in [WorkRoot(work_root).near_prep(corpus), *(candidates or [])]:  # the groups' hand-over, used up
             Path(path).unlink(missing_ok=True)
         return report
 
@@ -243,7 +243,7 @@ def prepare_near(corpus: str, parts: list[FileResult], cfg: DedupConfig, work_ro
     fate, id_rank, _ = _early_fates(meta, index)
     _, key_rows, _ = load_keys(parts, work_root, sig_path, range(0))
     alive = (key_positions(key_rows, len(meta)) >= 0) & (fate.reason == 0)
-    with atomic_path(prep_path(work_root, corpus)) as tmp:
+    with atomic_path(WorkRoot(work_root).near_prep(corpus)) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, alive=alive, id_rank=id_rank)
     return band_groups(lsh_params(cfg.threshold, cfg.num_perm, cfg.false_negative_weight).bands, groups)

@@ -171,21 +171,13 @@ def key_positions(key_rows: np.ndarray, n: int) -> np.ndarray:
     return key_pos
 
 
-def prep_path(work_root: Path, corpus: str) -> Path:
-    return WorkRoot(work_root).near_prep(corpus)
-
-
-def groups_path(work_root: Path, corpus: str, lo: int, hi: int) -> Path:
-    return WorkRoot(work_root).near_group(corpus, lo, hi)
-
-
 def near_candidates(corpus: str, parts: list[FileResult], cfg: DedupConfig, work_root: str, lo: int, hi: int,
                     params: dict, sig_path) -> str:
     """One group's task: the verified near-duplicate pairs of bands [lo, hi), written beside the corpus's outputs.
     Reads what the coordinator prepared (alive documents, id ranks) and the index as it is now (the coordinator holds
     the index lock for the whole corpus)."""
     root = Path(work_root)
-    with np.load(prep_path(root, corpus)) as z:
+    with np.load(WorkRoot(root).near_prep(corpus)) as z:
         alive, id_rank = z["alive"], z["id_rank"]
     n = len(alive)
     index = DedupIndex(root, params)
@@ -195,7 +187,7 @@ def near_candidates(corpus: str, parts: list[FileResult], cfg: DedupConfig, work
     nodes = old_nodes(old, n)
     sets = ShingleSets(parts, root, index, {v: k for k, v in nodes.items()}, n, cfg.ngram)
     new_s, old_s = with_similarity(new, old, sets, nodes)
-    out = groups_path(root, corpus, lo, hi)
+    out = WorkRoot(root).near_group(corpus, lo, hi)
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, new=new_s, old=old_s)

@@ -87,15 +87,24 @@ def _scan_remote(landing: str) -> list[LandedCorpus]:
         if e.get("type") != "directory" or name.startswith("."):
             continue
         url = f"{landing.rstrip('/')}/{name}"
-        if not CORPUS_NAME.match(name) or name in RESERVED_NAMES:
-            out.append(LandedCorpus(name, url, False, invalid="a corpus folder name must be letters, digits, '_', "
-                                    "'.' or '-', at most 100, starting with a letter or digit, and not index or sigs"))
-        elif not fs.exists(f"{e['name'].rstrip('/')}/{READY_MARKER}"):
-            out.append(LandedCorpus(name, url, False))
-        else:
-            fp, files, size = fingerprint_corpus(local_corpus(url))
-            out.append(LandedCorpus(name, url, True, fp, files, size))
+        out.append(_landed(name, url, lambda: fs.exists(f"{e['name'].rstrip('/')}/{READY_MARKER}"),
+                           lambda: local_corpus(url)))
     return out
+
+
+INVALID_NAME = ("a corpus folder name must be letters, digits, '_', '.' or '-', at most 100, starting with a letter or "
+                "digit, and not index or sigs: rename it")
+
+
+def _landed(name: str, path: str, ready, local) -> LandedCorpus:
+    """One landing folder (local or on object storage): refused for its name, waiting for its _READY marker, or
+    ready, fingerprinted from its local copy (`local()`)."""
+    if not CORPUS_NAME.match(name) or name in RESERVED_NAMES:
+        return LandedCorpus(name, path, False, invalid=INVALID_NAME)
+    if not ready():
+        return LandedCorpus(name, path, False)
+    fp, files, size = fingerprint_corpus(local())
+    return LandedCorpus(name, path, True, fp, files, size)
 
 
 def scan_landing(landing: str | Path) -> list[LandedCorpus]:
@@ -106,15 +115,7 @@ def scan_landing(landing: str | Path) -> list[LandedCorpus]:
         raise LandingError(f"landing directory {landing} does not exist (or is not a directory)")
     out = []
     for d in sorted(p for p in landing.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if not CORPUS_NAME.match(d.name) or d.name in RESERVED_NAMES:
-            out.append(LandedCorpus(d.name, str(d), False, invalid="a corpus folder name must be letters, digits, "
-                                    "'_', '.' or '-', at most 100, starting with a letter or digit, and not index or sigs: rename it"))
-            continue
-        if not (d / READY_MARKER).is_file():
-            out.append(LandedCorpus(d.name, str(d.resolve()), False))
-            continue
-        fp, files, size = fingerprint_corpus(d)
-        out.append(LandedCorpus(d.name, str(d.resolve()), True, fp, files, size))
+        out.append(_landed(d.name, str(d.resolve()), (d / READY_MARKER).is_file, lambda: d))
     return out
 
 

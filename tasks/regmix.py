@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from curate.tasks import seed_noise
+
 
 def sample_mixtures(natural: np.ndarray, n: int, concentration: float, rng: np.random.Generator) -> np.ndarray:
     """n mixtures (rows summing to 1) from Dirichlet(concentration * k * natural), floored so no domain is exactly 0."""
@@ -38,16 +40,11 @@ def target(losses: np.ndarray, kind: str) -> np.ndarray:
     return losses.mean(axis=1) if kind == "average" else losses.max(axis=1)
 
 
-def _ranks(v: np.ndarray) -> np.ndarray:
-    r = np.empty(len(v))
-    r[np.argsort(v, kind="stable")] = np.arange(len(v))
-    return r
-
-
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """seed_noise's rank correlation; NaN where there is no order to judge (under two runs, or a constant side)."""
     if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
-    return float(np.corrcoef(_ranks(a), _ranks(b))[0, 1])
+    return seed_noise.spearman(np.asarray(a).tolist(), np.asarray(b).tolist())
 
 
 def fit_quality(x: np.ndarray, y: np.ndarray, held_out: np.ndarray, kind: str, l2: float = 1e-3) -> dict:
