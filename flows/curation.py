@@ -19,17 +19,18 @@ from curate.schemas.config import CurateConfig, load_config
 from curate.schemas.report import ClassifyReport, DecontamReport, DedupReport, FileResult, RunReport, StageTiming, \
     TokenizePartResult, add_stage, summarise_classify, summarise_corpus, total_into
 from curate.schemas.work_root import WorkRoot
-from curate.tasks.classify import PartRef, classify_reused, make_classify_task
+from curate.tasks.classify import CLASSIFY, PartRef, make_classify_task
 from curate.tasks.classify_models import resolve_models
-from curate.tasks.decontam import DecontamRef, build_index, decontam_reused, make_decontam_task
-from curate.tasks.dedup import make_dedup_tasks, prepare_near, sign_reused
+from curate.tasks.decontam import DECONTAM, DecontamRef, build_index, make_decontam_task
+from curate.tasks.dedup import SIGN, make_dedup_tasks, prepare_near
 from curate.tasks.dedup_index import index_lock
-from curate.tasks.ingest import ingest_reused, make_ingest_task
+from curate.tasks.ingest import INGEST, make_ingest_task
 from curate.tasks.inputs import Corpus, InputError, resolve_inputs
 from curate.tasks.manifest import build_manifest, collect_shards, latest_version, write_version
 from curate.tasks.report import write_report
 from curate.tasks.storage import checked_out, is_remote, local_path
-from curate.tasks.tokenize import TokenizeRef, make_tokenize_task, tokenize_reused
+from curate.tasks.stage_task import PartStage
+from curate.tasks.tokenize import TOKENIZE, TokenizeRef, make_tokenize_task
 from curate.tasks.tokenizer import ensure_tokenizer, vocabulary_warning
 from curate.tasks.workdir import clean_orphans, write_json_atomic
 
@@ -55,6 +56,12 @@ def default_inputs(cfg: CurateConfig) -> list[str]:
     if cfg.corpora:
         return [f"{c.name}={c.path}" for c in cfg.corpora]
     return [str(p) for p in sorted([*SAMPLE_DIR.glob("*.jsonl.gz"), *SAMPLE_DIR.glob("*.warc.gz")])]
+
+
+def map_parts(stage: PartStage, task, calls: list[tuple], progress: list) -> list:
+    """`map_stage` for a stage behind the part contract (tasks/stage_task.PartStage): its name, its log line, and
+    its reuse check before a part is sent to a worker."""
+    return map_stage(stage.name, task, calls, stage.describe, progress, stage.reused)
 
 
 def map_stage(stage: str, task, calls: list[tuple], describe: Callable[[object], str], progress: list,
@@ -84,10 +91,8 @@ def map_stage(stage: str, task, calls: list[tuple], describe: Callable[[object],
 
 def run_ingest(corpora: list[Corpus], cfg: CurateConfig, work_root: Path, progress: list) -> dict[str, list[FileResult]]:
     task = make_ingest_task(cfg.runner.retries)
-    config_hash = cfg.stage_hash("ingest")
-    calls = [(job, cfg.ingest, str(work_root), config_hash) for c in corpora for job in c.jobs]
-    done = map_stage("ingest", task, calls, lambda r: f"{r.corpus}/{r.source_file}: {r.docs_in} in, {r.kept} kept"
-                     + (" (reused)" if r.reused else f" ({r.seconds:.1f}s)"), progress, ingest_reused)
+    calls = [(job, cfg.ingest, str(work_root)) for c in corpora for job in c.jobs]
+    done = map_parts(INGEST, task, calls, progress)
     results: dict[str, list[FileResult]] = {c.name: [] for c in corpora}
     for res in done:
         results[res.corpus].append(res)
@@ -104,7 +109,7 @@ def run_dedup(ingested: dict[str, list[FileResult]], cfg: CurateConfig, work_roo
     """Signatures in parallel across parts, then each corpus against the index, in registration order."""
     sign_task, near_task, cluster_task = make_dedup_tasks(cfg.runner.retries)
     calls = [(p, cfg.dedup, str(work_root)) for files in ingested.values() for p in files]
-    map_stage("minhash", sign_task, calls, lambda _: "signatures", progress, sign_reused)
+    map_parts(SIGN, sign_task, calls, progress)
     reports = {}
     for i, (corpus, files) in enumerate(ingested.items(), start=1):
         # The index lock is held across the band groups' tasks: the index they read is the one the corpus joins.
@@ -130,8 +135,7 @@ def run_decontam(parts: dict[str, list[str]], cfg: CurateConfig, work_root: Path
         return None
     calls = [(DecontamRef(corpus, path), cfg.decontam, index, str(work_root)) for corpus, paths in parts.items()
              for path in paths]
-    done = map_stage("decontam", make_decontam_task(cfg.runner.retries), calls,
-                     lambda r: f"{r.docs_path}: {r.docs_in} in, {r.rejected} contaminated", progress, decontam_reused)
+    done = map_parts(DECONTAM, make_decontam_task(cfg.runner.retries), calls, progress)
     out = {}
     for corpus in parts:
         mine = [r for r in done if r.corpus == corpus]
@@ -151,8 +155,7 @@ def run_classify(parts: dict[str, list[str]], cfg: CurateConfig, work_root: Path
     get_run_logger().info("classify models: domain %s, quality %s", models.domain_path, models.quality_path)
     calls = [(PartRef(corpus, path), cfg.classify, models, str(work_root)) for corpus, paths in parts.items()
              for path in paths]
-    done = map_stage("classify", make_classify_task(cfg.runner.retries), calls,
-                     lambda r: f"{r.docs_path}: {r.docs_in} in, {r.kept} kept", progress, classify_reused)
+    done = map_parts(CLASSIFY, make_classify_task(cfg.runner.retries), calls, progress)
     return {c: summarise_classify(c, [r for r in done if r.corpus == c]) for c in parts}
 
 
@@ -168,9 +171,7 @@ def run_tokenize(refs: list[TokenizeRef], cfg: CurateConfig, work_root: Path, re
         get_run_logger().warning(warning)
         report.warnings.append(warning)
     calls = [(r, tok.path, tc, str(work_root)) for r in refs]
-    return map_stage("tokenize", make_tokenize_task(cfg.runner.retries), calls,
-                     lambda r: f"{r.corpus}: {r.tokens:,} tokens", progress,
-                     lambda ref, _, tcfg, root: tokenize_reused(ref, tok.sha256, tcfg, root))
+    return map_parts(TOKENIZE, make_tokenize_task(cfg.runner.retries), calls, progress)
 
 
 def run_mix(cfg: CurateConfig, work_root: Path, flow_run_id: str | None) -> str:

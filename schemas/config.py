@@ -239,12 +239,6 @@ class CurateConfig(_Strict):
     proxy: ProxyConfig = Field(default_factory=ProxyConfig, description="curate train / learn-mixture / compare-mixtures.")
     learn: LearnConfig = Field(default_factory=LearnConfig, description="curate learn-mixture.")
 
-    def stage_hash(self, stage: str) -> str:
-        """sha256 of one stage's settings: a stage's outputs are reused only under the same hash."""
-        section = getattr(self, stage)
-        blob = json.dumps(section.model_dump(mode="json"), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()
-
     def sha256(self) -> str:
         """The curation's settings (proxy training does not change what a run curates)."""
         blob = json.dumps(self.model_dump(mode="json", exclude={"proxy", "learn"}), sort_keys=True).encode()

@@ -33,6 +33,18 @@ class FileResult(Counts):
     seconds: float = 0.0
 
 
+class SignedPart(BaseModel):
+    """One ingest part's LSH band keys (dedup's first step)."""
+
+    corpus: str
+    source_file: str
+    path: str  # the .bands.npz, relative to the work root
+    documents: int = 0
+    signed: int = 0  # documents long enough to shingle
+    reused: bool = False
+    seconds: float = 0.0
+
+
 class DedupReport(Counts):
     exact_duplicates: int = 0
     near_duplicates: int = 0

@@ -27,8 +27,8 @@ from curate.tasks.text_shape import code_shape
 from curate.tasks.classify_models import QUALITY_LABELS, ModelRefs, rule_set
 from curate.tasks.pii import redact
 from curate.tasks.quality_rules import RuleSet
-from curate.tasks.stage_task import reuse, stage_task
-from curate.tasks.workdir import atomic_path, file_fingerprint, write_json_atomic
+from curate.tasks.stage_task import PartStage, stage_task
+from curate.tasks.workdir import atomic_path, file_fingerprint
 
 STAGE = "classify"
 HIST_BINS = 10
@@ -87,28 +87,20 @@ def part_paths(work_root: Path, ref: PartRef) -> tuple[Path, Path, Path]:
             base.with_name(stem + ".done.json"))
 
 
-def _key(ref: PartRef, cfg: ClassifyConfig, models: ModelRefs, work_root: Path) -> dict:
-    return {"fingerprint": file_fingerprint(work_root / ref.docs_path), "config": cfg.model_dump(mode="json"),
+def _key(ref: PartRef, cfg: ClassifyConfig, models: ModelRefs, work_root: str | Path) -> dict:
+    return {"fingerprint": file_fingerprint(Path(work_root) / ref.docs_path), "config": cfg.model_dump(mode="json"),
             "models": [models.domain_sha, models.quality_sha, models.domain_temperature]}
 
 
-def classify_reused(ref: PartRef, cfg: ClassifyConfig, models: ModelRefs,
-                    work_root: str | Path) -> ClassifyPartResult | None:
-    """The result of an earlier classification of the same part under the same settings and models, if there."""
-    work_root = Path(work_root)
-    ann_path, rej_path, done_path = part_paths(work_root, ref)
-    return reuse(done_path, lambda: _key(ref, cfg, models, work_root), ClassifyPartResult,
-                 lambda _: [ann_path, rej_path])
-
-
 def classify_part(ref: PartRef, cfg: ClassifyConfig, models: ModelRefs, work_root: str | Path) -> ClassifyPartResult:
-    if (reused := classify_reused(ref, cfg, models, work_root)) is not None:
-        return reused
+    """Domain, quality, rules and PII of one documents part (reused when part, settings and models are the same)."""
+    return CLASSIFY.run(ref, cfg, models, work_root)
+
+
+def _classify(ref: PartRef, cfg: ClassifyConfig, models: ModelRefs, work_root: str | Path) -> ClassifyPartResult:
     work_root = Path(work_root)
     src = work_root / ref.docs_path
-    ann_path, rej_path, done_path = part_paths(work_root, ref)
-    key = _key(ref, cfg, models, work_root)
-
+    ann_path, rej_path, _ = part_paths(work_root, ref)
     t0 = time.perf_counter()
     rules = _rules(cfg.model_dump_json())
     res = ClassifyPartResult(corpus=ref.corpus, docs_path=ref.docs_path,
@@ -150,7 +142,6 @@ def classify_part(ref: PartRef, cfg: ClassifyConfig, models: ModelRefs, work_roo
     res.quality_hist = hist.tolist()
     res.pii = {t: n for t, n in sorted(pii_total.items()) if n}
     res.seconds = round(time.perf_counter() - t0, 3)
-    write_json_atomic(done_path, {"key": key, "result": res.model_dump(mode="json")})
     return res
 
 
@@ -195,6 +186,14 @@ def _judge_batch(batch: pa.RecordBatch, corpus: str, cfg: ClassifyConfig, models
             rejects.append(reject_row(STAGE, corpus, batch.column("source_file")[i].as_py(),
                                       batch.column("line")[i].as_py(), cols["id"][i], reason, detail, text))
     return cols, rejects
+
+
+CLASSIFY = PartStage(
+    STAGE, ClassifyPartResult, _classify, _key,
+    done_path=lambda ref, cfg, models, work_root: part_paths(Path(work_root), ref)[2],
+    outputs=lambda res, work_root: [work_root / res.annotations_path, work_root / res.rejects_path],
+    describe=lambda r: f"{r.docs_path}: {r.docs_in} in, {r.kept} kept")
+classify_reused = CLASSIFY.reused
 
 
 def make_classify_task(retries: int):

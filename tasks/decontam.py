@@ -29,8 +29,8 @@ from curate.schemas.documents import REJECT_SCHEMA, reject_row
 from curate.schemas.report import DecontamPartResult
 from curate.schemas.work_root import WorkRoot
 from curate.tasks.minhash import word_hashes, words_of
-from curate.tasks.stage_task import reuse, stage_task
-from curate.tasks.workdir import atomic_path, file_fingerprint, write_json_atomic
+from curate.tasks.stage_task import PartStage, stage_task
+from curate.tasks.workdir import atomic_path, file_fingerprint
 
 STAGE = "decontam"
 CONTAMINATED = "contaminated"
@@ -147,24 +147,19 @@ def _paths(work_root: Path, ref: DecontamRef) -> tuple[Path, Path, Path]:
     return base / f"{stem}.docs.parquet", base / f"{stem}.rejects.parquet", base / f"{stem}.done.json"
 
 
-def _key(ref: DecontamRef, cfg: DecontamConfig, index: EvalIndex, work_root: Path) -> dict:
-    return {"docs": file_fingerprint(work_root / ref.docs_path), "ngram": cfg.ngram, "sets": index.key}
-
-
-def decontam_reused(ref: DecontamRef, cfg: DecontamConfig, index: EvalIndex,
-                    work_root: str | Path) -> DecontamPartResult | None:
-    work_root = Path(work_root)
-    docs, rejects, done_path = _paths(work_root, ref)
-    return reuse(done_path, lambda: _key(ref, cfg, index, work_root), DecontamPartResult, lambda _: [docs, rejects])
+def _key(ref: DecontamRef, cfg: DecontamConfig, index: EvalIndex, work_root: str | Path) -> dict:
+    return {"docs": file_fingerprint(Path(work_root) / ref.docs_path), "ngram": cfg.ngram, "sets": index.key}
 
 
 def decontaminate_part(ref: DecontamRef, cfg: DecontamConfig, index: EvalIndex,
                        work_root: str | Path) -> DecontamPartResult:
     """Copy the part's documents that share no n-gram with an evaluation set; reject the others with the match."""
-    if (reused := decontam_reused(ref, cfg, index, work_root)) is not None:
-        return reused
+    return DECONTAM.run(ref, cfg, index, work_root)
+
+
+def _decontaminate(ref: DecontamRef, cfg: DecontamConfig, index: EvalIndex, work_root: str | Path) -> DecontamPartResult:
     work_root = Path(work_root)
-    docs_path, rej_path, done_path = _paths(work_root, ref)
+    docs_path, rej_path, _ = _paths(work_root, ref)
     t0 = time.perf_counter()
     hashes, grams = index.load()
     src = pq.ParquetFile(work_root / ref.docs_path)
@@ -192,8 +187,15 @@ def decontaminate_part(ref: DecontamRef, cfg: DecontamConfig, index: EvalIndex,
     res.kept = res.docs_in - res.rejected
     res.by_benchmark = dict(sorted(by_set.items()))
     res.seconds = round(time.perf_counter() - t0, 3)
-    write_json_atomic(done_path, {"key": _key(ref, cfg, index, work_root), "result": res.model_dump(mode="json")})
     return res
+
+
+DECONTAM = PartStage(
+    STAGE, DecontamPartResult, _decontaminate, _key,
+    done_path=lambda ref, cfg, index, work_root: _paths(Path(work_root), ref)[2],
+    outputs=lambda res, work_root: [work_root / res.docs_path, work_root / res.rejects_path],
+    describe=lambda r: f"{r.docs_path}: {r.docs_in} in, {r.rejected} contaminated")
+decontam_reused = DECONTAM.reused
 
 
 def make_decontam_task(retries: int):

@@ -23,13 +23,13 @@ import pyarrow.parquet as pq
 from curate.schemas.config import DedupConfig
 from curate.schemas.documents import REJECT_SCHEMA, excerpt
 from curate.schemas.documents import RejectReason as R
-from curate.schemas.report import DedupReport, FileResult
+from curate.schemas.report import DedupReport, FileResult, SignedPart
 from curate.schemas.work_root import WorkRoot
 from curate.tasks.dedup_candidates import (ShingleSets, band_groups, candidate_pairs, key_positions, load_keys,
                                     near_candidates, old_nodes, part_starts, run_starts, with_similarity)
 from curate.tasks.dedup_index import DedupIndex, DedupIndexError, index_lock
 from curate.tasks.minhash import LSHParams, MinHasher, band_keys, lsh_params
-from curate.tasks.stage_task import stage_task
+from curate.tasks.stage_task import PartStage, stage_task
 from curate.tasks.workdir import atomic_path, file_fingerprint, read_json, write_json_atomic
 
 STAGE = "dedup"
@@ -52,29 +52,25 @@ def sig_path(work_root: Path, part: FileResult) -> Path:
     return WorkRoot(work_root).signatures(part.corpus, name)
 
 
-def sign_reused(part: FileResult, cfg: DedupConfig, work_root: str | Path) -> str | None:
-    """The band keys of an earlier signing of the same part under the same settings, if there."""
-    out = sig_path(Path(work_root), part)
-    if not out.exists() or read_json(out.with_suffix(".json")) != {
-            "stamp": f"{file_fingerprint(Path(work_root) / part.docs_path)}:{_params_hash(cfg)}"}:
-        return None
-    return str(out)
+def _sign_key(part: FileResult, cfg: DedupConfig, work_root: str | Path) -> dict:
+    return {"docs": file_fingerprint(Path(work_root) / part.docs_path), "params": _params_hash(cfg)}
 
 
-def sign_part(part: FileResult, cfg: DedupConfig, work_root: str | Path) -> str:
+def sign_part(part: FileResult, cfg: DedupConfig, work_root: str | Path) -> SignedPart:
     """LSH band keys of one ingest part's documents (those with at least one shingle), saved beside the index:
     a document's 128 signature values are reduced to its band keys at once, so what is kept per document is
     bands x 8 bytes (and nothing for a document too short to shingle). Reused when part and settings match."""
-    if (reused := sign_reused(part, cfg, work_root)) is not None:
-        return reused
+    return SIGN.run(part, cfg, work_root)
+
+
+def _sign(part: FileResult, cfg: DedupConfig, work_root: str | Path) -> SignedPart:
     work_root = Path(work_root)
-    src = work_root / part.docs_path
+    t0 = time.perf_counter()
     out = sig_path(work_root, part)
-    stamp = f"{file_fingerprint(src)}:{_params_hash(cfg)}"
     hasher = MinHasher(cfg.num_perm, cfg.seed, cfg.ngram)
     params = LSHParams(*(index_params(cfg)[k] for k in ("bands", "rows")))
     keys, rows, counts, start = [], [], [], 0
-    for batch in pq.ParquetFile(src).iter_batches(columns=["text"], batch_size=1000):
+    for batch in pq.ParquetFile(work_root / part.docs_path).iter_batches(columns=["text"], batch_size=1000):
         s, c = hasher.signatures(batch.column(0).to_pylist())
         has = np.flatnonzero(c > 0)
         keys.append(band_keys(s[has], params))
@@ -86,8 +82,16 @@ def sign_part(part: FileResult, cfg: DedupConfig, work_root: str | Path) -> str:
             np.savez(f, keys=np.concatenate(keys) if keys else np.zeros((0, params.bands), np.uint64),
                      rows=np.concatenate(rows) if rows else np.zeros(0, np.int64),
                      counts=np.concatenate(counts) if counts else np.zeros(0, np.int32))
-    write_json_atomic(out.with_suffix(".json"), {"stamp": stamp})
-    return str(out)
+    return SignedPart(corpus=part.corpus, source_file=part.source_file, path=str(out.relative_to(work_root)),
+                      documents=start, signed=int(sum(len(r) for r in rows)), seconds=round(time.perf_counter() - t0, 3))
+
+
+SIGN = PartStage(
+    "minhash", SignedPart, _sign, _sign_key,
+    done_path=lambda part, cfg, work_root: sig_path(Path(work_root), part).with_suffix(".json"),
+    outputs=lambda res, work_root: [work_root / res.path],
+    describe=lambda r: f"{r.corpus}/{r.source_file}: {r.signed:,} of {r.documents:,} documents signed")
+sign_reused = SIGN.reused
 
 
 class _UnionFind:

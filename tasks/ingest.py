@@ -29,8 +29,8 @@ from curate.tasks.langid import identify
 from curate.tasks.normalize import normalize_text
 from curate.tasks.readers import FileLevelError, RawRecord, input_kind, read_records
 from curate.tasks.web import WarcTally, WebFilter, read_warc
-from curate.tasks.stage_task import stage_task
-from curate.tasks.workdir import atomic_path, file_fingerprint, read_json, write_json_atomic
+from curate.tasks.stage_task import PartStage, stage_task
+from curate.tasks.workdir import atomic_path, file_fingerprint
 
 STAGE = "ingest"
 # Parquet settings are fixed so that the same input and config give byte-identical parts.
@@ -170,27 +170,20 @@ def _input_key(job: FileJob) -> tuple[str, int]:
         return f"unreadable:{err.strerror}", 0
 
 
-def ingest_reused(job: FileJob, cfg: IngestConfig, work_root: str | Path, config_hash: str) -> FileResult | None:
-    """The result of an earlier ingest of the same input content under the same config, if its outputs are there."""
-    docs_path, rejects_path, done_path = part_paths(Path(work_root), job)
-    done = read_json(done_path)
-    if not (done and done.get("config_hash") == config_hash and docs_path.exists() and rejects_path.exists()):
-        return None
-    if done.get("fingerprint") != _input_key(job)[0]:
-        return None
-    result = FileResult.model_validate(done["result"])
-    result.reused = True
-    return result
+def _key(job: FileJob, cfg: IngestConfig, work_root: str | Path) -> dict:
+    return {"input": _input_key(job)[0], "config": cfg.model_dump(mode="json")}
 
 
-def ingest_file(job: FileJob, cfg: IngestConfig, work_root: str | Path, config_hash: str) -> FileResult:
+def ingest_file(job: FileJob, cfg: IngestConfig, work_root: str | Path) -> FileResult:
     """Ingest one file. Reuses a completed earlier output for the same input content and config."""
-    if (reused := ingest_reused(job, cfg, work_root, config_hash)) is not None:
-        return reused
+    return INGEST.run(job, cfg, work_root)
+
+
+def _ingest(job: FileJob, cfg: IngestConfig, work_root: str | Path) -> FileResult:
     work_root = Path(work_root)
-    docs_path, rejects_path, done_path = part_paths(work_root, job)
+    docs_path, rejects_path, _ = part_paths(work_root, job)
     path = Path(job.path)
-    fingerprint, bytes_in = _input_key(job)
+    bytes_in = _input_key(job)[1]
     t0 = time.perf_counter()
     with atomic_path(docs_path) as docs_tmp, atomic_path(rejects_path) as rej_tmp:
         with pq.ParquetWriter(docs_tmp, DOCUMENT_SCHEMA, **PARQUET_OPTS) as docs_w, \
@@ -219,9 +212,16 @@ def ingest_file(job: FileJob, cfg: IngestConfig, work_root: str | Path, config_h
         docs_path=str(docs_path.relative_to(work_root)), rejects_path=str(rejects_path.relative_to(work_root)),
         seconds=round(time.perf_counter() - t0, 3),
     )
-    write_json_atomic(done_path, {"fingerprint": fingerprint, "config_hash": config_hash,
-                                  "result": result.model_dump(mode="json")})
     return result
+
+
+INGEST = PartStage(
+    STAGE, FileResult, _ingest, _key,
+    done_path=lambda job, cfg, work_root: part_paths(Path(work_root), job)[2],
+    outputs=lambda res, work_root: [work_root / res.docs_path, work_root / res.rejects_path],
+    describe=lambda r: f"{r.corpus}/{r.source_file}: {r.docs_in} in, {r.kept} kept"
+    + (" (reused)" if r.reused else f" ({r.seconds:.1f}s)"))
+ingest_reused = INGEST.reused
 
 
 @functools.lru_cache(maxsize=4)

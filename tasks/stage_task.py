@@ -7,6 +7,7 @@ that cost about 8 s on the bundled sample's 24 task runs). Corpus and stage are 
 carries the corpus tags."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -38,17 +39,56 @@ def stage_task(fn: Callable, name: str, run_name: str | Callable[[], str], retri
                 retry_condition_fn=_retry_if_transient, cache_policy=NO_CACHE, persist_result=False)
 
 
-def reuse(done_path: Path, key: Callable[[], dict], model, outputs: Callable[[dict], list[Path]]):
-    """The stage's result recorded in `done_path`, marked reused, when it was made under the same content key and
-    its outputs are all there; else None. (The key is computed only when a result and its outputs exist.)"""
-    from curate.tasks.workdir import read_json
+@dataclass(frozen=True)
+class PartStage:
+    """The one contract of a stage that maps over parts: a part (and the stage's settings) in, a result and its
+    outputs out. Every callable takes the stage function's own arguments (`part, ..., work_root`):
 
-    done = read_json(done_path)
-    if not done or not all(p.exists() for p in outputs(done)) or done.get("key") != key():
-        return None
-    result = model.model_validate(done["result"])
-    result.reused = True
-    return result
+    - `compute` does the work and writes the outputs, each atomically (tasks/workdir.atomic_path);
+    - `key` is the content key the outputs are made under (input fingerprints, settings, models);
+    - `done_path` is where the result is recorded with its key, written last (the part's commit point);
+    - `outputs(result, work_root)` lists the files a recorded result needs, to reuse it;
+    - `describe(result)` is the line the flow logs when a part is done.
+
+    `run` (the body of the stage's public function) and `reused` (the flow's check before it sends a part to a
+    worker) are written here once, so reuse and the commit are the same for every stage."""
+
+    name: str
+    result: type
+    compute: Callable
+    key: Callable[..., dict]
+    done_path: Callable[..., Path]
+    outputs: Callable[..., list[Path]]
+    describe: Callable[[object], str]
+
+    def reused(self, *args):
+        """The recorded result of this part, marked reused, when it was made under the same content key and its
+        outputs are all there; else None. (The key, which reads the inputs, is computed only when both hold.)"""
+        from pydantic import ValidationError
+
+        from curate.tasks.workdir import read_json
+
+        done = read_json(self.done_path(*args))
+        try:
+            result = self.result.model_validate(done["result"]) if done else None
+        except (ValidationError, KeyError, TypeError):  # a record of another version: made again
+            return None
+        if result is None or not all(p.exists() for p in self.outputs(result, Path(args[-1]))) \
+                or done.get("key") != self.key(*args):
+            return None
+        result.reused = True
+        return result
+
+    def run(self, *args):
+        """The recorded result when it can be reused, else computed, then committed by writing its record."""
+        from curate.tasks.workdir import write_json_atomic
+
+        if (done := self.reused(*args)) is not None:
+            return done
+        key = self.key(*args)  # before the work: the inputs it was made from, not what they became
+        result = self.compute(*args)
+        write_json_atomic(self.done_path(*args), {"key": key, "result": result.model_dump(mode="json")})
+        return result
 
 
 def worker_init(poll_s: float = 1.0) -> None:

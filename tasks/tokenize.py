@@ -28,9 +28,9 @@ from curate.schemas.report import ShardInfo, TokenizePartResult
 from curate.schemas.shards import META_DOCS, META_DOMAIN, META_FORMAT, META_SPLIT, META_TOKENIZER_SHA, META_TOKENS, \
     SHARD_FORMAT_VERSION, token_shard_schema, token_type
 from curate.schemas.work_root import WorkRoot
-from curate.tasks.tokenizer import HFTokenizer, TokenizerInfo, load_tokenizer
-from curate.tasks.stage_task import reuse, stage_task
-from curate.tasks.workdir import atomic_path, file_fingerprint, temp_name, write_json_atomic
+from curate.tasks.tokenizer import HFTokenizer, TokenizerInfo, load_tokenizer, sha256_file
+from curate.tasks.stage_task import PartStage, stage_task
+from curate.tasks.workdir import atomic_path, file_fingerprint, temp_name
 
 STAGE = "tokenize"
 TRAIN, VALIDATION = "train", "validation"
@@ -223,33 +223,43 @@ def _kept_texts(docs: pq.ParquetFile, ann: pa.Table, size: int, text_bytes: list
         yield pending
 
 
-def _key(ref: TokenizeRef, tokenizer_sha: str, cfg: TokenizeConfig, work_root: Path) -> dict:
+def _key(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, work_root: str | Path) -> dict:
+    work_root = Path(work_root)
     return {"docs": file_fingerprint(work_root / ref.docs_path),
-            "annotations": file_fingerprint(work_root / ref.annotations_path), "tokenizer": tokenizer_sha,
+            "annotations": file_fingerprint(work_root / ref.annotations_path), "tokenizer": _tokenizer_sha(tokenizer_path),
             "format": SHARD_FORMAT_VERSION, "config": cfg.model_dump(mode="json", exclude={"tokenizer", "threads"})}
 
 
-def _done_path(ref: TokenizeRef, work_root: Path) -> Path:
-    return WorkRoot(work_root).stage(STAGE, ref.corpus) / f"{Path(ref.docs_path).name.removesuffix('.docs.parquet')}.done.json"
+def _tokenizer_sha(path: str | Path) -> str:
+    """The tokenizer file's sha256, without loading the model (the flow checks reuse with it)."""
+    path = Path(path)
+    if not path.is_file():
+        return load_tokenizer(path)  # the clear error
+    st = path.stat()
+    return _cached_sha(str(path), st.st_mtime_ns, st.st_size)
 
 
-def tokenize_reused(ref: TokenizeRef, tokenizer_sha: str, cfg: TokenizeConfig,
-                    work_root: str | Path) -> TokenizePartResult | None:
-    """The result of an earlier encoding of the same part with the same tokenizer and settings, if its shards are
-    there."""
-    work_root = Path(work_root)
-    return reuse(_done_path(ref, work_root), lambda: _key(ref, tokenizer_sha, cfg, work_root), TokenizePartResult,
-                 lambda done: [work_root / s["path"] for s in done["result"]["shards"]])
+@functools.lru_cache(maxsize=4)
+def _cached_sha(path: str, mtime_ns: int, size: int) -> str:
+    return sha256_file(path)
+
+
+def _done_path(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, work_root: str | Path) -> Path:
+    return WorkRoot(Path(work_root)).stage(STAGE, ref.corpus) / \
+        f"{Path(ref.docs_path).name.removesuffix('.docs.parquet')}.done.json"
 
 
 def tokenize_part(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, work_root: str | Path) -> TokenizePartResult:
+    """One classified part's kept documents as token shards, by domain and split (reused when the part, the
+    tokenizer and the settings are the same)."""
+    return TOKENIZE.run(ref, tokenizer_path, cfg, work_root)
+
+
+def _tokenize(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, work_root: str | Path) -> TokenizePartResult:
     work_root = Path(work_root)
     stem = Path(ref.docs_path).name.removesuffix(".docs.parquet")
-    done_path = _done_path(ref, work_root)
     sp, tok = _tokenizer(tokenizer_path)
-    if (reused := tokenize_reused(ref, tok.sha256, cfg, work_root)) is not None:
-        return reused
-    key = _key(ref, tok.sha256, cfg, work_root)
+    key = _key(ref, tokenizer_path, cfg, work_root)
     t0 = time.perf_counter()
     # Shard names carry the hash of what made them (input parts, tokenizer, settings): other settings write other
     # names, so a shard a manifest version names is never rewritten and every version stays loadable.
@@ -281,8 +291,13 @@ def tokenize_part(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, wo
     res.tokens = sum(s.tokens for s in res.shards)
     res.text_bytes = text_bytes[0]
     res.seconds = round(time.perf_counter() - t0, 3)
-    write_json_atomic(done_path, {"key": key, "result": res.model_dump(mode="json")})
     return res
+
+
+TOKENIZE = PartStage(STAGE, TokenizePartResult, _tokenize, _key, _done_path,
+                     outputs=lambda res, work_root: [work_root / s.path for s in res.shards],
+                     describe=lambda r: f"{r.corpus}: {r.tokens:,} tokens")
+tokenize_reused = TOKENIZE.reused
 
 
 def make_tokenize_task(retries: int):

@@ -20,7 +20,7 @@ from tests.conftest import REPO, head_lines
 
 def ingest(tmp_path, job_or_path, **cfg):
     job = job_or_path if isinstance(job_or_path, FileJob) else FileJob("adv", str(job_or_path), job_or_path.name)
-    res = ingest_file(job, IngestConfig(**cfg), tmp_path / "work", "h")
+    res = ingest_file(job, IngestConfig(**cfg), tmp_path / "work")
     assert res.docs_in == res.kept + res.rejected
     rejects = pq.read_table(tmp_path / "work" / res.rejects_path).to_pylist()
     docs = pq.read_table(tmp_path / "work" / res.docs_path).to_pylist()

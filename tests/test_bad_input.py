@@ -17,7 +17,7 @@ GOOD = [json.dumps({"id": f"d{i}", "text": f"Document number {i} says something 
 
 
 def ingest(tmp_path, path, **cfg):
-    res = ingest_file(FileJob("bad", str(path), path.name), IngestConfig(**cfg), tmp_path / "work", "h")
+    res = ingest_file(FileJob("bad", str(path), path.name), IngestConfig(**cfg), tmp_path / "work")
     assert res.docs_in == res.kept + res.rejected
     rejects = pq.read_table(tmp_path / "work" / res.rejects_path).to_pylist()
     assert len(rejects) == res.rejected

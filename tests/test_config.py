@@ -46,13 +46,6 @@ def test_missing_and_invalid_files(tmp_path):
         load_config(tmp_path / "list.yaml")
 
 
-def test_stage_hash_changes_with_its_settings_only():
-    a, b = CurateConfig(), parse_config({"ingest": {"lid_max_chars": 100}})
-    c = parse_config({"runner": {"workers": 1}})
-    assert a.stage_hash("ingest") != b.stage_hash("ingest")
-    assert a.stage_hash("ingest") == c.stage_hash("ingest")
-
-
 def test_classify_rules_override_per_domain_and_unknown_pii_types_are_refused():
     cfg = parse_config({"classify": {"rules": {"code": [], "web": ["c4_curly_brace"]}}})
     assert cfg.classify.rules["code"] == [] and cfg.classify.rules["web"] == ["c4_curly_brace"]

@@ -32,7 +32,7 @@ def _neardups():
 def run_corpus(work, name, path, cfg=DedupConfig(), groups=0):
     """Ingest, sign and dedup one file; with `groups`, the near-duplicate pairs come from that many band groups (what
     the flow maps across workers), else from the serial path."""
-    part = ingest_file(FileJob(name, str(path), path.name), IngestConfig(), work, "h")
+    part = ingest_file(FileJob(name, str(path), path.name), IngestConfig(), work)
     sign_part(part, cfg, work)
     if not groups:
         return dedup_corpus(name, [part], cfg, work)

@@ -32,7 +32,7 @@ def _sha(path):
 
 def test_real_multilingual_documents_are_kept_with_language_and_provenance(tmp_path, multilingual):
     job = FileJob("multi", str(multilingual), "multi.jsonl.gz")
-    res = ingest_file(job, IngestConfig(), tmp_path / "work", "h")
+    res = ingest_file(job, IngestConfig(), tmp_path / "work")
     assert res.docs_in == 200 and res.kept == 200 and res.rejected == 0
     table = pq.read_table(tmp_path / "work" / res.docs_path)
     assert table.schema.equals(DOCUMENT_SCHEMA)
@@ -49,10 +49,10 @@ def test_real_multilingual_documents_are_kept_with_language_and_provenance(tmp_p
 def test_rerun_reuses_output_and_is_byte_identical(tmp_path, multilingual):
     job = FileJob("multi", str(multilingual), "multi.jsonl.gz")
     cfg = IngestConfig()
-    first = ingest_file(job, cfg, tmp_path / "a", "h")
-    again = ingest_file(job, cfg, tmp_path / "a", "h")
+    first = ingest_file(job, cfg, tmp_path / "a")
+    again = ingest_file(job, cfg, tmp_path / "a")
     assert not first.reused and again.reused and again.kept == first.kept
-    other = ingest_file(job, cfg, tmp_path / "b", "h")
+    other = ingest_file(job, cfg, tmp_path / "b")
     for pa_, pb in zip(part_paths(tmp_path / "a", job), part_paths(tmp_path / "b", job)):
         if pa_.suffix == ".parquet":
             assert _sha(pa_) == _sha(pb), f"{pa_.name} differs between two runs on the same input"
@@ -61,12 +61,13 @@ def test_rerun_reuses_output_and_is_byte_identical(tmp_path, multilingual):
 
 def test_changed_config_or_input_recomputes(tmp_path, multilingual):
     job = FileJob("multi", str(multilingual), "multi.jsonl.gz")
-    ingest_file(job, IngestConfig(), tmp_path / "w", "h1")
-    assert not ingest_file(job, IngestConfig(), tmp_path / "w", "h2").reused
+    ingest_file(job, IngestConfig(), tmp_path / "w")
+    assert ingest_file(job, IngestConfig(), tmp_path / "w").reused
+    assert not ingest_file(job, IngestConfig(max_doc_bytes=1_999_999), tmp_path / "w").reused
     shutil.copy(multilingual, tmp_path / "copy.jsonl.gz")
     with gzip.open(multilingual, "ab") as f:
         f.write(b'{"id": "new", "text": "Un document de plus, ajout\xc3\xa9 apr\xc3\xa8s coup."}\n')
-    res = ingest_file(job, IngestConfig(), tmp_path / "w", "h2")
+    res = ingest_file(job, IngestConfig(max_doc_bytes=1_999_999), tmp_path / "w")
     assert not res.reused and res.docs_in == 201
 
 
@@ -79,17 +80,17 @@ def test_crash_leaves_no_partial_output(tmp_path, multilingual, monkeypatch):
 
     monkeypatch.setattr(ingest_mod, "identify", boom)
     with pytest.raises(KeyboardInterrupt):
-        ingest_file(job, IngestConfig(batch_size=50), tmp_path / "w", "h")
+        ingest_file(job, IngestConfig(batch_size=50), tmp_path / "w")
     corpus_dir = tmp_path / "w" / "ingest" / "multi"
     assert not any(corpus_dir.iterdir()), "a crashed file must leave nothing behind"
     monkeypatch.undo()
-    res = ingest_file(job, IngestConfig(batch_size=50), tmp_path / "w", "h")
+    res = ingest_file(job, IngestConfig(batch_size=50), tmp_path / "w")
     assert res.kept == 200 and not res.reused
 
 
 def test_language_allowlist_rejects_with_reason(tmp_path, multilingual):
     job = FileJob("multi", str(multilingual), "multi.jsonl.gz")
-    res = ingest_file(job, IngestConfig(lang_allowlist=["fr"]), tmp_path / "w", "h")
+    res = ingest_file(job, IngestConfig(lang_allowlist=["fr"]), tmp_path / "w")
     assert res.kept > 0 and res.by_reason["language"] == res.rejected > 0
     assert res.kept + res.rejected == res.docs_in
     langs = set(pq.read_table(tmp_path / "w" / res.docs_path).column("lang").to_pylist())

@@ -22,7 +22,7 @@ def curate_sample(root, vocab_size=2000, validation_fraction=0.05):
     """ingest → classify → tokenizer → tokenize on five sample files, as plain functions."""
     models, refs = resolve_models(ClassifyConfig()), []
     for name in CORPORA:
-        ing = ingest_file(FileJob(name, str(SAMPLE / f"{name}.jsonl.gz"), f"{name}.jsonl.gz"), IngestConfig(), root, "h")
+        ing = ingest_file(FileJob(name, str(SAMPLE / f"{name}.jsonl.gz"), f"{name}.jsonl.gz"), IngestConfig(), root)
         cl = classify_part(PartRef(name, ing.docs_path), ClassifyConfig(), models, root)
         refs.append(TokenizeRef(name, ing.docs_path, cl.annotations_path))
     pairs = [(r.docs_path, r.annotations_path) for r in refs]

@@ -18,7 +18,7 @@ WEB = SHARED_CORPORA / "web"
 
 
 def _ingest(tmp_path, path, **web):
-    res = ingest_file(FileJob("web", str(path), path.name), IngestConfig(web=WebConfig(**web)), tmp_path, "h")
+    res = ingest_file(FileJob("web", str(path), path.name), IngestConfig(web=WebConfig(**web)), tmp_path)
     assert res.docs_in == res.kept + res.rejected
     docs = pq.read_table(tmp_path / res.docs_path).to_pylist()
     rejects = pq.read_table(tmp_path / res.rejects_path).to_pylist()

@@ -102,7 +102,7 @@ def run_ours(records: list[dict], tmp: Path, workers: int) -> tuple[dict, float,
         with gzip.open(src / f"part-{k:02d}.jsonl.gz", "wt", encoding="utf-8") as f:
             for r in records[k::n_parts]:
                 f.write(json.dumps(r) + "\n")
-    parts = [ingest_file(FileJob("bench", str(p), p.name), IngestConfig(), work, "bench").model_dump()
+    parts = [ingest_file(FileJob("bench", str(p), p.name), IngestConfig(), work).model_dump()
              for p in sorted(src.iterdir())]
     (tmp / "parts.json").write_text(json.dumps(parts))
     code = CHILD.format(repo=str(REPO), parts=str(tmp / "parts.json"), work=str(work), workers=workers)

@@ -43,7 +43,7 @@ def ingest(path: Path, cfg: IngestConfig) -> float:
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     try:
         t0 = time.perf_counter()
-        ingest_file(FileJob("bench", str(path), path.name), cfg, work, "bench")
+        ingest_file(FileJob("bench", str(path), path.name), cfg, work)
         return time.perf_counter() - t0
     finally:
         shutil.rmtree(work)

@@ -29,7 +29,7 @@ from curate.tasks.dedup import dedup_corpus, sign_part
 from curate.tasks.ingest import FileJob, ingest_file
 work = Path({work!r})
 t0 = time.perf_counter()
-part = ingest_file(FileJob("tiny", {src!r}, "tiny.jsonl"), IngestConfig(), work, "bench")
+part = ingest_file(FileJob("tiny", {src!r}, "tiny.jsonl"), IngestConfig(), work)
 t1 = time.perf_counter()
 sign_part(part, DedupConfig(), work)
 rep = dedup_corpus("tiny", [part], DedupConfig(), work)

@@ -78,7 +78,7 @@ def ours(files: list[Path], work: Path) -> int:
     from curate.schemas.config import IngestConfig
     from curate.tasks.ingest import FileJob, ingest_file
 
-    return sum(ingest_file(FileJob("web", str(f), f.name), IngestConfig(), work, "b").kept for f in files)
+    return sum(ingest_file(FileJob("web", str(f), f.name), IngestConfig(), work).kept for f in files)
 
 
 def run_datatrove(files: list[Path]) -> int:
@@ -94,7 +94,7 @@ MEMORY_CHILD = """
 import sys; sys.path.insert(0, {repo!r})
 from curate.schemas.config import IngestConfig
 from curate.tasks.ingest import FileJob, ingest_file
-r = ingest_file(FileJob("web", {src!r}, "big.warc.gz"), IngestConfig(), {work!r}, "b")
+r = ingest_file(FileJob("web", {src!r}, "big.warc.gz"), IngestConfig(), {work!r})
 print(r.docs_in, r.kept)
 """
 

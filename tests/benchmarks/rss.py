@@ -11,6 +11,7 @@ import time
 
 
 LARGEST: dict[str, float] = {}  # after run_measured: peak MB of each process of the last run, by what it ran
+PEAK_AT: dict[str, float] = {}  # ... and the second of the run at which each reached it
 
 
 def _role(p) -> str:
@@ -32,6 +33,7 @@ def run_measured(cmd: list[str], interval: float = 0.05) -> tuple[str, float, fl
     import psutil
 
     LARGEST.clear()
+    PEAK_AT.clear()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak_one = peak_sum = 0.0
@@ -48,7 +50,8 @@ def run_measured(cmd: list[str], interval: float = 0.05) -> tuple[str, float, fl
                     try:
                         sizes.append(p.memory_info().rss / 2**20)
                         key = f"{_role(p)} {p.pid}"
-                        LARGEST[key] = max(LARGEST.get(key, 0.0), sizes[-1])
+                        if sizes[-1] > LARGEST.get(key, 0.0):
+                            LARGEST[key], PEAK_AT[key] = sizes[-1], time.perf_counter() - t0
                     except psutil.Error:
                         pass
                 if sizes:
