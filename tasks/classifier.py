@@ -22,7 +22,7 @@ import fasttext
 import numpy as np
 import xxhash
 
-from curate.tasks.workdir import atomic_path, write_json_atomic
+from curate.tasks.workdir import write_json_atomic
 
 LABEL_PREFIX = "__label__"
 MIN_EXAMPLES_PER_LABEL = 10

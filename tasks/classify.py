@@ -28,7 +28,7 @@ from curate.tasks.classify_models import QUALITY_LABELS, ModelRefs, rule_set
 from curate.tasks.pii import redact
 from curate.tasks.quality_rules import RuleSet
 from curate.tasks.stage_task import PartStage, stage_task
-from curate.tasks.workdir import atomic_path, file_fingerprint
+from curate.tasks.workdir import atomic_path, file_fingerprint, open_parquet
 
 STAGE = "classify"
 HIST_BINS = 10
@@ -109,7 +109,7 @@ def _classify(ref: PartRef, cfg: ClassifyConfig, models: ModelRefs, work_root: s
     reasons, domains, pii_total, seen = Counter(), Counter(), Counter(), Counter()
     rule_drops: dict[str, Counter] = {}
     hist = np.zeros(HIST_BINS, dtype=np.int64)
-    pf = pq.ParquetFile(src)
+    pf = open_parquet(src)
     with atomic_path(ann_path) as ann_tmp, atomic_path(rej_path) as rej_tmp:
         with pq.ParquetWriter(ann_tmp, ANNOTATION_SCHEMA, compression="zstd", compression_level=1,
                               use_dictionary=["domain", "domain_runner_up", "failed_rule", "reason"]) as ann_w, \

@@ -30,7 +30,7 @@ from curate.schemas.report import DecontamPartResult
 from curate.schemas.work_root import WorkRoot
 from curate.tasks.minhash import word_hashes, words_of
 from curate.tasks.stage_task import PartStage, stage_task
-from curate.tasks.workdir import atomic_path, file_fingerprint
+from curate.tasks.workdir import atomic_path, file_fingerprint, open_parquet
 
 STAGE = "decontam"
 CONTAMINATED = "contaminated"
@@ -162,7 +162,7 @@ def _decontaminate(ref: DecontamRef, cfg: DecontamConfig, index: EvalIndex, work
     docs_path, rej_path, _ = _paths(work_root, ref)
     t0 = time.perf_counter()
     hashes, grams = index.load()
-    src = pq.ParquetFile(work_root / ref.docs_path)
+    src = open_parquet(work_root / ref.docs_path)
     res = DecontamPartResult(corpus=ref.corpus, docs_path=str(docs_path.relative_to(work_root)),
                              rejects_path=str(rej_path.relative_to(work_root)))
     by_set: Counter[str] = Counter()

@@ -30,7 +30,7 @@ from curate.tasks.dedup_candidates import (ShingleSets, band_groups, candidate_p
 from curate.tasks.dedup_index import DedupIndex, DedupIndexError, index_lock
 from curate.tasks.minhash import LSHParams, MinHasher, band_keys, lsh_params
 from curate.tasks.stage_task import PartStage, stage_task
-from curate.tasks.workdir import atomic_path, file_fingerprint, read_json, write_json_atomic
+from curate.tasks.workdir import atomic_path, file_fingerprint, open_parquet, read_json, write_json_atomic
 
 STAGE = "dedup"
 
@@ -70,7 +70,7 @@ def _sign(part: FileResult, cfg: DedupConfig, work_root: str | Path) -> SignedPa
     hasher = MinHasher(cfg.num_perm, cfg.seed, cfg.ngram)
     params = LSHParams(*(index_params(cfg)[k] for k in ("bands", "rows")))
     keys, rows, counts, start = [], [], [], 0
-    for batch in pq.ParquetFile(work_root / part.docs_path).iter_batches(columns=["text"], batch_size=1000):
+    for batch in open_parquet(work_root / part.docs_path).iter_batches(columns=["text"], batch_size=1000):
         s, c = hasher.signatures(batch.column(0).to_pylist())
         has = np.flatnonzero(c > 0)
         keys.append(band_keys(s[has], params))
@@ -334,7 +334,7 @@ def _excerpts(parts: list[FileResult], work_root: Path, rows: np.ndarray):
     """(row, excerpt) of these increasing corpus rows, reading each part's text a batch at a time."""
     start, k = 0, 0
     for part in parts:
-        for batch in pq.ParquetFile(work_root / part.docs_path).iter_batches(batch_size=2000, columns=["text"]):
+        for batch in open_parquet(work_root / part.docs_path).iter_batches(batch_size=2000, columns=["text"]):
             end = start + batch.num_rows
             stop = k + int(np.searchsorted(rows[k:], end))
             if stop > k:
@@ -349,7 +349,7 @@ def _write_outputs(corpus, parts, work_root, meta, fate: _Fates, kept_mask, ids,
     offset = 0
     for part in parts:
         with atomic_path(out_dir / Path(part.docs_path).name) as tmp:
-            src = pq.ParquetFile(work_root / part.docs_path)
+            src = open_parquet(work_root / part.docs_path)
             with pq.ParquetWriter(tmp, src.schema_arrow, compression="zstd", compression_level=1,
                                   use_dictionary=["corpus", "source_file", "lang"]) as w:
                 for batch in src.iter_batches(batch_size=2000):

@@ -17,14 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from curate.schemas.config import DedupConfig
 from curate.schemas.report import FileResult
 from curate.schemas.work_root import WorkRoot
 from curate.tasks.dedup_index import DedupIndex
 from curate.tasks.minhash import shingle_hashes, word_hashes, words_of
-from curate.tasks.workdir import atomic_path
+from curate.tasks.workdir import atomic_path, open_parquet
 
 
 
@@ -72,7 +71,7 @@ class ShingleSets:
             wanted.sort(key=lambda t: t[1])
             rows = np.array([r for _, r in wanted], dtype=np.int64)
             start, k = 0, 0
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=2000, columns=["text"]):
+            for batch in open_parquet(path).iter_batches(batch_size=2000, columns=["text"]):
                 stop = k + int(np.searchsorted(rows[k:], start + batch.num_rows))
                 if stop > k:
                     texts = batch.column(0).take(pa.array(rows[k:stop] - start)).to_pylist()

@@ -145,7 +145,6 @@ def train_proxy(manifest: str | Path, cfg: ProxyConfig, role: str = "baseline", 
     with deterministic(cfg.threads):
         torch.manual_seed(cfg.seed)
         model = ProxyLM(m.tokenizer.vocab_size, cfg.seq_len, cfg.n_layer, cfg.n_head, cfg.n_embd)
-        domains = [s.domain for s in m.sources]
         if role == "doremi":
             ref = load_reference(Path(reference_run), cfg, m.tokenizer.sha256, m.tokenizer.vocab_size)
             live = [s.available_tokens > 0 for s in m.sources]

@@ -30,7 +30,7 @@ from curate.schemas.shards import META_DOCS, META_DOMAIN, META_FORMAT, META_SPLI
 from curate.schemas.work_root import WorkRoot
 from curate.tasks.tokenizer import HFTokenizer, TokenizerInfo, load_tokenizer, sha256_file
 from curate.tasks.stage_task import PartStage, stage_task
-from curate.tasks.workdir import atomic_path, file_fingerprint, temp_name
+from curate.tasks.workdir import atomic_path, file_fingerprint, open_parquet, temp_name
 
 STAGE = "tokenize"
 TRAIN, VALIDATION = "train", "validation"
@@ -207,7 +207,7 @@ def _kept_texts(docs: pq.ParquetFile, ann: pa.Table, size: int, text_bytes: list
     """The kept documents' texts (redacted where PII was found), in document order, `size` at a time, read a batch
     at a time: memory is a batch, not the part."""
     offset, pending = 0, []
-    for batch in docs.iter_batches(batch_size=max(size, 2048), columns=["id", "text"]):
+    for batch in docs.iter_batches(batch_size=size, columns=["id", "text"]):
         a = ann.slice(offset, batch.num_rows)
         offset += batch.num_rows
         if not batch.column("id").equals(a.column("id").combine_chunks()):
@@ -265,7 +265,7 @@ def _tokenize(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, work_r
     # names, so a shard a manifest version names is never rewritten and every version stays loadable.
     content_key = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
     ann = pq.read_table(work_root / ref.annotations_path, columns=["id", "kept", "domain", "quality_score", "text_redacted"])
-    docs = pq.ParquetFile(work_root / ref.docs_path)
+    docs = open_parquet(work_root / ref.docs_path)
     if docs.metadata.num_rows != ann.num_rows:
         raise ValueError(f"{ref.annotations_path} does not annotate {ref.docs_path} row for row: classify again")
     mask = ann.column("kept")

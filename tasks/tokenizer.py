@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import sentencepiece as spm
 import xxhash
 
-from curate.tasks.workdir import atomic_path, read_json, write_json_atomic
+from curate.tasks.workdir import atomic_path, open_parquet, read_json, write_json_atomic
 
 SETTINGS_FILE = "settings.json"  # how the work root's tokenizer was trained
 
@@ -106,7 +107,7 @@ def _kept_batches(work_root: Path, parts: Iterable[tuple[str, str]]):
     for docs_path, ann_path in parts:
         ann = pq.read_table(work_root / ann_path, columns=["kept", "domain", "text_redacted"])
         offset = 0
-        for batch in pq.ParquetFile(work_root / docs_path).iter_batches(batch_size=2000, columns=["id", "text"]):
+        for batch in open_parquet(work_root / docs_path).iter_batches(batch_size=2000, columns=["id", "text"]):
             a = ann.slice(offset, batch.num_rows)
             offset += batch.num_rows
             mask = a.column("kept")
@@ -120,33 +121,81 @@ def kept_documents(work_root: Path, parts: Iterable[tuple[str, str]]) -> Iterato
         yield from zip(ids, domains, texts.to_pylist())
 
 
+class _Smallest:
+    """The documents of one domain with the smallest sampling keys whose lengths add up to a budget: a bounded heap
+    (memory the sample's documents, not the domain's), the same choice as sorting every key and taking in order."""
+
+    def __init__(self, budget: int):
+        self.budget, self.total, self.heap = budget, 0, []
+
+    def add(self, key: tuple[int, str], n: int, where: tuple[int, int]) -> None:
+        import heapq
+
+        heapq.heappush(self.heap, _Largest(key, n, where))
+        self.total += n
+        while len(self.heap) > 1 and self.total - self.heap[0].n >= self.budget:  # the largest key is not needed
+            self.total -= heapq.heappop(self.heap).n
+
+    def taken(self) -> Iterator[tuple[tuple[int, str], int, tuple[int, int]]]:
+        """(key, characters to take, (part, row)) in key order: each document whole but the last."""
+        taken = 0
+        for item in sorted(self.heap, reverse=True):
+            if taken >= self.budget:
+                break
+            yield item.key, min(item.n, self.budget - taken), item.where
+            taken += min(item.n, self.budget - taken)
+
+
+@dataclass(order=False)
+class _Largest:
+    key: tuple[int, str]
+    n: int
+    where: tuple[int, int]
+
+    def __lt__(self, other: "_Largest") -> bool:  # heapq keeps the smallest first: here, the largest key
+        return self.key > other.key
+
+
+def _column_batches(path: Path, column: str, size: int = 256):
+    """(first row, array) of one column of a Parquet file, `size` rows at a time."""
+    row = 0
+    for batch in open_parquet(path).iter_batches(batch_size=size, columns=[column]):
+        yield row, batch.column(0)
+        row += batch.num_rows
+
+
 def balanced_sample(work_root: Path, parts: list[tuple[str, str]], chars_per_domain: int, seed: int) -> list[str]:
     """Up to chars_per_domain characters of each domain's kept documents, taken in a seeded order of their ids,
-    so a domain with a hundred times more text does not shape the vocabulary a hundred times more. Two passes:
-    the choice is made on ids and lengths (no text is turned into Python strings), and only the chosen texts are
-    ever held in memory."""
+    so a domain with a hundred times more text does not shape the vocabulary a hundred times more; redacted text
+    wins. The choice is made on ids and lengths (`n_chars`; no text is read), keeping only the documents it takes,
+    then only their texts are read, a small batch at a time: memory is the sample, not the corpus."""
     import pyarrow.compute as pc
 
-    by_domain: dict[str, list[tuple[int, str, int]]] = {}
-    for ids, domains, texts in _kept_batches(work_root, parts):
-        for doc_id, domain, n in zip(ids, domains, pc.utf8_length(texts).to_pylist()):
-            by_domain.setdefault(domain, []).append((xxhash.xxh64_intdigest(f"{seed}:{doc_id}"), doc_id, n))
-    chosen: dict[str, int] = {}  # id -> characters to take
-    for domain in sorted(by_domain):
-        taken = 0
-        for _, doc_id, n in sorted(by_domain[domain]):
-            if taken >= chars_per_domain:
-                break
-            chosen[doc_id] = min(n, chars_per_domain - taken)
-            taken += chosen[doc_id]
-    del by_domain
-    picked = {}
-    for ids, _, texts in _kept_batches(work_root, parts):
-        take = [k for k, i in enumerate(ids) if i in chosen]
-        if take:
-            for k, text in zip(take, texts.take(take).to_pylist()):
-                picked[ids[k]] = text[: chosen[ids[k]]]
-    return [picked[i] for i in sorted(picked, key=lambda i: xxhash.xxh64_intdigest(f"{seed}:{i}"))]
+    domains: dict[str, _Smallest] = {}
+    for p, (docs_path, ann_path) in enumerate(parts):
+        ann = pq.read_table(work_root / ann_path, columns=["kept", "domain"])
+        docs = pq.read_table(work_root / docs_path, columns=["id", "n_chars"])
+        lengths = docs.column("n_chars").to_numpy().copy()
+        for row, col in _column_batches(work_root / ann_path, "text_redacted"):
+            has = np.flatnonzero(col.is_valid().to_numpy(zero_copy_only=False))
+            lengths[row + has] = pc.utf8_length(col.take(pa.array(has))).to_numpy()
+        rows = np.flatnonzero(ann.column("kept").to_numpy(zero_copy_only=False))
+        ids = docs.column("id").take(pa.array(rows)).to_pylist()
+        for row, doc_id, domain in zip(rows.tolist(), ids, ann.column("domain").take(pa.array(rows)).to_pylist()):
+            key = (xxhash.xxh64_intdigest(f"{seed}:{doc_id}"), doc_id)
+            domains.setdefault(domain, _Smallest(chars_per_domain)).add(key, int(lengths[row]), (p, row))
+    chosen = {where: (key, n) for d in sorted(domains) for key, n, where in domains[d].taken()}
+    del domains
+    picked: dict[tuple[int, str], str] = {}
+    for p, (docs_path, ann_path) in enumerate(parts):
+        mine = {row: kn for (part, row), kn in chosen.items() if part == p}
+        for path, column in ((ann_path, "text_redacted"), (docs_path, "text")):  # redacted first: it wins
+            for start, col in _column_batches(work_root / path, column):
+                for row in [r for r in range(start, start + len(col)) if r in mine]:
+                    key, n = mine[row]
+                    if key not in picked and col[row - start].is_valid:
+                        picked[key] = col[row - start].as_py()[:n]
+    return [picked[k] for k in sorted(picked)]
 
 
 def train_hf_bpe(lines: list[str], vocab_size: int) -> bytes:

@@ -124,3 +124,12 @@ def clean_orphans(root: Path) -> list[Path]:
             except FileNotFoundError:
                 continue
     return removed
+
+
+def open_parquet(path: Path):
+    """A Parquet file to read a batch at a time. Arrow's default pre-buffering reads every row group's column chunks
+    ahead (a 46-row-group part's text: 151 MB of Arrow memory against 37 MB without), so memory would follow the
+    part's size rather than the batch's."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path, pre_buffer=False)
