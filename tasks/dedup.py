@@ -25,6 +25,7 @@ from curate.schemas.documents import REJECT_SCHEMA, excerpt
 from curate.schemas.documents import RejectReason as R
 from curate.schemas.report import DedupReport, FileResult, SignedPart
 from curate.schemas.work_root import WorkRoot
+from curate.tasks import dedup_candidates
 from curate.tasks.dedup_candidates import (ShingleSets, band_groups, candidate_pairs, key_positions, load_keys,
                                     near_candidates, old_nodes, part_starts, run_starts, with_similarity)
 from curate.tasks.dedup_index import DedupIndex, DedupIndexError, index_lock
@@ -289,8 +290,7 @@ def _decide_and_write(corpus, parts, cfg, work_root, index, fingerprint, candida
 
     sizes: Counter[int] = Counter()
     largest: list[tuple[int, str]] = []
-    shingle_sets.prefetch([m for members in clusters.values() for m in members])  # the star refinement's, at once
-    for members in clusters.values():
+    for members in _prefetched(list(clusters.values()), shingle_sets):
         # Star refinement of the union-find cluster: the best-ranked member keeps the documents that are
         # similar to it; chained members (similar only through another) start a cluster of their own.
         remaining = sorted(set(members), key=priority)
@@ -328,6 +328,22 @@ def _decide_and_write(corpus, parts, cfg, work_root, index, fingerprint, candida
     index.add(corpus, fingerprint, ids.take(pa.array(kept)), hashes.take(pa.array(kept)),
               np.searchsorted(kept, shingled), keys[key_pos[shingled]], kept_parts, report.model_dump(mode="json"))
     return report
+
+
+def _prefetched(clusters: list[list[int]], sets: ShingleSets):
+    """Each cluster, its members' shingle sets fetched with those of the next clusters, CHUNK_NODES documents at a
+    time (each file read once per chunk): memory is a chunk, not every near-duplicate of the corpus."""
+    i = 0
+    while i < len(clusters):
+        j, size = i, 0
+        while j < len(clusters) and (j == i or size + len(clusters[j]) <= dedup_candidates.CHUNK_NODES):
+            size += len(clusters[j])
+            j += 1
+        sets.cache.clear()
+        sets.prefetch([m for members in clusters[i:j] for m in members])
+        yield from clusters[i:j]
+        i = j
+    sets.cache.clear()
 
 
 def _excerpts(parts: list[FileResult], work_root: Path, rows: np.ndarray):

@@ -198,7 +198,7 @@ def balanced_sample(work_root: Path, parts: list[tuple[str, str]], chars_per_dom
     return [picked[k] for k in sorted(picked)]
 
 
-def train_hf_bpe(lines: list[str], vocab_size: int) -> bytes:
+def train_hf_bpe(lines: Iterable[str], vocab_size: int) -> bytes:
     """A byte-level BPE (GPT-2's scheme) with the `tokenizers` library; `<|endoftext|>` is its EOS."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -211,15 +211,28 @@ def train_hf_bpe(lines: list[str], vocab_size: int) -> bytes:
     return tok.to_str().encode()
 
 
+def _consumed_lines(texts: list[str], counts: list[int]) -> Iterator[str]:
+    """The non-blank lines of the texts, in order, emptying the list as it goes (a text is freed once its lines are
+    read: the trainers copy what they keep, so the sample is not held twice); `counts` gets [lines, characters]."""
+    texts.reverse()
+    while texts:
+        for line in texts.pop().split("\n"):
+            if line.strip():
+                counts[0] += 1
+                counts[1] += len(line)
+                yield line
+
+
 def train_tokenizer(texts: list[str], out_dir: str | Path, vocab_size: int = 32000, model_type: str = "bpe",
                     threads: int = 2, seed: int = 1, kind: str = "sentencepiece") -> TokenizerInfo:
-    """Train on the texts' lines; write the model (tokenizer.model, or an HF tokenizer.json for kind hf-bpe) and
-    settings.json (how it was trained), the model last."""
+    """Train on the texts' lines (the list is consumed); write the model (tokenizer.model, or an HF tokenizer.json
+    for kind hf-bpe) and settings.json (how it was trained), the model last."""
     if kind not in KINDS:
         raise TokenizerError(f"tokenizer kind must be one of {', '.join(KINDS)}, not {kind!r}")
-    lines = [ln for t in texts for ln in t.split("\n") if ln.strip()]
-    if not lines:
+    if not any(line.strip() for t in texts for line in t.split("\n")):
         raise TokenizerError("no text to train a tokenizer on")
+    counts = [0, 0]
+    lines = _consumed_lines(texts, counts)
     if kind == "hf-bpe":
         from tokenizers import Tokenizer
 
@@ -227,13 +240,13 @@ def train_tokenizer(texts: list[str], out_dir: str | Path, vocab_size: int = 320
         trained = Tokenizer.from_str(model.decode())
         return _commit_model(Path(out_dir), kind, model, {"vocab_size": trained.get_vocab_size(with_added_tokens=True),
                                                           "eos_id": trained.token_to_id("<|endoftext|>")},
-                             vocab_size, lines, seed)
+                             vocab_size, counts, seed)
     if model_type not in ("bpe", "unigram"):
         raise TokenizerError(f"model_type must be bpe or unigram, not {model_type!r}")
     buf = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(lines), model_writer=buf, vocab_size=vocab_size, model_type=model_type,
+            sentence_iterator=lines, model_writer=buf, vocab_size=vocab_size, model_type=model_type,
             byte_fallback=True, character_coverage=0.9995, num_threads=threads, hard_vocab_limit=False,
             shuffle_input_sentence=False, input_sentence_size=0, max_sentence_length=16384,
             split_digits=True, allow_whitespace_only_pieces=True, remove_extra_whitespaces=False,
@@ -244,15 +257,15 @@ def train_tokenizer(texts: list[str], out_dir: str | Path, vocab_size: int = 320
     sp = spm.SentencePieceProcessor(model_proto=model)
     return _commit_model(Path(out_dir), kind, model, {"vocab_size": sp.GetPieceSize(), "eos_id": sp.eos_id(),
                                                       "model_type": model_type, "byte_fallback": True},
-                         vocab_size, lines, seed)
+                         vocab_size, counts, seed)
 
 
-def _commit_model(out_dir: Path, kind: str, model: bytes, about: dict, requested: int, lines: list[str],
+def _commit_model(out_dir: Path, kind: str, model: bytes, about: dict, requested: int, counts: list[int],
                   seed: int) -> TokenizerInfo:
     # The settings first, the model last: the model's existence is the commit point (ensure_tokenizer reuses it).
     write_json_atomic(out_dir / SETTINGS_FILE, {
         "kind": kind, "sha256": hashlib.sha256(model).hexdigest(), **about, "requested_vocab_size": requested,
-        "training_lines": len(lines), "training_chars": sum(map(len, lines)), "seed": seed})
+        "training_lines": counts[0], "training_chars": counts[1], "seed": seed})
     with atomic_path(out_dir / MODEL_FILES[kind]) as tmp:
         tmp.write_bytes(model)
     return load_tokenizer(out_dir / MODEL_FILES[kind])[1]

@@ -70,7 +70,7 @@ def big_hf_tokenizer(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("hf")
     texts = [json.loads(x)["text"] for x in gzip.open(SAMPLE / "techdocs.jsonl.gz", "rt")]
-    info = train_tokenizer(texts, d / "small", vocab_size=2000, kind="hf-bpe")
+    info = train_tokenizer(list(texts), d / "small", vocab_size=2000, kind="hf-bpe")
     tok = Tokenizer.from_file(info.path)
     words = Counter(w for t in texts for w in re.findall(r"[a-z]{9,}", t))
     common = [w for w, _ in words.most_common(40) if tok.token_to_id(w) is None][:20]
