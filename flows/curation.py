@@ -61,11 +61,11 @@ def default_inputs(cfg: CurateConfig) -> list[str]:
 def map_parts(stage: PartStage, task, calls: list[tuple], progress: list) -> list:
     """`map_stage` for a stage behind the part contract (tasks/stage_task.PartStage): its name, its log line, and
     its reuse check before a part is sent to a worker."""
-    return map_stage(stage.name, task, calls, stage.describe, progress, stage.reused)
+    return map_stage(stage.name, task, calls, stage.describe, progress, stage.reused, stage.size)
 
 
 def map_stage(stage: str, task, calls: list[tuple], describe: Callable[[object], str], progress: list,
-              reused: Callable | None = None) -> list:
+              reused: Callable | None = None, size: Callable | None = None) -> list:
     """Run `task(*args)` for each args of `calls` on the flow's task runner, with a progress artifact (removed when
     the run ends), the CLI's bar and a log line per finished part. A part whose outputs exist under the same content
     key (`reused(*args)`, checked here) is not sent to a worker at all: a run with nothing new to do starts none.
@@ -73,6 +73,8 @@ def map_stage(stage: str, task, calls: list[tuple], describe: Callable[[object],
     logger = get_run_logger()
     results = [reused(*args) if reused else None for args in calls]
     todo = [k for k, r in enumerate(results) if r is None]
+    if size:  # the largest parts first: a large part started last leaves the other workers idle at the end
+        todo.sort(key=lambda k: -size(*calls[k]))
     progress_id = create_progress_artifact(0.0, description=f"{stage}: parts done / parts") if todo else None
     if progress_id:
         progress.append(progress_id)

@@ -278,6 +278,11 @@ def task_runner(cfg):
 
         if cfg.runner.address:
             return DaskTaskRunner(address=cfg.runner.address)
+        import dask
+
+        # One task per single-threaded worker at a time (Dask's default 1.1 lets a worker take a second one, which
+        # then waits behind the first while another worker idles); the parts come largest first (map_stage).
+        dask.config.set({"distributed.scheduler.worker-saturation": 1.0})
         return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.runner.workers, "threads_per_worker": 1,
                                              "processes": True, "dashboard_address": None})
     from prefect.task_runners import ProcessPoolTaskRunner

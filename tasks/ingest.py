@@ -30,7 +30,7 @@ from curate.tasks.normalize import normalize_text
 from curate.tasks.readers import FileLevelError, RawRecord, input_kind, read_records
 from curate.tasks.web import WarcTally, WebFilter, read_warc
 from curate.tasks.stage_task import PartStage, stage_task
-from curate.tasks.workdir import atomic_path, file_fingerprint
+from curate.tasks.workdir import atomic_path, file_fingerprint, size_of
 
 STAGE = "ingest"
 # Parquet settings are fixed so that the same input and config give byte-identical parts.
@@ -220,7 +220,8 @@ INGEST = PartStage(
     done_path=lambda job, cfg, work_root: part_paths(Path(work_root), job)[2],
     outputs=lambda res, work_root: [work_root / res.docs_path, work_root / res.rejects_path],
     describe=lambda r: f"{r.corpus}/{r.source_file}: {r.docs_in} in, {r.kept} kept"
-    + (" (reused)" if r.reused else f" ({r.seconds:.1f}s)"))
+    + (" (reused)" if r.reused else f" ({r.seconds:.1f}s)"),
+    size=lambda job, cfg, work_root: 0 if job.refused else size_of(Path(job.path)))
 ingest_reused = INGEST.reused
 
 

@@ -48,7 +48,9 @@ class PartStage:
     - `key` is the content key the outputs are made under (input fingerprints, settings, models);
     - `done_path` is where the result is recorded with its key, written last (the part's commit point);
     - `outputs(result, work_root)` lists the files a recorded result needs, to reuse it;
-    - `describe(result)` is the line the flow logs when a part is done.
+    - `describe(result)` is the line the flow logs when a part is done;
+    - `size` (optional) is the part's input bytes: parts start largest first, so that a large part does not start
+      last and leave the other workers idle (the longest-processing-time-first rule).
 
     `run` (the body of the stage's public function) and `reused` (the flow's check before it sends a part to a
     worker) are written here once, so reuse and the commit are the same for every stage."""
@@ -60,6 +62,7 @@ class PartStage:
     done_path: Callable[..., Path]
     outputs: Callable[..., list[Path]]
     describe: Callable[[object], str]
+    size: Callable[..., int] | None = None  # the part's input bytes: the flow starts the largest parts first
 
     def reused(self, *args):
         """The recorded result of this part, marked reused, when it was made under the same content key and its

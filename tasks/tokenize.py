@@ -30,7 +30,7 @@ from curate.schemas.shards import META_DOCS, META_DOMAIN, META_FORMAT, META_SPLI
 from curate.schemas.work_root import WorkRoot
 from curate.tasks.tokenizer import HFTokenizer, TokenizerInfo, load_tokenizer, sha256_file
 from curate.tasks.stage_task import PartStage, stage_task
-from curate.tasks.workdir import atomic_path, file_fingerprint, open_parquet, temp_name
+from curate.tasks.workdir import atomic_path, file_fingerprint, open_parquet, size_of, temp_name
 
 STAGE = "tokenize"
 TRAIN, VALIDATION = "train", "validation"
@@ -296,7 +296,8 @@ def _tokenize(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, work_r
 
 TOKENIZE = PartStage(STAGE, TokenizePartResult, _tokenize, _key, _done_path,
                      outputs=lambda res, work_root: [work_root / s.path for s in res.shards],
-                     describe=lambda r: f"{r.corpus}: {r.tokens:,} tokens")
+                     describe=lambda r: f"{r.corpus}: {r.tokens:,} tokens",
+                     size=lambda ref, tok, cfg, work_root: size_of(Path(work_root) / ref.docs_path))
 tokenize_reused = TOKENIZE.reused
 
 

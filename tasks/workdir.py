@@ -133,3 +133,11 @@ def open_parquet(path: Path):
     import pyarrow.parquet as pq
 
     return pq.ParquetFile(path, pre_buffer=False)
+
+
+def size_of(path: Path) -> int:
+    """Bytes of a file; 0 when it cannot be read (the stage that reads it reports why)."""
+    try:
+        return Path(path).stat().st_size
+    except OSError:
+        return 0

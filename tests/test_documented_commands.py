@@ -72,6 +72,7 @@ RUNS: dict[str, str] = {
     "python tests/benchmarks/bench_end_to_end.py":
         "python tests/benchmarks/bench_end_to_end.py --corpora {w}/small",
     "python tests/benchmarks/bench_rss.py": "python tests/benchmarks/bench_rss.py --corpora {w}/small --scales 1,2",
+    "python tests/benchmarks/bench_runner.py": "python tests/benchmarks/bench_runner.py --corpora {w}/small --runners local",
     "python tests/benchmarks/bench_web.py": "python tests/benchmarks/bench_web.py --no-quality --repeats 1",
     "python tests/benchmarks/bench_mixtures.py":
         "python tests/benchmarks/bench_mixtures.py --work {w}/out --steps 4 --seeds 2 --no-regmix | grep 'Spearman'",

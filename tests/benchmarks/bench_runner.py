@@ -1,7 +1,7 @@
 """End-to-end throughput of `curate run` with 1 and 2 worker processes, for the local runner and a local Dask
 cluster (target: 2 workers at least 1.7x faster than 1 with Dask), on all of ../shared/corpora.
 
-    python tests/benchmarks/bench_runner.py [--runners local,dask] [--repeats 1]
+    python tests/benchmarks/bench_runner.py [--runners local,dask] [--repeats 1] [--corpora DIR]
 
 Each run curates into a fresh work root; wall time is the command's, stage times come from its report.json. Runs of
 one repeat go in turn (local 1, local 2, dask 1, dask 2), so that the machine's drift falls on all of them.
@@ -24,13 +24,13 @@ CORPORA = REPO.parent / "shared" / "corpora"
 STAGES = ("ingest", "dedup", "decontam", "classify", "tokenize")
 
 
-def run(kind: str, workers: int, tmp: Path) -> tuple[float, dict]:
+def run(kind: str, workers: int, tmp: Path, corpora: Path) -> tuple[float, dict]:
     cfg = tmp / f"{kind}-{workers}.yaml"
     cfg.write_text(f"runner:\n  kind: {kind}\n  workers: {workers}\n")
     out = tmp / f"out-{kind}-{workers}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     t0 = time.perf_counter()
-    subprocess.run([str(CURATE), "run", *map(str, sorted(CORPORA.glob("*.jsonl.gz"))), "--out", str(out),
+    subprocess.run([str(CURATE), "run", *map(str, sorted(corpora.glob("*.jsonl.gz"))), "--out", str(out),
                     "--config", str(cfg)], env=env, check=True, capture_output=True)
     wall = time.perf_counter() - t0
     report = json.loads((out / "report.json").read_text())
@@ -42,6 +42,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runners", default="local,dask")
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--corpora", type=Path, default=CORPORA)
     args = ap.parse_args()
     kinds = args.runners.split(",")
     walls: dict[tuple[str, int], list[float]] = {}
@@ -50,7 +51,7 @@ def main() -> None:
         for _ in range(args.repeats):
             for kind in kinds:
                 for workers in (1, 2):
-                    wall, times = run(kind, workers, Path(tmp))
+                    wall, times = run(kind, workers, Path(tmp), args.corpora)
                     walls.setdefault((kind, workers), []).append(wall)
                     stages.setdefault((kind, workers), []).append(times)
                     print(f"{kind}, {workers} worker{'s' if workers > 1 else ''}: {wall:.1f} s", flush=True)
