@@ -203,9 +203,29 @@ def _encoded_batches(sp, batches, threads: int):
             start += len(encoded)
 
 
-def _kept_texts(docs: pq.ParquetFile, ann: pa.Table, size: int, text_bytes: list[int]):
+class _Rows:
+    """One column of a Parquet file handed out `n` rows at a time, whatever its row groups: so that two files of
+    the same rows (documents and their annotations) are read side by side, a batch of each at a time."""
+
+    def __init__(self, path: Path, column: str, size: int):
+        self.batches = (b.column(0) for b in open_parquet(path).iter_batches(batch_size=size, columns=[column]))
+        self.buffer: list[pa.Array] = []
+        self.buffered = 0
+
+    def take(self, n: int) -> pa.Array:
+        while self.buffered < n:
+            chunk = next(self.batches)
+            self.buffer.append(chunk)
+            self.buffered += len(chunk)
+        whole = pa.concat_arrays(self.buffer) if len(self.buffer) > 1 else self.buffer[0]
+        rest = whole.slice(n)
+        self.buffer, self.buffered = ([rest] if len(rest) else []), len(rest)
+        return whole.slice(0, n)
+
+
+def _kept_texts(docs: pq.ParquetFile, ann: pa.Table, redacted: _Rows, size: int, text_bytes: list[int]):
     """The kept documents' texts (redacted where PII was found), in document order, `size` at a time, read a batch
-    at a time: memory is a batch, not the part."""
+    at a time (the redacted texts too): memory is a batch, not the part."""
     offset, pending = 0, []
     for batch in docs.iter_batches(batch_size=size, columns=["id", "text"]):
         a = ann.slice(offset, batch.num_rows)
@@ -213,7 +233,7 @@ def _kept_texts(docs: pq.ParquetFile, ann: pa.Table, size: int, text_bytes: list
         if not batch.column("id").equals(a.column("id").combine_chunks()):
             raise ValueError(f"the annotations do not annotate {docs.metadata} row for row: classify again")
         mask = a.column("kept")
-        col = pc.coalesce(a.column("text_redacted").filter(mask), batch.column("text").filter(mask))
+        col = pc.coalesce(redacted.take(batch.num_rows).filter(mask), batch.column("text").filter(mask))
         text_bytes[0] += int(pc.sum(pc.binary_length(col)).as_py() or 0)
         pending += col.to_pylist()
         while len(pending) >= size:
@@ -264,14 +284,17 @@ def _tokenize(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, work_r
     # Shard names carry the hash of what made them (input parts, tokenizer, settings): other settings write other
     # names, so a shard a manifest version names is never rewritten and every version stays loadable.
     content_key = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
-    ann = pq.read_table(work_root / ref.annotations_path, columns=["id", "kept", "domain", "quality_score", "text_redacted"])
+    # The annotations' small columns whole (validation needs every kept id first); their redacted texts a batch at
+    # a time, beside the documents'.
+    ann = pq.read_table(work_root / ref.annotations_path, columns=["id", "kept", "domain", "quality_score"])
+    redacted = _Rows(work_root / ref.annotations_path, "text_redacted", cfg.batch_docs)
     docs = open_parquet(work_root / ref.docs_path)
     if docs.metadata.num_rows != ann.num_rows:
         raise ValueError(f"{ref.annotations_path} does not annotate {ref.docs_path} row for row: classify again")
     mask = ann.column("kept")
     ids = ann.column("id").filter(mask).to_pylist()
     text_bytes = [0]
-    batches = _encoded_batches(sp, _kept_texts(docs, ann, cfg.batch_docs, text_bytes), cfg.threads)
+    batches = _encoded_batches(sp, _kept_texts(docs, ann, redacted, cfg.batch_docs, text_bytes), cfg.threads)
     domains = ann.column("domain").filter(mask).to_pylist()
     quality = ann.column("quality_score").filter(mask).to_pylist()
     sets: dict[tuple[str, str], _ShardSet] = {}
