@@ -121,7 +121,10 @@ def run_dedup(ingested: dict[str, list[FileResult]], cfg: CurateConfig, work_roo
             pairs = map_stage("dedup-near", near_task, [(corpus, files, cfg.dedup, str(work_root), lo, hi)
                                                         for lo, hi in groups],
                               lambda p: Path(p).name, progress) if groups else None
-            rep: DedupReport = cluster_task(corpus, files, cfg.dedup, str(work_root), pairs, locked=True)
+            # On a worker, not in the flow process: the clustering's memory follows the corpus, and the flow's stays
+            # flat (the workers are idle while a corpus clusters).
+            rep: DedupReport = cluster_task.submit(corpus, files, cfg.dedup, str(work_root), pairs,
+                                                   locked=True).result()
         get_run_logger().info("dedup %s: %d in, %d kept, %d exact and %d near duplicates%s", corpus, rep.docs_in,
                               rep.kept, rep.exact_duplicates, rep.near_duplicates, " (reused)" if rep.reused else "")
         _notify("dedup", i, len(ingested), corpus)
