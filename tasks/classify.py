@@ -27,8 +27,8 @@ from curate.tasks.text_shape import code_shape
 from curate.tasks.classify_models import QUALITY_LABELS, ModelRefs, rule_set
 from curate.tasks.pii import redact
 from curate.tasks.quality_rules import RuleSet
-from curate.tasks.stage_task import PartStage, stage_task
-from curate.tasks.workdir import atomic_path, file_fingerprint, open_parquet, size_of
+from curate.tasks.stage_task import PartStage, docs_part_size, stage_task
+from curate.tasks.workdir import atomic_path, file_fingerprint, open_parquet
 
 STAGE = "classify"
 HIST_BINS = 10
@@ -193,7 +193,7 @@ CLASSIFY = PartStage(
     done_path=lambda ref, cfg, models, work_root: part_paths(Path(work_root), ref)[2],
     outputs=lambda res, work_root: [work_root / res.annotations_path, work_root / res.rejects_path],
     describe=lambda r: f"{r.docs_path}: {r.docs_in} in, {r.kept} kept",
-    size=lambda ref, cfg, models, work_root: size_of(Path(work_root) / ref.docs_path))
+    size=docs_part_size)
 classify_reused = CLASSIFY.reused
 
 

@@ -29,8 +29,8 @@ from curate.schemas.documents import REJECT_SCHEMA, reject_row
 from curate.schemas.report import DecontamPartResult
 from curate.schemas.work_root import WorkRoot
 from curate.tasks.minhash import word_hashes, words_of
-from curate.tasks.stage_task import PartStage, stage_task
-from curate.tasks.workdir import atomic_path, file_fingerprint, open_parquet, size_of
+from curate.tasks.stage_task import PartStage, docs_part_size, stage_task
+from curate.tasks.workdir import atomic_path, file_fingerprint, open_parquet
 
 STAGE = "decontam"
 CONTAMINATED = "contaminated"
@@ -195,7 +195,7 @@ DECONTAM = PartStage(
     done_path=lambda ref, cfg, index, work_root: _paths(Path(work_root), ref)[2],
     outputs=lambda res, work_root: [work_root / res.docs_path, work_root / res.rejects_path],
     describe=lambda r: f"{r.docs_path}: {r.docs_in} in, {r.rejected} contaminated",
-    size=lambda ref, cfg, index, work_root: size_of(Path(work_root) / ref.docs_path))
+    size=docs_part_size)
 decontam_reused = DECONTAM.reused
 
 

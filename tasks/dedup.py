@@ -30,8 +30,8 @@ from curate.tasks.dedup_candidates import (ShingleSets, band_groups, candidate_p
                                     near_candidates, old_nodes, part_starts, run_starts, with_similarity)
 from curate.tasks.dedup_index import DedupIndex, DedupIndexError, index_lock
 from curate.tasks.minhash import LSHParams, MinHasher, band_keys, lsh_params
-from curate.tasks.stage_task import PartStage, stage_task
-from curate.tasks.workdir import atomic_path, file_fingerprint, open_parquet, read_json, size_of, write_json_atomic
+from curate.tasks.stage_task import PartStage, docs_part_size, stage_task
+from curate.tasks.workdir import atomic_path, file_fingerprint, open_parquet, read_json, write_json_atomic
 
 STAGE = "dedup"
 
@@ -92,7 +92,7 @@ SIGN = PartStage(
     done_path=lambda part, cfg, work_root: sig_path(Path(work_root), part).with_suffix(".json"),
     outputs=lambda res, work_root: [work_root / res.path],
     describe=lambda r: f"{r.corpus}/{r.source_file}: {r.signed:,} of {r.documents:,} documents signed",
-    size=lambda part, cfg, work_root: size_of(Path(work_root) / part.docs_path))
+    size=docs_part_size)
 sign_reused = SIGN.reused
 
 

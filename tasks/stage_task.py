@@ -94,6 +94,13 @@ class PartStage:
         return result
 
 
+def docs_part_size(part, *settings_and_work_root) -> int:
+    """`PartStage.size` of a stage whose part names a documents file (`part.docs_path`, under the work root)."""
+    from curate.tasks.workdir import size_of
+
+    return size_of(Path(settings_and_work_root[-1]) / part.docs_path)
+
+
 def worker_init(poll_s: float = 1.0) -> None:
     """Run once in each worker process of a process pool: it exits when the process that started it is gone. A
     flow process killed with SIGKILL leaves no worker behind to go on writing into the work root while the next

@@ -29,8 +29,8 @@ from curate.schemas.shards import META_DOCS, META_DOMAIN, META_FORMAT, META_SPLI
     SHARD_FORMAT_VERSION, token_shard_schema, token_type
 from curate.schemas.work_root import WorkRoot
 from curate.tasks.tokenizer import HFTokenizer, TokenizerInfo, load_tokenizer, sha256_file
-from curate.tasks.stage_task import PartStage, stage_task
-from curate.tasks.workdir import atomic_path, file_fingerprint, open_parquet, size_of, temp_name
+from curate.tasks.stage_task import PartStage, docs_part_size, stage_task
+from curate.tasks.workdir import atomic_path, file_fingerprint, open_parquet, temp_name
 
 STAGE = "tokenize"
 TRAIN, VALIDATION = "train", "validation"
@@ -158,18 +158,22 @@ class _ShardSet:
         self.spill = None
 
 
-def _tokenizer(path: str | Path):
-    """One load (and one sha256 of the model) per worker process, not per part; a retrained file has a new mtime."""
-    path = Path(path)
-    if not path.is_file():
-        return load_tokenizer(path)  # the clear error
-    st = path.stat()
-    return _cached_tokenizer(str(path), st.st_mtime_ns, st.st_size)
+def _per_file(read):
+    """`read(path)` once per process and file state (path, mtime, size): again only when the file changes."""
+    cached = functools.lru_cache(maxsize=4)(lambda path, mtime_ns, size: read(path))
+
+    def get(path: str | Path):
+        path = Path(path)
+        if not path.is_file():
+            return load_tokenizer(path)  # the clear error
+        st = path.stat()
+        return cached(str(path), st.st_mtime_ns, st.st_size)
+
+    return get
 
 
-@functools.lru_cache(maxsize=2)
-def _cached_tokenizer(path: str, mtime_ns: int, size: int):
-    return load_tokenizer(path)
+_tokenizer = _per_file(load_tokenizer)  # (model, info): one load per worker process, not per part
+_tokenizer_sha = _per_file(sha256_file)  # the flow's reuse check, without loading the model
 
 
 def encode_batch(sp, texts: list[str], threads: int) -> list[np.ndarray]:
@@ -250,20 +254,6 @@ def _key(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, work_root: 
             "format": SHARD_FORMAT_VERSION, "config": cfg.model_dump(mode="json", exclude={"tokenizer", "threads"})}
 
 
-def _tokenizer_sha(path: str | Path) -> str:
-    """The tokenizer file's sha256, without loading the model (the flow checks reuse with it)."""
-    path = Path(path)
-    if not path.is_file():
-        return load_tokenizer(path)  # the clear error
-    st = path.stat()
-    return _cached_sha(str(path), st.st_mtime_ns, st.st_size)
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_sha(path: str, mtime_ns: int, size: int) -> str:
-    return sha256_file(path)
-
-
 def _done_path(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, work_root: str | Path) -> Path:
     return WorkRoot(Path(work_root)).stage(STAGE, ref.corpus) / \
         f"{Path(ref.docs_path).name.removesuffix('.docs.parquet')}.done.json"
@@ -320,7 +310,7 @@ def _tokenize(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, work_r
 TOKENIZE = PartStage(STAGE, TokenizePartResult, _tokenize, _key, _done_path,
                      outputs=lambda res, work_root: [work_root / s.path for s in res.shards],
                      describe=lambda r: f"{r.corpus}: {r.tokens:,} tokens",
-                     size=lambda ref, tok, cfg, work_root: size_of(Path(work_root) / ref.docs_path))
+                     size=docs_part_size)
 tokenize_reused = TOKENIZE.reused
 
 
