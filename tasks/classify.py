@@ -97,7 +97,8 @@ def classify_part(ref: PartRef, cfg: ClassifyConfig, models: ModelRefs, work_roo
     return CLASSIFY.run(ref, cfg, models, work_root)
 
 
-def _classify(ref: PartRef, cfg: ClassifyConfig, models: ModelRefs, work_root: str | Path) -> ClassifyPartResult:
+def _classify(ref: PartRef, cfg: ClassifyConfig, models: ModelRefs, work_root: str | Path,
+              key: dict) -> ClassifyPartResult:
     work_root = Path(work_root)
     src = work_root / ref.docs_path
     ann_path, rej_path, _ = part_paths(work_root, ref)

@@ -157,7 +157,8 @@ def decontaminate_part(ref: DecontamRef, cfg: DecontamConfig, index: EvalIndex,
     return DECONTAM.run(ref, cfg, index, work_root)
 
 
-def _decontaminate(ref: DecontamRef, cfg: DecontamConfig, index: EvalIndex, work_root: str | Path) -> DecontamPartResult:
+def _decontaminate(ref: DecontamRef, cfg: DecontamConfig, index: EvalIndex, work_root: str | Path,
+                   key: dict) -> DecontamPartResult:
     work_root = Path(work_root)
     docs_path, rej_path, _ = _paths(work_root, ref)
     t0 = time.perf_counter()

@@ -64,7 +64,7 @@ def sign_part(part: FileResult, cfg: DedupConfig, work_root: str | Path) -> Sign
     return SIGN.run(part, cfg, work_root)
 
 
-def _sign(part: FileResult, cfg: DedupConfig, work_root: str | Path) -> SignedPart:
+def _sign(part: FileResult, cfg: DedupConfig, work_root: str | Path, key: dict) -> SignedPart:
     work_root = Path(work_root)
     t0 = time.perf_counter()
     out = sig_path(work_root, part)

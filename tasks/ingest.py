@@ -161,17 +161,22 @@ class _Batches:
         self.docs_w.write_table(table)
 
 
-def _input_key(job: FileJob) -> tuple[str, int]:
+def _input_key(job: FileJob) -> str:
     if job.refused:  # nothing is read: the refusal itself is the fingerprint
-        return f"refused:{job.refused}", 0
+        return f"refused:{job.refused}"
     try:
-        return file_fingerprint(Path(job.path)), Path(job.path).stat().st_size
+        return file_fingerprint(Path(job.path))
     except OSError as err:
-        return f"unreadable:{err.strerror}", 0
+        return f"unreadable:{err.strerror}"
+
+
+def _input_bytes(job: FileJob) -> int:
+    """The input file's bytes as stored (0 for a refused or unreadable one)."""
+    return 0 if job.refused else size_of(Path(job.path))
 
 
 def _key(job: FileJob, cfg: IngestConfig, work_root: str | Path) -> dict:
-    return {"input": _input_key(job)[0], "config": cfg.model_dump(mode="json")}
+    return {"input": _input_key(job), "config": cfg.model_dump(mode="json")}
 
 
 def ingest_file(job: FileJob, cfg: IngestConfig, work_root: str | Path) -> FileResult:
@@ -179,11 +184,11 @@ def ingest_file(job: FileJob, cfg: IngestConfig, work_root: str | Path) -> FileR
     return INGEST.run(job, cfg, work_root)
 
 
-def _ingest(job: FileJob, cfg: IngestConfig, work_root: str | Path) -> FileResult:
+def _ingest(job: FileJob, cfg: IngestConfig, work_root: str | Path, key: dict) -> FileResult:
     work_root = Path(work_root)
     docs_path, rejects_path, _ = part_paths(work_root, job)
     path = Path(job.path)
-    bytes_in = _input_key(job)[1]
+    bytes_in = _input_bytes(job)
     t0 = time.perf_counter()
     with atomic_path(docs_path) as docs_tmp, atomic_path(rejects_path) as rej_tmp:
         with pq.ParquetWriter(docs_tmp, DOCUMENT_SCHEMA, **PARQUET_OPTS) as docs_w, \
@@ -221,7 +226,7 @@ INGEST = PartStage(
     outputs=lambda res, work_root: [work_root / res.docs_path, work_root / res.rejects_path],
     describe=lambda r: f"{r.corpus}/{r.source_file}: {r.docs_in} in, {r.kept} kept"
     + (" (reused)" if r.reused else f" ({r.seconds:.1f}s)"),
-    size=lambda job, cfg, work_root: 0 if job.refused else size_of(Path(job.path)))
+    size=lambda job, cfg, work_root: _input_bytes(job))
 ingest_reused = INGEST.reused
 
 

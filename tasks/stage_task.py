@@ -44,7 +44,8 @@ class PartStage:
     """The one contract of a stage that maps over parts: a part (and the stage's settings) in, a result and its
     outputs out. Every callable takes the stage function's own arguments (`part, ..., work_root`):
 
-    - `compute` does the work and writes the outputs, each atomically (tasks/workdir.atomic_path);
+    - `compute(*args, key=...)` does the work and writes the outputs, each atomically (tasks/workdir.atomic_path);
+      it gets the content key, computed once, to name what it writes by it;
     - `key` is the content key the outputs are made under (input fingerprints, settings, models);
     - `done_path` is where the result is recorded with its key, written last (the part's commit point);
     - `outputs(result, work_root)` lists the files a recorded result needs, to reuse it;
@@ -89,7 +90,7 @@ class PartStage:
         if (done := self.reused(*args)) is not None:
             return done
         key = self.key(*args)  # before the work: the inputs it was made from, not what they became
-        result = self.compute(*args)
+        result = self.compute(*args, key=key)
         write_json_atomic(self.done_path(*args), {"key": key, "result": result.model_dump(mode="json")})
         return result
 

@@ -28,7 +28,7 @@ from curate.schemas.report import ShardInfo, TokenizePartResult
 from curate.schemas.shards import META_DOCS, META_DOMAIN, META_FORMAT, META_SPLIT, META_TOKENIZER_SHA, META_TOKENS, \
     SHARD_FORMAT_VERSION, token_shard_schema, token_type
 from curate.schemas.work_root import WorkRoot
-from curate.tasks.tokenizer import HFTokenizer, TokenizerInfo, load_tokenizer, sha256_file
+from curate.tasks.tokenizer import HFTokenizer, TokenizerInfo, column_batches, load_tokenizer, sha256_file
 from curate.tasks.stage_task import PartStage, docs_part_size, stage_task
 from curate.tasks.workdir import atomic_path, file_fingerprint, open_parquet, temp_name
 
@@ -212,7 +212,7 @@ class _Rows:
     the same rows (documents and their annotations) are read side by side, a batch of each at a time."""
 
     def __init__(self, path: Path, column: str, size: int):
-        self.batches = (b.column(0) for b in open_parquet(path).iter_batches(batch_size=size, columns=[column]))
+        self.batches = (col for _, col in column_batches(path, column, size))
         self.buffer: list[pa.Array] = []
         self.buffered = 0
 
@@ -265,11 +265,11 @@ def tokenize_part(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, wo
     return TOKENIZE.run(ref, tokenizer_path, cfg, work_root)
 
 
-def _tokenize(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, work_root: str | Path) -> TokenizePartResult:
+def _tokenize(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, work_root: str | Path,
+              key: dict) -> TokenizePartResult:
     work_root = Path(work_root)
     stem = Path(ref.docs_path).name.removesuffix(".docs.parquet")
     sp, tok = _tokenizer(tokenizer_path)
-    key = _key(ref, tokenizer_path, cfg, work_root)
     t0 = time.perf_counter()
     # Shard names carry the hash of what made them (input parts, tokenizer, settings): other settings write other
     # names, so a shard a manifest version names is never rewritten and every version stays loadable.

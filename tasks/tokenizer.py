@@ -156,7 +156,7 @@ class _Largest:
         return self.key > other.key
 
 
-def _column_batches(path: Path, column: str, size: int = 256):
+def column_batches(path: Path, column: str, size: int = 256):
     """(first row, array) of one column of a Parquet file, `size` rows at a time."""
     row = 0
     for batch in open_parquet(path).iter_batches(batch_size=size, columns=[column]):
@@ -176,7 +176,7 @@ def balanced_sample(work_root: Path, parts: list[tuple[str, str]], chars_per_dom
         ann = pq.read_table(work_root / ann_path, columns=["kept", "domain"])
         docs = pq.read_table(work_root / docs_path, columns=["id", "n_chars"])
         lengths = docs.column("n_chars").to_numpy().copy()
-        for row, col in _column_batches(work_root / ann_path, "text_redacted"):
+        for row, col in column_batches(work_root / ann_path, "text_redacted"):
             has = np.flatnonzero(col.is_valid().to_numpy(zero_copy_only=False))
             lengths[row + has] = pc.utf8_length(col.take(pa.array(has))).to_numpy()
         rows = np.flatnonzero(ann.column("kept").to_numpy(zero_copy_only=False))
@@ -189,8 +189,10 @@ def balanced_sample(work_root: Path, parts: list[tuple[str, str]], chars_per_dom
     picked: dict[tuple[int, str], str] = {}
     for p, (docs_path, ann_path) in enumerate(parts):
         mine = {row: kn for (part, row), kn in chosen.items() if part == p}
+        if not mine:  # nothing of this part is in the sample: its text is not read
+            continue
         for path, column in ((ann_path, "text_redacted"), (docs_path, "text")):  # redacted first: it wins
-            for start, col in _column_batches(work_root / path, column):
+            for start, col in column_batches(work_root / path, column):
                 for row in [r for r in range(start, start + len(col)) if r in mine]:
                     key, n = mine[row]
                     if key not in picked and col[row - start].is_valid:
