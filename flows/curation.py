@@ -110,20 +110,21 @@ def run_dedup(ingested: dict[str, list[FileResult]], cfg: CurateConfig, work_roo
               progress: list) -> dict[str, DedupReport]:
     """Signatures in parallel across parts, then each corpus against the index, in registration order."""
     sign_task, near_task, cluster_task = make_dedup_tasks(cfg.runner.retries)
-    calls = [(p, cfg.dedup, str(work_root)) for files in ingested.values() for p in files]
+    parts = {corpus: [p for f in files for p in f.parts] for corpus, files in ingested.items()}
+    calls = [(p, cfg.dedup, str(work_root)) for ps in parts.values() for p in ps]
     map_parts(SIGN, sign_task, calls, progress)
     reports = {}
-    for i, (corpus, files) in enumerate(ingested.items(), start=1):
+    for i, (corpus, mine) in enumerate(parts.items(), start=1):
         # The index lock is held across the band groups' tasks: the index they read is the one the corpus joins.
         with index_lock(work_root, cfg.dedup.lock_wait_seconds):
-            groups = prepare_near(corpus, files, cfg.dedup, work_root, cfg.runner.workers) \
+            groups = prepare_near(corpus, mine, cfg.dedup, work_root, cfg.runner.workers) \
                 if cfg.runner.workers > 1 else []
-            pairs = map_stage("dedup-near", near_task, [(corpus, files, cfg.dedup, str(work_root), lo, hi)
+            pairs = map_stage("dedup-near", near_task, [(corpus, mine, cfg.dedup, str(work_root), lo, hi)
                                                         for lo, hi in groups],
                               lambda p: Path(p).name, progress) if groups else None
             # On a worker, not in the flow process: the clustering's memory follows the corpus, and the flow's stays
             # flat (the workers are idle while a corpus clusters).
-            rep: DedupReport = cluster_task.submit(corpus, files, cfg.dedup, str(work_root), pairs,
+            rep: DedupReport = cluster_task.submit(corpus, mine, cfg.dedup, str(work_root), pairs,
                                                    locked=True).result()
         get_run_logger().info("dedup %s: %d in, %d kept, %d exact and %d near duplicates%s", corpus, rep.docs_in,
                               rep.kept, rep.exact_duplicates, rep.near_duplicates, " (reused)" if rep.reused else "")
@@ -275,7 +276,7 @@ def _stages(corpora: list[Corpus], cfg: CurateConfig, work_root: Path, report: R
                                      "duplicate_url": dd.duplicate_urls})
             rep.dedup = dd
         clock.lap("dedup", docs, text, len(report.corpora), sum(c.dedup.reused for c in report.corpora))
-    parts = {c.corpus: (c.dedup.kept_paths if c.dedup else [f.docs_path for f in ingested[c.corpus]])
+    parts = {c.corpus: (c.dedup.kept_paths if c.dedup else [p.docs_path for f in ingested[c.corpus] for p in f.parts])
              for c in report.corpora}
     if cfg.decontam.enabled and cfg.decontam.sets:
         report.stages.append("decontam")
@@ -285,7 +286,8 @@ def _stages(corpora: list[Corpus], cfg: CurateConfig, work_root: Path, report: R
             rep.decontam = dc
             text += sum(p.text_bytes for p in dc.parts)
         parts = {c.corpus: [p.docs_path for p in c.decontam.parts] for c in report.corpora}
-        clock.lap("decontam", docs, text, len(files), sum(p.reused for c in report.corpora for p in c.decontam.parts))
+        clock.lap("decontam", docs, text, sum(len(c.decontam.parts) for c in report.corpora),
+                  sum(p.reused for c in report.corpora for p in c.decontam.parts))
     if cfg.classify.enabled:
         report.stages.append("classify")
         for rep, cl in zip(report.corpora, run_classify(parts, cfg, work_root, progress).values()):

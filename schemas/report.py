@@ -20,6 +20,16 @@ class Counts(BaseModel):
         return self.docs_in == self.kept + self.rejected
 
 
+class DocsPart(BaseModel):
+    """One documents part of an input file: ingest closes a part once it holds `ingest.part_text_bytes` of text, so
+    a part's size, and the memory of every stage that holds a part, does not follow the input file's."""
+
+    corpus: str
+    source_file: str
+    docs_path: str  # relative to the work root
+    kept: int = 0  # its rows
+
+
 class FileResult(Counts):
     source_file: str
     by_reason: dict[str, int] = Field(default_factory=dict)
@@ -27,8 +37,8 @@ class FileResult(Counts):
     text_bytes: int = 0  # UTF-8 bytes of kept, normalised text
     langs: dict[str, int] = Field(default_factory=dict)
     record_types: dict[str, int] = Field(default_factory=dict)  # WARC records that are not documents, by type
-    docs_path: str = ""  # relative to the work root
-    rejects_path: str = ""
+    parts: list[DocsPart] = Field(default_factory=list)  # its kept documents, in input order
+    rejects_path: str = ""  # relative to the work root
     reused: bool = False  # True when an earlier run's output for the same input and config was kept
     seconds: float = 0.0
 
@@ -38,6 +48,7 @@ class SignedPart(BaseModel):
 
     corpus: str
     source_file: str
+    docs_path: str = ""  # the documents part it signed
     path: str  # the .bands.npz, relative to the work root
     documents: int = 0
     signed: int = 0  # documents long enough to shingle

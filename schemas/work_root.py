@@ -1,6 +1,6 @@
 """The work root's layout: every path a stage reads or writes under it, named in one place.
 
-    ingest/<corpus>/<part>.docs.parquet, .rejects.parquet, .done.json; ingest/<corpus>/_corpus.json
+    ingest/<corpus>/<file>.NNNNN.docs.parquet (parts), <file>.rejects.parquet, .done.json; ingest/<corpus>/_corpus.json
     dedup/sigs/<corpus>/<part>.bands.npz   dedup/<corpus>/ (kept parts, rejects, _done.json, band-group hand-over)
     dedup/index/ (registry.json, exact/, bands/band=NN/)   dedup/index.lock
     decontam/evalsets/<key>.npz   decontam/<corpus>/   classify/<corpus>/   tokenize/<corpus>/

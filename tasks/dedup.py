@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from curate.schemas.config import DedupConfig
 from curate.schemas.documents import REJECT_SCHEMA, excerpt
 from curate.schemas.documents import RejectReason as R
-from curate.schemas.report import DedupReport, FileResult, SignedPart
+from curate.schemas.report import DedupReport, DocsPart, SignedPart
 from curate.schemas.work_root import WorkRoot
 from curate.tasks import dedup_candidates
 from curate.tasks.dedup_candidates import (ShingleSets, band_groups, candidate_pairs, key_positions, load_keys,
@@ -48,23 +48,23 @@ def _params_hash(cfg: DedupConfig) -> str:
     return hashlib.sha256(json.dumps(index_params(cfg), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def sig_path(work_root: Path, part: FileResult) -> Path:
+def sig_path(work_root: Path, part: DocsPart) -> Path:
     name = Path(part.docs_path).name.replace(".docs.parquet", ".bands.npz")
     return WorkRoot(work_root).signatures(part.corpus, name)
 
 
-def _sign_key(part: FileResult, cfg: DedupConfig, work_root: str | Path) -> dict:
+def _sign_key(part: DocsPart, cfg: DedupConfig, work_root: str | Path) -> dict:
     return {"docs": file_fingerprint(Path(work_root) / part.docs_path), "params": _params_hash(cfg)}
 
 
-def sign_part(part: FileResult, cfg: DedupConfig, work_root: str | Path) -> SignedPart:
+def sign_part(part: DocsPart, cfg: DedupConfig, work_root: str | Path) -> SignedPart:
     """LSH band keys of one ingest part's documents (those with at least one shingle), saved beside the index:
     a document's 128 signature values are reduced to its band keys at once, so what is kept per document is
     bands x 8 bytes (and nothing for a document too short to shingle). Reused when part and settings match."""
     return SIGN.run(part, cfg, work_root)
 
 
-def _sign(part: FileResult, cfg: DedupConfig, work_root: str | Path, key: dict) -> SignedPart:
+def _sign(part: DocsPart, cfg: DedupConfig, work_root: str | Path, key: dict) -> SignedPart:
     work_root = Path(work_root)
     t0 = time.perf_counter()
     out = sig_path(work_root, part)
@@ -83,7 +83,8 @@ def _sign(part: FileResult, cfg: DedupConfig, work_root: str | Path, key: dict) 
             np.savez(f, keys=np.concatenate(keys) if keys else np.zeros((0, params.bands), np.uint64),
                      rows=np.concatenate(rows) if rows else np.zeros(0, np.int64),
                      counts=np.concatenate(counts) if counts else np.zeros(0, np.int32))
-    return SignedPart(corpus=part.corpus, source_file=part.source_file, path=str(out.relative_to(work_root)),
+    return SignedPart(corpus=part.corpus, source_file=part.source_file, docs_path=part.docs_path,
+                      path=str(out.relative_to(work_root)),
                       documents=start, signed=int(sum(len(r) for r in rows)), seconds=round(time.perf_counter() - t0, 3))
 
 
@@ -91,7 +92,7 @@ SIGN = PartStage(
     "minhash", SignedPart, _sign, _sign_key,
     done_path=lambda part, cfg, work_root: sig_path(Path(work_root), part).with_suffix(".json"),
     outputs=lambda res, work_root: [work_root / res.path],
-    describe=lambda r: f"{r.corpus}/{r.source_file}: {r.signed:,} of {r.documents:,} documents signed",
+    describe=lambda r: f"{r.docs_path}: {r.signed:,} of {r.documents:,} documents signed",
     size=docs_part_size)
 sign_reused = SIGN.reused
 
@@ -114,14 +115,14 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def _corpus_fingerprint(parts: list[FileResult], work_root: Path) -> str:
+def _corpus_fingerprint(parts: list[DocsPart], work_root: Path) -> str:
     h = hashlib.sha256()
     for part in sorted(parts, key=lambda p: p.docs_path):
         h.update(f"{part.docs_path}:{file_fingerprint(work_root / part.docs_path)};".encode())
     return h.hexdigest()
 
 
-def dedup_corpus(corpus: str, parts: list[FileResult], cfg: DedupConfig, work_root: str | Path,
+def dedup_corpus(corpus: str, parts: list[DocsPart], cfg: DedupConfig, work_root: str | Path,
                  candidates: list[str] | None = None, locked: bool = False) -> DedupReport:
     """Deduplicate one corpus against itself and the index; register what it keeps. Idempotent. `candidates`: the
     band groups' pair files (tasks/dedup_candidates.py), else the pairs are found here; `locked`: the caller holds
@@ -166,7 +167,7 @@ class _Fates:
         self.near_keep: dict[int, str] = {}  # near duplicates: their kept twin's id (clusters are few)
 
 
-def _meta(parts: list[FileResult], work_root: Path) -> pa.Table:
+def _meta(parts: list[DocsPart], work_root: Path) -> pa.Table:
     """id, content hash, source file and line, url and crawl date of every document of a corpus, in part order."""
     return pa.concat_tables([pq.read_table(work_root / p.docs_path, columns=["id", "content_hash", "source_file",
                                                                             "line", "url", "crawl_date"])
@@ -236,7 +237,7 @@ def _near_pairs(parts, cfg, work_root, index, alive, id_rank, keys, key_pos, can
     return new_s, old_e, sets, {v: k for k, v in nodes.items()}
 
 
-def prepare_near(corpus: str, parts: list[FileResult], cfg: DedupConfig, work_root: str | Path,
+def prepare_near(corpus: str, parts: list[DocsPart], cfg: DedupConfig, work_root: str | Path,
                  groups: int) -> list[tuple[int, int]]:
     """Before the band groups run (the caller holds the index lock): which documents are still candidates after
     the URL and exact steps, and their id ranks, for the groups to read. Returns the band groups; none when the
@@ -347,7 +348,7 @@ def _prefetched(clusters: list[list[int]], sets: ShingleSets):
     sets.cache.clear()
 
 
-def _excerpts(parts: list[FileResult], work_root: Path, rows: np.ndarray):
+def _excerpts(parts: list[DocsPart], work_root: Path, rows: np.ndarray):
     """(row, excerpt) of these increasing corpus rows, reading each part's text a batch at a time."""
     start, k = 0, 0
     for part in parts:
@@ -400,13 +401,13 @@ def _write_outputs(corpus, parts, work_root, meta, fate: _Fates, kept_mask, ids,
 def make_dedup_tasks(retries: int):
     """The Prefect tasks: signatures mapped over parts, near-duplicate pairs mapped over band groups, clustering per
     corpus (in order)."""
-    sign = stage_task(sign_part, "minhash-signatures", "minhash-{part.corpus}-{part.source_file}", retries)
+    sign = stage_task(sign_part, "minhash-signatures", "minhash-{part.docs_path}", retries)
     cluster = stage_task(dedup_corpus, "dedup-corpus", "dedup-{corpus}", retries)
     near = stage_task(near_candidates_of, "dedup-near-candidates", "near-{corpus}-bands-{lo}-{hi}", retries)
     return sign, near, cluster
 
 
-def near_candidates_of(corpus: str, parts: list[FileResult], cfg: DedupConfig, work_root: str, lo: int, hi: int
+def near_candidates_of(corpus: str, parts: list[DocsPart], cfg: DedupConfig, work_root: str, lo: int, hi: int
                        ) -> str:
     """One band group's pairs (tasks/dedup_candidates.py), under this stage's settings and signature files."""
     return near_candidates(corpus, parts, cfg, work_root, lo, hi, index_params(cfg), sig_path)

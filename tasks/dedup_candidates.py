@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from curate.schemas.config import DedupConfig
-from curate.schemas.report import FileResult
+from curate.schemas.report import DocsPart
 from curate.schemas.work_root import WorkRoot
 from curate.tasks.dedup_index import DedupIndex
 from curate.tasks.minhash import shingle_hashes, word_hashes, words_of
@@ -27,7 +27,7 @@ from curate.tasks.workdir import atomic_path, open_parquet
 
 
 
-def part_starts(parts: list[FileResult]) -> np.ndarray:
+def part_starts(parts: list[DocsPart]) -> np.ndarray:
     """Row offsets of each ingest part in the corpus's concatenated order (a part holds `kept` rows)."""
     return np.cumsum([0] + [p.kept for p in parts])
 
@@ -150,7 +150,7 @@ def old_nodes(old: np.ndarray, n: int) -> dict[tuple[int, int], int]:
     return {ref: n + i for i, ref in enumerate(refs)}
 
 
-def load_keys(parts: list[FileResult], work_root: Path, sig_path, bands: range | None = None
+def load_keys(parts: list[DocsPart], work_root: Path, sig_path, bands: range | None = None
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(band keys of the documents with shingles, only `bands`' columns if given; their corpus rows; shingle counts
     of all documents) over a corpus's parts, in part order."""
@@ -170,7 +170,7 @@ def key_positions(key_rows: np.ndarray, n: int) -> np.ndarray:
     return key_pos
 
 
-def near_candidates(corpus: str, parts: list[FileResult], cfg: DedupConfig, work_root: str, lo: int, hi: int,
+def near_candidates(corpus: str, parts: list[DocsPart], cfg: DedupConfig, work_root: str, lo: int, hi: int,
                     params: dict, sig_path) -> str:
     """One group's task: the verified near-duplicate pairs of bands [lo, hi), written beside the corpus's outputs.
     Reads what the coordinator prepared (alive documents, id ranks) and the index as it is now (the coordinator holds

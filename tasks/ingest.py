@@ -5,6 +5,7 @@ fingerprint and ingest-config hash match a completed earlier run is reused, not 
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -23,7 +24,7 @@ import xxhash
 from curate.schemas.config import IngestConfig
 from curate.schemas.documents import DOCUMENT_SCHEMA, REJECT_SCHEMA, WEB_FIELDS, reject_row
 from curate.schemas.documents import RejectReason as R
-from curate.schemas.report import FileResult
+from curate.schemas.report import DocsPart, FileResult
 from curate.schemas.work_root import WorkRoot
 from curate.tasks.langid import identify
 from curate.tasks.normalize import normalize_text
@@ -52,10 +53,60 @@ def part_key(source_file: str) -> str:
 
 
 def part_paths(work_root: Path, job: FileJob) -> tuple[Path, Path, Path]:
+    """(the name its documents parts start with, its rejects, its done record) of one input file."""
     base = WorkRoot(work_root).stage(STAGE, job.corpus) / part_key(job.source_file)
-    return base.with_name(base.name + ".docs.parquet"), base.with_name(base.name + ".rejects.parquet"), base.with_name(
-        base.name + ".done.json"
-    )
+    return base, base.with_name(base.name + ".rejects.parquet"), base.with_name(base.name + ".done.json")
+
+
+def docs_part(base: Path, k: int) -> Path:
+    """The k-th documents part of the input file whose outputs are named after `base`."""
+    return base.with_name(f"{base.name}.{k:05d}.docs.parquet")
+
+
+class _DocsParts:
+    """The documents parts of one input file, written in turn: a part is committed (renamed into place) once it
+    holds `limit` bytes of text, and the next one opened. The first is always written, empty or not. A failure
+    leaves the open part's temporary file removed; the file's done record, written after all of them, is the
+    commit point of the whole set."""
+
+    def __init__(self, base: Path, limit: int):
+        self.base, self.limit = base, limit
+        self.paths: list[Path] = []
+        self.rows: list[int] = []
+        self.text_bytes = 0  # of the open part
+        self._stack = contextlib.ExitStack()
+        self._writer: pq.ParquetWriter | None = None
+
+    def _open(self) -> None:
+        path = docs_part(self.base, len(self.paths))
+        tmp = self._stack.enter_context(atomic_path(path))
+        self._writer = self._stack.enter_context(pq.ParquetWriter(tmp, DOCUMENT_SCHEMA, **PARQUET_OPTS))
+        self.paths.append(path)
+        self.rows.append(0)
+        self.text_bytes = 0
+
+    def write(self, table: pa.Table, text_bytes: int) -> None:
+        if self._writer is None:
+            self._open()
+        self._writer.write_table(table)
+        self.rows[-1] += table.num_rows
+        self.text_bytes += text_bytes
+
+    def full(self) -> bool:
+        return self.text_bytes >= self.limit
+
+    def close_part(self) -> None:
+        """Commit the open part; the next write opens another."""
+        self._stack.close()
+        self._writer = None
+
+    def __enter__(self) -> "_DocsParts":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._writer is None and not self.paths and exc[0] is None:
+            self._open()  # a file with no document still has its (empty) first part
+        self._stack.__exit__(*exc)
 
 
 def meta_to_json(meta: dict) -> str:
@@ -70,9 +121,10 @@ def meta_to_json(meta: dict) -> str:
 class _Batches:
     """Accumulates accepted records and rejects; flushes them to the two Parquet writers."""
 
-    def __init__(self, job: FileJob, cfg: IngestConfig, docs: pq.ParquetWriter, rejects: pq.ParquetWriter):
+    def __init__(self, job: FileJob, cfg: IngestConfig, docs: _DocsParts, rejects: pq.ParquetWriter):
         self.job, self.cfg, self.docs_w, self.rej_w = job, cfg, docs, rejects
         self.rows: list[tuple] = []  # id, line, text, meta, then the web fields (WEB_FIELDS)
+        self.pending_chars = 0  # of the rows not yet written
         self.rejects: list[dict[str, Any]] = []
         self.reasons: Counter[str] = Counter()
         self.langs: Counter[str] = Counter()
@@ -90,8 +142,11 @@ class _Batches:
             self.reject(raw.line, raw.reason, raw.detail, raw.raw)
         else:
             self._accept(raw.line, raw.record)
-        if len(self.rows) >= self.cfg.batch_size:
+        if len(self.rows) >= self.cfg.batch_size or \
+                self.docs_w.text_bytes + self.pending_chars >= self.cfg.part_text_bytes:
             self.flush()
+            if self.docs_w.full():
+                self.docs_w.close_part()
 
     def _accept(self, line: int, rec: dict[str, Any]) -> None:
         cfg = self.cfg
@@ -114,6 +169,7 @@ class _Batches:
             return self.reject(line, R.BAD_METADATA, f"its other fields cannot be kept as JSON: {err}"[:200], text, doc_id)
         web = tuple(str(rec[k]) if rec.get(k) is not None else None for k in WEB_FIELDS)
         self.rows.append((doc_id, line, norm, meta_json, *web))
+        self.pending_chars += len(norm)
 
     def flush(self) -> None:
         if self.rows:
@@ -124,7 +180,7 @@ class _Batches:
 
     def _write_docs(self) -> None:
         ids, lines, texts, metas, *web = map(list, zip(*self.rows))
-        self.rows = []
+        self.rows, self.pending_chars = [], 0
         langs, scores = identify(texts, self.cfg.lid_max_chars)
         allow = self.cfg.lang_allowlist
         keep = [True] * len(texts)
@@ -138,8 +194,9 @@ class _Batches:
                                                          for col in (ids, lines, texts, metas, langs, *web))
                 scores = scores[keep]
         encoded = [t.encode("utf-8") for t in texts]
+        text_bytes = sum(map(len, encoded))
         self.kept += len(texts)
-        self.text_bytes += sum(map(len, encoded))
+        self.text_bytes += text_bytes
         self.langs.update(langs)
         n = len(texts)
         table = pa.Table.from_arrays(
@@ -158,7 +215,7 @@ class _Batches:
             ],
             schema=DOCUMENT_SCHEMA,
         )
-        self.docs_w.write_table(table)
+        self.docs_w.write(table, text_bytes)
 
 
 def _input_key(job: FileJob) -> str:
@@ -186,13 +243,12 @@ def ingest_file(job: FileJob, cfg: IngestConfig, work_root: str | Path) -> FileR
 
 def _ingest(job: FileJob, cfg: IngestConfig, work_root: str | Path, key: dict) -> FileResult:
     work_root = Path(work_root)
-    docs_path, rejects_path, _ = part_paths(work_root, job)
+    base, rejects_path, _ = part_paths(work_root, job)
     path = Path(job.path)
     bytes_in = _input_bytes(job)
     t0 = time.perf_counter()
-    with atomic_path(docs_path) as docs_tmp, atomic_path(rejects_path) as rej_tmp:
-        with pq.ParquetWriter(docs_tmp, DOCUMENT_SCHEMA, **PARQUET_OPTS) as docs_w, \
-                pq.ParquetWriter(rej_tmp, REJECT_SCHEMA, compression="zstd") as rej_w:
+    with atomic_path(rejects_path) as rej_tmp, _DocsParts(base, cfg.part_text_bytes) as docs_w:
+        with pq.ParquetWriter(rej_tmp, REJECT_SCHEMA, compression="zstd") as rej_w:
             acc = _Batches(job, cfg, docs_w, rej_w)
             tally = WarcTally()
             try:
@@ -214,7 +270,9 @@ def _ingest(job: FileJob, cfg: IngestConfig, work_root: str | Path, key: dict) -
         corpus=job.corpus, source_file=job.source_file, docs_in=acc.docs_in, kept=acc.kept,
         rejected=sum(acc.reasons.values()), by_reason=dict(sorted(acc.reasons.items())), bytes_in=bytes_in,
         text_bytes=acc.text_bytes, langs=dict(sorted(acc.langs.items())), record_types=dict(sorted(tally.types.items())),
-        docs_path=str(docs_path.relative_to(work_root)), rejects_path=str(rejects_path.relative_to(work_root)),
+        parts=[DocsPart(corpus=job.corpus, source_file=job.source_file, docs_path=str(p.relative_to(work_root)),
+                        kept=n) for p, n in zip(docs_w.paths, docs_w.rows)],
+        rejects_path=str(rejects_path.relative_to(work_root)),
         seconds=round(time.perf_counter() - t0, 3),
     )
     return result
@@ -223,7 +281,7 @@ def _ingest(job: FileJob, cfg: IngestConfig, work_root: str | Path, key: dict) -
 INGEST = PartStage(
     STAGE, FileResult, _ingest, _key,
     done_path=lambda job, cfg, work_root: part_paths(Path(work_root), job)[2],
-    outputs=lambda res, work_root: [work_root / res.docs_path, work_root / res.rejects_path],
+    outputs=lambda res, work_root: [*(work_root / p.docs_path for p in res.parts), work_root / res.rejects_path],
     describe=lambda r: f"{r.corpus}/{r.source_file}: {r.docs_in} in, {r.kept} kept"
     + (" (reused)" if r.reused else f" ({r.seconds:.1f}s)"),
     size=lambda job, cfg, work_root: _input_bytes(job))

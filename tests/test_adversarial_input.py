@@ -23,7 +23,7 @@ def ingest(tmp_path, job_or_path, **cfg):
     res = ingest_file(job, IngestConfig(**cfg), tmp_path / "work")
     assert res.docs_in == res.kept + res.rejected
     rejects = pq.read_table(tmp_path / "work" / res.rejects_path).to_pylist()
-    docs = pq.read_table(tmp_path / "work" / res.docs_path).to_pylist()
+    docs = pq.read_table(tmp_path / "work" / res.parts[0].docs_path).to_pylist()
     assert len(rejects) == res.rejected and len(docs) == res.kept
     return res, docs, rejects
 

@@ -46,7 +46,7 @@ def test_each_bad_record_is_rejected_with_its_reason(tmp_path):
                    (6, "empty_text"), (7, "not_an_object")}
     assert all(r["corpus"] == "bad" and r["source_file"] == "mixed.jsonl" for r in rejects)
     assert next(r for r in rejects if r["line"] == 2)["excerpt"].startswith('{"id": "x1"')
-    ids = pq.read_table(tmp_path / "work" / res.docs_path).column("id").to_pylist()
+    ids = pq.read_table(tmp_path / "work" / res.parts[0].docs_path).column("id").to_pylist()
     assert ids == ["d0", "d1", "bad/mixed.jsonl/10"]
 
 
@@ -95,7 +95,7 @@ def test_zstd_parquet_and_txt_inputs(tmp_path):
                              "license": ["MIT"] * 3}), pqf)
     res, rejects = ingest(tmp_path, pqf, text_field="body", id_field="uid")
     assert res.kept == 2 and [(r["line"], r["reason"], r["id"]) for r in rejects] == [(1, "missing_text_field", "b")]
-    meta = pq.read_table(tmp_path / "work" / res.docs_path).column("meta").to_pylist()
+    meta = pq.read_table(tmp_path / "work" / res.parts[0].docs_path).column("meta").to_pylist()
     assert json.loads(meta[0]) == {"license": "MIT"}
 
     txt = tmp_path / "notes.txt"

@@ -29,16 +29,17 @@ def _neardups():
     return mod
 
 
-def run_corpus(work, name, path, cfg=DedupConfig(), groups=0):
+def run_corpus(work, name, path, cfg=DedupConfig(), groups=0, ingest=IngestConfig()):
     """Ingest, sign and dedup one file; with `groups`, the near-duplicate pairs come from that many band groups (what
     the flow maps across workers), else from the serial path."""
-    part = ingest_file(FileJob(name, str(path), path.name), IngestConfig(), work)
-    sign_part(part, cfg, work)
+    parts = ingest_file(FileJob(name, str(path), path.name), ingest, work).parts
+    for part in parts:
+        sign_part(part, cfg, work)
     if not groups:
-        return dedup_corpus(name, [part], cfg, work)
-    bands = prepare_near(name, [part], cfg, work, groups)
-    pairs = [near_candidates_of(name, [part], cfg, str(work), lo, hi) for lo, hi in bands]
-    return dedup_corpus(name, [part], cfg, work, pairs or None)
+        return dedup_corpus(name, parts, cfg, work)
+    bands = prepare_near(name, parts, cfg, work, groups)
+    pairs = [near_candidates_of(name, parts, cfg, str(work), lo, hi) for lo, hi in bands]
+    return dedup_corpus(name, parts, cfg, work, pairs or None)
 
 
 def rejects(work, name):
@@ -215,3 +216,20 @@ def test_band_groups_give_the_serial_paths_decisions_byte_for_byte(tmp_path, nea
         assert not list((work / "dedup").rglob(".near-*")), "the groups' hand-over files are removed"
     assert out[0][0][0]["near_duplicates"] > 50 and out[0][0][2]["near_duplicates"] == 30
     assert out[3] == out[0] and out[40] == out[0]
+
+
+def test_an_input_in_many_parts_gets_the_same_decisions(tmp_path, neardup_set):
+    """Ingest's bounded parts (here a file cut into several) change where documents sit, not what dedup decides."""
+    path, _, _ = neardup_set
+    whole = run_corpus(tmp_path / "whole", "set", path)
+    text = pq.read_metadata(next((tmp_path / "whole" / "ingest" / "set").glob("*.docs.parquet"))).num_rows
+    split = run_corpus(tmp_path / "split", "set", path, groups=3,
+                       ingest=IngestConfig(part_text_bytes=max(1, whole.docs_in * 200)))
+    assert len(list((tmp_path / "split" / "ingest" / "set").glob("*.docs.parquet"))) >= 3 and text == whole.docs_in
+    assert len(split.kept_paths) >= 3
+    assert kept_ids(tmp_path / "split", "set") == kept_ids(tmp_path / "whole", "set")
+    fields = ("id", "reason", "duplicate_of", "similarity", "line")
+    assert [[r[f] for f in fields] for r in rejects(tmp_path / "split", "set")] == \
+        [[r[f] for f in fields] for r in rejects(tmp_path / "whole", "set")]
+    assert split.model_dump(include={"kept", "near_duplicates", "exact_duplicates", "cluster_sizes"}) == \
+        whole.model_dump(include={"kept", "near_duplicates", "exact_duplicates", "cluster_sizes"})

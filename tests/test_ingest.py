@@ -34,7 +34,7 @@ def test_real_multilingual_documents_are_kept_with_language_and_provenance(tmp_p
     job = FileJob("multi", str(multilingual), "multi.jsonl.gz")
     res = ingest_file(job, IngestConfig(), tmp_path / "work")
     assert res.docs_in == 200 and res.kept == 200 and res.rejected == 0
-    table = pq.read_table(tmp_path / "work" / res.docs_path)
+    table = pq.read_table(tmp_path / "work" / res.parts[0].docs_path)
     assert table.schema.equals(DOCUMENT_SCHEMA)
     assert {"fr", "de", "es"} <= set(table.column("lang").to_pylist())
     rows = table.to_pylist()
@@ -48,15 +48,36 @@ def test_real_multilingual_documents_are_kept_with_language_and_provenance(tmp_p
 
 def test_rerun_reuses_output_and_is_byte_identical(tmp_path, multilingual):
     job = FileJob("multi", str(multilingual), "multi.jsonl.gz")
-    cfg = IngestConfig()
+    cfg = IngestConfig(part_text_bytes=100_000)  # several parts
     first = ingest_file(job, cfg, tmp_path / "a")
     again = ingest_file(job, cfg, tmp_path / "a")
-    assert not first.reused and again.reused and again.kept == first.kept
+    assert not first.reused and again.reused and again.kept == first.kept and len(first.parts) > 2
     other = ingest_file(job, cfg, tmp_path / "b")
-    for pa_, pb in zip(part_paths(tmp_path / "a", job), part_paths(tmp_path / "b", job)):
-        if pa_.suffix == ".parquet":
-            assert _sha(pa_) == _sha(pb), f"{pa_.name} differs between two runs on the same input"
+    written = sorted(p.name for p in part_paths(tmp_path / "a", job)[0].parent.iterdir())
+    assert written == sorted(p.name for p in part_paths(tmp_path / "b", job)[0].parent.iterdir())
+    for name in written:
+        if name.endswith(".parquet"):
+            a, b = (tmp_path / w / "ingest" / "multi" / name for w in "ab")
+            assert _sha(a) == _sha(b), f"{name} differs between two runs on the same input"
     assert not other.reused
+
+
+def test_a_large_file_is_written_as_parts_of_bounded_text(tmp_path, multilingual):
+    """Each part but the last holds at least part_text_bytes of text and at most one more batch's worth; read in
+    order, the parts are the documents of one part."""
+    job = FileJob("multi", str(multilingual), "multi.jsonl.gz")
+    whole = ingest_file(job, IngestConfig(), tmp_path / "one")
+    limit = whole.text_bytes // 7
+    split = ingest_file(job, IngestConfig(part_text_bytes=limit), tmp_path / "many")
+    assert len(whole.parts) == 1 and len(split.parts) in (7, 8)
+    texts = [pq.read_table(tmp_path / "many" / p.docs_path, columns=["text", "id"]) for p in split.parts]
+    assert [t.num_rows for t in texts] == [p.kept for p in split.parts] and sum(p.kept for p in split.parts) == whole.kept
+    sizes = [sum(len(x.encode()) for x in t.column("text").to_pylist()) for t in texts]
+    longest = max(len(x.encode()) for t in texts for x in t.column("text").to_pylist())
+    assert all(limit <= s < limit + 4 * longest for s in sizes[:-1]), (limit, sizes)
+    ids = [i for t in texts for i in t.column("id").to_pylist()]
+    assert ids == pq.read_table(tmp_path / "one" / whole.parts[0].docs_path).column("id").to_pylist()
+    assert split.model_dump(exclude={"parts", "seconds"}) == whole.model_dump(exclude={"parts", "seconds"})
 
 
 def test_changed_config_or_input_recomputes(tmp_path, multilingual):
@@ -93,7 +114,7 @@ def test_language_allowlist_rejects_with_reason(tmp_path, multilingual):
     res = ingest_file(job, IngestConfig(lang_allowlist=["fr"]), tmp_path / "w")
     assert res.kept > 0 and res.by_reason["language"] == res.rejected > 0
     assert res.kept + res.rejected == res.docs_in
-    langs = set(pq.read_table(tmp_path / "w" / res.docs_path).column("lang").to_pylist())
+    langs = set(pq.read_table(tmp_path / "w" / res.parts[0].docs_path).column("lang").to_pylist())
     assert langs == {"fr"}
     rejects = pq.read_table(tmp_path / "w" / res.rejects_path).to_pylist()
     assert all(r["reason"] == "language" and r["excerpt"] and r["id"] for r in rejects)

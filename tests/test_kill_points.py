@@ -85,8 +85,8 @@ def test_every_kind_of_commit_is_covered(setup):
 # The kinds whose commit ends a stage or joins two files (the suite's budget); CURATE_ALL_KILL_POINTS=1 kills before
 # every kind (25 on this input, about 8 minutes; all 25 passed when this was written).
 KEY_KINDS = ("ingest/<c>/<c>.jsonl.gz-<h>.done.json", "dedup/index/registry.json", "dedup/<c>/_done.json",
-             "tokenizer/tokenizer.model", "tokens/<c>/train/<c>/<c>.jsonl.gz-<h>-<h>-<n>.arrow",
-             "tokenize/<c>/<c>.jsonl.gz-<h>.done.json", "manifests/default/v<n>.json", "manifests/default/latest.json")
+             "tokenizer/tokenizer.model", "tokens/<c>/train/<c>/<c>.jsonl.gz-<h>.<n>-<h>-<n>.arrow",
+             "tokenize/<c>/<c>.jsonl.gz-<h>.<n>.done.json", "manifests/default/v<n>.json", "manifests/default/latest.json")
 
 
 def test_a_kill_before_any_commit_resumes_to_the_same_outputs(setup):

@@ -20,7 +20,7 @@ WEB = SHARED_CORPORA / "web"
 def _ingest(tmp_path, path, **web):
     res = ingest_file(FileJob("web", str(path), path.name), IngestConfig(web=WebConfig(**web)), tmp_path)
     assert res.docs_in == res.kept + res.rejected
-    docs = pq.read_table(tmp_path / res.docs_path).to_pylist()
+    docs = pq.read_table(tmp_path / res.parts[0].docs_path).to_pylist()
     rejects = pq.read_table(tmp_path / res.rejects_path).to_pylist()
     return res, docs, rejects
 
@@ -136,8 +136,8 @@ def test_the_same_url_twice_keeps_the_latest_capture_and_blocked_urls_go(tmp_pat
     assert sorted(r["reason"] for r in rejects) == ["url_blocked", "url_blocked"]
     assert {r["detail"] for r in rejects} == {"host ads.tracker.test is on the blocklist (tracker.test)",
                                              "the URL contains 'sessionid='"}
-    sign_part(res, DedupConfig(), tmp_path)
-    rep = dedup_corpus("web", [res], DedupConfig(), tmp_path)
+    sign_part(res.parts[0], DedupConfig(), tmp_path)
+    rep = dedup_corpus("web", res.parts, DedupConfig(), tmp_path)
     assert rep.duplicate_urls == 1 and rep.kept == 1
     dup = pq.read_table(tmp_path / rep.rejects_path).to_pylist()
     assert dup[0]["reason"] == "duplicate_url" and "floods at the spring tide twice" in dup[0]["excerpt"]
