@@ -11,34 +11,14 @@ import os
 import sys
 from typing import Iterator
 
+from curate.tasks.memory import tune_memory
+
 # Offline machines: no telemetry, no update checks (they only log errors here).
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-# Memory that stays flat across a run's stages: glibc otherwise serves large buffers from a heap whose freed pages it
-# keeps (its mmap threshold grows with each large free), so each process keeps the high-water mark of every stage it
-# ran. Buffers of 64 KiB and more are mapped and returned on free, and the heap is trimmed above 64 KiB (Dask sets
-# the second for its workers too). The environment reaches every process a run starts (workers, the tokenizer's
-# trainer, Dask's nannies); mallopt sets this one. Measured at 10x the shared corpora (tests/benchmarks/bench_rss.py):
-# largest worker 766 MB without, 635 MB with.
-_MALLOC = {"MALLOC_TRIM_THRESHOLD_": (-1, 65536), "MALLOC_MMAP_THRESHOLD_": (-3, 65536)}
-
-
-def _tune_malloc() -> None:
-    import ctypes
-    import ctypes.util
-
-    for name, (param, value) in _MALLOC.items():
-        os.environ.setdefault(name, str(value))
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        for name, (param, _) in _MALLOC.items():
-            libc.mallopt(param, int(os.environ[name]))
-    except (OSError, AttributeError, ValueError):  # not glibc (musl, macOS): its own allocator's defaults
-        pass
-
-
-_tune_malloc()
+# Every process a run starts gets the same allocator settings (tasks/memory.py says which and why).
+tune_memory()
 
 
 class ServerUnreachable(RuntimeError):

@@ -11,6 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from curate.tasks.memory import tune_memory
+
+tune_memory()  # in whatever process runs the stages (a hand-started Dask worker too)
+
 # OSErrors that say the same thing on every attempt.
 _PERMANENT_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
 
