@@ -6,6 +6,7 @@ on the flow's task runner; what people read (artifacts) is built in flows/publis
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -16,7 +17,7 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run
 
 from curate.schemas.config import CurateConfig, load_config
-from curate.schemas.report import ClassifyReport, DecontamReport, DedupReport, FileResult, RunReport, StageTiming, \
+from curate.schemas.report import ClassifyReport, DecontamReport, DedupReport, DocsPart, FileResult, RunReport, StageTiming, \
     TokenizePartResult, add_stage, summarise_classify, summarise_corpus, total_into
 from curate.schemas.work_root import WorkRoot
 from curate.tasks.classify import CLASSIFY, PartRef, make_classify_task
@@ -106,11 +107,10 @@ def run_ingest(corpora: list[Corpus], cfg: CurateConfig, work_root: Path, progre
     return results
 
 
-def run_dedup(ingested: dict[str, list[FileResult]], cfg: CurateConfig, work_root: Path,
+def run_dedup(parts: dict[str, list[DocsPart]], cfg: CurateConfig, work_root: Path,
               progress: list) -> dict[str, DedupReport]:
     """Signatures in parallel across parts, then each corpus against the index, in registration order."""
     sign_task, near_task, cluster_task = make_dedup_tasks(cfg.runner.retries)
-    parts = {corpus: [p for f in files for p in f.parts] for corpus, files in ingested.items()}
     calls = [(p, cfg.dedup, str(work_root)) for ps in parts.values() for p in ps]
     map_parts(SIGN, sign_task, calls, progress)
     reports = {}
@@ -128,19 +128,19 @@ def run_dedup(ingested: dict[str, list[FileResult]], cfg: CurateConfig, work_roo
                                                    locked=True).result()
         get_run_logger().info("dedup %s: %d in, %d kept, %d exact and %d near duplicates%s", corpus, rep.docs_in,
                               rep.kept, rep.exact_duplicates, rep.near_duplicates, " (reused)" if rep.reused else "")
-        _notify("dedup", i, len(ingested), corpus)
+        _notify("dedup", i, len(parts), corpus)
         reports[corpus] = rep
     return reports
 
 
-def run_decontam(parts: dict[str, list[str]], cfg: CurateConfig, work_root: Path,
+def run_decontam(parts: dict[str, list[DocsPart]], cfg: CurateConfig, work_root: Path,
                  progress: list) -> dict[str, DecontamReport] | None:
     """Documents sharing an n-gram with an evaluation set out, per part, mapped across worker processes."""
     index = build_index(cfg.decontam, work_root)
     if index is None:
         return None
-    calls = [(DecontamRef(corpus, path), cfg.decontam, index, str(work_root)) for corpus, paths in parts.items()
-             for path in paths]
+    calls = [(DecontamRef(corpus, p.docs_path), cfg.decontam, index, str(work_root)) for corpus, ps in parts.items()
+             for p in ps]
     done = map_parts(DECONTAM, make_decontam_task(cfg.runner.retries), calls, progress)
     out = {}
     for corpus in parts:
@@ -154,15 +154,55 @@ def run_decontam(parts: dict[str, list[str]], cfg: CurateConfig, work_root: Path
     return out
 
 
-def run_classify(parts: dict[str, list[str]], cfg: CurateConfig, work_root: Path,
+def run_classify(parts: dict[str, list[DocsPart]], cfg: CurateConfig, work_root: Path,
                  progress: list) -> dict[str, ClassifyReport]:
     """Domain, quality, rules and PII over every documents part, mapped across worker processes."""
     models = resolve_models(cfg.classify)  # the default models train here, once, before any task needs them
     get_run_logger().info("classify models: domain %s, quality %s", models.domain_path, models.quality_path)
-    calls = [(PartRef(corpus, path), cfg.classify, models, str(work_root)) for corpus, paths in parts.items()
-             for path in paths]
+    calls = [(PartRef(corpus, p.docs_path), cfg.classify, models, str(work_root)) for corpus, ps in parts.items()
+             for p in ps]
     done = map_parts(CLASSIFY, make_classify_task(cfg.runner.retries), calls, progress)
     return {c: summarise_classify(c, [r for r in done if r.corpus == c]) for c in parts}
+
+
+@dataclass(frozen=True)
+class FilterStage:
+    """A stage that takes each corpus's documents parts and keeps some of their documents. `run` maps the stage over
+    the parts and returns a report per corpus (None: nothing to do); each report says what it rejected and why
+    (`rejects()`), which parts the next stage reads (`out_parts()`), and its input for the throughput table (`text_in()`,
+    `work()`). The flow walks FILTERS in order; a new filter is one more entry, not one more block in the flow."""
+
+    name: str  # the stage's name, and the CorpusReport field its report goes in
+    enabled: Callable[[CurateConfig], bool]
+    run: Callable[[dict[str, list[DocsPart]], CurateConfig, Path, list], dict | None]
+
+
+FILTERS = (
+    FilterStage("dedup", lambda cfg: cfg.dedup.enabled, run_dedup),
+    FilterStage("decontam", lambda cfg: cfg.decontam.enabled and bool(cfg.decontam.sets), run_decontam),
+    FilterStage("classify", lambda cfg: cfg.classify.enabled, run_classify),
+)
+
+
+def run_filters(parts: dict[str, list[DocsPart]], cfg: CurateConfig, work_root: Path, report: RunReport,
+                clock: "_Clock", progress: list) -> None:
+    """Each enabled filter stage in turn over what the one before kept, its counts joined to each corpus's."""
+    for stage in FILTERS:
+        if not stage.enabled(cfg):
+            continue
+        docs_in = sum(c.kept for c in report.corpora)
+        done = stage.run(parts, cfg, work_root, progress)
+        if done is None:
+            continue
+        report.stages.append(stage.name)
+        for rep in report.corpora:
+            res = done[rep.corpus]
+            add_stage(rep, res.kept, res.rejects())
+            setattr(rep, stage.name, res)
+            parts[rep.corpus] = res.out_parts()
+        work = [res.work() for res in done.values()]
+        clock.lap(stage.name, docs_in, sum(res.text_in() for res in done.values()), sum(w[0] for w in work),
+                  sum(w[1] for w in work))
 
 
 def run_tokenize(refs: list[TokenizeRef], cfg: CurateConfig, work_root: Path, report: RunReport,
@@ -268,34 +308,8 @@ def _stages(corpora: list[Corpus], cfg: CurateConfig, work_root: Path, report: R
     files = [f for fs in ingested.values() for f in fs]
     clock.lap("ingest", sum(f.docs_in for f in files), sum(f.bytes_in for f in files), len(files),
               sum(f.reused for f in files))
-    if cfg.dedup.enabled:
-        report.stages.append("dedup")
-        docs, text = sum(c.kept for c in report.corpora), sum(c.text_bytes for c in report.corpora)
-        for rep, dd in zip(report.corpora, run_dedup(ingested, cfg, work_root, progress).values()):
-            add_stage(rep, dd.kept, {"exact_duplicate": dd.exact_duplicates, "near_duplicate": dd.near_duplicates,
-                                     "duplicate_url": dd.duplicate_urls})
-            rep.dedup = dd
-        clock.lap("dedup", docs, text, len(report.corpora), sum(c.dedup.reused for c in report.corpora))
-    parts = {c.corpus: (c.dedup.kept_paths if c.dedup else [p.docs_path for f in ingested[c.corpus] for p in f.parts])
-             for c in report.corpora}
-    if cfg.decontam.enabled and cfg.decontam.sets:
-        report.stages.append("decontam")
-        docs, text = sum(c.kept for c in report.corpora), 0
-        for rep, dc in zip(report.corpora, run_decontam(parts, cfg, work_root, progress).values()):
-            add_stage(rep, dc.kept, {"contaminated": dc.rejected})
-            rep.decontam = dc
-            text += sum(p.text_bytes for p in dc.parts)
-        parts = {c.corpus: [p.docs_path for p in c.decontam.parts] for c in report.corpora}
-        clock.lap("decontam", docs, text, sum(len(c.decontam.parts) for c in report.corpora),
-                  sum(p.reused for c in report.corpora for p in c.decontam.parts))
-    if cfg.classify.enabled:
-        report.stages.append("classify")
-        for rep, cl in zip(report.corpora, run_classify(parts, cfg, work_root, progress).values()):
-            add_stage(rep, cl.kept, cl.by_reason)
-            rep.classify = cl
-        cls = [c.classify for c in report.corpora]
-        clock.lap("classify", sum(c.docs_in for c in cls), sum(c.text_bytes_in for c in cls),
-                  sum(len(c.parts) for c in cls), sum(c.parts_reused for c in cls))
+    run_filters({name: [p for f in files for p in f.parts] for name, files in ingested.items()}, cfg, work_root,
+                report, clock, progress)
     kept_any = any(c.classify and c.classify.kept for c in report.corpora)
     if not (cfg.classify.enabled and cfg.tokenize.enabled):
         return

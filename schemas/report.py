@@ -25,9 +25,10 @@ class DocsPart(BaseModel):
     a part's size, and the memory of every stage that holds a part, does not follow the input file's."""
 
     corpus: str
-    source_file: str
     docs_path: str  # relative to the work root
-    kept: int = 0  # its rows
+    source_file: str = ""  # the input file it came from (ingest's parts)
+    kept: int | None = None  # its rows (ingest's parts; dedup reads them)
+    text_bytes: int = 0  # UTF-8 bytes of its text (ingest's parts)
 
 
 class FileResult(Counts):
@@ -66,8 +67,26 @@ class DedupReport(Counts):
     largest_clusters: list[dict] = Field(default_factory=list)  # size and kept id
     kept_paths: list[str] = Field(default_factory=list)
     rejects_path: str = ""
+    text_bytes_in: int = 0  # UTF-8 bytes of the documents it read
     reused: bool = False
     seconds: float = 0.0
+
+    # What the flow's loop over filter stages reads (flows/curation.FILTERS), the same four on each stage's report:
+    def rejects(self) -> dict[str, int]:
+        """Rejected documents by reason."""
+        return {"exact_duplicate": self.exact_duplicates, "near_duplicate": self.near_duplicates,
+                "duplicate_url": self.duplicate_urls}
+
+    def out_parts(self) -> list[DocsPart]:
+        """The parts the next stage reads."""
+        return [DocsPart(corpus=self.corpus, docs_path=p) for p in self.kept_paths]
+
+    def text_in(self) -> int:
+        return self.text_bytes_in
+
+    def work(self) -> tuple[int, int]:
+        """(units of work, of which reused): a corpus, here."""
+        return 1, int(self.reused)
 
 
 class DecontamPartResult(Counts):
@@ -82,6 +101,18 @@ class DecontamPartResult(Counts):
 class DecontamReport(Counts):
     by_benchmark: dict[str, int] = Field(default_factory=dict)
     parts: list[DecontamPartResult] = Field(default_factory=list)
+
+    def rejects(self) -> dict[str, int]:
+        return {"contaminated": self.rejected}
+
+    def out_parts(self) -> list[DocsPart]:
+        return [DocsPart(corpus=self.corpus, docs_path=p.docs_path) for p in self.parts]
+
+    def text_in(self) -> int:
+        return sum(p.text_bytes for p in self.parts)
+
+    def work(self) -> tuple[int, int]:
+        return len(self.parts), sum(p.reused for p in self.parts)
 
 
 class ClassifyPartResult(Counts):
@@ -116,6 +147,18 @@ class ClassifyReport(Counts):
     parts: list[ClassifyPartResult] = Field(default_factory=list)
     parts_reused: int = 0
     seconds: float = 0.0
+
+    def rejects(self) -> dict[str, int]:
+        return self.by_reason
+
+    def out_parts(self) -> list[DocsPart]:
+        return [DocsPart(corpus=self.corpus, docs_path=p.docs_path) for p in self.parts]
+
+    def text_in(self) -> int:
+        return self.text_bytes_in
+
+    def work(self) -> tuple[int, int]:
+        return len(self.parts), self.parts_reused
 
 
 def summarise_classify(corpus: str, parts: list[ClassifyPartResult]) -> ClassifyReport:

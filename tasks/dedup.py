@@ -325,7 +325,7 @@ def _decide_and_write(corpus, parts, cfg, work_root, index, fingerprint, candida
         largest_clusters=[{"size": s, "kept_id": i} for s, i in sorted(largest, key=lambda t: (-t[0], t[1]))[:5]],
         kept_paths=[WorkRoot(work_root).relative(out_dir / Path(p.docs_path).name) for p in parts],
         rejects_path=WorkRoot(work_root).relative(out_dir / "rejects.parquet"),
-        seconds=round(time.perf_counter() - t0, 3),
+        text_bytes_in=sum(p.text_bytes for p in parts), seconds=round(time.perf_counter() - t0, 3),
     )
     index.add(corpus, fingerprint, ids.take(pa.array(kept)), hashes.take(pa.array(kept)),
               np.searchsorted(kept, shingled), keys[key_pos[shingled]], kept_parts, report.model_dump(mode="json"))

@@ -72,8 +72,8 @@ class _DocsParts:
     def __init__(self, base: Path, limit: int):
         self.base, self.limit = base, limit
         self.paths: list[Path] = []
-        self.rows: list[int] = []
-        self.text_bytes = 0  # of the open part
+        self.rows: list[int] = []  # of each part
+        self.texts: list[int] = []  # text bytes of each part
         self._stack = contextlib.ExitStack()
         self._writer: pq.ParquetWriter | None = None
 
@@ -83,14 +83,19 @@ class _DocsParts:
         self._writer = self._stack.enter_context(pq.ParquetWriter(tmp, DOCUMENT_SCHEMA, **PARQUET_OPTS))
         self.paths.append(path)
         self.rows.append(0)
-        self.text_bytes = 0
+        self.texts.append(0)
+
+    @property
+    def text_bytes(self) -> int:
+        """Text bytes of the open part (0 when none is open)."""
+        return self.texts[-1] if self._writer is not None else 0
 
     def write(self, table: pa.Table, text_bytes: int) -> None:
         if self._writer is None:
             self._open()
         self._writer.write_table(table)
         self.rows[-1] += table.num_rows
-        self.text_bytes += text_bytes
+        self.texts[-1] += text_bytes
 
     def full(self) -> bool:
         return self.text_bytes >= self.limit
@@ -271,7 +276,7 @@ def _ingest(job: FileJob, cfg: IngestConfig, work_root: str | Path, key: dict) -
         rejected=sum(acc.reasons.values()), by_reason=dict(sorted(acc.reasons.items())), bytes_in=bytes_in,
         text_bytes=acc.text_bytes, langs=dict(sorted(acc.langs.items())), record_types=dict(sorted(tally.types.items())),
         parts=[DocsPart(corpus=job.corpus, source_file=job.source_file, docs_path=str(p.relative_to(work_root)),
-                        kept=n) for p, n in zip(docs_w.paths, docs_w.rows)],
+                        kept=n, text_bytes=b) for p, n, b in zip(docs_w.paths, docs_w.rows, docs_w.texts)],
         rejects_path=str(rejects_path.relative_to(work_root)),
         seconds=round(time.perf_counter() - t0, 3),
     )

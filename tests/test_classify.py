@@ -23,7 +23,7 @@ def work(tmp_path_factory):
     parts = {}
     for name in ("legal", "code", "literature"):
         res = ingest_file(FileJob(name, str(SAMPLE / f"{name}.jsonl.gz"), f"{name}.jsonl.gz"), IngestConfig(), root)
-        parts[name] = PartRef(name, res.docs_path)
+        parts[name] = PartRef(name, res.parts[0].docs_path)
     return root, parts
 
 
@@ -124,5 +124,5 @@ def test_rerun_is_reused_and_output_is_byte_identical(work, models, tmp_path):
     # same input and config elsewhere: the same bytes
     other = tmp_path / "other"
     res = ingest_file(FileJob("code", str(SAMPLE / "code.jsonl.gz"), "code.jsonl.gz"), IngestConfig(), other)
-    fresh = classify_part(PartRef("code", res.docs_path), cfg, models, other)
+    fresh = classify_part(PartRef("code", res.parts[0].docs_path), cfg, models, other)
     assert _sha(other / fresh.annotations_path) == digest

@@ -21,7 +21,7 @@ def _run(tmp_path, records, cfg):
     src = tmp_path / "code.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in records))
     part = ingest_file(FileJob("code", str(src), "code.jsonl"), IngestConfig(), tmp_path)
-    res = decontaminate_part(DecontamRef("code", part.docs_path), cfg, build_index(cfg, tmp_path), tmp_path)
+    res = decontaminate_part(DecontamRef("code", part.parts[0].docs_path), cfg, build_index(cfg, tmp_path), tmp_path)
     assert res.docs_in == res.kept + res.rejected == part.kept
     rejects = pq.read_table(tmp_path / res.rejects_path).to_pylist()
     kept = pq.read_table(tmp_path / res.docs_path, columns=["id"]).column("id").to_pylist()

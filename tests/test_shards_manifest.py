@@ -23,8 +23,8 @@ def curate_sample(root, vocab_size=2000, validation_fraction=0.05):
     models, refs = resolve_models(ClassifyConfig()), []
     for name in CORPORA:
         ing = ingest_file(FileJob(name, str(SAMPLE / f"{name}.jsonl.gz"), f"{name}.jsonl.gz"), IngestConfig(), root)
-        cl = classify_part(PartRef(name, ing.docs_path), ClassifyConfig(), models, root)
-        refs.append(TokenizeRef(name, ing.docs_path, cl.annotations_path))
+        cl = classify_part(PartRef(name, ing.parts[0].docs_path), ClassifyConfig(), models, root)
+        refs.append(TokenizeRef(name, ing.parts[0].docs_path, cl.annotations_path))
     pairs = [(r.docs_path, r.annotations_path) for r in refs]
     tok = train_tokenizer(balanced_sample(root, pairs, 400_000, 1), root / "tokenizer", vocab_size)
     cfg = TokenizeConfig(validation_fraction=validation_fraction, shard_tokens=60_000)

@@ -43,7 +43,7 @@ def ingest_heads(corpora: Path, docs: int, work: Path) -> list[PartRef]:
         with gzip.open(src, "rb") as f, gzip.open(head, "wb", compresslevel=1) as out:
             out.writelines(itertools.islice(f, docs))
         res = ingest_file(FileJob(src.name.split(".")[0], str(head), src.name), IngestConfig(), work)
-        refs.append(PartRef(res.corpus, res.docs_path))
+        refs.extend(PartRef(res.corpus, p.docs_path) for p in res.parts)
     return refs
 
 

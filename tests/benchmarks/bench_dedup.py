@@ -36,9 +36,9 @@ import sys, json, time
 sys.path.insert(0, {repo!r})
 from concurrent.futures import ProcessPoolExecutor
 from curate.schemas.config import DedupConfig
-from curate.schemas.report import FileResult
+from curate.schemas.report import DocsPart
 from curate.tasks.dedup import sign_part, dedup_corpus
-parts = [FileResult.model_validate(p) for p in json.load(open({parts!r}))]
+parts = [DocsPart.model_validate(p) for p in json.load(open({parts!r}))]
 cfg = DedupConfig()
 t0 = time.perf_counter()
 with ProcessPoolExecutor({workers}) as ex:
@@ -102,8 +102,8 @@ def run_ours(records: list[dict], tmp: Path, workers: int) -> tuple[dict, float,
         with gzip.open(src / f"part-{k:02d}.jsonl.gz", "wt", encoding="utf-8") as f:
             for r in records[k::n_parts]:
                 f.write(json.dumps(r) + "\n")
-    parts = [ingest_file(FileJob("bench", str(p), p.name), IngestConfig(), work).model_dump()
-             for p in sorted(src.iterdir())]
+    parts = [part.model_dump() for p in sorted(src.iterdir())
+             for part in ingest_file(FileJob("bench", str(p), p.name), IngestConfig(), work).parts]
     (tmp / "parts.json").write_text(json.dumps(parts))
     code = CHILD.format(repo=str(REPO), parts=str(tmp / "parts.json"), work=str(work), workers=workers)
     out, wall, peak_mb, peak_sum = run_measured([sys.executable, "-c", code])

@@ -29,12 +29,13 @@ from curate.tasks.dedup import dedup_corpus, sign_part
 from curate.tasks.ingest import FileJob, ingest_file
 work = Path({work!r})
 t0 = time.perf_counter()
-part = ingest_file(FileJob("tiny", {src!r}, "tiny.jsonl"), IngestConfig(), work)
+parts = ingest_file(FileJob("tiny", {src!r}, "tiny.jsonl"), IngestConfig(), work).parts
 t1 = time.perf_counter()
-sign_part(part, DedupConfig(), work)
-rep = dedup_corpus("tiny", [part], DedupConfig(), work)
+for part in parts:
+    sign_part(part, DedupConfig(), work)
+rep = dedup_corpus("tiny", parts, DedupConfig(), work)
 t2 = time.perf_counter()
-print(json.dumps({{"docs_in": part.docs_in, "kept": rep.kept, "exact": rep.exact_duplicates,
+print(json.dumps({{"docs_in": rep.docs_in, "kept": rep.kept, "exact": rep.exact_duplicates,
                   "ingest_s": t1 - t0, "dedup_s": t2 - t1}}))
 """
 
