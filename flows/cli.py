@@ -190,24 +190,27 @@ def run(
     if not inputs and config is None and curate_flow.SAMPLE_CONFIG.is_file():
         config = curate_flow.SAMPLE_CONFIG
         console.print(f"bundled sample, config {config}")
-    from curate.tasks.storage import Lease, StorageError, is_remote
+    from curate.flows.runtime import WorkRootNotShared, check_workers_see
+    from curate.tasks.storage import Lease, StorageError, cache_dir, is_remote, local_path
 
     try:  # every argument, rule name and model is checked before anything runs
         cfg = load_config(config)
         resolve_inputs(list(inputs) if inputs else curate_flow.default_inputs(cfg))
         if is_remote(out):
             Lease(out).check_free()
+        # Before anything runs: Dask workers on other machines must see the work root (an s3:// one's local copy).
+        check_workers_see(cache_dir("work", out) if is_remote(out) else local_path(out).resolve(), cfg.runner)
         if cfg.classify.enabled:
             with console.status("classifier models (the defaults train once, about 20 s, then come from the cache)…"):
                 resolve_models(cfg.classify)
-    except (ConfigError, InputError, ClassifierError, RuleConfigError, StorageError) as err:
+    except (ConfigError, InputError, ClassifierError, RuleConfigError, StorageError, WorkRootNotShared) as err:
         _fail(str(err))
     from curate.flows.runtime import ServerUnreachable
     from curate.tasks.manifest import ManifestError
     from curate.tasks.tokenizer import TokenizerError
     try:
         _run_with_progress(inputs, out, config)
-    except (TokenizerError, ManifestError, ServerUnreachable, StorageError) as err:  # e.g. a tokenizer file that is not one, a budget too large
+    except (TokenizerError, ManifestError, ServerUnreachable, StorageError, WorkRootNotShared) as err:  # e.g. a tokenizer file that is not one, a budget too large
         _fail(str(err))
 
 

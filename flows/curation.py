@@ -36,7 +36,7 @@ from curate.tasks.tokenizer import ensure_tokenizer, vocabulary_warning
 from curate.tasks.workdir import clean_orphans, write_json_atomic
 
 from curate.flows.publish import delete_artifacts, publish
-from curate.flows.runtime import label_flow_run, prefect_api, task_runner
+from curate.flows.runtime import check_workers_see, label_flow_run, prefect_api, task_runner
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = REPO_ROOT / "data" / "sample"
@@ -281,6 +281,7 @@ def _curate_into(corpora: list[Corpus], cfg: CurateConfig, work_root: Path, t0: 
         config_sha256=cfg.sha256(), started_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         stages=["ingest"], ignored_files=[f for c in corpora for f in c.ignored],
     )
+    check_workers_see(work_root, cfg.runner)  # before any part goes to a worker that would write it elsewhere
     if orphans := clean_orphans(work_root):  # temporary files of writers that were killed
         get_run_logger().info("removed %d temporary files left by killed runs", len(orphans))
     progress: list = []

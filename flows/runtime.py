@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from pathlib import Path
 from typing import Iterator
 
 from curate.tasks.memory import tune_memory
@@ -215,7 +216,6 @@ def use_local_service() -> str | None:
     """With no server configured, the one `curate server up` runs from this folder (or CURATE_SERVER_HOME), if it
     answers: runs report there, with its auth string, instead of starting a temporary server."""
     import json
-    from pathlib import Path
 
     import httpx
 
@@ -270,6 +270,41 @@ def task_runner(cfg):
     from curate.tasks.stage_task import worker_init
 
     return ProcessPoolTaskRunner(max_workers=cfg.runner.workers, initializer=worker_init)
+
+
+class WorkRootNotShared(RuntimeError):
+    """Dask workers (of a scheduler on other machines) that do not see the work root at the flow's path."""
+
+
+def check_workers_see(work_root: Path, runner) -> None:
+    """With a scheduler at `runner.address`, every worker must read and write the work root at the path the flow
+    uses (storage they all mount): a worker that does not would write its parts where the flow never looks. Checked
+    before any stage runs: a file the flow writes into the work root must be there, with its content, for every
+    worker."""
+    if runner.kind != "dask" or not runner.address:
+        return
+    import uuid
+
+    from distributed import Client
+
+    from curate.tasks.workdir import holds_text
+
+    token = uuid.uuid4().hex
+    marker = Path(work_root) / f".workers-see-{token}"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(token, encoding="utf-8")
+    try:
+        with Client(runner.address, timeout="30s") as client:
+            seen = client.run(holds_text, str(marker), token)
+    finally:
+        marker.unlink(missing_ok=True)
+    blind = sorted(worker for worker, ok in seen.items() if not ok)
+    if blind or not seen:
+        raise WorkRootNotShared(
+            f"{len(blind)} of {len(seen)} Dask workers at {runner.address} do not see the work root {work_root} "
+            f"({', '.join(blind[:3]) or 'no worker is connected'}): put the work root on storage every worker mounts "
+            "at the same path. An s3:// work root is worked on as a local copy on the flow's machine, so it needs the "
+            "local runner or Dask workers on that machine.")
 
 
 def label_flow_run(name: str | None = None, tags: list[str] | tuple[str, ...] = ()) -> None:

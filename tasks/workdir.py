@@ -74,6 +74,15 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def holds_text(path: str, text: str) -> bool:
+    """Whether the file at `path` is there with this content: run on each Dask worker, to find the workers that do
+    not see the flow's work root (flows/runtime.check_workers_see)."""
+    try:
+        return Path(path).read_text(encoding="utf-8") == text
+    except OSError:
+        return False
+
+
 def read_json(path: Path) -> Any | None:
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -65,3 +65,41 @@ def test_an_existing_scheduler_and_its_workers(tmp_path, local):
         for p in reversed(procs):
             os.killpg(p.pid, signal.SIGTERM)
             p.wait(timeout=30)
+
+
+def test_workers_that_do_not_see_the_work_root_stop_the_run_before_any_stage(tmp_path):
+    """A worker on another machine has its own view of the file system; here it is a worker in a mount namespace of its
+    own, with an empty tmpfs over the work root. The run stops before any stage, naming the workers, instead of
+    workers writing parts where the flow never looks."""
+    from distributed import Client
+
+    from curate.flows.server import free_port
+
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        pytest.skip("this machine gives no mount namespaces (unshare -m), so no worker can be given its own view")
+    port, work = free_port(), tmp_path / "work"
+    work.mkdir()
+    procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)]
+    try:
+        time.sleep(3)
+        procs.append(subprocess.Popen(
+            ["unshare", "-m", "sh", "-c", f"mount -t tmpfs tmpfs {work} && exec {BIN / 'dask'} worker "
+             f"tcp://127.0.0.1:{port} --nworkers 1 --nthreads 1 --no-dashboard"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        with Client(f"tcp://127.0.0.1:{port}", timeout="30s") as client:
+            client.wait_for_workers(1, timeout=60)
+        cfg = tmp_path / "cluster.yaml"
+        cfg.write_text(f"runner:\n  kind: dask\n  address: tcp://127.0.0.1:{port}\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+        res = subprocess.run([str(BIN / "curate"), "run", *INPUTS, "--out", str(work), "--config", str(cfg)],
+                             env=env, capture_output=True, text=True, timeout=300)
+        out = res.stdout + res.stderr
+        assert res.returncode != 0 and "1 of 1 Dask workers" in out and "do not see the work root" in out, out[-2000:]
+        assert "Traceback" not in out
+        assert not (work / "ingest").exists() and not list(work.glob(".workers-see-*"))
+    finally:
+        for p in reversed(procs):
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(timeout=30)
