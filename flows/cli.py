@@ -210,7 +210,8 @@ def run(
     from curate.tasks.tokenizer import TokenizerError
     try:
         _run_with_progress(inputs, out, config)
-    except (TokenizerError, ManifestError, ServerUnreachable, StorageError, WorkRootNotShared) as err:  # e.g. a tokenizer file that is not one, a budget too large
+    # e.g. a tokenizer file that is not one, a budget too large, workers that do not see the work root
+    except (TokenizerError, ManifestError, ServerUnreachable, StorageError, WorkRootNotShared) as err:
         _fail(str(err))
 
 

@@ -17,8 +17,8 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run
 
 from curate.schemas.config import CurateConfig, load_config
-from curate.schemas.report import ClassifyReport, DecontamReport, DedupReport, DocsPart, FileResult, RunReport, StageTiming, \
-    TokenizePartResult, add_stage, summarise_classify, summarise_corpus, total_into
+from curate.schemas.report import ClassifyReport, DecontamReport, DedupReport, DocsPart, FileResult, RunReport, \
+    StageTiming, TokenizePartResult, add_stage, summarise_classify, summarise_corpus, total_into
 from curate.schemas.work_root import WorkRoot
 from curate.tasks.classify import CLASSIFY, PartRef, make_classify_task
 from curate.tasks.classify_models import resolve_models
@@ -169,8 +169,8 @@ def run_classify(parts: dict[str, list[DocsPart]], cfg: CurateConfig, work_root:
 class FilterStage:
     """A stage that takes each corpus's documents parts and keeps some of their documents. `run` maps the stage over
     the parts and returns a report per corpus (None: nothing to do); each report says what it rejected and why
-    (`rejects()`), which parts the next stage reads (`out_parts()`), and its input for the throughput table (`text_in()`,
-    `work()`). The flow walks FILTERS in order; a new filter is one more entry, not one more block in the flow."""
+    (`rejects()`), which parts the next stage reads (`out_parts()`), and its input for the throughput table
+    (`text_in()`, `work()`). The flow walks FILTERS in order; a new filter is one more entry, not one more block."""
 
     name: str  # the stage's name, and the CorpusReport field its report goes in
     enabled: Callable[[CurateConfig], bool]

@@ -10,15 +10,14 @@ import os
 import sys
 
 # glibc serves large buffers from a heap whose freed pages it keeps (its mmap threshold grows with each large free),
-# so a process would keep the high-water mark of every stage it ran. Buffers of 64 KiB and more are mapped and returned on free, and the heap is trimmed above 64 KiB (Dask sets
-# the second for its workers too). The environment reaches every process a run starts (workers, the tokenizer's
-# trainer, Dask's nannies); mallopt sets the process itself. Measured at 10x the shared corpora (tests/benchmarks/bench_rss.py):
-# largest worker 766 MB without, 635 MB with.
+# so a process would keep the high-water mark of every stage it ran. Buffers of 64 KiB and more are mapped and
+# returned on free, and the heap is trimmed above 64 KiB (Dask sets the second for its workers too). Measured at 10x
+# the shared corpora (tests/benchmarks/bench_rss.py): largest worker 766 MB without, 635 MB with.
 _MALLOC = {"MALLOC_TRIM_THRESHOLD_": (-1, 65536), "MALLOC_MMAP_THRESHOLD_": (-3, 65536)}
 # Arrow's own pool (mimalloc) keeps what a part's batches freed, so a worker kept the largest part it had read:
 # it started each task higher the more large parts came before. Arrow allocates from malloc instead, under the
-# settings above. Measured at 1x and 4x the shared corpora (per-task peaks, 2 workers): largest worker 544 and 657
-# MB with mimalloc (1.21), 432 and 448 MB with the system pool (1.04).
+# settings above. Measured at 1x and 4x the shared corpora (tests/benchmarks/bench_rss.py, 2 workers): largest
+# process 544 and 657 MB with mimalloc (1.21), 432 and 445 MB with the system pool (1.03); 464 MB at 10x.
 _ARROW_POOL = "system"
 
 
