@@ -96,7 +96,7 @@ def test_workers_that_do_not_see_the_work_root_stop_the_run_before_any_stage(tmp
         res = subprocess.run([str(BIN / "curate"), "run", *INPUTS, "--out", str(work), "--config", str(cfg)],
                              env=env, capture_output=True, text=True, timeout=300)
         out = res.stdout + res.stderr
-        assert res.returncode != 0 and "1 of 1 Dask workers" in out and "do not see the work root" in out, out[-2000:]
+        assert res.returncode == 2 and "1 of 1 Dask workers" in out and "do not see the work root" in out, out[-2000:]
         assert "Traceback" not in out
         assert not (work / "ingest").exists() and not list(work.glob(".workers-see-*"))
     finally:
