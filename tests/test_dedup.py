@@ -222,10 +222,10 @@ def test_an_input_in_many_parts_gets_the_same_decisions(tmp_path, neardup_set):
     """Ingest's bounded parts (here a file cut into several) change where documents sit, not what dedup decides."""
     path, _, _ = neardup_set
     whole = run_corpus(tmp_path / "whole", "set", path)
-    text = pq.read_metadata(next((tmp_path / "whole" / "ingest" / "set").glob("*.docs.parquet"))).num_rows
+    rows = pq.read_metadata(next((tmp_path / "whole" / "ingest" / "set").glob("*.docs.parquet"))).num_rows
     split = run_corpus(tmp_path / "split", "set", path, groups=3,
                        ingest=IngestConfig(part_text_bytes=max(1, whole.docs_in * 200)))
-    assert len(list((tmp_path / "split" / "ingest" / "set").glob("*.docs.parquet"))) >= 3 and text == whole.docs_in
+    assert len(list((tmp_path / "split" / "ingest" / "set").glob("*.docs.parquet"))) >= 3 and rows == whole.docs_in
     assert len(split.kept_paths) >= 3
     assert kept_ids(tmp_path / "split", "set") == kept_ids(tmp_path / "whole", "set")
     fields = ("id", "reason", "duplicate_of", "similarity", "line")
