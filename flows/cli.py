@@ -217,6 +217,7 @@ def run(
 
 def _run_with_progress(inputs, out: str, config: Optional[Path]) -> None:
     from curate.flows import curation as curate_flow
+    from curate.flows.mapping import PROGRESS_LISTENERS
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[last]}"), console=console, transient=False) as progress:
@@ -227,13 +228,13 @@ def _run_with_progress(inputs, out: str, config: Optional[Path]) -> None:
                 bars[stage] = progress.add_task(stage, total=total, last="")
             progress.update(bars[stage], completed=done, total=total, last=message)
 
-        curate_flow.PROGRESS_LISTENERS.append(on_progress)
+        PROGRESS_LISTENERS.append(on_progress)
         progress.console.print(server_line())
         try:
             report = curate_flow.run_curate(list(inputs) if inputs else None, out,
                                             str(config) if config else None)
         finally:
-            curate_flow.PROGRESS_LISTENERS.remove(on_progress)
+            PROGRESS_LISTENERS.remove(on_progress)
     print_summary(report)
     out = out.rstrip("/")
     console.print(f"outputs: [bold]{out}/ingest/<corpus>/[/] (documents and rejects as Parquet)")

@@ -1,19 +1,18 @@
 """The `curate` flow: ingest → dedup → classify → tokenize → mix.
 
-Wiring and reporting only: each stage's work is a plain function in tasks/, mapped over its parts by `map_stage`
-on the flow's task runner; what people read (artifacts) is built in flows/publish.py.
+Wiring and reporting only: each stage's work is a plain function in tasks/, mapped over its parts by
+`map_stage` (flows/mapping.py) on the flow's task runner; what people read (artifacts) is built in flows/publish.py.
 """
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
-from prefect.futures import as_completed
 from prefect.runtime import flow_run
 
 from curate.schemas.config import CurateConfig, load_config
@@ -30,66 +29,23 @@ from curate.tasks.inputs import Corpus, InputError, resolve_inputs
 from curate.tasks.manifest import build_manifest, collect_shards, latest_version, write_version
 from curate.tasks.report import write_report
 from curate.tasks.storage import checked_out, is_remote, local_path
-from curate.tasks.stage_task import PartStage
 from curate.tasks.tokenize import TOKENIZE, TokenizeRef, make_tokenize_task
 from curate.tasks.tokenizer import ensure_tokenizer, vocabulary_warning
 from curate.tasks.workdir import clean_orphans, write_json_atomic
 
+from curate.flows.mapping import StageProgress, TaskPool, map_parts, notify
 from curate.flows.publish import delete_artifacts, publish
-from curate.flows.runtime import check_workers_see, label_flow_run, prefect_api, task_runner
+from curate.flows.runtime import check_workers_see, label_flow_run, prefect_api, task_runner, worker_slots
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = REPO_ROOT / "data" / "sample"
 SAMPLE_CONFIG = REPO_ROOT / "data" / "sample.yaml"  # what `curate run` with no input and no --config uses
-
-# The CLI registers a callback here to drive its progress bar: (stage, done, total, message).
-ProgressListener = Callable[[str, int, int, str], None]
-PROGRESS_LISTENERS: list[ProgressListener] = []
-
-
-def _notify(stage: str, done: int, total: int, message: str) -> None:
-    for listener in PROGRESS_LISTENERS:
-        listener(stage, done, total, message)
-
 
 def default_inputs(cfg: CurateConfig) -> list[str]:
     """Config corpora if any, else each file of the bundled sample as its own corpus."""
     if cfg.corpora:
         return [f"{c.name}={c.path}" for c in cfg.corpora]
     return [str(p) for p in sorted([*SAMPLE_DIR.glob("*.jsonl.gz"), *SAMPLE_DIR.glob("*.warc.gz")])]
-
-
-def map_parts(stage: PartStage, task, calls: list[tuple], progress: list) -> list:
-    """`map_stage` for a stage behind the part contract (tasks/stage_task.PartStage): its name, its log line, and
-    its reuse check before a part is sent to a worker."""
-    return map_stage(stage.name, task, calls, stage.describe, progress, stage.reused, stage.size)
-
-
-def map_stage(stage: str, task, calls: list[tuple], describe: Callable[[object], str], progress: list,
-              reused: Callable | None = None, size: Callable | None = None) -> list:
-    """Run `task(*args)` for each args of `calls` on the flow's task runner, with a progress artifact (removed when
-    the run ends), the CLI's bar and a log line per finished part. A part whose outputs exist under the same content
-    key (`reused(*args)`, checked here) is not sent to a worker at all: a run with nothing new to do starts none.
-    Results come back in the order of `calls`, whatever order they finish in."""
-    logger = get_run_logger()
-    results = [reused(*args) if reused else None for args in calls]
-    todo = [k for k, r in enumerate(results) if r is None]
-    if size:  # the largest parts first: a large part started last leaves the other workers idle at the end
-        todo.sort(key=lambda k: -size(*calls[k]))
-    progress_id = create_progress_artifact(0.0, description=f"{stage}: parts done / parts") if todo else None
-    if progress_id:
-        progress.append(progress_id)
-    futures = {task.submit(*calls[k]): k for k in todo}
-    done = len(calls) - len(todo)
-    _notify(stage, done, len(calls), "reused" if done else "")
-    for fut in as_completed(list(futures)):
-        results[futures[fut]] = fut.result()
-        done += 1
-        message = describe(results[futures[fut]])
-        logger.info("%s %s", stage, message)
-        update_progress_artifact(progress_id, 100.0 * done / len(calls))
-        _notify(stage, done, len(calls), message)
-    return results
 
 
 def run_ingest(corpora: list[Corpus], cfg: CurateConfig, work_root: Path, progress: list) -> dict[str, list[FileResult]]:
@@ -109,28 +65,51 @@ def run_ingest(corpora: list[Corpus], cfg: CurateConfig, work_root: Path, progre
 
 def run_dedup(parts: dict[str, list[DocsPart]], cfg: CurateConfig, work_root: Path,
               progress: list) -> dict[str, DedupReport]:
-    """Signatures in parallel across parts, then each corpus against the index, in registration order."""
+    """Signatures per part, and each corpus against the index in registration order, on one pool: a corpus clusters
+    as soon as its own parts are signed, while the other workers sign the next corpora's parts (its clustering is
+    one task, and the other workers would idle beside it)."""
     sign_task, near_task, cluster_task = make_dedup_tasks(cfg.runner.retries)
-    calls = [(p, cfg.dedup, str(work_root)) for ps in parts.values() for p in ps]
-    map_parts(SIGN, sign_task, calls, progress)
-    reports = {}
-    for i, (corpus, mine) in enumerate(parts.items(), start=1):
-        # The index lock is held across the band groups' tasks: the index they read is the one the corpus joins.
-        with index_lock(work_root, cfg.dedup.lock_wait_seconds):
-            groups = prepare_near(corpus, mine, cfg.dedup, work_root, cfg.runner.workers) \
-                if cfg.runner.workers > 1 else []
-            pairs = map_stage("dedup-near", near_task, [(corpus, mine, cfg.dedup, str(work_root), lo, hi)
-                                                        for lo, hi in groups],
-                              lambda p: Path(p).name, progress) if groups else None
-            # On a worker, not in the flow process: the clustering's memory follows the corpus, and the flow's stays
-            # flat (the workers are idle while a corpus clusters).
-            rep: DedupReport = cluster_task.submit(corpus, mine, cfg.dedup, str(work_root), pairs,
-                                                   locked=True).result()
-        get_run_logger().info("dedup %s: %d in, %d kept, %d exact and %d near duplicates%s", corpus, rep.docs_in,
-                              rep.kept, rep.exact_duplicates, rep.near_duplicates, " (reused)" if rep.reused else "")
-        _notify("dedup", i, len(parts), corpus)
-        reports[corpus] = rep
+    calls = [(p, cfg.dedup, str(work_root)) for ps in parts.values() for p in sorted(ps, key=lambda p: -p.text_bytes)]
+    todo = [c for c in calls if SIGN.reused(*c) is None]  # in registration order: the first corpus is ready first
+    unsigned = Counter(c[0].corpus for c in todo)
+    signs = StageProgress(SIGN.name, len(calls), len(calls) - len(todo), SIGN.describe, progress)
+    pool, waiting, reports = TaskPool(worker_slots(cfg.runner)), list(parts), {}
+    try:
+        while waiting or pool.flying:
+            if pool.chain is None and waiting and not unsigned[waiting[0]]:
+                corpus = waiting.pop(0)
+                pool.start(_cluster_steps(corpus, parts[corpus], cfg, work_root, near_task, cluster_task))
+            while todo and pool.filler_slots() > 0:
+                pool.fill(sign_task, todo[0], todo[0][0].corpus)
+                todo.pop(0)
+            kind, corpus, result = pool.next_done()
+            if kind == "fill":
+                unsigned[corpus] -= 1
+                signs.finished(result)
+            if kind != "chain":
+                continue
+            rep: DedupReport = result
+            get_run_logger().info("dedup %s: %d in, %d kept, %d exact and %d near duplicates%s", rep.corpus,
+                                  rep.docs_in, rep.kept, rep.exact_duplicates, rep.near_duplicates,
+                                  " (reused)" if rep.reused else "")
+            reports[rep.corpus] = rep
+            notify("dedup", len(reports), len(parts), rep.corpus)
+    finally:
+        pool.close()
     return reports
+
+
+def _cluster_steps(corpus: str, mine: list[DocsPart], cfg: CurateConfig, work_root: Path, near_task, cluster_task):
+    """One corpus against the index, as steps for the pool: its band groups' candidate pairs (with more than one
+    worker), then its clustering, which registers it. The index lock is held across both: the index the groups read
+    is the one the corpus joins. The clustering runs on a worker, not in the flow process: its memory follows the
+    corpus, and the flow's stays flat."""
+    with index_lock(work_root, cfg.dedup.lock_wait_seconds):
+        groups = prepare_near(corpus, mine, cfg.dedup, work_root, cfg.runner.workers) if cfg.runner.workers > 1 else []
+        pairs = (yield [(near_task, (corpus, mine, cfg.dedup, str(work_root), lo, hi), {}) for lo, hi in groups]) \
+            if groups else None
+        [report] = yield [(cluster_task, (corpus, mine, cfg.dedup, str(work_root), pairs), {"locked": True})]
+    return report
 
 
 def run_decontam(parts: dict[str, list[DocsPart]], cfg: CurateConfig, work_root: Path,

@@ -272,6 +272,17 @@ def task_runner(cfg):
     return ProcessPoolTaskRunner(max_workers=cfg.runner.workers, initializer=worker_init)
 
 
+def worker_slots(runner) -> int:
+    """How many tasks the runner runs at once: `runner.workers`, or with a scheduler at `runner.address` the threads of
+    the workers connected to it now."""
+    if runner.kind != "dask" or not runner.address:
+        return runner.workers
+    from distributed import Client
+
+    with Client(runner.address, timeout="30s") as client:
+        return max(1, sum(client.nthreads().values()))
+
+
 class WorkRootNotShared(RuntimeError):
     """Dask workers (of a scheduler on other machines) that do not see the work root at the flow's path."""
 
