@@ -90,7 +90,7 @@ class TaskPool:
         self.flying[task.submit(*args)] = ("fill", tag)
 
     def start(self, chain: Chain) -> None:
-        """Run `chain` from its first step; its result comes back from `next_done` as ("chain", result)."""
+        """Run `chain` from its first step; its result comes back from `next_done` as ("chain", None, result)."""
         self.chain = chain
         self._submit(next(chain))
 

@@ -262,7 +262,7 @@ def task_runner(cfg):
 
         # One task per single-threaded worker at a time (Dask's default 1.1 lets a worker take a second one, which
         # then waits behind the first while another worker idles); the parts come largest first (map_stage).
-        # Nor its statistical profiler: it samples each worker's stack every 10 ms, CPU the stages would use.
+        # And no statistical profiler in the workers: it samples their stacks every 10 ms, CPU the stages would use.
         dask.config.set({"distributed.scheduler.worker-saturation": 1.0, "distributed.worker.profile.enabled": False})
         return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.runner.workers, "threads_per_worker": 1,
                                              "processes": True, "dashboard_address": None})
