@@ -80,8 +80,8 @@ def run_dedup(parts: dict[str, list[DocsPart]], cfg: CurateConfig, work_root: Pa
                 corpus = waiting.pop(0)
                 pool.start(_cluster_steps(corpus, parts[corpus], cfg, work_root, near_task, cluster_task))
             while todo and pool.filler_slots() > 0:
-                pool.fill(sign_task, todo[0], todo[0][0].corpus)
-                todo.pop(0)
+                call = todo.pop(0)
+                pool.fill(sign_task, call, call[0].corpus)
             kind, corpus, result = pool.next_done()
             if kind == "fill":
                 unsigned[corpus] -= 1

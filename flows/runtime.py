@@ -278,10 +278,15 @@ def worker_slots(runner) -> int:
     the workers connected to it now."""
     if runner.kind != "dask" or not runner.address:
         return runner.workers
+    with _scheduler(runner) as client:
+        return max(1, sum(client.nthreads().values()))
+
+
+def _scheduler(runner):
+    """A client of the scheduler at `runner.address`."""
     from distributed import Client
 
-    with Client(runner.address, timeout="30s") as client:
-        return max(1, sum(client.nthreads().values()))
+    return Client(runner.address, timeout="30s")
 
 
 class WorkRootNotShared(RuntimeError):
@@ -297,8 +302,6 @@ def check_workers_see(work_root: Path, runner) -> None:
         return
     import uuid
 
-    from distributed import Client
-
     from curate.tasks.workdir import holds_text
 
     token = uuid.uuid4().hex
@@ -306,7 +309,7 @@ def check_workers_see(work_root: Path, runner) -> None:
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(token, encoding="utf-8")
     try:
-        with Client(runner.address, timeout="30s") as client:
+        with _scheduler(runner) as client:
             seen = client.run(holds_text, str(marker), token)
     finally:
         marker.unlink(missing_ok=True)
