@@ -63,8 +63,8 @@ def _run(parts: int, x: int) -> tuple[int, list[int]]:
             if result is None and pool.chain is None:
                 pool.start(_chain(x))
             while todo and pool.filler_slots() > 0:
-                pool.fill(part, (todo[0],), todo[0])
-                todo.pop(0)
+                k = todo.pop(0)
+                pool.fill(part, (k,), k)
             kind, tag, value = pool.next_done()
             if kind == "fill":
                 done.append(value)
