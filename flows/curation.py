@@ -73,12 +73,13 @@ def run_dedup(parts: dict[str, list[DocsPart]], cfg: CurateConfig, work_root: Pa
     todo = [c for c in calls if SIGN.reused(*c) is None]  # in registration order: the first corpus is ready first
     unsigned = Counter(c[0].corpus for c in todo)
     signs = StageProgress(SIGN.name, len(calls), len(calls) - len(todo), SIGN.describe, progress)
-    pool, waiting, reports = TaskPool(worker_slots(cfg.runner)), list(parts), {}
+    slots = worker_slots(cfg.runner)  # with a remote scheduler, its workers' threads: the pool and the band groups
+    pool, waiting, reports = TaskPool(slots), list(parts), {}
     try:
         while waiting or pool.flying:
             if pool.chain is None and waiting and not unsigned[waiting[0]]:
                 corpus = waiting.pop(0)
-                pool.start(_cluster_steps(corpus, parts[corpus], cfg, work_root, near_task, cluster_task))
+                pool.start(_cluster_steps(corpus, parts[corpus], cfg, work_root, near_task, cluster_task, slots))
             while todo and pool.filler_slots() > 0:
                 call = todo.pop(0)
                 pool.fill(sign_task, call, call[0].corpus)
@@ -99,13 +100,14 @@ def run_dedup(parts: dict[str, list[DocsPart]], cfg: CurateConfig, work_root: Pa
     return reports
 
 
-def _cluster_steps(corpus: str, mine: list[DocsPart], cfg: CurateConfig, work_root: Path, near_task, cluster_task):
-    """One corpus against the index, as steps for the pool: its band groups' candidate pairs (with more than one
-    worker), then its clustering, which registers it. The index lock is held across both: the index the groups read
-    is the one the corpus joins. The clustering runs on a worker, not in the flow process: its memory follows the
-    corpus, and the flow's stays flat."""
+def _cluster_steps(corpus: str, mine: list[DocsPart], cfg: CurateConfig, work_root: Path, near_task, cluster_task,
+                   slots: int):
+    """One corpus against the index, as steps for the pool: its band groups' candidate pairs (a group per worker
+    slot, with more than one), then its clustering, which registers it. The index lock is held across both: the index
+    the groups read is the one the corpus joins. The clustering runs on a worker, not in the flow process: its memory
+    follows the corpus, and the flow's stays flat."""
     with index_lock(work_root, cfg.dedup.lock_wait_seconds):
-        groups = prepare_near(corpus, mine, cfg.dedup, work_root, cfg.runner.workers) if cfg.runner.workers > 1 else []
+        groups = prepare_near(corpus, mine, cfg.dedup, work_root, slots) if slots > 1 else []
         pairs = (yield [(near_task, (corpus, mine, cfg.dedup, str(work_root), lo, hi), {}) for lo, hi in groups]) \
             if groups else None
         [report] = yield [(cluster_task, (corpus, mine, cfg.dedup, str(work_root), pairs), {"locked": True})]

@@ -48,6 +48,8 @@ def test_a_local_dask_cluster_gives_the_local_runners_outputs(tmp_path, local):
 
 
 def test_an_existing_scheduler_and_its_workers(tmp_path, local):
+    """Three workers where the local run had two: dedup splits its candidate pairs into a band group per worker
+    thread of the cluster, and a different split must not change what is kept."""
     from curate.flows.server import free_port
 
     port = free_port()
@@ -56,7 +58,7 @@ def test_an_existing_scheduler_and_its_workers(tmp_path, local):
                               start_new_session=True)]
     try:
         time.sleep(3)
-        procs.append(subprocess.Popen([str(BIN / "dask"), "worker", f"tcp://127.0.0.1:{port}", "--nworkers", "2",
+        procs.append(subprocess.Popen([str(BIN / "dask"), "worker", f"tcp://127.0.0.1:{port}", "--nworkers", "3",
                                        "--nthreads", "1", "--no-dashboard"], stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL, start_new_session=True))
         remote = _run(tmp_path, "remote", f"  kind: dask\n  address: tcp://127.0.0.1:{port}\n")
