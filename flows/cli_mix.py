@@ -78,10 +78,13 @@ def train_tokenizer_cmd(
     """Train a tokenizer (sentencepiece with byte fallback, or an HF byte-level BPE) on a domain-balanced sample of
     curated documents; point tokenize.tokenizer at it."""
     from curate.tasks.tokenizer import TokenizerError, balanced_sample, train_tokenizer
+    from curate.tasks.workdir import current_parts
 
     parts = []
     for ann in sorted((work / "classify").glob("*/*.annotations.parquet")):
         corpus, stem = ann.parent.name, ann.name.removesuffix(".annotations.parquet")
+        if (current := current_parts(work, corpus)) is not None and stem not in current:
+            continue  # a part of an earlier ingest of its corpus
         docs = work / "dedup" / corpus / f"{stem}.docs.parquet"
         if not docs.exists():
             docs = work / "ingest" / corpus / f"{stem}.docs.parquet"

@@ -58,7 +58,7 @@ def run_ingest(corpora: list[Corpus], cfg: CurateConfig, work_root: Path, progre
     for name, files in results.items():
         files.sort(key=lambda r: r.source_file)
         # The corpus index names this run's parts: later stages read it, never a glob of the folder.
-        write_json_atomic(WorkRoot(work_root).stage("ingest", name) / "_corpus.json",
+        write_json_atomic(WorkRoot(work_root).corpus_index(name),
                           {"corpus": name, "files": [f.model_dump(mode="json") for f in files]})
     return results
 

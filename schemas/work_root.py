@@ -29,6 +29,10 @@ class WorkRoot:
     def relative(self, path: str | Path) -> str:
         return Path(path).relative_to(self.root).as_posix()
 
+    def corpus_index(self, corpus: str) -> Path:
+        """The files and parts of a corpus's latest ingest: what later stages and the manifest take of it."""
+        return self.root / "ingest" / corpus / "_corpus.json"
+
     # dedup
     def signatures(self, corpus: str, name: str) -> Path:
         return self.root / "dedup" / "sigs" / corpus / name

@@ -29,7 +29,7 @@ from curate.schemas.work_root import WorkRoot
 from curate.tasks import mixing
 from curate.tasks.storage import StorageError, fetch_manifest, is_remote
 from curate.tasks.tokenizer import TokenizerInfo, sha256_file
-from curate.tasks.workdir import commit_new, read_json, temp_name, write_json_atomic
+from curate.tasks.workdir import commit_new, current_parts, read_json, temp_name, write_json_atomic
 
 ROOT_FROM_MANIFEST = "../.."
 
@@ -276,12 +276,17 @@ def open_shard(manifest_path: Path, manifest: Manifest, domain: str, ref: ShardR
 
 
 def collect_shards(work_root: Path) -> list[ShardInfo]:
-    """Every shard the work root's tokenize stage has completed, all corpora (a backfill's new ones and
-    the old ones alike); shards of more than one tokenizer are an error."""
+    """Every shard the work root's tokenize stage has completed for the current parts of each corpus, all corpora (a
+    backfill's new ones and the old ones alike); shards of more than one tokenizer are an error."""
     from curate.schemas.report import TokenizePartResult
 
-    shards, toks = [], set()
+    shards, toks, current = [], set(), {}
     for done in sorted(WorkRoot(work_root).stage("tokenize").glob("*/*.done.json")):
+        corpus = done.parent.name
+        if corpus not in current:
+            current[corpus] = current_parts(work_root, corpus)
+        if current[corpus] is not None and done.name.removesuffix(".done.json") not in current[corpus]:
+            continue  # a part of an earlier ingest of its corpus: the latest ingest's parts hold its documents
         data = read_json(done)
         if not data:
             continue

@@ -23,6 +23,8 @@ from typing import Any, Iterator
 
 import xxhash
 
+from curate.schemas.work_root import WorkRoot
+
 _HOST = socket.gethostname().replace(".", "_")
 ORPHAN_AGE_S = 24 * 3600  # a temporary file of another host (or of an unknown writer) older than this is an orphan
 
@@ -88,6 +90,16 @@ def read_json(path: Path) -> Any | None:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None  # absent or half-written by a crashed run: the work is redone
+
+
+def current_parts(work_root: str | Path, corpus: str) -> set[str] | None:
+    """The part names (`<file>-<key>.NNNNN`) of a corpus's latest ingest, from its corpus index. Parts of an earlier
+    ingest (another part size, files since gone) stay on disk, published, but are not the corpus any more. None for
+    a corpus with no index (a work root from before it), where every part counts."""
+    index = read_json(WorkRoot(work_root).corpus_index(corpus))
+    if index is None:
+        return None
+    return {Path(part["docs_path"]).name.removesuffix(".docs.parquet") for f in index["files"] for part in f["parts"]}
 
 
 def file_fingerprint(path: Path) -> str:

@@ -141,3 +141,18 @@ def test_threads_report_to_the_temporary_server(tmp_path):
     res = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=300)
     assert res.returncode == 0 and "ok" in res.stdout, res.stdout + res.stderr
+
+
+@pytest.mark.slow
+def test_a_corpus_ingested_again_into_fewer_parts_is_in_the_manifest_once(prefect_harness, tmp_path):
+    """A second ingest of a corpus with larger parts leaves the first ingest's parts, and their shards, on disk
+    (published outputs are never rewritten); the manifest takes only the latest ingest's parts."""
+    legal, out = [str(SAMPLE / "legal.jsonl.gz")], str(tmp_path / "out")
+    for name, part in (("small", "ingest:\n  part_text_bytes: 200000\n"), ("large", "")):
+        (tmp_path / f"{name}.yaml").write_text("tokenize:\n  vocab_size: 1000\ndedup:\n  enabled: false\n" + part)
+        report = run_curate(legal, out, str(tmp_path / f"{name}.yaml"))
+        manifest = json.loads(open(report["manifest"]).read())
+        shards = [sh for s in manifest["sources"] for sh in s["shards"] + s["validation_shards"]]
+        assert sum(sh["tokens"] for sh in shards) == sum(report["corpora"][0]["tokens"].values()), name
+    assert {sh["path"].rsplit("/", 1)[1].split(".")[3][:5] for sh in shards} == {"00000"}, "one part now"
+    assert len(list((tmp_path / "out" / "tokenize" / "legal").glob("*.done.json"))) > 1, "the first ingest's parts"
