@@ -202,8 +202,8 @@ def run_tokenize(refs: list[TokenizeRef], cfg: CurateConfig, work_root: Path, re
 
 
 def run_mix(cfg: CurateConfig, work_root: Path, flow_run_id: str | None) -> str:
-    """A manifest version over every shard of the work root (old corpora and new); the same shards and
-    config give back the latest version instead of a new one."""
+    """A manifest version over every current shard of the work root (old corpora and new, each as its latest ingest
+    cut it into parts); the same shards and config give back the latest version instead of a new one."""
     from curate.tasks.tokenizer import load_tokenizer, work_root_tokenizer
 
     shards = collect_shards(work_root)
