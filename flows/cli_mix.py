@@ -80,10 +80,10 @@ def train_tokenizer_cmd(
     from curate.tasks.tokenizer import TokenizerError, balanced_sample, train_tokenizer
     from curate.tasks.workdir import current_parts
 
-    parts = []
+    parts, current = [], current_parts(work)
     for ann in sorted((work / "classify").glob("*/*.annotations.parquet")):
         corpus, stem = ann.parent.name, ann.name.removesuffix(".annotations.parquet")
-        if (current := current_parts(work, corpus)) is not None and stem not in current:
+        if not current(corpus, stem):
             continue  # a part of an earlier ingest of its corpus
         docs = work / "dedup" / corpus / f"{stem}.docs.parquet"
         if not docs.exists():

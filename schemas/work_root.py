@@ -14,6 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+DOCS_SUFFIX = ".docs.parquet"
+
+
+def part_name(docs_path: str | Path) -> str:
+    """A documents part's name (`<file>-<key>.NNNNN`): every stage names its outputs for a part after it."""
+    return Path(docs_path).name.removesuffix(DOCS_SUFFIX)
+
 
 @dataclass(frozen=True)
 class WorkRoot:

@@ -21,7 +21,7 @@ from curate.schemas.annotations import ANNOTATION_SCHEMA, LOW_QUALITY_REASON, PI
 from curate.schemas.config import ClassifyConfig
 from curate.schemas.documents import REJECT_SCHEMA, reject_row
 from curate.schemas.report import ClassifyPartResult
-from curate.schemas.work_root import WorkRoot
+from curate.schemas.work_root import WorkRoot, part_name
 from curate.tasks.classifier import LABEL_PREFIX, load_model, model_text, predict_probs
 from curate.tasks.text_shape import code_shape
 from curate.tasks.classify_models import QUALITY_LABELS, ModelRefs, rule_set
@@ -81,7 +81,7 @@ def judged_as(domain: str, runner_up: str, mixed: bool) -> tuple[str, ...]:
 
 
 def part_paths(work_root: Path, ref: PartRef) -> tuple[Path, Path, Path]:
-    stem = Path(ref.docs_path).name.removesuffix(".docs.parquet")
+    stem = part_name(ref.docs_path)
     base = WorkRoot(work_root).stage(STAGE, ref.corpus) / stem
     return (base.with_name(stem + ".annotations.parquet"), base.with_name(stem + ".rejects.parquet"),
             base.with_name(stem + ".done.json"))

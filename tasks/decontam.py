@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from curate.schemas.config import DecontamConfig, EvalSetSpec
 from curate.schemas.documents import REJECT_SCHEMA, reject_row
 from curate.schemas.report import DecontamPartResult
-from curate.schemas.work_root import WorkRoot
+from curate.schemas.work_root import WorkRoot, part_name
 from curate.tasks.minhash import word_hashes, words_of
 from curate.tasks.stage_task import PartStage, docs_part_size, stage_task
 from curate.tasks.workdir import atomic_path, file_fingerprint, open_parquet
@@ -142,7 +142,7 @@ class DecontamRef:
 
 
 def _paths(work_root: Path, ref: DecontamRef) -> tuple[Path, Path, Path]:
-    stem = Path(ref.docs_path).name.removesuffix(".docs.parquet")
+    stem = part_name(ref.docs_path)
     base = WorkRoot(work_root).stage(STAGE, ref.corpus)
     return base / f"{stem}.docs.parquet", base / f"{stem}.rejects.parquet", base / f"{stem}.done.json"
 

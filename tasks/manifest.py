@@ -280,12 +280,9 @@ def collect_shards(work_root: Path) -> list[ShardInfo]:
     backfill's new ones and the old ones alike); shards of more than one tokenizer are an error."""
     from curate.schemas.report import TokenizePartResult
 
-    shards, toks, current = [], set(), {}
+    shards, toks, current = [], set(), current_parts(work_root)
     for done in sorted(WorkRoot(work_root).stage("tokenize").glob("*/*.done.json")):
-        corpus = done.parent.name
-        if corpus not in current:
-            current[corpus] = current_parts(work_root, corpus)
-        if current[corpus] is not None and done.name.removesuffix(".done.json") not in current[corpus]:
+        if not current(done.parent.name, done.name.removesuffix(".done.json")):
             continue  # a part of an earlier ingest of its corpus: the latest ingest's parts hold its documents
         data = read_json(done)
         if not data:

@@ -27,7 +27,7 @@ from curate.schemas.config import TokenizeConfig
 from curate.schemas.report import ShardInfo, TokenizePartResult
 from curate.schemas.shards import META_DOCS, META_DOMAIN, META_FORMAT, META_SPLIT, META_TOKENIZER_SHA, META_TOKENS, \
     SHARD_FORMAT_VERSION, token_shard_schema, token_type
-from curate.schemas.work_root import WorkRoot
+from curate.schemas.work_root import WorkRoot, part_name
 from curate.tasks.tokenizer import HFTokenizer, TokenizerInfo, column_batches, load_tokenizer, sha256_file
 from curate.tasks.stage_task import PartStage, docs_part_size, stage_task
 from curate.tasks.workdir import atomic_path, file_fingerprint, open_parquet, temp_name
@@ -255,8 +255,7 @@ def _key(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, work_root: 
 
 
 def _done_path(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, work_root: str | Path) -> Path:
-    return WorkRoot(Path(work_root)).stage(STAGE, ref.corpus) / \
-        f"{Path(ref.docs_path).name.removesuffix('.docs.parquet')}.done.json"
+    return WorkRoot(Path(work_root)).stage(STAGE, ref.corpus) / f"{part_name(ref.docs_path)}.done.json"
 
 
 def tokenize_part(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, work_root: str | Path) -> TokenizePartResult:
@@ -268,7 +267,7 @@ def tokenize_part(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, wo
 def _tokenize(ref: TokenizeRef, tokenizer_path: str, cfg: TokenizeConfig, work_root: str | Path,
               key: dict) -> TokenizePartResult:
     work_root = Path(work_root)
-    stem = Path(ref.docs_path).name.removesuffix(".docs.parquet")
+    stem = part_name(ref.docs_path)
     sp, tok = _tokenizer(tokenizer_path)
     t0 = time.perf_counter()
     # Shard names carry the hash of what made them (input parts, tokenizer, settings): other settings write other

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import json
 import os
 import signal
@@ -19,11 +20,11 @@ import socket
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import xxhash
 
-from curate.schemas.work_root import WorkRoot
+from curate.schemas.work_root import WorkRoot, part_name
 
 _HOST = socket.gethostname().replace(".", "_")
 ORPHAN_AGE_S = 24 * 3600  # a temporary file of another host (or of an unknown writer) older than this is an orphan
@@ -92,14 +93,18 @@ def read_json(path: Path) -> Any | None:
         return None  # absent or half-written by a crashed run: the work is redone
 
 
-def current_parts(work_root: str | Path, corpus: str) -> set[str] | None:
-    """The part names (`<file>-<key>.NNNNN`) of a corpus's latest ingest, from its corpus index. Parts of an earlier
-    ingest (another part size, files since gone) stay on disk, published, but are not the corpus any more. None for
-    a corpus with no index (a work root from before it), where every part counts."""
-    index = read_json(WorkRoot(work_root).corpus_index(corpus))
-    if index is None:
-        return None
-    return {Path(part["docs_path"]).name.removesuffix(".docs.parquet") for f in index["files"] for part in f["parts"]}
+def current_parts(work_root: str | Path) -> Callable[[str, str], bool]:
+    """Whether a part (corpus, part name) is one of its corpus's latest ingest, by the corpus index (read once per
+    corpus). Parts of an earlier ingest (another part size, files since gone) stay on disk, published, but are not
+    the corpus any more. A corpus with no index (a work root from before it): every part counts."""
+    @functools.cache
+    def names(corpus: str) -> set[str] | None:
+        index = read_json(WorkRoot(work_root).corpus_index(corpus))
+        return None if index is None else {part_name(p["docs_path"]) for f in index["files"] for p in f["parts"]}
+
+    def current(corpus: str, name: str) -> bool:
+        return (known := names(corpus)) is None or name in known
+    return current
 
 
 def file_fingerprint(path: Path) -> str:
