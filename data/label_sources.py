@@ -175,7 +175,7 @@ def shared(source: str, lang: str | None = None, domain_file: str | None = None)
 def _web_pages() -> tuple[tuple[str, str, str], ...]:
     """(host, url, main text) of every 200 HTML page of the documentation crawl, read once."""
     sys.path.insert(0, str(HERE.parent))
-    from curate.tasks.web import WarcTally, WebFilter, read_warc
+    from curate.tasks.ingest.web import WarcTally, WebFilter, read_warc
 
     pages = []
     for path in sorted((SHARED / "web").glob("crawl-0*.warc.gz")):

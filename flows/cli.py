@@ -97,7 +97,7 @@ def _print_rule_drops(classified: list[dict]) -> None:
     for col in ("corpus", "domain", "docs", "dropped", "rate", "by rule", "mixed (corpus)"):
         t.add_column(col, justify="right" if col in ("docs", "dropped", "rate") else "left")
     from curate.schemas.report import ClassifyReport
-    from curate.tasks.report import rule_drop_rows
+    from curate.tasks.report.summary import rule_drop_rows
 
     for c in classified:
         cl = ClassifyReport.model_validate(c["classify"])
@@ -123,9 +123,9 @@ def train_classifier(
     """Train a fastText classifier. A domain model is judged leave-one-source-out (train without a source, test on
     it), which also calibrates its probabilities; the family split shows how well it knows its own sources."""
     from curate.schemas.config import ConfigError, load_config
-    from curate.tasks.classifier import ClassifierError
-    from curate.tasks.classify_models import train_kind
-    from curate.tasks.quality_rules import RuleConfigError
+    from curate.tasks.classify.fasttext_model import ClassifierError
+    from curate.tasks.classify.models import train_kind
+    from curate.tasks.classify.rules import RuleConfigError
 
     if kind not in ("domain", "quality"):
         _fail(f"unknown classifier kind {kind!r}: use domain or quality")
@@ -180,10 +180,10 @@ def run(
 
     start_server_early()  # it boots while the arguments, config and models are checked
     from curate.schemas.config import ConfigError, load_config
-    from curate.tasks.classifier import ClassifierError
-    from curate.tasks.classify_models import resolve_models
-    from curate.tasks.inputs import InputError, resolve_inputs
-    from curate.tasks.quality_rules import RuleConfigError
+    from curate.tasks.classify.fasttext_model import ClassifierError
+    from curate.tasks.classify.models import resolve_models
+    from curate.tasks.ingest.inputs import InputError, resolve_inputs
+    from curate.tasks.classify.rules import RuleConfigError
 
     from curate.flows import curation as curate_flow
 
@@ -191,7 +191,7 @@ def run(
         config = curate_flow.SAMPLE_CONFIG
         console.print(f"bundled sample, config {config}")
     from curate.flows.runtime import WorkRootNotShared, check_workers_see
-    from curate.tasks.storage import Lease, StorageError, cache_dir, is_remote, local_path
+    from curate.tasks.engine.storage import Lease, StorageError, cache_dir, is_remote, local_path
 
     try:  # every argument, rule name and model is checked before anything runs
         cfg = load_config(config)
@@ -206,8 +206,8 @@ def run(
     except (ConfigError, InputError, ClassifierError, RuleConfigError, StorageError, WorkRootNotShared) as err:
         _fail(str(err))
     from curate.flows.runtime import ServerUnreachable
-    from curate.tasks.manifest import ManifestError
-    from curate.tasks.tokenizer import TokenizerError
+    from curate.tasks.train.manifests import ManifestError
+    from curate.tasks.tokens.tokenizer import TokenizerError
     try:
         _run_with_progress(inputs, out, config)
     # e.g. a tokenizer file that is not one, a budget too large, workers that do not see the work root
@@ -217,7 +217,7 @@ def run(
 
 def _run_with_progress(inputs, out: str, config: Optional[Path]) -> None:
     from curate.flows import curation as curate_flow
-    from curate.flows.mapping import PROGRESS_LISTENERS
+    from curate.flows.runner import PROGRESS_LISTENERS
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[last]}"), console=console, transient=False) as progress:

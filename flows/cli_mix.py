@@ -11,7 +11,7 @@ from curate.flows.cli import _fail, app, console
 
 
 def print_manifest(path: str | Path) -> None:
-    from curate.tasks.manifest import ManifestError, load_manifest
+    from curate.tasks.train.manifests import ManifestError, load_manifest
 
     try:
         m = load_manifest(path)
@@ -46,8 +46,9 @@ def mix(
 ) -> None:
     """Write a new manifest version over every shard of the work root."""
     from curate.schemas.config import ConfigError, load_config
-    from curate.tasks.manifest import ManifestError, build_manifest, collect_shards, latest_version, write_version
-    from curate.tasks.tokenizer import TokenizerError, load_tokenizer, work_root_tokenizer
+    from curate.tasks.mix.manifest import build_manifest, collect_shards, latest_version, write_version
+    from curate.tasks.train.manifests import ManifestError
+    from curate.tasks.tokens.tokenizer import TokenizerError, load_tokenizer, work_root_tokenizer
 
     try:
         cfg = load_config(config)
@@ -77,8 +78,8 @@ def train_tokenizer_cmd(
 ) -> None:
     """Train a tokenizer (sentencepiece with byte fallback, or an HF byte-level BPE) on a domain-balanced sample of
     curated documents; point tokenize.tokenizer at it."""
-    from curate.tasks.tokenizer import TokenizerError, balanced_sample, train_tokenizer
-    from curate.tasks.workdir import current_parts
+    from curate.tasks.tokens.tokenizer import TokenizerError, balanced_sample, train_tokenizer
+    from curate.tasks.engine.files import current_parts
 
     parts, current = [], current_parts(work)
     for ann in sorted((work / "classify").glob("*/*.annotations.parquet")):
@@ -109,8 +110,8 @@ def export_megatron_cmd(
     manifest: Path = typer.Option(..., "--manifest", "-m", help="A manifest version file, or a manifests/<name> folder."),
 ) -> None:
     """Write the manifest's domains as Megatron-Core indexed datasets (.bin/.idx) and print the Megatron flags."""
-    from curate.tasks.manifest import ManifestError
-    from curate.tasks.megatron import export_megatron
+    from curate.tasks.train.manifests import ManifestError
+    from curate.tasks.mix.megatron import export_megatron
 
     try:
         with console.status("writing Megatron indexed datasets…"):

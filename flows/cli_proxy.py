@@ -54,9 +54,9 @@ def _run(flow_fn, check: list[str], proxy, method: str | None = None, **kwargs) 
     from curate.flows import proxy as proxy_flows
     from curate.flows.runtime import ServerUnreachable
     from curate.schemas.config import ConfigError
-    from curate.tasks.manifest import ManifestError
-    from curate.tasks.proxy_data import ProxyError
-    from curate.tasks.proxy_train import preflight
+    from curate.tasks.train.manifests import ManifestError
+    from curate.tasks.learn.batches import ProxyError
+    from curate.tasks.learn.proxy import preflight
 
     try:
         for m in check:
@@ -132,7 +132,7 @@ def learn_mixture(
     console.print(f"{'wrote' if out['new_version'] else 'unchanged, latest is'} [bold]{out['manifest']}[/]")
     print_manifest(out["manifest"])
     if learn.method == "regmix":
-        from curate.tasks.manifest import load_manifest
+        from curate.tasks.train.manifests import load_manifest
 
         p = load_manifest(out["manifest"]).weights_provenance.parameters
         fit = p["fit_on_held_out_runs"]

@@ -73,7 +73,7 @@ def retry(
     work: Path = typer.Option(Path("out"), "--work", help="Work root whose catalog holds it."),
 ) -> None:
     """Start a failed backfill again: the next watch-corpora run starts it, and it resumes where it stopped."""
-    from curate.tasks.landing import RETRY_STATUS, Catalog
+    from curate.tasks.ingest.landing import RETRY_STATUS, Catalog
 
     catalog = Catalog(work)
     entry = catalog.entries().get(name)

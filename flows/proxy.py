@@ -1,5 +1,5 @@
 """Prefect flows around proxy training: `train-proxy`, `learn-mixture` and `compare-mixtures`. Thin: the work is
-in tasks/proxy_train.py and tasks/learn_mixture.py; these add progress and the artifacts the UI shows (per-domain
+in tasks/learn/proxy.py and tasks/learn/mixtures.py; these add progress and the artifacts the UI shows (per-domain
 loss tables, the learned weights, the plots inline)."""
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 
 from curate.flows.runtime import prefect_api
 from curate.schemas.proxy import CompareResult, LearnConfig, ProxyConfig, ProxyResult
-from curate.tasks import learn_mixture as lm
-from curate.tasks.plots import plot_run
-from curate.tasks.proxy_train import train_proxy
+from curate.tasks.learn import mixtures as lm
+from curate.tasks.report.plots import plot_run
+from curate.tasks.learn.proxy import train_proxy
 
 # The CLI's progress bars listen here: (run label, step, steps, message).
 LISTENERS: list[Callable[[str, int, int, str], None]] = []
@@ -92,7 +92,7 @@ def learn_mixture_flow(manifest: str, proxy: dict | None = None, learn: dict | N
 
 
 def _weights_of(manifest: str) -> dict[str, float]:
-    from curate.tasks.manifest import load_manifest
+    from curate.tasks.train.manifests import load_manifest
     return {s.domain: s.weight for s in load_manifest(manifest).sources}
 
 

@@ -15,7 +15,7 @@ from prefect.artifacts import create_image_artifact, create_markdown_artifact, c
 from prefect.runtime import flow_run
 
 from curate.schemas.report import RunReport
-from curate.tasks.report import classify_markdown, classify_rows, corpus_rows, decontam_rows, dedup_rows, markdown_summary, \
+from curate.tasks.report.summary import classify_markdown, classify_rows, corpus_rows, decontam_rows, dedup_rows, markdown_summary, \
     mix_markdown, mix_rows, reason_rows, stage_rows
 
 
@@ -40,7 +40,7 @@ def weights_chart(manifest_path: str) -> Path:
     m = json.loads(path.read_text(encoding="utf-8"))
     prev_path = path.with_name(f"v{m['version'] - 1:04d}.json")
     prev = json.loads(prev_path.read_text(encoding="utf-8")) if m["version"] > 1 and prev_path.is_file() else None
-    from curate.tasks.plots import plot_weights  # matplotlib: only when a chart is drawn
+    from curate.tasks.report.plots import plot_weights  # matplotlib: only when a chart is drawn
     png = path.with_name(f"{path.stem}.weights.png")
     if png.is_file():  # a version never changes, nor does its chart (the same bytes for the same weights)
         return png

@@ -12,13 +12,13 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from curate.tasks.memory import tune_memory
+from curate.tasks.engine.memory import tune_memory
 
 # Offline machines: no telemetry, no update checks (they only log errors here).
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-# Every process a run starts gets the same allocator settings (tasks/memory.py says which and why).
+# Every process a run starts gets the same allocator settings (tasks/engine/memory.py says which and why).
 tune_memory()
 
 
@@ -261,7 +261,7 @@ def task_runner(cfg):
         import dask
 
         # One task per single-threaded worker at a time (Dask's default 1.1 lets a worker take a second one, which
-        # then waits behind the first while another worker idles); the parts come largest first (map_stage).
+        # then waits behind the first while another worker idles); the parts come largest first (tasks/engine/stage.map_jobs).
         # And no statistical profiler in the workers (it samples their stacks every 10 ms), an event-loop health
         # tick of 1 s instead of 20 ms and a memory check of 1 s instead of 100 ms in every scheduler, nanny and
         # worker: CPU the stages would use (an idle 2-worker cluster: 2.6 CPU seconds in 30 s, 0.6 with these).
@@ -271,7 +271,7 @@ def task_runner(cfg):
                                              "processes": True, "dashboard_address": None})
     from prefect.task_runners import ProcessPoolTaskRunner
 
-    from curate.tasks.stage_task import worker_init
+    from curate.flows.runner import worker_init
 
     return ProcessPoolTaskRunner(max_workers=cfg.runner.workers, initializer=worker_init)
 
@@ -305,7 +305,7 @@ def check_workers_see(work_root: Path, runner) -> None:
         return
     import uuid
 
-    from curate.tasks.workdir import holds_text
+    from curate.tasks.engine.files import holds_text
 
     token = uuid.uuid4().hex
     marker = Path(work_root) / f".workers-see-{token}"

@@ -15,8 +15,8 @@ from prefect.runtime import flow_run
 from curate.flows.curation import curate
 from curate.flows.runtime import label_flow_run, task_runner
 from curate.schemas.config import load_config
-from curate.tasks.landing import READY_MARKER, Catalog, LandingError, check_unchanged, local_corpus, plan_watch, scan_landing
-from curate.tasks.stage_task import is_transient
+from curate.tasks.ingest.landing import READY_MARKER, Catalog, LandingError, check_unchanged, local_corpus, plan_watch, scan_landing
+from curate.flows.runner import is_transient
 
 BACKFILL_DEPLOYMENT = "backfill/backfill"
 TRANSIENT_ATTEMPTS = 3  # a flaky disk or network; bad input and bad config fail at once, never retried

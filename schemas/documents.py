@@ -48,6 +48,24 @@ REJECT_SCHEMA = pa.schema(
 )
 
 
+# What a filter stage (dedup, decontam, classify) decided about each document it judged: one row per document the
+# stages before it kept, in the part's order, written beside the ingest part (the documents are never rewritten).
+# Classify's verdicts carry its annotations too (schemas/annotations.py). A later stage reads the part and applies
+# every verdict before it; the rejects a person reads are the rows not kept, joined with the part's source and text.
+VERDICT_SCHEMA = pa.schema(
+    [
+        pa.field("row", pa.int64(), nullable=False),  # the document's row in its ingest part
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("kept", pa.bool_(), nullable=False),
+        pa.field("reason", pa.string(), nullable=True),  # the reject reason when not kept
+        pa.field("detail", pa.string(), nullable=True),
+        # Dedup: the kept document this one duplicates, and the Jaccard similarity.
+        pa.field("duplicate_of", pa.string(), nullable=True),
+        pa.field("similarity", pa.float32(), nullable=True),
+    ]
+)
+
+
 class RejectReason:
     """Reasons a record is rejected. Strings, so that reports and filters read plainly."""
 

@@ -1,11 +1,12 @@
 """The work root's layout: every path a stage reads or writes under it, named in one place.
 
-    ingest/<corpus>/<file>.NNNNN.docs.parquet (parts), <file>.rejects.parquet, .done.json; ingest/<corpus>/_corpus.json
-    dedup/sigs/<corpus>/<part>.bands.npz   dedup/<corpus>/ (kept parts, rejects, _done.json, band-group hand-over)
-    dedup/index/ (registry.json, exact/, bands/band=NN/)   dedup/index.lock
-    decontam/evalsets/<key>.npz   decontam/<corpus>/   classify/<corpus>/   tokenize/<corpus>/
-    tokens/<domain>/<split>/<corpus>/<part>-<key>.arrow   tokenizer/   manifests/<name>/vNNNN.json
-    proxy/<run id>/   proxy/compare-<digest>/   catalog/   report.json   runs/<stamp>.json
+    ingest/<corpus>/<file>.NNNNN.docs.parquet (parts: the only copy of the text), <file>.rejects.parquet, .done.json;
+        ingest/<corpus>/_corpus.json (the corpus's current parts)
+    <filter>/<corpus>/<part>.verdicts.parquet (dedup, decontam, classify: a row per document it judged), .done.json
+    dedup/sigs/<corpus>/<part>.bands.npz   dedup/<corpus>/ (_done.json, band-group hand-over)
+    dedup/index/ (registry.json, exact/, bands/band=NN/)   dedup/index.lock   decontam/evalsets/<key>.npz
+    tokenize/<corpus>/<part>.done.json   tokens/<domain>/<split>/<corpus>/<part>-<key>.arrow   tokenizer/
+    manifests/<name>/vNNNN.json   proxy/<run id>/   proxy/compare-<digest>/   catalog/   report.json   runs/<stamp>.json
 
 A contract between stages (which reads what another wrote), so it lives with the schemas and imports nothing of ours.
 """
@@ -35,6 +36,14 @@ class WorkRoot:
 
     def relative(self, path: str | Path) -> str:
         return Path(path).relative_to(self.root).as_posix()
+
+    def verdicts(self, stage: str, corpus: str, part: str) -> Path:
+        """What a filter stage decided about each document of a part it judged (schemas/documents.VERDICT_SCHEMA)."""
+        return self.root / stage / corpus / f"{part}.verdicts.parquet"
+
+    def record(self, stage: str, corpus: str, part: str) -> Path:
+        """A stage's record of a part it is done with: its result and the content key it was made under."""
+        return self.root / stage / corpus / f"{part}.done.json"
 
     def corpus_index(self, corpus: str) -> Path:
         """The files and parts of a corpus's latest ingest: what later stages and the manifest take of it."""

@@ -13,8 +13,8 @@ import pytest
 import zstandard
 
 from curate.schemas.config import IngestConfig
-from curate.tasks.ingest import FileJob, ingest_file
-from curate.tasks.inputs import InputError, resolve_inputs
+from curate.tasks.ingest.ingest import FileJob, ingest_file
+from curate.tasks.ingest.inputs import InputError, resolve_inputs
 from tests.conftest import REPO, head_lines
 
 
@@ -108,11 +108,11 @@ def test_hidden_files_are_listed_and_links_out_of_the_root_are_rejected(tmp_path
     (root / "inside.jsonl").symlink_to(root / "a.jsonl")
     [c] = resolve_inputs([str(root)])
     assert "corpus/.hidden.jsonl: a hidden file" in c.ignored and "corpus/.git: a hidden folder" in c.ignored
-    refused = [j for j in c.jobs if j.refused]
+    refused = [j for j in c.files if j.refused]
     assert [j.source_file for j in refused] == ["passwd.txt"]
     res, docs, rejects = ingest(tmp_path, refused[0])
     assert res.kept == 0 and rejects[0]["reason"] == "symlink_outside_root" and "root:x" not in json.dumps(rejects)
-    assert sorted(j.source_file for j in c.jobs if not j.refused) == ["a.jsonl", "inside.jsonl"]
+    assert sorted(j.source_file for j in c.files if not j.refused) == ["a.jsonl", "inside.jsonl"]
 
 
 @pytest.mark.skipif(not shutil.which("setpriv") and os.geteuid() == 0, reason="needs setpriv to drop root")
@@ -134,7 +134,7 @@ def _unreadable_folder(tmp_path):
     for d in (root, root / "ok.jsonl"):
         os.chmod(d, 0o755)
     code = ("import json; from tasks.inputs import resolve_inputs; [c] = resolve_inputs([%r]); "
-            "print(json.dumps([[j.source_file, j.refused] for j in c.jobs]))" % str(root))
+            "print(json.dumps([[j.source_file, j.refused] for j in c.files]))" % str(root))
     drop = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] if os.geteuid() == 0 else []
     try:
         out = subprocess.run(drop + [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,

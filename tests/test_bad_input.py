@@ -8,8 +8,8 @@ import pytest
 import zstandard
 
 from curate.schemas.config import IngestConfig
-from curate.tasks.ingest import FileJob, ingest_file
-from curate.tasks.inputs import InputError, resolve_inputs
+from curate.tasks.ingest.ingest import FileJob, ingest_file
+from curate.tasks.ingest.inputs import InputError, resolve_inputs
 from tests.conftest import head_lines
 
 GOOD = [json.dumps({"id": f"d{i}", "text": f"Document number {i} says something useful about rivers."}).encode() + b"\n"
@@ -133,7 +133,7 @@ def test_directory_glob_and_named_corpora(tmp_path):
     (d / "_READY").write_text("")
     (d / "notes.md").write_text("x")
     [c] = resolve_inputs([str(d)])
-    assert c.name == "books" and [j.source_file for j in c.jobs] == ["one.jsonl", "sub/two.jsonl.gz"]
+    assert c.name == "books" and [j.source_file for j in c.files] == ["one.jsonl", "sub/two.jsonl.gz"]
     assert c.ignored == ["books/_READY: not an input format", "books/notes.md: not an input format"]
     [g] = resolve_inputs([f"novels={d}/**/*.jsonl*"])
-    assert g.name == "novels" and len(g.jobs) == 2
+    assert g.name == "novels" and len(g.files) == 2

@@ -7,9 +7,9 @@ import fasttext
 import pytest
 
 from curate.schemas.config import ClassifyConfig
-from curate.tasks.classifier import ClassifierError, LabeledDoc, TrainParams, is_held_out, load_model, model_text, train
-from curate.tasks.classify import predict_batch
-from curate.tasks.classify_models import domain_docs, resolve_models
+from curate.tasks.classify.fasttext_model import ClassifierError, LabeledDoc, TrainParams, is_held_out, load_model, model_text, train
+from curate.tasks.classify.classify import predict_batch
+from curate.tasks.classify.models import domain_docs, resolve_models
 
 # Article 1 of the Universal Declaration of Human Rights: scripts the seed set never shows the models.
 UNSEEN_SCRIPTS = [
@@ -78,12 +78,12 @@ def test_unseen_scripts_are_classified_with_their_probability():
 
 def test_bad_labeled_data_is_a_clear_error(tmp_path, small_set):
     with pytest.raises(ClassifierError, match="labeled data not found"):
-        from curate.tasks.classifier import read_labeled
+        from curate.tasks.classify.fasttext_model import read_labeled
         read_labeled(tmp_path / "nope.jsonl")
     empty = tmp_path / "empty.jsonl.gz"
     with gzip.open(empty, "wt") as f:
         f.write("\n")
-    from curate.tasks.classifier import read_labeled
+    from curate.tasks.classify.fasttext_model import read_labeled
     with pytest.raises(ClassifierError, match="is empty"):
         read_labeled(empty)
     thin = [LabeledDoc(r["id"], r["text"], r["domain"], r["family"]) for r in small_set]
@@ -111,7 +111,7 @@ def test_bad_model_files_are_clear_errors(tmp_path, small_set):
 
 
 def test_windows_cover_the_document_from_start_to_end():
-    from curate.tasks.classifier import windows
+    from curate.tasks.classify.fasttext_model import windows
 
     text = "".join(f"line {i:05d}\n" for i in range(3000))  # 33,000 characters
     ws = windows(text, 2000, 3)
@@ -125,7 +125,7 @@ def test_windows_cover_the_document_from_start_to_end():
 def test_temperature_keeps_the_ranking_and_spreads_the_probabilities():
     import numpy as np
 
-    from curate.tasks.classifier import temper
+    from curate.tasks.classify.fasttext_model import temper
 
     p = np.array([[0.9, 0.08, 0.02], [0.5, 0.3, 0.2]])
     hot = temper(p, 2.0)
@@ -135,7 +135,7 @@ def test_temperature_keeps_the_ranking_and_spreads_the_probabilities():
 
 def test_leave_one_source_out_tests_each_source_on_a_model_that_never_saw_it(labeled_records):
     """Three domains of two real sources each: every source is predicted by a model trained on the other five."""
-    from curate.tasks.domain_eval import leave_one_source_out
+    from curate.tasks.classify.evaluation import leave_one_source_out
 
     picked = {"code/go-stdlib", "code/ruby-stdlib", "legal/debian-copyright", "legal/pypi-licenses",
               "literature/kjv", "literature/moby-dick"}

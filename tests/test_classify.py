@@ -6,9 +6,9 @@ import pytest
 
 from curate.schemas.annotations import ANNOTATION_SCHEMA
 from curate.schemas.config import ClassifyConfig, IngestConfig, PiiConfig
-from curate.tasks.classify import PartRef, classify_part
-from curate.tasks.classify_models import resolve_models
-from curate.tasks.ingest import FileJob, ingest_file
+from curate.tasks.classify.classify import PartRef, classify_part
+from curate.tasks.classify.models import resolve_models
+from curate.tasks.ingest.ingest import FileJob, ingest_file
 from tests.conftest import SAMPLE
 
 
@@ -92,8 +92,8 @@ def test_code_a_model_never_learned_is_not_dropped_by_prose_rules(work, models, 
     rules off it, and the run says per domain and rule what was dropped."""
     import dataclasses
 
-    from curate.tasks.classifier import TrainParams, train
-    from curate.tasks.classify_models import _sha256, domain_docs
+    from curate.tasks.classify.fasttext_model import TrainParams, train
+    from curate.tasks.classify.models import _sha256, domain_docs
 
     root, parts = work
     prose = [r for r in labeled_records.values() if r["domain"] != "code"]

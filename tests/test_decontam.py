@@ -6,8 +6,8 @@ import json
 import pyarrow.parquet as pq
 
 from curate.schemas.config import DecontamConfig, EvalSetSpec, IngestConfig
-from curate.tasks.decontam import DecontamRef, build_index, decontaminate_part
-from curate.tasks.ingest import FileJob, ingest_file
+from curate.tasks.classify.decontam import DecontamRef, build_index, decontaminate_part
+from curate.tasks.ingest.ingest import FileJob, ingest_file
 from tests.conftest import head_lines
 
 

@@ -13,10 +13,10 @@ import pytest
 from datasketch import MinHash
 
 from curate.schemas.config import DedupConfig, IngestConfig
-from curate.tasks.dedup import dedup_corpus, near_candidates_of, prepare_near, sign_part
-from curate.tasks.dedup_index import DedupIndexError, index_lock
-from curate.tasks.ingest import FileJob, ingest_file
-from curate.tasks.minhash import SCHEME, MinHasher, shingle_hash, shingles_of
+from curate.tasks.dedup.dedup import dedup_corpus, near_candidates_of, prepare_near, sign_part
+from curate.tasks.dedup.index import DedupIndexError, index_lock
+from curate.tasks.ingest.ingest import FileJob, ingest_file
+from curate.tasks.dedup.minhash import SCHEME, MinHasher, shingle_hash, shingles_of
 from tests.conftest import REPO, head_lines
 
 BENCH = REPO.parent / "shared" / "bench" / "make_neardups.py"
@@ -197,7 +197,7 @@ def test_band_groups_give_the_serial_paths_decisions_byte_for_byte(tmp_path, nea
     """Candidates split by band partition (as across workers), merged by union-find: the same clusters, kept set,
     rejects and index as one process, within a corpus and against an earlier one; and the same when the pairs are
     measured a few documents' shingle sets at a time (40 groups: chunks of 5 documents)."""
-    import curate.tasks.dedup_candidates as candidates
+    import curate.tasks.dedup.candidates as candidates
 
     path, _, _ = neardup_set
     lines = [json.loads(x) for x in head_lines(shared_corpora / "literature.jsonl.gz", 60)]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from curate.tasks.landing import Catalog
+from curate.tasks.ingest.landing import Catalog
 from tests.conftest import REPO, SAMPLE
 
 pytestmark = pytest.mark.slow

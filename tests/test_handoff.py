@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 
 from curate.schemas.config import MixConfig, TokenizeConfig
-from curate.tasks.loader import MixtureDataset
-from curate.tasks.manifest import build_manifest, collect_shards, load_manifest, open_shard, resolve_manifest, write_version
-from curate.tasks.megatron import export_megatron
-from curate.tasks.tokenize import tokenize_part
-from curate.tasks.tokenizer import load_tokenizer, train_tokenizer
+from curate.tasks.train.loader import MixtureDataset
+from curate.tasks.mix.manifest import build_manifest, collect_shards, write_version
+from curate.tasks.train.manifests import load_manifest, open_shard, resolve_manifest
+from curate.tasks.mix.megatron import export_megatron
+from curate.tasks.tokens.tokenize import tokenize_part
+from curate.tasks.tokens.tokenizer import load_tokenizer, train_tokenizer
 from tests.test_shards_manifest import curate_sample
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from curate.schemas.config import IngestConfig
 from curate.schemas.documents import DOCUMENT_SCHEMA
-from curate.tasks.ingest import FileJob, ingest_file, part_paths
+from curate.tasks.ingest.ingest import FileJob, ingest_file, part_paths
 from tests.conftest import head_lines
 
 
@@ -95,7 +95,7 @@ def test_changed_config_or_input_recomputes(tmp_path, multilingual):
 
 def test_crash_leaves_no_partial_output(tmp_path, multilingual, monkeypatch):
     job = FileJob("multi", str(multilingual), "multi.jsonl.gz")
-    import curate.tasks.ingest as ingest_mod
+    import curate.tasks.ingest.ingest as ingest_mod
 
     def boom(*a, **k):
         raise KeyboardInterrupt("killed mid-file")

@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 
-from curate.tasks.landing import READY_MARKER, Catalog, LandingError, check_unchanged, plan_watch, scan_landing
+from curate.tasks.ingest.landing import READY_MARKER, Catalog, LandingError, check_unchanged, plan_watch, scan_landing
 from tests.conftest import SAMPLE
 
 
@@ -65,7 +65,7 @@ def test_one_bad_landing_folder_is_refused_alone_and_links_out_are_not_read(tmp_
     before = next(c for c in plan.trigger if c.name == "linked").fingerprint
     secret.write_text("changed, but never read\n")
     assert next(c for c in scan_landing(landing) if c.name == "linked").fingerprint == before
-    from curate.tasks.inputs import resolve_inputs
+    from curate.tasks.ingest.inputs import resolve_inputs
 
     [corpus] = resolve_inputs([str(linked)])
     assert [j.refused[0] for j in corpus.jobs if j.refused] == ["symlink_outside_root"]

@@ -6,8 +6,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from curate.schemas.config import MixConfig
-from curate.tasks.loader import MixtureDataset
-from curate.tasks.manifest import ManifestError, build_manifest, collect_shards, write_version
+from curate.tasks.train.loader import MixtureDataset
+from curate.tasks.mix.manifest import build_manifest, collect_shards, write_version
+from curate.tasks.train.manifests import ManifestError
 from tests.test_shards_manifest import curate_sample
 
 SEQ = 255

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from curate.tasks.mixing import MixError, allocate, largest_remainder, manual, natural, temperature, unimax
+from curate.tasks.mix.weights import MixError, allocate, largest_remainder, manual, natural, temperature, unimax
 
 AVAILABLE = {"code": 400_000, "legal": 20_000, "literature": 150_000, "reference": 300_000, "techdocs": 130_000}
 

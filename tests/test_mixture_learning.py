@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from curate.tasks.mixture_learning import check_collapse, domain_excess, doremi_update, loss_softmax
+from curate.tasks.learn.updates import check_collapse, domain_excess, doremi_update, loss_softmax
 
 
 def test_loss_softmax_is_the_design_documents_rule():

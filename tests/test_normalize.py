@@ -1,4 +1,4 @@
-from curate.tasks.normalize import normalize_text
+from curate.tasks.text.normalize import normalize_text
 
 
 def test_nfc_composes_accents():

@@ -104,7 +104,7 @@ def test_a_second_run_on_the_s3_work_root_does_only_the_missing_work(s3, runs, t
 
 
 def test_the_loader_reads_the_manifest_and_shards_from_s3(s3, runs):
-    from curate.tasks.loader import MixtureDataset
+    from curate.tasks.train.loader import MixtureDataset
 
     tmp, _ = runs
     remote = MixtureDataset("s3://curate/work/manifests/default", seq_len=64)
@@ -114,8 +114,8 @@ def test_the_loader_reads_the_manifest_and_shards_from_s3(s3, runs):
 
 
 def test_a_shard_changed_on_s3_is_refused_by_the_loader(s3, runs, tmp_path, monkeypatch):
-    from curate.tasks.loader import MixtureDataset
-    from curate.tasks.manifest import ManifestError
+    from curate.tasks.train.loader import MixtureDataset
+    from curate.tasks.train.manifests import ManifestError
 
     for p in s3.find("curate/work"):  # a copy of the work root whose first shard is altered
         s3.copy(p, p.replace("curate/work/", "curate/tampered/"))
@@ -128,7 +128,7 @@ def test_a_shard_changed_on_s3_is_refused_by_the_loader(s3, runs, tmp_path, monk
 
 
 def test_two_runs_cannot_share_an_s3_work_root(s3, runs, tmp_path):
-    from curate.tasks.storage import Lease
+    from curate.tasks.engine.storage import Lease
 
     held = Lease("s3://curate/work")
     held.acquire()
@@ -144,7 +144,7 @@ def test_two_runs_cannot_share_an_s3_work_root(s3, runs, tmp_path):
 
 
 def test_a_published_version_is_never_replaced(s3, tmp_path):
-    from curate.tasks.storage import Mirror, StorageError
+    from curate.tasks.engine.storage import Mirror, StorageError
 
     work = tmp_path / "w"
     (work / "manifests" / "x").mkdir(parents=True)
@@ -163,7 +163,7 @@ def test_a_published_version_is_never_replaced(s3, tmp_path):
 def test_a_corpus_landed_under_an_s3_prefix_is_backfilled(s3, tmp_path):
     from curate.flows.proxy import run_flow
     from curate.flows.service import backfill
-    from curate.tasks.landing import scan_landing
+    from curate.tasks.ingest.landing import scan_landing
 
     s3.put_file(str(SAMPLE / "legal.jsonl.gz"), "curate/landing/legal/part-0.jsonl.gz")
     s3.put_file(str(SAMPLE / "code.jsonl.gz"), "curate/landing/halfway/part-0.jsonl.gz")  # no _READY yet

@@ -1,7 +1,7 @@
 """PII: realistic strings are redacted with typed placeholders and counted; look-alikes are left alone."""
 import pytest
 
-from curate.tasks.pii import find_pii, luhn_ok, redact
+from curate.tasks.classify.pii import find_pii, luhn_ok, redact
 
 
 @pytest.mark.parametrize("text, expected, counts", [

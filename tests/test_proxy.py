@@ -11,12 +11,13 @@ import curate.flows.proxy  # noqa: F401  (Prefect sets up its log handlers on im
 from curate.flows.cli import app
 from curate.schemas.config import MixConfig
 from curate.schemas.proxy import LearnConfig, ProxyConfig
-from curate.tasks.learn_mixture import compare_mixtures, learn_mixture, run_dir
-from curate.tasks.loader import MixtureDataset
-from curate.tasks.manifest import build_manifest, collect_shards, load_manifest, write_version
-from curate.tasks.mixture_learning import loss_softmax
-from curate.tasks.proxy_data import ProxyError
-from curate.tasks.proxy_train import train_proxy
+from curate.tasks.learn.mixtures import compare_mixtures, learn_mixture, run_dir
+from curate.tasks.train.loader import MixtureDataset
+from curate.tasks.mix.manifest import build_manifest, collect_shards, write_version
+from curate.tasks.train.manifests import load_manifest
+from curate.tasks.learn.updates import loss_softmax
+from curate.tasks.learn.batches import ProxyError
+from curate.tasks.learn.proxy import train_proxy
 from tests.test_shards_manifest import curate_sample
 
 TINY = ProxyConfig(n_layer=1, n_head=2, n_embd=32, seq_len=64, batch_size=4, steps=8, warmup_steps=2,
@@ -181,7 +182,7 @@ def test_learn_mixture_flow_publishes_weights_losses_and_the_plot(prefect_harnes
 
 
 def test_regmix_fits_runs_on_random_mixtures_and_writes_the_predicted_best(work):
-    from curate.tasks.manifest import load_manifest
+    from curate.tasks.train.manifests import load_manifest
 
     _, _, _, natural, _ = work
     learn = LearnConfig(method="regmix", regmix_runs=6, regmix_candidates=2000, regmix_top=20)

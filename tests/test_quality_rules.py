@@ -4,7 +4,7 @@ The documents come from the shipped seed set (data/labeled, real text from ../sh
 import pytest
 
 from curate.schemas.config import DEFAULT_RULES
-from curate.tasks.quality_rules import RULES, Doc, RuleConfigError, RuleSet
+from curate.tasks.classify.rules import RULES, Doc, RuleConfigError, RuleSet
 
 # rule: (a real document it drops, the detail it gives, a real document it keeps)
 CASES = {
@@ -116,7 +116,7 @@ def test_code_shape_separates_real_code_from_real_prose(labeled_records):
     from collections import defaultdict
 
     from curate.schemas.config import ClassifyConfig
-    from curate.tasks.text_shape import code_shape
+    from curate.tasks.text.shape import code_shape
 
     threshold = ClassifyConfig().code_shape
     by_source = defaultdict(list)

@@ -1,7 +1,7 @@
 """RegMix's pure parts: draws on the simplex around the natural mixture, the regression, the choice."""
 import numpy as np
 
-from curate.tasks import regmix
+from curate.tasks.learn import regmix as regmix
 
 
 def test_draws_are_mixtures_centred_on_the_natural_weights():

@@ -7,7 +7,7 @@ import tracemalloc
 import numpy as np
 
 from curate.schemas.manifest import Budget, ShardRef, Source, TokenizerRef
-from curate.tasks.schedule import Schedule, interleave_block, multinomial_block
+from curate.tasks.train.schedule import Schedule, interleave_block, multinomial_block
 
 
 def whole_run_interleave(counts):
@@ -61,8 +61,8 @@ def test_multinomial_blocks_equal_the_whole_run_and_the_schedule_walks_it():
 
 def test_a_manifest_of_a_trillion_tokens_builds_at_once_in_bounded_memory(tmp_path):
     """Shards are sparse files of the sizes the manifest states (their content is never read here)."""
-    from curate.tasks.loader import MixtureDataset
-    from curate.tasks.manifest import fingerprint
+    from curate.tasks.train.loader import MixtureDataset
+    from curate.tasks.train.manifests import fingerprint
 
     (tmp_path / "tokens").mkdir()
     sources, per_shard = [], 50_000_000_000

@@ -2,7 +2,7 @@
 import math
 import random
 
-from curate.tasks.seed_noise import mean_spread, ranks, seed_pair_spearman, seed_summary, spearman, within_noise
+from curate.tasks.learn.noise import mean_spread, ranks, seed_pair_spearman, seed_summary, spearman, within_noise
 
 
 def test_mean_and_spread_are_the_sample_statistics():

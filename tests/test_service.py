@@ -19,7 +19,7 @@ import pytest
 
 from curate.flows.runtime import ServerUnreachable, check_reachable
 from curate.flows.server import PREFECT_FILE, REPO_ROOT, free_port, replace_worker, server_down, server_up
-from curate.tasks.landing import READY_MARKER, Catalog
+from curate.tasks.ingest.landing import READY_MARKER, Catalog
 from tests.conftest import SAMPLE
 
 pytestmark = pytest.mark.slow

@@ -7,12 +7,13 @@ import pytest
 
 from curate.schemas.config import ClassifyConfig, IngestConfig, MixConfig, TokenizeConfig
 from curate.schemas.manifest import SCHEMA_PATH, json_schema
-from curate.tasks.classify import PartRef, classify_part
-from curate.tasks.classify_models import resolve_models
-from curate.tasks.ingest import FileJob, ingest_file
-from curate.tasks.manifest import ManifestError, build_manifest, collect_shards, load_manifest, write_version
-from curate.tasks.tokenize import TokenizeRef, tokenize_part
-from curate.tasks.tokenizer import balanced_sample, load_tokenizer, train_tokenizer
+from curate.tasks.classify.classify import PartRef, classify_part
+from curate.tasks.classify.models import resolve_models
+from curate.tasks.ingest.ingest import FileJob, ingest_file
+from curate.tasks.mix.manifest import build_manifest, collect_shards, write_version
+from curate.tasks.train.manifests import ManifestError, load_manifest
+from curate.tasks.tokens.tokenize import TokenizeRef, tokenize_part
+from curate.tasks.tokens.tokenizer import balanced_sample, load_tokenizer, train_tokenizer
 from tests.conftest import SAMPLE
 
 CORPORA = ("code", "legal", "literature", "reference", "techdocs")
@@ -116,7 +117,7 @@ def test_manifest_versions_and_checks(curated, tmp_path):
     first.write_bytes(bytes(data))
     with pytest.raises(ManifestError, match=f"shard {first} is corrupt"):
         load_manifest(path, verify=True)
-    from curate.tasks.loader import MixtureDataset
+    from curate.tasks.train.loader import MixtureDataset
 
     with pytest.raises(ManifestError, match=f"shard {first} is corrupt or changed"):  # a reader checks what it reads
         list(MixtureDataset(path))

@@ -8,8 +8,9 @@ import pytest
 
 from curate.schemas.config import MixConfig
 from curate.schemas.manifest import Budget, Source, TokenizerRef
-from curate.tasks.loader import MixtureDataset
-from curate.tasks.manifest import ManifestError, build_manifest, collect_shards, fingerprint, load_manifest, write_version
+from curate.tasks.train.loader import MixtureDataset
+from curate.tasks.mix.manifest import build_manifest, collect_shards, write_version
+from curate.tasks.train.manifests import ManifestError, fingerprint, load_manifest
 from tests.test_shards_manifest import curate_sample
 
 
@@ -98,7 +99,7 @@ def test_a_loader_state_is_checked_before_it_is_used(manifest):
 
 def test_a_changed_setting_writes_new_shards_and_every_version_stays_loadable(tmp_path):
     from curate.schemas.config import TokenizeConfig
-    from curate.tasks.tokenize import tokenize_part
+    from curate.tasks.tokens.tokenize import tokenize_part
 
     tok, refs, _ = curate_sample(tmp_path)
     v1, _ = write_version(tmp_path, build_manifest(collect_shards(tmp_path), tok, MixConfig(sequence_length=127),

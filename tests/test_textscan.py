@@ -1,4 +1,4 @@
-"""The C statistics (tasks/_textscan.c) equal the Python expressions their docstrings name, on real documents
+"""The C statistics (tasks/text/_textscan.c) equal the Python expressions their docstrings name, on real documents
 from every shared corpus and on edge cases written to break them."""
 import gzip
 import itertools
@@ -7,9 +7,9 @@ import re
 import orjson
 import pytest
 
-from curate.tasks import _textscan
-from curate.tasks.normalize import normalize_text
-from curate.tasks.quality_rules import BULLETS, C4_TERMINAL, STOP_WORDS, TERMINAL_PUNCT
+from curate.tasks.text import _textscan
+from curate.tasks.text.normalize import normalize_text
+from curate.tasks.classify.rules import BULLETS, C4_TERMINAL, STOP_WORDS, TERMINAL_PUNCT
 
 EDGES = [
     "", " ", "\n", "\n\n\n", "a", "  indented\n\n\n\n\n\nafter  \t\n\n", "\r\n\r\nx\ry\r\n", "\t \n \t\nz",

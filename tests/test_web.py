@@ -10,8 +10,8 @@ import pytest
 from fastwarc.warc import ArchiveIterator
 
 from curate.schemas.config import IngestConfig, WebConfig
-from curate.tasks.ingest import FileJob, ingest_file
-from curate.tasks.web import decode_html, extract
+from curate.tasks.ingest.ingest import FileJob, ingest_file
+from curate.tasks.ingest.web import decode_html, extract
 from tests.conftest import SHARED_CORPORA
 
 WEB = SHARED_CORPORA / "web"
@@ -118,7 +118,7 @@ def _warc(records):
 
 def test_the_same_url_twice_keeps_the_latest_capture_and_blocked_urls_go(tmp_path):
     from curate.schemas.config import DedupConfig
-    from curate.tasks.dedup import dedup_corpus, sign_part
+    from curate.tasks.dedup.dedup import dedup_corpus, sign_part
 
     page = "<html><body><h1>Tides</h1><p>{}</p></body></html>"
     old = page.format("The harbour floods at the spring tide twice a year, and the boats are hauled up the slip.")

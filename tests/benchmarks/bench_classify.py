@@ -29,10 +29,10 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from curate.schemas.config import ClassifyConfig, IngestConfig, PiiConfig  # noqa: E402
-from curate.tasks.classifier import load_model, model_text  # noqa: E402
-from curate.tasks.classify import PartRef, classify_part  # noqa: E402
-from curate.tasks.classify_models import resolve_models  # noqa: E402
-from curate.tasks.ingest import FileJob, ingest_file  # noqa: E402
+from curate.tasks.classify.fasttext_model import load_model, model_text  # noqa: E402
+from curate.tasks.classify.classify import PartRef, classify_part  # noqa: E402
+from curate.tasks.classify.models import resolve_models  # noqa: E402
+from curate.tasks.ingest.ingest import FileJob, ingest_file  # noqa: E402
 
 
 def ingest_heads(corpora: Path, docs: int, work: Path) -> list[PartRef]:

@@ -17,8 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from curate.schemas.config import DecontamConfig  # noqa: E402
-from curate.tasks.decontam import build_index, match  # noqa: E402
-from curate.tasks.minhash import words_of  # noqa: E402
+from curate.tasks.classify.decontam import build_index, match  # noqa: E402
+from curate.tasks.dedup.minhash import words_of  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "corpora"
 

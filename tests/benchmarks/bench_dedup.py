@@ -37,7 +37,7 @@ sys.path.insert(0, {repo!r})
 from concurrent.futures import ProcessPoolExecutor
 from curate.schemas.config import DedupConfig
 from curate.schemas.report import DocsPart
-from curate.tasks.dedup import sign_part, dedup_corpus
+from curate.tasks.dedup.dedup import sign_part, dedup_corpus
 parts = [DocsPart.model_validate(p) for p in json.load(open({parts!r}))]
 cfg = DedupConfig()
 t0 = time.perf_counter()
@@ -72,7 +72,7 @@ def make_set(out: Path, docs: int) -> tuple[list[dict], list[dict]]:
 def signature_speed(texts: list[str]) -> None:
     from datasketch import MinHash
 
-    from curate.tasks.minhash import MinHasher, shingles_of
+    from curate.tasks.dedup.minhash import MinHasher, shingles_of
 
     mb = sum(len(t.encode()) for t in texts) / 1e6
     hasher = MinHasher()
@@ -93,7 +93,7 @@ def run_ours(records: list[dict], tmp: Path, workers: int) -> tuple[dict, float,
     import pyarrow.parquet as pq
 
     from curate.schemas.config import IngestConfig
-    from curate.tasks.ingest import FileJob, ingest_file
+    from curate.tasks.ingest.ingest import FileJob, ingest_file
 
     src, work = tmp / "parts", tmp / "work"
     src.mkdir()
@@ -165,7 +165,7 @@ def main() -> None:
         except ImportError as err:
             print(f"datatrove not installed ({err}); pip install -e '.[bench]' to compare")
         else:
-            from curate.tasks.dedup import index_params
+            from curate.tasks.dedup.dedup import index_params
             from curate.schemas.config import DedupConfig
             p = index_params(DedupConfig())  # the same LSH bands x rows as ours
             dt = run_datatrove(tmp / "parts", tmp / "datatrove", args.workers, p["bands"], p["rows"])

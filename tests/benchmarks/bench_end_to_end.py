@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import gzip
 import os
+import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -26,17 +28,17 @@ sys.path.insert(0, str(REPO))
 import orjson  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "corpora"
-CURATE = Path(sys.executable).parent / "curate"
+CURATE = [str(Path(sys.executable).parent / "curate")]
 
 
 def floor(files: list[Path], tokenizer: Path) -> dict[str, float]:
     from curate.schemas.config import ClassifyConfig
-    from curate.tasks.classifier import load_model, model_text
-    from curate.tasks.classify_models import resolve_models
-    from curate.tasks.langid import identify
-    from curate.tasks.minhash import MinHasher
-    from curate.tasks.tokenize import encode_batch
-    from curate.tasks.tokenizer import load_tokenizer
+    from curate.tasks.classify.fasttext_model import load_model, model_text
+    from curate.tasks.classify.models import resolve_models
+    from curate.tasks.text.langid import identify
+    from curate.tasks.dedup.minhash import MinHasher
+    from curate.tasks.tokens.tokenize import encode_batch
+    from curate.tasks.tokens.tokenizer import load_tokenizer
 
     t0 = time.process_time()
     texts = []
@@ -67,39 +69,51 @@ def floor(files: list[Path], tokenizer: Path) -> dict[str, float]:
     return out
 
 
-def run(files: list[Path], config: Path | None) -> float:
+def run(files: list[Path], config: Path | None) -> tuple[float, float, float]:
+    """(wall s, CPU s of the command and every process it started, peak RSS of the largest of them in MB)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [str(CURATE), "run", *map(str, files), "--out", str(Path(tmp) / "out")]
+        cmd = [*CURATE, "run", *map(str, files), "--out", str(Path(tmp) / "out")]
         if config:
             cmd += ["--config", str(config)]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         subprocess.run(cmd, env=env, check=True, capture_output=True)
-        return time.perf_counter() - t0
+        wall = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        return wall, cpu, after.ru_maxrss / 1024
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpora", type=Path, default=SHARED)
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--curate", help="the command to time instead of this environment's `curate` (another build)")
     args = ap.parse_args()
+    if args.curate:
+        CURATE[:] = shlex.split(args.curate)
     files = sorted(args.corpora.glob("*.jsonl.gz"))
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:  # a tokenizer to supply: the first run's own
-        subprocess.run([str(CURATE), "run", *map(str, files[:2]), "--out", str(Path(tmp) / "w")], check=True,
+        subprocess.run([*CURATE, "run", *map(str, files[:2]), "--out", str(Path(tmp) / "w")], check=True,
                        capture_output=True, env={k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")})
         tok = Path(tmp) / "tokenizer.model"
         tok.write_bytes((Path(tmp) / "w" / "tokenizer" / "tokenizer.model").read_bytes())
         cfg = Path(tmp) / "tok.yaml"
         cfg.write_text(f"tokenize:\n  tokenizer: {tok}\n")
         parts = floor(files, tok)
-        supplied = statistics.median(run(files, cfg) for _ in range(args.repeats))
-        own = statistics.median(run(files, None) for _ in range(args.repeats))
+        supplied_runs = [run(files, cfg) for _ in range(args.repeats)]
+        own_runs = [run(files, None) for _ in range(args.repeats)]
+    supplied, own = (statistics.median(r[0] for r in runs) for runs in (supplied_runs, own_runs))
     total = sum(parts.values())
     print("floor, CPU seconds on one core: " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items())
           + f"; sum {total:.1f}, over {cores} cores {total / cores:.1f} s")
     print(f"curate run, tokenizer supplied: {supplied:.1f} s = {supplied / (total / cores):.2f}x the floor (target <= 2)")
     print(f"curate run, training its tokenizer: {own:.1f} s = {own / (total / cores):.2f}x")
+    for what, runs in (("tokenizer supplied", supplied_runs), ("training its tokenizer", own_runs)):
+        print(f"  {what}: CPU s (median) {statistics.median(r[1] for r in runs):.1f}, largest process peak RSS "
+              f"{max(r[2] for r in runs):.0f} MB; runs: " + ", ".join(f"{w:.1f} s / {c:.0f} CPU s" for w, c, _ in runs))
 
 
 if __name__ == "__main__":

@@ -25,9 +25,9 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from curate.schemas.config import IngestConfig  # noqa: E402
-from curate.tasks.ingest import PARQUET_OPTS, FileJob, ingest_file  # noqa: E402
-from curate.tasks.langid import identify  # noqa: E402
-from curate.tasks.normalize import normalize_text  # noqa: E402
+from curate.tasks.ingest.ingest import PARQUET_OPTS, FileJob, ingest_file  # noqa: E402
+from curate.tasks.text.langid import identify  # noqa: E402
+from curate.tasks.text.normalize import normalize_text  # noqa: E402
 
 
 def baseline(path: Path) -> tuple[float, int]:

@@ -5,7 +5,7 @@ Usage: python tests/benchmarks/bench_langid.py [--corpora ../shared/corpora] [--
 
 Every record of the shared corpora carries its language (`lang`); each is normalised as ingest does, then
 labelled by lid.176.ftz from its first N characters, once as written and once lower-cased (what
-tasks/langid.py does). Prints accuracy overall and per corpus, and predict seconds (one core).
+tasks/text/langid.py does). Prints accuracy overall and per corpus, and predict seconds (one core).
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ import orjson
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from curate.tasks.langid import _model  # noqa: E402
-from curate.tasks.normalize import normalize_text  # noqa: E402
+from curate.tasks.text.langid import _model  # noqa: E402
+from curate.tasks.text.normalize import normalize_text  # noqa: E402
 
 
 def main() -> None:

@@ -28,8 +28,8 @@ import pyarrow.ipc as ipc  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from curate.tasks.loader import MixtureDataset  # noqa: E402
-from curate.tasks.manifest import load_manifest, resolve_manifest, shard_path  # noqa: E402
+from curate.tasks.train.loader import MixtureDataset  # noqa: E402
+from curate.tasks.train.manifests import load_manifest, resolve_manifest, shard_path  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "corpora"
 

@@ -25,8 +25,8 @@ import json, sys, time
 sys.path.insert(0, {repo!r})
 from pathlib import Path
 from curate.schemas.config import DedupConfig, IngestConfig
-from curate.tasks.dedup import dedup_corpus, sign_part
-from curate.tasks.ingest import FileJob, ingest_file
+from curate.tasks.dedup.dedup import dedup_corpus, sign_part
+from curate.tasks.ingest.ingest import FileJob, ingest_file
 work = Path({work!r})
 t0 = time.perf_counter()
 parts = ingest_file(FileJob("tiny", {src!r}, "tiny.jsonl"), IngestConfig(), work).parts

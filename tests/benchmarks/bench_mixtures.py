@@ -29,9 +29,9 @@ from bench_loader import default_manifest  # noqa: E402
 from curate.schemas.config import CurateConfig, MixConfig  # noqa: E402
 from curate.schemas.proxy import PROXY_PRESETS, LearnConfig, ProxyConfig  # noqa: E402
 from curate.tasks import learn_mixture as lm  # noqa: E402
-from curate.tasks.manifest import build_manifest, collect_shards, latest_version, write_version  # noqa: E402
-from curate.tasks.seed_noise import seed_pair_spearman  # noqa: E402
-from curate.tasks.tokenizer import load_tokenizer, work_root_tokenizer  # noqa: E402
+from curate.tasks.mix.manifest import build_manifest, collect_shards, latest_version, write_version  # noqa: E402
+from curate.tasks.learn.noise import seed_pair_spearman  # noqa: E402
+from curate.tasks.tokens.tokenizer import load_tokenizer, work_root_tokenizer  # noqa: E402
 
 # From the cheapest up: tokens per step and steps grow; the 32,000-token vocabulary makes the output layer most of
 # the cost, so the width stays small.

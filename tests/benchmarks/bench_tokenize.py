@@ -26,10 +26,10 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from curate.schemas.config import ClassifyConfig, TokenizeConfig  # noqa: E402
-from curate.tasks.classify import classify_part  # noqa: E402
-from curate.tasks.classify_models import resolve_models  # noqa: E402
-from curate.tasks.tokenize import TokenizeRef, encode_batch, tokenize_part  # noqa: E402
-from curate.tasks.tokenizer import balanced_sample, kept_documents, load_tokenizer, train_tokenizer  # noqa: E402
+from curate.tasks.classify.classify import classify_part  # noqa: E402
+from curate.tasks.classify.models import resolve_models  # noqa: E402
+from curate.tasks.tokens.tokenize import TokenizeRef, encode_batch, tokenize_part  # noqa: E402
+from curate.tasks.tokens.tokenizer import balanced_sample, kept_documents, load_tokenizer, train_tokenizer  # noqa: E402
 from tests.benchmarks.bench_classify import ingest_heads  # noqa: E402
 
 

@@ -9,7 +9,7 @@ bench-out/sdists with `pip download --no-binary`). Per page, precision and recal
 pages are not used: the project keeps them for an independent evaluation.
 
 Throughput: WARC response records of ../shared/corpora/web read, decoded and extracted into documents; pages/s of
-curate's ingest of the WARC files (curate.tasks.ingest.ingest_file: language ID and Parquet included) against datatrove's
+curate's ingest of the WARC files (curate.tasks.ingest.ingest.ingest_file: language ID and Parquet included) against datatrove's
 WarcReader piped into its Trafilatura extractor (its own text from the same records).
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from curate.tasks.web import extract  # noqa: E402
+from curate.tasks.ingest.web import extract  # noqa: E402
 
 WEB = REPO.parent / "shared" / "corpora" / "web"
 SDISTS = REPO / "bench-out" / "sdists"
@@ -76,7 +76,7 @@ def quality() -> None:
 
 def ours(files: list[Path], work: Path) -> int:
     from curate.schemas.config import IngestConfig
-    from curate.tasks.ingest import FileJob, ingest_file
+    from curate.tasks.ingest.ingest import FileJob, ingest_file
 
     return sum(ingest_file(FileJob("web", str(f), f.name), IngestConfig(), work).kept for f in files)
 
@@ -93,7 +93,7 @@ def run_datatrove(files: list[Path]) -> int:
 MEMORY_CHILD = """
 import sys; sys.path.insert(0, {repo!r})
 from curate.schemas.config import IngestConfig
-from curate.tasks.ingest import FileJob, ingest_file
+from curate.tasks.ingest.ingest import FileJob, ingest_file
 r = ingest_file(FileJob("web", {src!r}, "big.warc.gz"), IngestConfig(), {work!r})
 print(r.docs_in, r.kept)
 """

@@ -1,0 +1,359 @@
+"""Object storage (s3:// and the rest of fsspec's protocols) for inputs, work roots, landing prefixes and datasets.
+
+The stages read and write a local directory: they need renames, hard links and locks, which an object store does not
+have. A remote location is mirrored to a local one and back, with a commit protocol that an object store has:
+
+- **Each object is all-or-nothing**: an S3 PUT is never seen half-written.
+- **Outputs before their markers, markers before manifests** (`push`): a run killed during a push leaves outputs with
+  no `*.done.json` marker (redone by the next run) or shards with no manifest naming them (read by nobody); a reader
+  that trusts only manifests never sees a partial result.
+- **Versions are created, never replaced**: a manifest version is written with a conditional PUT (`If-None-Match:
+  *`); a version that exists already with other bytes is an error, not an overwrite.
+- **One writer per work root** (`Lease`): `_lease.json` is created with a conditional PUT, so of two runs starting
+  together one gets it and the other is refused with the holder named. A lease left by a killed run expires after
+  `CURATE_LEASE_S` (6 hours by default, renewed at every push).
+
+What was pulled or pushed is recorded beside the local copy (`<local>.sync.json`) (object ETag and local size and mtime), so a pull
+fetches only objects that changed and a push sends only files that changed. The endpoint and credentials are
+fsspec's and botocore's usual ones (AWS_ENDPOINT_URL or FSSPEC_S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Iterator
+
+SYNC_RECORD = ".sync.json"
+LEASE = "_lease.json"
+
+
+class StorageError(Exception):
+    """A remote location that cannot be used: one line naming it."""
+
+
+def is_remote(url: str | os.PathLike) -> bool:
+    """True for a URL of a protocol other than local files (s3://, gs://, memory://, ...)."""
+    s = str(url)
+    return "://" in s and not s.startswith("file://")
+
+
+def local_path(url: str | os.PathLike) -> Path:
+    """A local path or file:// URL as a Path."""
+    s = str(url)
+    return Path(s[len("file://"):] if s.startswith("file://") else s)
+
+
+def filesystem(url: str):
+    """(fsspec filesystem, path within it) for a URL; a protocol whose package is missing is one line."""
+    import fsspec
+
+    try:
+        return fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as err:
+        raise StorageError(f"{url}: {err}") from None
+
+
+def cache_dir(kind: str, url: str) -> Path:
+    """The local mirror of a remote location: $CURATE_CACHE (default ~/.cache/curate)/<kind>/<hash of the URL>."""
+    base = Path(os.environ.get("CURATE_CACHE") or Path.home() / ".cache" / "curate")
+    return base / kind / hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16]
+
+
+def _version(info: dict) -> str:
+    """What says an object changed: its ETag where the store has one, else size and modification time."""
+    etag = info.get("ETag") or info.get("etag")
+    return str(etag) if etag else f"{info.get('size')}-{info.get('mtime') or info.get('LastModified')}"
+
+
+def _local_state(p: Path) -> list[int]:
+    st = p.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _push_order(rel: str) -> int:
+    """0: data; 1: completion markers; 2: manifest versions; 3: pointers read first by others (latest, report)."""
+    name = rel.rsplit("/", 1)[-1]
+    if rel.startswith("manifests/") and name.startswith("v") and name.endswith(".json"):
+        return 2
+    if name in ("latest.json", "report.json") or rel.startswith("catalog/"):
+        return 3
+    if name.endswith("done.json"):
+        return 1
+    return 0
+
+
+def _skipped(rel: str) -> bool:
+    """Local bookkeeping that is not part of the work root: temporary files, lock files, the sync record."""
+    name = rel.rsplit("/", 1)[-1]
+    return name == LEASE or name.endswith((".tmp", ".lock")) or name == ".lock"
+
+
+class Mirror:
+    """A remote prefix and its local copy."""
+
+    def __init__(self, url: str, local: Path):
+        self.url = url.rstrip("/")
+        self.fs, self.root = filesystem(self.url)
+        self.local = Path(local)
+        self._record_path = self.local.with_name(self.local.name + SYNC_RECORD)  # beside it: not one of its files
+
+    def _record(self) -> dict:
+        try:
+            return json.loads(self._record_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _save(self, record: dict) -> None:
+        self.local.mkdir(parents=True, exist_ok=True)
+        tmp = self._record_path.with_name(f".{self._record_path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(record, sort_keys=True))
+        os.replace(tmp, self._record_path)
+
+    def remote_files(self, under: str = "") -> dict[str, dict]:
+        """rel path -> info of every object under the prefix (or under `under` within it)."""
+        base = f"{self.root}/{under}".rstrip("/")
+        try:
+            found = self.fs.find(base, detail=True)
+        except FileNotFoundError:
+            return {}
+        except OSError as err:
+            raise StorageError(f"{self.url}: cannot list: {err}") from None
+        out = {}
+        for path, info in found.items():
+            rel = path[len(self.root):].lstrip("/")
+            if info.get("type", "file") == "file" and rel and not _skipped(rel):
+                out[rel] = info
+        return out
+
+    def pull(self, under: str = "") -> list[str]:
+        """Fetch every object that is new or changed since the last pull; returns the relative paths fetched."""
+        record = self._record()
+        fetched = []
+        for rel, info in sorted(self.remote_files(under).items()):
+            dest = self.local / rel
+            seen = record.get(rel)
+            if seen and seen["remote"] == _version(info) and dest.is_file() and _local_state(dest) == seen["local"]:
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f".{dest.name}.{os.getpid()}.pull.tmp")
+            self.fs.get_file(f"{self.root}/{rel}", str(tmp))
+            os.replace(tmp, dest)
+            record[rel] = {"remote": _version(info), "local": _local_state(dest)}
+            fetched.append(rel)
+        self._save(record)
+        return fetched
+
+    def push(self, lease: "Lease | None" = None) -> list[str]:
+        """Send every local file that is new or changed since the last sync, in commit order (data, markers,
+        manifest versions, pointers); a manifest version is created, never replaced."""
+        record = self._record()
+        todo = []
+        for p in self.local.rglob("*"):
+            rel = p.relative_to(self.local).as_posix()
+            if not p.is_file() or _skipped(rel):
+                continue
+            seen = record.get(rel)
+            if not seen or seen["local"] != _local_state(p):
+                todo.append(rel)
+        sent = []
+        for rel in sorted(todo, key=lambda r: (_push_order(r), r)):
+            if lease:
+                lease.renew()
+            target = f"{self.root}/{rel}"
+            if _push_order(rel) == 2:
+                self._create(rel, target)
+            else:
+                self.fs.put_file(str(self.local / rel), target)
+            info = self.fs.info(target)
+            record[rel] = {"remote": _version(info), "local": _local_state(self.local / rel)}
+            sent.append(rel)
+            self._save(record)  # after each object: a push cut short resends only what it had not sent
+        return sent
+
+    def _create(self, rel: str, target: str) -> None:
+        data = (self.local / rel).read_bytes()
+        try:
+            self.fs.pipe_file(target, data, mode="create")
+        except FileExistsError:
+            if self.fs.cat_file(target) != data:
+                raise StorageError(f"{self.url}/{rel} exists with other content: a published version is never "
+                                   "replaced") from None
+        except TypeError:  # a filesystem without conditional writes: check, then write (the lease excludes others)
+            if self.fs.exists(target) and self.fs.cat_file(target) != data:
+                raise StorageError(f"{self.url}/{rel} exists with other content") from None
+            self.fs.pipe_file(target, data)
+
+
+class WorkRootBusy(StorageError):
+    pass
+
+
+class Lease:
+    """The one-writer lease of a remote work root: `<url>/_lease.json`, created with a conditional PUT."""
+
+    def __init__(self, url: str, ttl_s: float | None = None):
+        self.fs, root = filesystem(url.rstrip("/"))
+        self.path = f"{root}/{LEASE}"
+        self.url = url
+        self.ttl_s = ttl_s if ttl_s is not None else float(os.environ.get("CURATE_LEASE_S", 6 * 3600))
+        self.token = f"{socket.gethostname()}-{os.getpid()}-{time.time_ns()}"
+        self._renewed = 0.0
+
+    def _body(self) -> bytes:
+        return json.dumps({"holder": self.token, "expires": time.time() + self.ttl_s}).encode()
+
+    def check_free(self) -> None:
+        """WorkRootBusy if another run holds the lease now (a check before starting; `acquire` decides)."""
+        try:
+            held = json.loads(self.fs.cat_file(self.path))
+        except (FileNotFoundError, ValueError):
+            return
+        except OSError as err:
+            raise StorageError(f"{self.url}: {err}") from None
+        if held.get("expires", 0) > time.time():
+            raise WorkRootBusy(self._busy(held))
+
+    def _busy(self, held: dict) -> str:
+        return (f"{self.url} is in use by another run ({held.get('holder')}, lease until "
+                f"{time.strftime('%H:%M:%S', time.localtime(held['expires']))}); try later, or delete "
+                f"{self.url}/{LEASE} if that run is dead")
+
+    def acquire(self) -> None:
+        for _ in range(2):
+            try:
+                self.fs.pipe_file(self.path, self._body(), mode="create")
+                self._renewed = time.time()
+                return
+            except FileExistsError:
+                try:
+                    held = json.loads(self.fs.cat_file(self.path))
+                except (FileNotFoundError, ValueError):
+                    continue  # released (or half-visible) meanwhile: try again
+                if held.get("expires", 0) > time.time():
+                    raise WorkRootBusy(self._busy(held)) from None
+                self.fs.rm_file(self.path)  # expired: a killed run's
+        raise WorkRootBusy(f"{self.url}: could not take the lease")
+
+    def renew(self) -> None:
+        if time.time() - self._renewed > 60:
+            self._check_mine()
+            self.fs.pipe_file(self.path, self._body())
+            self._renewed = time.time()
+
+    def _check_mine(self) -> None:
+        try:
+            held = json.loads(self.fs.cat_file(self.path))
+        except (FileNotFoundError, ValueError):
+            held = {}
+        if held.get("holder") != self.token:
+            raise WorkRootBusy(f"{self.url}: the lease was lost to {held.get('holder')} (this run was too slow)")
+
+    def release(self) -> None:
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            if json.loads(self.fs.cat_file(self.path)).get("holder") == self.token:
+                self.fs.rm_file(self.path)
+
+
+@contextlib.contextmanager
+def checked_out(url: str) -> Iterator[Path]:
+    """A remote work root as a local directory for one run: take the lease, pull what changed, yield the local copy,
+    push what the run wrote (also after a failed run: its finished parts are kept), release the lease."""
+    lease = Lease(url)
+    lease.acquire()
+    try:
+        mirror = Mirror(url, cache_dir("work", url))
+        mirror.pull()
+        try:
+            yield mirror.local
+        finally:
+            mirror.push(lease)
+    finally:
+        lease.release()
+
+
+def stage_input(url: str) -> Path:
+    """A remote input (a prefix or one object) mirrored locally; returns the local file or folder, named as the
+    remote one so the corpus keeps its name."""
+    fs, path = filesystem(url)
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    base = cache_dir("inputs", url)
+    if fs.isfile(path):
+        dest = base / name
+        info = fs.info(path)
+        marker = base / (name + SYNC_RECORD)
+        if not (dest.is_file() and marker.is_file() and marker.read_text() == _version(info)):
+            base.mkdir(parents=True, exist_ok=True)
+            fs.get_file(path, str(dest))
+            marker.write_text(_version(info))
+        return dest
+    if not fs.isdir(path):
+        raise StorageError(f"input not found: {url}")
+    mirror = Mirror(url, base / name)
+    mirror.pull()
+    return mirror.local
+
+
+def _fetch_verified(fs, remote: str, dest: Path, sha256: str) -> None:
+    """`remote` at `dest`, unless a copy with this sha256 is there already; a download of other bytes is refused."""
+    from curate.tasks.engine.files import sha256_file
+
+    if dest.is_file() and sha256_file(dest) == sha256:
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.fetch.tmp")
+    try:
+        fs.get_file(remote, str(tmp))
+        if (got := sha256_file(tmp)) != sha256:
+            raise StorageError(f"{remote}: sha256 {got[:12]} is not the manifest's {sha256[:12]}: not used")
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def fetch_manifest(url: str) -> Path:
+    """A manifest on object storage (a version file, or a manifests/<name> folder: its newest version) and every
+    shard and the tokenizer it names, in a local cache that mirrors the work root's layout; each file is checked
+    against the manifest's sha256 (a cached copy is used again when it still matches). Returns the local version
+    file, which every reader of a local manifest takes as it is."""
+    import re
+
+    from curate.schemas.manifest import Manifest
+
+    fs, path = filesystem(url.rstrip("/"))
+    if not path.endswith(".json"):
+        try:
+            names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
+        except FileNotFoundError:
+            names = []
+        found = [n for n in names if re.fullmatch(r"v\d{4}\.json", n)]
+        if not found:
+            raise StorageError(f"{url} holds no version file (vNNNN.json): not a manifest folder")
+        path = f"{path}/{found[-1]}"
+    parts = path.split("/")
+    if len(parts) < 4 or parts[-3] != "manifests":
+        raise StorageError(f"{url}: a manifest lives at <work root>/manifests/<name>/vNNNN.json")
+    root, rel_manifest = "/".join(parts[:-3]), "/".join(parts[-3:])
+    local_root = cache_dir("datasets", f"{fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]}://{root}")
+    local_manifest = local_root / rel_manifest
+    try:
+        data = fs.cat_file(path)
+    except FileNotFoundError:
+        raise StorageError(f"manifest not found: {url}") from None
+    manifest = Manifest.model_validate_json(data)
+    for source in manifest.sources:
+        for shard in [*source.shards, *source.validation_shards]:
+            _fetch_verified(fs, f"{root}/{shard.path}", local_root / shard.path, shard.sha256)
+    if not Path(manifest.tokenizer.path).is_absolute():
+        _fetch_verified(fs, f"{root}/{manifest.tokenizer.path}", local_root / manifest.tokenizer.path,
+                        manifest.tokenizer.sha256)
+    local_manifest.parent.mkdir(parents=True, exist_ok=True)
+    if not (local_manifest.is_file() and local_manifest.read_bytes() == data):
+        tmp = local_manifest.with_name(f".{local_manifest.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, local_manifest)
+    return local_manifest

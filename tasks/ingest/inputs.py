@@ -1,0 +1,153 @@
+"""Turn the command line's INPUT arguments into named corpora and their files, before anything runs.
+
+An INPUT is `PATH` or `NAME=PATH`; PATH is a file, a directory (searched recursively) or a glob.
+Each INPUT is one corpus. A path that does not exist is an error here, not a failure mid-run.
+
+Nothing in a folder is passed over in silence: a file that is not an input (another suffix, a dot-file) is listed
+as ignored with why; a link that leads out of the folder, or a sub-folder that cannot be listed, becomes a job that
+is never read and ends as one reject with its reason. Links to folders are not followed.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import re
+from pathlib import Path
+
+from curate.schemas.documents import RejectReason as R
+from curate.schemas.inputs import Corpus, InputFile
+from curate.tasks.ingest.readers import input_kind
+from curate.tasks.engine.storage import StorageError, is_remote, local_path, stage_input
+
+_SUFFIXES = (".jsonl.gz", ".jsonl.zst", ".ndjson.gz", ".ndjson.zst", ".jsonl", ".ndjson", ".parquet", ".txt", ".warc.gz",
+             ".warc")
+CORPUS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+# Stage folders hold internal entries beside the corpora (dedup/index, dedup/sigs): no corpus may take their names.
+RESERVED_NAMES = frozenset({"index", "sigs", "index.lock"})
+
+
+class InputError(ValueError):
+    """An input that cannot be curated; the message names it."""
+
+
+def _strip_suffix(name: str) -> str:
+    for suf in _SUFFIXES:
+        if name.lower().endswith(suf):
+            return name[: -len(suf)]
+    return name
+
+
+def _safe_name(raw: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", raw).strip("._") or "corpus"
+    return name
+
+
+def _glob_root(pattern: str) -> Path:
+    parts = Path(pattern).parts
+    fixed = [p for p in parts[: next((i for i, p in enumerate(parts) if glob.has_magic(p)), len(parts))]]
+    return Path(*fixed) if fixed else Path(".")
+
+
+def check_corpus_name(name: str, where: str) -> None:
+    if not CORPUS_NAME.match(name):
+        raise InputError(f"invalid corpus name {name!r} in {where!r}: 1 to 100 letters, digits, '_', '.', '-' "
+                         "(starting with a letter or digit)")
+    if name in RESERVED_NAMES:
+        raise InputError(f"corpus name {name!r} in {where!r} is reserved (an internal folder): choose another")
+
+
+def walk_folder(root: Path) -> tuple[list[Path], list[tuple[Path, str]], list[tuple[Path, str]]]:
+    """(input candidates, refused with why, ignored with why) under a folder, without following links out of it."""
+    files, refused, ignored = [], [], []
+    real_root = root.resolve()
+
+    def unreadable(err: OSError) -> None:
+        refused.append((Path(err.filename), f"cannot list folder: {err.strerror or err}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=False):
+        here = Path(dirpath)
+        for d in list(dirnames):
+            if (here / d).is_symlink():
+                dirnames.remove(d)
+                ignored.append((here / d, "a link to a folder (not followed)"))
+            elif d.startswith("."):
+                dirnames.remove(d)
+                ignored.append((here / d, "a hidden folder"))
+        for f in sorted(filenames):
+            p = here / f
+            if f.startswith("."):
+                ignored.append((p, "a hidden file"))
+            elif p.is_symlink() and not p.resolve().is_relative_to(real_root):
+                refused.append((p, f"a link that leads out of {root} (to {p.resolve()})"))
+            else:
+                files.append(p)
+    return sorted(files), sorted(refused), sorted(ignored)
+
+
+def resolve_input(arg: str) -> Corpus:
+    name, sep, path_s = arg.partition("=")
+    if not sep or "/" in name or not name:
+        name, path_s = "", arg
+    else:
+        check_corpus_name(name, arg)
+    if is_remote(path_s):  # s3://... : mirrored to a local cache first, then read as a local file or folder
+        try:
+            local = stage_input(path_s)
+        except StorageError as err:
+            raise InputError(str(err)) from None
+        corpus = resolve_input(f"{name}={local}" if name else str(local))
+        corpus.root = path_s
+        return corpus
+    path = local_path(path_s).expanduser()
+    refused: list[tuple[Path, str]] = []
+    ignored: list[tuple[Path, str]] = []
+    if glob.has_magic(path_s):
+        matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
+        files = [p for p in matches if p.is_file()]
+        if not files:
+            raise InputError(f"no files match {path_s!r}")
+        root = _glob_root(path_s)
+        corpus = Corpus(name or _safe_name(root.resolve().name), path_s)
+    elif path.is_file():
+        files, root = [path], path.parent
+        corpus = Corpus(name or _safe_name(_strip_suffix(path.name)), path_s)
+    elif path.is_dir():
+        files, refused, ignored = walk_folder(path)
+        root = path
+        corpus = Corpus(name or _safe_name(path.resolve().name), path_s)
+    else:
+        raise InputError(f"input not found: {path_s} (no such file, directory or matching glob)")
+    if not name:
+        check_corpus_name(corpus.name[:100], path_s)
+        corpus.name = corpus.name[:100]
+
+    def rel(f: Path) -> str:
+        return f.relative_to(root).as_posix() if f.is_relative_to(root) else f.name
+
+    for f, why in ignored:
+        corpus.ignored.append(f"{corpus.name}/{rel(f)}: {why}")
+    for f in files:
+        if input_kind(f) is None:
+            corpus.ignored.append(f"{corpus.name}/{rel(f)}: not an input format")
+        else:
+            corpus.files.append(InputFile(corpus.name, str(f), rel(f)))
+    for f, why in refused:
+        reason = R.SYMLINK_OUTSIDE_ROOT if "link" in why else R.UNREADABLE_FILE
+        corpus.files.append(InputFile(corpus.name, str(f), rel(f), refused=(reason, why)))
+    if not corpus.files:
+        raise InputError(
+            f"no input files in {path_s}: expected {', '.join(_SUFFIXES)} (found {len(files)} other files)"
+        )
+    return corpus
+
+
+def resolve_inputs(args: list[str]) -> list[Corpus]:
+    corpora = [resolve_input(a) for a in args]
+    seen: dict[str, str] = {}
+    for c in corpora:
+        if c.name in seen:
+            raise InputError(
+                f"two inputs are both named corpus {c.name!r} ({seen[c.name]} and {c.root}): name them NAME=PATH"
+            )
+        seen[c.name] = c.root
+    return corpora

@@ -1,0 +1,197 @@
+"""The landing directory and the corpus catalog: which new corpora are ready to backfill, and which the work root
+has already seen.
+
+A corpus lands as a folder <landing>/<name>/ (a local folder, or a prefix on object storage: s3://bucket/landing/) of .jsonl[.gz|.zst], .parquet or .txt files. It is ready when a
+file named `_READY` is in it: write the marker last, after every file is completely copied, and a half-copied
+corpus is never picked up. Its fingerprint hashes every file's relative path and content (the marker excluded).
+The catalog (<work root>/catalog/corpora.json) records each corpus's fingerprint and what became of it; a
+corpus already there triggers nothing, and one whose files changed since it was fingerprinted is refused.
+"""
+from __future__ import annotations
+
+from curate.schemas.work_root import WorkRoot
+
+import fcntl
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import xxhash
+
+from curate.tasks.ingest.inputs import CORPUS_NAME, RESERVED_NAMES, walk_folder
+from curate.tasks.engine.storage import StorageError, filesystem, is_remote, stage_input
+from curate.tasks.engine.files import read_json, write_json_atomic
+
+READY_MARKER = "_READY"
+RETRY_STATUS = "retry"  # set by `curate server retry NAME`: the next watch starts the corpus's backfill again
+
+
+class LandingError(ValueError):
+    """A landing directory or corpus that cannot be used; the message names it."""
+
+
+@dataclass(frozen=True)
+class LandedCorpus:
+    name: str
+    path: str
+    ready: bool
+    fingerprint: str | None = None
+    files: int = 0
+    bytes: int = 0
+    invalid: str | None = None  # why this folder cannot be a corpus (its name); the others are not held up
+    why: str | None = None  # why a watch starts it (set by plan_watch)
+
+
+def fingerprint_corpus(path: Path) -> tuple[str, int, int]:
+    """(fingerprint, files, bytes) over the content of every file under path but the marker. A link that leads
+    out of the folder is never read (its target's name stands for it; ingest rejects it)."""
+    h = xxhash.xxh3_128()
+    files = size = 0
+    found, refused, _ = walk_folder(Path(path))
+    for f in sorted(p for p in found if p.name != READY_MARKER):
+        h.update(f.relative_to(path).as_posix().encode() + b"\0")
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                h.update(chunk)
+                size += len(chunk)
+        files += 1
+    for f, why in refused:
+        h.update(f"{f.relative_to(path).as_posix()}\0refused:{why}".encode())
+    return h.hexdigest(), files, size
+
+
+def local_corpus(path: str | Path) -> Path:
+    """A landed corpus as a local folder: one on object storage (s3://...) is mirrored to a local cache first (only
+    what changed is fetched again), so the fingerprint hashes the same bytes as the backfill then reads."""
+    if not is_remote(path):
+        return Path(path)
+    try:
+        return stage_input(str(path))
+    except StorageError as err:
+        raise LandingError(str(err)) from None
+
+
+def _scan_remote(landing: str) -> list[LandedCorpus]:
+    """The corpus folders under a landing prefix on object storage; only ready ones are fetched and fingerprinted."""
+    try:
+        fs, root = filesystem(landing.rstrip("/"))
+        entries = fs.ls(root, detail=True) if fs.isdir(root) else None
+    except (StorageError, OSError) as err:
+        raise LandingError(f"landing prefix {landing}: {err}") from None
+    if entries is None:
+        raise LandingError(f"landing prefix {landing} holds nothing (or does not exist)")
+    out = []
+    for e in sorted(entries, key=lambda e: e["name"]):
+        name = e["name"].rstrip("/").rsplit("/", 1)[-1]
+        if e.get("type") != "directory" or name.startswith("."):
+            continue
+        url = f"{landing.rstrip('/')}/{name}"
+        out.append(_landed(name, url, lambda: fs.exists(f"{e['name'].rstrip('/')}/{READY_MARKER}"),
+                           lambda: local_corpus(url)))
+    return out
+
+
+INVALID_NAME = ("a corpus folder name must be letters, digits, '_', '.' or '-', at most 100, starting with a letter or "
+                "digit, and not index or sigs: rename it")
+
+
+def _landed(name: str, path: str, ready, local) -> LandedCorpus:
+    """One landing folder (local or on object storage): refused for its name, waiting for its _READY marker, or
+    ready, fingerprinted from its local copy (`local()`)."""
+    if not CORPUS_NAME.match(name) or name in RESERVED_NAMES:
+        return LandedCorpus(name, path, False, invalid=INVALID_NAME)
+    if not ready():
+        return LandedCorpus(name, path, False)
+    fp, files, size = fingerprint_corpus(local())
+    return LandedCorpus(name, path, True, fp, files, size)
+
+
+def scan_landing(landing: str | Path) -> list[LandedCorpus]:
+    if is_remote(landing):
+        return _scan_remote(str(landing))
+    landing = Path(landing)
+    if not landing.is_dir():
+        raise LandingError(f"landing directory {landing} does not exist (or is not a directory)")
+    out = []
+    for d in sorted(p for p in landing.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        out.append(_landed(d.name, str(d.resolve()), (d / READY_MARKER).is_file, lambda: d))
+    return out
+
+
+class Catalog:
+    """<work root>/catalog/corpora.json: name -> fingerprint, path, status, flow run, manifest, times."""
+
+    def __init__(self, work_root: str | Path):
+        self.dir = WorkRoot(work_root).catalog()
+        self.path = self.dir / "corpora.json"
+
+    def entries(self) -> dict[str, dict]:
+        return (read_json(self.path) or {}).get("corpora", {})
+
+    @contextmanager
+    def locked(self):
+        """Hold the catalog for a read-decide-write (a watcher and a backfill may write at once); re-entrant."""
+        if getattr(self, "_held", False):
+            yield
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._held = True
+            try:
+                yield
+            finally:
+                self._held = False
+
+    def record(self, name: str, **fields) -> dict:
+        with self.locked():
+            entries = self.entries()
+            entry = {**entries.get(name, {}), **fields,
+                     "updated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+            entries[name] = entry
+            write_json_atomic(self.path, {"corpora": entries})
+            return entry
+
+
+@dataclass(frozen=True)
+class WatchPlan:
+    trigger: list[LandedCorpus]
+    retry: list[LandedCorpus]      # triggered before, but its run crashed or failed: run again (it resumes)
+    skipped: list[tuple[str, str]]  # (name, why)
+    refused: list[tuple[str, str]]
+
+
+def plan_watch(landed: list[LandedCorpus], catalog: dict[str, dict], failed_runs: set[str] = frozenset()) -> WatchPlan:
+    """What a watch does with each landed corpus, given the catalog and the flow runs known to have failed."""
+    from dataclasses import replace
+
+    trigger, retry, skipped, refused = [], [], [], []
+    for c in landed:
+        entry = catalog.get(c.name)
+        if c.invalid:
+            refused.append((c.name, c.invalid))
+        elif not c.ready:
+            skipped.append((c.name, f"no {READY_MARKER} marker yet"))
+        elif entry is None:
+            trigger.append(replace(c, why="new ready corpus"))
+        elif entry["fingerprint"] != c.fingerprint:
+            refused.append((c.name, f"its files changed after it was fingerprinted ({entry['fingerprint'][:12]} -> "
+                                    f"{c.fingerprint[:12]}): land the new version under a new name"))
+        elif entry.get("status") == RETRY_STATUS:
+            retry.append(replace(c, why="marked for a retry (curate server retry)"))
+        elif entry.get("status") != "done" and entry.get("flow_run_id") in failed_runs:
+            retry.append(replace(c, why="its backfill crashed"))
+        else:
+            skipped.append((c.name, f"already in the catalog ({entry.get('status')})"))
+    return WatchPlan(trigger, retry, skipped, refused)
+
+
+def check_unchanged(path: str | Path, fingerprint: str | None) -> str:
+    """A backfill's guard: the corpus is still what the watcher fingerprinted (if it did). Returns the
+    current fingerprint."""
+    now, _, _ = fingerprint_corpus(Path(path))
+    if fingerprint and now != fingerprint:
+        raise LandingError(f"{path}: its files changed after it was fingerprinted ({fingerprint[:12]} -> {now[:12]}); "
+                           "refused: land the new version under a new name")
+    return now

@@ -1,0 +1,243 @@
+"""Mixture manifests: built from the work root's current shards under a weight strategy (one tokenizer, weights
+summing to 1, no domain beyond max_epochs, no empty domain) and written as numbered versions that are never
+overwritten (tasks/train/manifests.py reads them back with every check). `MIX` is the stage.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+from pydantic import BaseModel
+
+from curate.schemas.config import MixConfig
+from curate.schemas.manifest import Budget, Exports, Manifest, Producer, ShardRef, Source, TokenizerRef, WeightsProvenance
+from curate.schemas.report import ShardInfo, TokenizePartResult
+from curate.schemas.work_root import WorkRoot
+from curate.tasks.engine.files import commit_new, current_parts, read_json, temp_name, write_json_atomic
+from curate.tasks.engine.stage import Job, Run, Stage, Step
+from curate.tasks.mix import weights as mix_weights
+from curate.tasks.tokens.tokenizer import TokenizerInfo, load_tokenizer, work_root_tokenizer
+from curate.tasks.train.manifests import ManifestError, fingerprint, versions
+
+STAGE = "mix"
+
+# mix.method -> (weights over the available tokens, the parameters the manifest records)
+WeightStrategy = Callable[[MixConfig, dict[str, int], int], tuple[dict[str, float], dict]]
+WEIGHT_STRATEGIES: dict[str, WeightStrategy] = {
+    "natural": lambda cfg, available, budget: (mix_weights.natural(available), {}),
+    "uniform": lambda cfg, available, budget: (mix_weights.uniform(available), {}),
+    "temperature": lambda cfg, available, budget: (mix_weights.temperature(available, cfg.alpha),
+                                                   {"alpha": cfg.alpha}),
+    "unimax": lambda cfg, available, budget: (mix_weights.unimax(available, budget, cfg.max_epochs),
+                                              {"max_epochs": cfg.max_epochs}),
+    "manual": lambda cfg, available, budget: (mix_weights.manual(cfg.weights, available), {"weights": cfg.weights}),
+}
+
+
+def weights_for(cfg: MixConfig, available: dict[str, int], budget: int) -> tuple[dict[str, float], dict]:
+    if cfg.method == "manual" and cfg.weights is None:
+        raise ManifestError("mix.method manual needs mix.weights")
+    return WEIGHT_STRATEGIES[cfg.method](cfg, available, budget)
+
+
+def _ref(s: ShardInfo) -> ShardRef:
+    return ShardRef(path=s.path, docs=s.docs, tokens=s.tokens, bytes=s.bytes, sha256=s.sha256)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True,
+                             timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def megatron_prefix(domain: str, split: str, refs) -> str:
+    """Where a domain's shards go as a Megatron indexed dataset, relative to the work root: named by their sha256s,
+    so the same shards always map to the same files (tasks/mix/megatron.py writes them)."""
+    h = hashlib.sha256("".join(r.sha256 for r in refs).encode()).hexdigest()[:12]
+    return f"megatron/{domain}-{split}-{h}"
+
+
+def _sources(shards: list[ShardInfo], cfg: MixConfig, weights: dict[str, float] | None,
+             provenance: WeightsProvenance | None) -> tuple[list[Source], int, WeightsProvenance, list[str]]:
+    """Per domain: its weight, available and target tokens, epochs and shards; the budget; the weights' provenance;
+    the allocation's warnings."""
+    domains = sorted({s.domain for s in shards if s.split == "train"})
+    if not domains:
+        raise ManifestError("no training shards: nothing to mix")
+    available = {d: sum(s.tokens for s in shards if s.domain == d and s.split == "train") for d in domains}
+    budget = cfg.total_tokens or sum(available.values())
+    try:
+        if weights is None:
+            weights, params = weights_for(cfg, available, budget)
+            provenance = WeightsProvenance(method=cfg.method, parameters=params)
+        alloc = mix_weights.allocate(weights, available, budget, cfg.max_epochs, cap=cfg.cap_epochs)
+    except mix_weights.MixError as err:
+        raise ManifestError(str(err)) from None
+    sources = []
+    for d in domains:
+        mine = sorted((s for s in shards if s.domain == d), key=lambda s: s.path)
+        sources.append(Source(
+            domain=d, weight=alloc.weights[d], available_tokens=available[d],
+            available_docs=sum(s.docs for s in mine if s.split == "train"), target_tokens=alloc.targets[d],
+            epochs=round(alloc.epochs[d], 6), max_epochs=cfg.max_epochs,
+            shards=[_ref(s) for s in mine if s.split == "train"],
+            validation_shards=[_ref(s) for s in mine if s.split == "validation"]))
+    return sources, budget, provenance, alloc.warnings
+
+
+def _producer(config_sha256: str, flow_run_id: str | None) -> Producer:
+    try:
+        version = metadata.version("curate")
+    except metadata.PackageNotFoundError:
+        version = "0+unknown"
+    return Producer(package_version=version, git_commit=_git_commit(), flow_run_id=flow_run_id,
+                    config_sha256=config_sha256)
+
+
+def _exports(sources: list[Source]) -> Exports:
+    return Exports(
+        megatron_data_path=" ".join(f"{s.weight:.6f} {megatron_prefix(s.domain, 'train', s.shards)}"
+                                    for s in sources if s.weight > 0),
+        megatron_valid_data_path=" ".join(megatron_prefix(s.domain, "validation", s.validation_shards)
+                                          for s in sources if s.validation_shards),
+        hf_interleave_probabilities={s.domain: s.weight for s in sources})
+
+
+def build_manifest(shards: list[ShardInfo], tok: TokenizerInfo, cfg: MixConfig, config_sha256: str, version: int,
+                   flow_run_id: str | None = None, weights: dict[str, float] | None = None,
+                   provenance: WeightsProvenance | None = None) -> Manifest:
+    """The manifest for these shards (paths relative to the work root) under cfg; `weights` overrides the
+    strategy (learned weights), with its provenance."""
+    sources, budget, provenance, warnings = _sources(shards, cfg, weights, provenance)
+    tokenizer = TokenizerRef(path=tok.path, sha256=tok.sha256, vocab_size=tok.vocab_size, eos_id=tok.eos_id,
+                             token_dtype="uint16" if tok.vocab_size <= 1 << 16 else "uint32")
+    budget_ref = Budget(total_tokens=budget, sequence_length=cfg.sequence_length, seed=cfg.seed)
+    fp = fingerprint(tokenizer, budget_ref, sources)
+    stamp = os.environ.get("SOURCE_DATE_EPOCH")  # reproducible builds: a fixed time gives identical bytes
+    created = datetime.fromtimestamp(int(stamp) if stamp else time.time(), timezone.utc)
+    return Manifest(
+        id=f"{cfg.name}-v{version:04d}-{fp[:12]}", name=cfg.name, version=version,
+        created_at=created.strftime("%Y-%m-%dT%H:%M:%SZ"), producer=_producer(config_sha256, flow_run_id),
+        tokenizer=tokenizer, budget=budget_ref, sources=sources, weights_provenance=provenance, fingerprint=fp,
+        exports=_exports(sources),
+        warnings=warnings + [f"{s.domain}: no validation shards" for s in sources if not s.validation_shards])
+
+
+def manifest_dir(work_root: Path, name: str) -> Path:
+    return WorkRoot(work_root).manifests(name)
+
+
+def latest_version(work_root: Path, name: str) -> int:
+    """The newest version file. latest.json is a pointer kept in step with it; a run killed between writing the
+    version and the pointer leaves the pointer one behind, and the next write repairs it."""
+    return max(versions(manifest_dir(work_root, name)), default=0)
+
+
+def _point_latest(folder: Path, manifest: Manifest, path: Path) -> None:
+    want = {"version": manifest.version, "path": path.name, "fingerprint": manifest.fingerprint}
+    if read_json(folder / "latest.json") != want:
+        write_json_atomic(folder / "latest.json", want)
+
+
+def write_version(work_root: Path, manifest: Manifest) -> tuple[Path, bool]:
+    """Write manifests/<name>/vNNNN.json unless the latest version has the same fingerprint and weights'
+    provenance (then that one is returned, False). A version file is created exclusively: never overwritten;
+    a writer that loses the race for a number takes the next one."""
+    folder = manifest_dir(work_root, manifest.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    tok_path = Path(manifest.tokenizer.path)
+    if tok_path.is_absolute() and tok_path.resolve().is_relative_to(Path(work_root).resolve()):
+        # Like the shards, the work root's own tokenizer is named relative to the root: the manifest is the same
+        # bytes wherever the work root lives, and moves with it.
+        rel = tok_path.resolve().relative_to(Path(work_root).resolve()).as_posix()
+        manifest = manifest.model_copy(update={"tokenizer": manifest.tokenizer.model_copy(update={"path": rel})})
+    while True:
+        current = latest_version(work_root, manifest.name)
+        if current:
+            prev_path = folder / f"v{current:04d}.json"
+            prev = Manifest.model_validate_json(prev_path.read_text(encoding="utf-8"))
+            if prev.fingerprint == manifest.fingerprint and prev.weights_provenance == manifest.weights_provenance:
+                _point_latest(folder, prev, prev_path)
+                return prev_path, False
+        manifest = manifest.model_copy(update={"version": current + 1,
+                                               "id": f"{manifest.name}-v{current + 1:04d}-{manifest.fingerprint[:12]}"})
+        path = folder / f"v{manifest.version:04d}.json"
+        tmp = temp_name(path)
+        tmp.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True, ensure_ascii=False)
+                       + "\n", encoding="utf-8")
+        try:
+            commit_new(tmp, path)  # fails if the version exists: a version is never overwritten
+        except FileExistsError:
+            continue  # another run took this number: look again
+        _point_latest(folder, manifest, path)
+        return path, True
+
+
+def collect_shards(work_root: Path) -> list[ShardInfo]:
+    """Every shard the work root's tokenize stage has completed for the current parts of each corpus, all corpora (a
+    backfill's new ones and the old ones alike); shards of more than one tokenizer are an error."""
+    shards, toks, current = [], set(), current_parts(work_root)
+    for done in sorted(WorkRoot(work_root).stage("tokenize").glob("*/*.done.json")):
+        if not current(done.parent.name, done.name.removesuffix(".done.json")):
+            continue  # a part of an earlier ingest of its corpus: the latest ingest's parts hold its documents
+        data = read_json(done)
+        if not data:
+            continue
+        res = TokenizePartResult.model_validate(data["result"])
+        toks.add(res.tokenizer_sha256)
+        shards.extend(res.shards)
+    if len(toks) > 1:
+        raise ManifestError(f"{work_root}: shards from {len(toks)} tokenizers ({', '.join(t[:12] for t in sorted(toks))});"
+                            " a manifest needs one: re-tokenize with one tokenizer")
+    return sorted(shards, key=lambda s: s.path)
+
+
+class Written(BaseModel):
+    """A manifest version a run wrote, or the latest one when nothing changed."""
+
+    path: str
+    new: bool
+
+
+def run_mix(cfg, work_root: Path, flow_run_id: str | None = None) -> Written:
+    """A manifest version over every current shard of the work root (old corpora and new, each as its latest ingest
+    cut it into parts); the same shards and config give back the latest version instead of a new one."""
+    tok = load_tokenizer(cfg.tokenize.tokenizer or work_root_tokenizer(work_root))[1]
+    manifest = build_manifest(collect_shards(work_root), tok, cfg.mix, cfg.sha256(),
+                              latest_version(work_root, cfg.mix.name) + 1, flow_run_id=flow_run_id)
+    path, new = write_version(work_root, manifest)
+    return Written(path=str(path), new=new)
+
+
+def _mix(job: Job, key: dict) -> Written:
+    return run_mix(job.settings, job.root, job.prepared)
+
+
+MIX_STEP = Step(STAGE, __name__, Written, _mix,
+                describe=lambda w: f"manifest {w.path} ({'new version' if w.new else 'unchanged: the latest version'})")
+
+
+def _jobs(run: Run) -> list[Job]:
+    if "tokenizer" not in run.prepared:  # nothing was kept: no shards to mix
+        return []
+    return [run.job(None, run.cfg, run.report.flow_run_id, label=run.cfg.mix.name)]
+
+
+def _fold(run: Run, results: list[Written]) -> None:
+    for written in results:
+        run.report.manifest = written.path
+        run.log(MIX_STEP.describe(written))
+
+
+MIX = Stage(STAGE, MIX_STEP, _jobs, enabled=lambda cfg: cfg.classify.enabled and cfg.tokenize.enabled and cfg.mix.enabled,
+            fold=_fold)

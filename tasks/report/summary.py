@@ -1,0 +1,219 @@
+"""The run report as people read it: JSON on disk, a markdown summary and tables for Prefect artifacts."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from curate.schemas.report import ClassifyReport, RunReport
+from curate.schemas.work_root import WorkRoot
+from curate.tasks.engine.files import write_json_atomic
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f}"
+
+
+def write_report(report: RunReport, work_root: Path) -> Path:
+    """report.json (latest) and runs/<started_at>.json (history) under the work root."""
+    data = report.model_dump(mode="json")
+    stamp = report.started_at.replace(":", "").replace("-", "")
+    write_json_atomic(WorkRoot(work_root).run_record(stamp), data)
+    path = WorkRoot(work_root).report()
+    write_json_atomic(path, data)
+    return path
+
+
+def corpus_rows(report: RunReport) -> list[dict]:
+    rows = []
+    for c in report.corpora:
+        rows.append(
+            {"corpus": c.corpus, "files": c.files, "docs_in": c.docs_in, "kept": c.kept, "rejected": c.rejected,
+             "text_MB": round(c.text_bytes / 1e6, 2), "balanced": c.balanced}
+        )
+    rows.append({"corpus": "TOTAL", "files": sum(c.files for c in report.corpora), "docs_in": report.docs_in,
+                 "kept": report.kept, "rejected": report.rejected,
+                 "text_MB": round(sum(c.text_bytes for c in report.corpora) / 1e6, 2), "balanced": report.balanced})
+    return rows
+
+
+def stage_rows(report: RunReport) -> list[dict]:
+    """Per stage: wall time, documents and MB in, rates, parts reused."""
+    return [{"stage": t.stage, "seconds": t.seconds, "docs_in": t.docs_in, "MB_in": t.mb_in, "docs_per_s": t.docs_per_s,
+             "MB_per_s": t.mb_per_s, "parts": t.parts, "reused": t.parts_reused} for t in report.stage_times]
+
+
+def reason_rows(report: RunReport) -> list[dict]:
+    """Rejections by corpus and reason, most first."""
+    rows = [
+        {"corpus": c.corpus, "reason": reason, "count": n}
+        for c in report.corpora
+        for reason, n in c.by_reason.items()
+    ]
+    return sorted(rows, key=lambda r: (-r["count"], r["corpus"], r["reason"]))
+
+
+def dedup_rows(report: RunReport) -> list[dict]:
+    rows = []
+    for c in report.corpora:
+        d = c.dedup
+        if d is None:
+            continue
+        rows.append({"corpus": c.corpus, "docs_in": d.docs_in, "kept": d.kept, "exact": d.exact_duplicates,
+                     "near": d.near_duplicates, "clusters": sum(d.cluster_sizes.values()),
+                     "cluster_sizes": ", ".join(f"{k}:{v}" for k, v in d.cluster_sizes.items()),
+                     "largest (size kept_id)": "; ".join(f"{x['size']} {x['kept_id']}" for x in d.largest_clusters[:3])})
+    return rows
+
+
+def decontam_rows(report: RunReport) -> list[dict]:
+    """Per corpus and evaluation set: documents rejected as contaminated."""
+    return [{"corpus": c.corpus, "benchmark": name, "contaminated": n, "docs_in": c.decontam.docs_in}
+            for c in report.corpora if c.decontam for name, n in (c.decontam.by_benchmark or {"(none)": 0}).items()]
+
+
+def rule_drop_rows(cl: ClassifyReport) -> list[dict]:
+    """Per predicted domain, most documents first: documents seen and kept, what the rules dropped and at what rate
+    (a high rate is a rule eating a domain), and which rules, most first."""
+    rows = []
+    for domain, n in sorted((cl.docs_by_domain or cl.domains).items(), key=lambda kv: -kv[1]):
+        drops = cl.rule_drops.get(domain, {})
+        rows.append({"domain": domain, "docs": n, "kept": cl.domains.get(domain, 0), "rule_drops": sum(drops.values()),
+                     "drop_rate": round(sum(drops.values()) / max(1, n), 3),
+                     "by_rule": sorted(drops.items(), key=lambda kv: -kv[1])})
+    return rows
+
+
+def classify_rows(report: RunReport) -> list[dict]:
+    """Per corpus and predicted domain: rule_drop_rows, and the corpus's share of `mixed` (unsure) documents."""
+    return [{"corpus": c.corpus, **row, "by_rule": "; ".join(f"{r} {k}" for r, k in row["by_rule"]),
+             "mixed_share_of_corpus": round(c.classify.mixed / max(1, c.classify.docs_in), 3),
+             "pii_found": sum(c.classify.pii.values())}
+            for c in report.corpora if c.classify is not None for row in rule_drop_rows(c.classify)]
+
+
+def _bar(n: int, most: int, width: int = 30) -> str:
+    return "█" * max(1 if n else 0, round(width * n / most)) if most else ""
+
+
+def classify_markdown(report: RunReport) -> str:
+    """Per corpus: kept documents per domain and the quality-score histogram, as text bar charts."""
+    lines = ["# classify", ""]
+    for c in report.corpora:
+        cl = c.classify
+        if cl is None:
+            continue
+        lines += [f"## {c.corpus}: {cl.docs_in:,} in, {cl.kept:,} kept", "", "```"]
+        most = max(cl.domains.values(), default=0)
+        lines += [f"{d:<12} {_bar(n, most)} {n:,}" for d, n in sorted(cl.domains.items(), key=lambda kv: -kv[1])]
+        lines += ["", "quality score (all documents)"]
+        most = max(cl.quality_hist, default=0)
+        k = len(cl.quality_hist)
+        lines += [f"{i / k:.1f}-{(i + 1) / k:.1f}  {_bar(n, most)} {n:,}" for i, n in enumerate(cl.quality_hist)]
+        lines += ["```", ""]
+        lines += [f"mixed (unsure of their domain): {cl.mixed:,} of {cl.docs_in:,} ({cl.mixed / max(1, cl.docs_in):.1%}); "
+                  f"code-shaped and spared prose rules: {cl.code_shaped:,}", ""]
+        if cl.rule_drops:
+            lines += ["| predicted domain | documents | dropped by rules | rate | by rule |", "|---|---:|---:|---:|---|"]
+            lines += [f"| {r['domain']} | {r['docs']:,} | {r['rule_drops']:,} | {r['drop_rate']:.1%} | "
+                      + ", ".join(f"{name} {k:,}" for name, k in r["by_rule"]) + " |" for r in rule_drop_rows(cl)]
+            lines.append("")
+        if cl.by_reason:
+            lines += ["| dropped by | count |", "|---|---:|"]
+            lines += [f"| {r} | {n:,} |" for r, n in sorted(cl.by_reason.items(), key=lambda kv: -kv[1])]
+            lines.append("")
+        if cl.pii:
+            lines.append("PII found: " + ", ".join(f"{k} {v:,}" for k, v in cl.pii.items()))
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _manifest(path: str) -> dict:
+    import json
+
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def mix_rows(manifest_path: str) -> list[dict]:
+    m = _manifest(manifest_path)
+    return [{"domain": s["domain"], "docs": s["available_docs"], "tokens": s["available_tokens"],
+             "weight": round(s["weight"], 4), "target_tokens": s["target_tokens"], "epochs": round(s["epochs"], 3),
+             "shards": len(s["shards"]), "validation_shards": len(s["validation_shards"])} for s in m["sources"]]
+
+
+def mix_markdown(manifest_path: str) -> str:
+    m = _manifest(manifest_path)
+    lines = [f"# mixture {m['id']}", "", f"- manifest: `{manifest_path}`",
+             f"- weights: {m['weights_provenance']['method']} {m['weights_provenance']['parameters'] or ''}",
+             f"- budget: {m['budget']['total_tokens']:,} tokens, sequence length {m['budget']['sequence_length']}",
+             f"- tokenizer: vocab {m['tokenizer']['vocab_size']:,}, sha256 `{m['tokenizer']['sha256'][:12]}`", "", "```"]
+    lines += [f"{s['domain']:<12} {_bar(round(1000 * s['weight']), 1000)} {s['weight']:.3f}  "
+              f"({s['epochs']:.2f} epochs)" for s in m["sources"]]
+    lines += ["```", ""] + [f"- warning: {w}" for w in m["warnings"]]
+    return "\n".join(lines) + "\n"
+
+
+def markdown_summary(report: RunReport) -> str:
+    status = "balanced" if report.balanced else "**NOT BALANCED**"
+    lines = [
+        "# curate run",
+        "",
+        f"- work root: `{report.work_root}`",
+        f"- stages: {' → '.join(report.stages)}",
+        f"- config sha256: `{report.config_sha256[:16]}`",
+        f"- wall time: {report.seconds:.1f} s",
+        f"- documents in: **{report.docs_in:,}**, kept **{report.kept:,}**, rejected **{report.rejected:,}**"
+        f" (docs_in == kept + rejected: {status})",
+    ]
+    lines += [f"- **warning**: {w}" for w in report.warnings]
+    lines += [
+        "",
+        "| corpus | files (reused) | docs in | kept | rejected | text MB | top languages |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for c in report.corpora:
+        langs = ", ".join(f"{k} {v}" for k, v in sorted(c.langs.items(), key=lambda kv: -kv[1])[:3])
+        lines.append(
+            f"| {c.corpus} | {c.files} ({c.files_reused}) | {c.docs_in:,} | {c.kept:,} | {c.rejected:,}"
+            f" | {_mb(c.text_bytes)} | {langs} |"
+        )
+    if report.stage_times:
+        lines += ["", "## Stages", "", "| stage | seconds | docs in | MB in | docs/s | MB/s | parts (reused) |",
+                  "|---|---:|---:|---:|---:|---:|---|"]
+        lines += [f"| {t.stage} | {t.seconds:.1f} | {t.docs_in:,} | {t.mb_in:,.1f} | {t.docs_per_s:,.0f} | "
+                  f"{t.mb_per_s:,.2f} | {t.parts} ({t.parts_reused}) |" for t in report.stage_times]
+    if report.by_reason:
+        lines += ["", "## Rejected, by reason", "", "| reason | count |", "|---|---:|"]
+        lines += [f"| {r} | {n:,} |" for r, n in sorted(report.by_reason.items(), key=lambda kv: -kv[1])]
+    if any(c.dedup for c in report.corpora):
+        lines += ["", "## Dedup", "", "| corpus | in | kept | exact | near | clusters (size:count) | largest cluster kept |",
+                  "|---|---:|---:|---:|---:|---|---|"]
+        for row in dedup_rows(report):
+            largest = row["largest (size kept_id)"].split("; ")[0]
+            lines.append(f"| {row['corpus']} | {row['docs_in']:,} | {row['kept']:,} | {row['exact']:,} | {row['near']:,}"
+                         f" | {row['cluster_sizes']} | {largest} |")
+    if any(c.decontam for c in report.corpora):
+        lines += ["", "## Decontamination (documents sharing an n-gram with an evaluation set)", "",
+                  "| corpus | in | contaminated | per benchmark |", "|---|---:|---:|---|"]
+        for c in report.corpora:
+            if c.decontam:
+                d = c.decontam
+                per = ", ".join(f"{k} {v:,}" for k, v in d.by_benchmark.items()) or "none"
+                lines.append(f"| {c.corpus} | {d.docs_in:,} | {d.rejected:,} | {per} |")
+    if any(c.classify for c in report.corpora):
+        lines += ["", "## Classify", "", "| corpus | in | kept | domains (kept) | PII found |", "|---|---:|---:|---|---|"]
+        for c in report.corpora:
+            if c.classify:
+                cl = c.classify
+                doms = ", ".join(f"{d} {n:,}" for d, n in sorted(cl.domains.items(), key=lambda kv: -kv[1]))
+                pii = ", ".join(f"{k} {v:,}" for k, v in cl.pii.items()) or "none"
+                lines.append(f"| {c.corpus} | {cl.docs_in:,} | {cl.kept:,} | {doms} | {pii} |")
+    if any(c.record_types for c in report.corpora):
+        lines += ["", "## WARC records that are not documents (counted, not curated)", "", "| corpus | by type |",
+                  "|---|---|"]
+        lines += [f"| {c.corpus} | {', '.join(f'{k} {v:,}' for k, v in c.record_types.items())} |"
+                  for c in report.corpora if c.record_types]
+    if report.ignored_files:
+        lines += ["", f"## Files not read ({len(report.ignored_files)})", ""]
+        lines += [f"- `{f}`" for f in report.ignored_files[:50]]
+        if len(report.ignored_files) > 50:
+            lines.append(f"- ... and {len(report.ignored_files) - 50} more (report.json lists all)")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,129 @@
+"""Reading a manifest version and its shards with every check a training job needs before its first step (the
+document valid, its fingerprint matching what it covers, paths inside the dataset root, shards present, unchanged
+and of the manifest's domain, split and tokenizer). No stage module: the loader and any tool import it alone.
+
+Layout under the work root: manifests/<name>/v0001.json, v0002.json, ... and latest.json naming the newest.
+Shard paths in a manifest are relative to its `root` ("../.." from the manifest: the work root).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+from pydantic import ValidationError
+
+from curate.schemas.manifest import Budget, Manifest, ShardRef, Source, TokenizerRef
+from curate.schemas.shards import META_DOMAIN, META_SPLIT, META_TOKENIZER_SHA
+from curate.tasks.engine.files import sha256_file
+from curate.tasks.engine.storage import StorageError, fetch_manifest, is_remote
+
+ROOT_FROM_MANIFEST = "../.."
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be written or used; the message names the file, the domain or the shard."""
+
+
+def fingerprint(tokenizer: TokenizerRef, budget: Budget, sources: list[Source]) -> str:
+    """sha256 of everything that changes what is trained on: the tokenizer, the budget (tokens, sequence length,
+    seed), and per domain its weight, counts, target, epochs and every shard (path, counts, bytes, sha256). An edit
+    to any of them after the manifest was written no longer matches (load_manifest refuses it)."""
+    body = {"tokenizer": tokenizer.model_dump(mode="json", exclude={"path"}), "budget": budget.model_dump(mode="json"),
+            "sources": [s.model_dump(mode="json") for s in sources]}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+_VERSION_FILE = re.compile(r"^v(\d{4,})\.json$")
+
+
+def versions(folder: Path) -> list[int]:
+    """The version numbers whose files exist in a manifest folder, ascending."""
+    if not Path(folder).is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in Path(folder).iterdir() if (m := _VERSION_FILE.match(p.name)))
+
+
+def shard_path(manifest_path: Path, rel: str) -> Path:
+    root = (manifest_path.parent / ROOT_FROM_MANIFEST).resolve()
+    path = (root / rel).resolve()
+    if root not in path.parents:
+        raise ManifestError(f"{manifest_path}: shard path {rel!r} escapes the dataset root {root}")
+    return path
+
+
+def resolve_manifest(path: str | Path) -> Path:
+    """A version file as given, or a manifest folder's newest version file (never a path read from a file: a
+    latest.json pointing elsewhere cannot send a reader out of the folder). On object storage (s3://...): the
+    version and its shards fetched into a local cache and checked by sha256 (tasks/engine/storage.py)."""
+    if is_remote(path):
+        try:
+            return fetch_manifest(str(path))
+        except StorageError as err:
+            raise ManifestError(str(err)) from None
+    path = Path(path)
+    if path.is_dir():
+        found = versions(path)
+        if not found:
+            raise ManifestError(f"{path} holds no version file (vNNNN.json): not a manifest folder")
+        return path / f"v{found[-1]:04d}.json"
+    return path
+
+
+def load_manifest(path: str | Path, verify: bool = False, tokenizer_sha256: str | None = None) -> Manifest:
+    """Read and check a manifest (a version file, or a folder: its newest). Every problem is a ManifestError naming
+    the file: an invalid document, a fingerprint that no longer matches what it covers, a shard missing or of
+    another size. Readers check each shard's sha256 and metadata when they open it (open_shard); `verify` checks
+    every shard's sha256 here, at once."""
+    path = resolve_manifest(path)
+    if not path.is_file():
+        raise ManifestError(f"manifest not found: {path}")
+    try:
+        manifest = Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise ManifestError(f"{path}: invalid manifest at {where}: {first['msg']}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ManifestError(f"{path}: cannot read ({err})") from None
+    if fingerprint(manifest.tokenizer, manifest.budget, manifest.sources) != manifest.fingerprint:
+        raise ManifestError(f"{path}: its content no longer matches its fingerprint {manifest.fingerprint[:12]}: "
+                            "edited after it was written (weights, counts, budget, tokenizer or shards); refused")
+    if tokenizer_sha256 and tokenizer_sha256 != manifest.tokenizer.sha256:
+        raise ManifestError(f"{path}: tokenizer mismatch: the manifest's is {manifest.tokenizer.sha256[:12]}, "
+                            f"the caller's {tokenizer_sha256[:12]}")
+    for src in manifest.sources:
+        for sh in src.shards + src.validation_shards:
+            p = shard_path(path, sh.path)
+            if not p.is_file():
+                raise ManifestError(f"{path}: shard of {src.domain!r} missing: {p}")
+            if p.stat().st_size != sh.bytes:
+                raise ManifestError(f"{path}: shard {p} has {p.stat().st_size} bytes, the manifest says {sh.bytes}")
+            if verify and sha256_file(p) != sh.sha256:
+                raise ManifestError(f"{path}: shard {p} is corrupt: its sha256 does not match the manifest")
+    return manifest
+
+
+def open_shard(manifest_path: Path, manifest: Manifest, domain: str, ref: ShardRef, split: str) -> pa.Table:
+    """A shard, memory-mapped, after checking what is read is what the manifest names: its bytes' sha256, and its
+    own metadata's domain, split and tokenizer. Called by every reader when it first opens a shard."""
+    p = shard_path(manifest_path, ref.path)
+    try:
+        source = pa.memory_map(str(p), "r")
+    except OSError as err:
+        raise ManifestError(f"{manifest_path}: shard of {domain!r} cannot be opened: {p} ({err})") from None
+    if source.size() != ref.bytes or hashlib.sha256(source.read_buffer()).hexdigest() != ref.sha256:
+        raise ManifestError(f"{manifest_path}: shard {p} is corrupt or changed: its bytes do not match the manifest's "
+                            "sha256")
+    source.seek(0)
+    table = ipc.open_stream(source).read_all()
+    meta = table.schema.metadata or {}
+    want = {META_DOMAIN: domain, META_SPLIT: split, META_TOKENIZER_SHA: manifest.tokenizer.sha256}
+    for key, value in want.items():
+        got = meta.get(key, b"").decode()
+        if got != value:
+            raise ManifestError(f"{manifest_path}: shard {p} says {key.decode()}={got!r}, the manifest {value!r}")
+    return table
