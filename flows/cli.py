@@ -237,11 +237,13 @@ def _run_with_progress(inputs, out: str, config: Optional[Path]) -> None:
             PROGRESS_LISTENERS.remove(on_progress)
     print_summary(report)
     out = out.rstrip("/")
-    console.print(f"outputs: [bold]{out}/ingest/<corpus>/[/] (documents and rejects as Parquet)")
-    if any(c.get("dedup") for c in report["corpora"]):
-        console.print(f"         [bold]{out}/dedup/<corpus>/[/] (unique documents, duplicate rejects with their kept twin)")
-    if any(c.get("classify") for c in report["corpora"]):
-        console.print(f"         [bold]{out}/classify/<corpus>/[/] (annotations beside the documents, rule rejects)")
+    console.print(f"outputs: [bold]{out}/ingest/<corpus>/[/] (documents, written once, and ingest's rejects as Parquet)")
+    for stage, what in (("dedup", "a verdict per document: kept, or a duplicate of its kept twin"),
+                        ("decontam", "a verdict per document: kept, or the evaluation set it shares an n-gram with"),
+                        ("classify", "a verdict per document with its domain, quality, rules and PII")):
+        if any(c.get(stage) for c in report["corpora"]):
+            console.print(f"         [bold]{out}/{stage}/<corpus>/<part>.verdicts.parquet[/] ({what})")
+    console.print(f"rejects: [bold]curate rejects --out {out}[/] (every rejected document with its reason)")
     console.print(f"report:  [bold]{out}/report.json[/]")
     if report.get("manifest"):
         from curate.flows.cli_mix import print_manifest

@@ -46,18 +46,18 @@ def mix(
 ) -> None:
     """Write a new manifest version over every shard of the work root."""
     from curate.schemas.config import ConfigError, load_config
-    from curate.tasks.mix.manifest import build_manifest, collect_shards, latest_version, write_version
+    from curate.tasks.mix.manifest import WEIGHT_STRATEGIES, run_mix
     from curate.tasks.train.manifests import ManifestError
-    from curate.tasks.tokens.tokenizer import TokenizerError, load_tokenizer, work_root_tokenizer
+    from curate.tasks.tokens.tokenizer import TokenizerError
 
     try:
         cfg = load_config(config)
-        mix_cfg = cfg.mix.model_copy(update={"method": method}) if method else cfg.mix
-        if mix_cfg.method not in ("natural", "uniform", "temperature", "unimax", "manual"):
-            raise ConfigError(f"unknown mix method {mix_cfg.method!r}")
-        tok = load_tokenizer(cfg.tokenize.tokenizer or work_root_tokenizer(out))[1]
-        manifest = build_manifest(collect_shards(out), tok, mix_cfg, cfg.sha256(), latest_version(out, mix_cfg.name) + 1)
-        path, new = write_version(out, manifest)
+        if method and method not in WEIGHT_STRATEGIES:
+            raise ConfigError(f"unknown mix method {method!r}: {', '.join(WEIGHT_STRATEGIES)}")
+        if method:
+            cfg = cfg.model_copy(update={"mix": cfg.mix.model_copy(update={"method": method})})
+        written = run_mix(cfg, out)
+        path, new = written.path, written.new
     except (ConfigError, ManifestError, TokenizerError) as err:
         _fail(str(err))
     console.print(f"{'wrote' if new else 'unchanged, latest is'} [bold]{path}[/]")
@@ -78,23 +78,13 @@ def train_tokenizer_cmd(
 ) -> None:
     """Train a tokenizer (sentencepiece with byte fallback, or an HF byte-level BPE) on a domain-balanced sample of
     curated documents; point tokenize.tokenizer at it."""
-    from curate.tasks.tokens.tokenizer import TokenizerError, balanced_sample, train_tokenizer
-    from curate.tasks.engine.files import current_parts
+    from curate.tasks.tokens.tokenizer import TokenizerError, classified_parts, sample_work_root, train_tokenizer
 
-    parts, current = [], current_parts(work)
-    for ann in sorted((work / "classify").glob("*/*.annotations.parquet")):
-        corpus, stem = ann.parent.name, ann.name.removesuffix(".annotations.parquet")
-        if not current(corpus, stem):
-            continue  # a part of an earlier ingest of its corpus
-        docs = work / "dedup" / corpus / f"{stem}.docs.parquet"
-        if not docs.exists():
-            docs = work / "ingest" / corpus / f"{stem}.docs.parquet"
-        parts.append((str(docs.relative_to(work)), str(ann.relative_to(work))))
-    if not parts:
+    if not classified_parts(work):
         _fail(f"no classified documents under {work}/classify: run `curate run --out {work}` first")
     try:
         with console.status("training the tokenizer…"):
-            info = train_tokenizer(balanced_sample(work, parts, chars_per_domain, seed), out,
+            info = train_tokenizer(sample_work_root(work, chars_per_domain, seed), out,
                                    vocab_size=vocab_size, model_type=model_type, kind=kind)
     except TokenizerError as err:
         _fail(str(err))

@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator
 
 import xxhash
 
+from curate.schemas.report import Part
 from curate.schemas.work_root import WorkRoot, part_name
 
 _HOST = socket.gethostname().replace(".", "_")
@@ -88,10 +89,26 @@ def holds_text(path: str, text: str) -> bool:
 
 
 def read_json(path: Path) -> Any | None:
+    """A stage's record: None when it is absent or unreadable (the work it records is redone)."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None  # absent or half-written by a crashed run: the work is redone
+        return None
+
+
+class WorkRootError(RuntimeError):
+    """A file of the work root that others rely on is damaged: the message names it and what to do."""
+
+
+def read_index(path: Path) -> Any | None:
+    """A file that says what the work root holds (a corpus index): None when absent; damaged, it is an error (read as
+    absent, every part ever ingested would count again)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        raise WorkRootError(f"{path} is damaged ({err}): restore it, or ingest its corpus again") from None
 
 
 def current_parts(work_root: str | Path) -> Callable[[str, str], bool]:
@@ -100,12 +117,21 @@ def current_parts(work_root: str | Path) -> Callable[[str, str], bool]:
     the corpus any more. A corpus with no index (a work root from before it): every part counts."""
     @functools.cache
     def names(corpus: str) -> set[str] | None:
-        index = read_json(WorkRoot(work_root).corpus_index(corpus))
+        index = read_index(WorkRoot(work_root).corpus_index(corpus))
         return None if index is None else {part_name(p["docs_path"]) for f in index["files"] for p in f["parts"]}
 
     def current(corpus: str, name: str) -> bool:
         return (known := names(corpus)) is None or name in known
     return current
+
+
+def corpus_parts(work_root: str | Path) -> dict[str, list[Part]]:
+    """Every corpus of the work root and the parts of its latest ingest, by its corpus index."""
+    out = {}
+    for path in sorted(WorkRoot(work_root).stage("ingest").glob("*/_corpus.json")):
+        index = read_index(path)
+        out[index["corpus"]] = [Part.model_validate(p) for f in index["files"] for p in f["parts"]]
+    return out
 
 
 def file_fingerprint(path: Path) -> str:

@@ -21,7 +21,7 @@ import xxhash
 from curate.schemas.config import TokenizeConfig
 from curate.schemas.report import Part
 from curate.schemas.work_root import WorkRoot
-from curate.tasks.engine.files import atomic_path, open_parquet, read_json, sha256_file, write_json_atomic
+from curate.tasks.engine.files import atomic_path, corpus_parts, open_parquet, read_json, sha256_file, write_json_atomic
 from curate.tasks.engine.stage import Job, Run, Stage, Step
 from curate.tasks.engine.verdicts import VerdictColumn, alive, documents, verdicts_path
 
@@ -167,16 +167,18 @@ class _Largest:
         return self.key > other.key
 
 
-def balanced_sample(work_root: str | Path, parts: list[Part], before: tuple[str, ...], chars_per_domain: int,
-                    seed: int) -> list[str]:
+def balanced_sample(work_root: str | Path, parts: list[Part], before: tuple[str, ...] | list[tuple[str, ...]],
+                    chars_per_domain: int, seed: int) -> list[str]:
     """Up to chars_per_domain characters of each domain's kept documents, taken in a seeded order of their ids,
     so a domain with a hundred times more text does not shape the vocabulary a hundred times more; redacted text
     wins. The choice is made on ids and lengths (`n_chars`; no text is read), keeping only the documents it takes,
-    then only their texts are read, a small batch at a time: memory is the sample, not the corpus."""
+    then only their texts are read, a small batch at a time: memory is the sample, not the corpus. `before`: the
+    filters whose verdicts apply, for every part or one per part."""
     work_root = Path(work_root)
+    befores = before if isinstance(before, list) else [before] * len(parts)
     domains: dict[str, _Smallest] = {}
     for p, part in enumerate(parts):
-        for key, domain, n, row in _sample_keys(work_root, part, before, seed):
+        for key, domain, n, row in _sample_keys(work_root, part, befores[p], seed):
             domains.setdefault(domain, _Smallest(chars_per_domain)).add(key, n, (p, row))
     chosen = {where: (key, n) for d in sorted(domains) for key, n, where in domains[d].taken()}
     del domains
@@ -211,6 +213,27 @@ def _sample_keys(work_root: Path, part: Part, before: tuple[str, ...], seed: int
                 lengths[row] = n
     for row, doc_id, domain in zip(rows.tolist(), docs.column("id").to_pylist(), domains):
         yield (xxhash.xxh64_intdigest(f"{seed}:{doc_id}"), doc_id), domain, lengths[row], row
+
+
+FILTERS = ("dedup", "decontam", CLASSIFY)  # the filter stages, in pipeline order
+
+
+def classified_parts(work_root: str | Path) -> list[tuple[Part, tuple[str, ...]]]:
+    """The current parts of every corpus of a work root that classify judged, each with the filters whose verdicts
+    apply to it (those that ran on it, in order)."""
+    out = []
+    for parts in corpus_parts(work_root).values():
+        for part in parts:
+            before = tuple(s for s in FILTERS if verdicts_path(work_root, s, part).exists())
+            if CLASSIFY in before:
+                out.append((part, before))
+    return out
+
+
+def sample_work_root(work_root: str | Path, chars_per_domain: int, seed: int) -> list[str]:
+    """`balanced_sample` over every classified part of a work root (`curate train-tokenizer`)."""
+    found = classified_parts(work_root)
+    return balanced_sample(work_root, [p for p, _ in found], [b for _, b in found], chars_per_domain, seed)
 
 
 def train_hf_bpe(lines: Iterable[str], vocab_size: int) -> bytes:

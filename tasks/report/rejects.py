@@ -1,0 +1,38 @@
+"""Every rejected document of a work root as a person reads it (schemas/documents.REJECT_SCHEMA): ingest's rejects
+(records that never became documents), then each filter's (its verdicts' rows not kept, with source file, line and
+an excerpt from the part), corpus by corpus, for the parts of each corpus's latest ingest."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curate.schemas.work_root import WorkRoot
+from curate.tasks.engine.files import corpus_parts, read_index
+from curate.tasks.engine.verdicts import rejects as verdict_rejects
+from curate.tasks.engine.verdicts import verdicts_path
+
+FILTERS = ("dedup", "decontam", "classify")
+
+
+def rejects(work_root: str | Path, corpus: str | None = None, stage: str | None = None,
+            reason: str | None = None) -> Iterator[pa.Table]:
+    """Tables of rejected documents, a part (or an input file's ingest rejects) at a time, filtered by corpus, stage
+    and reason when given."""
+    for name, parts in corpus_parts(work_root).items():
+        if corpus not in (None, name):
+            continue
+        tables = []
+        if stage in (None, "ingest"):
+            index = read_index(WorkRoot(work_root).corpus_index(name)) or {"files": []}
+            tables += [pq.read_table(Path(work_root) / f["rejects_path"]) for f in index["files"] if f["rejects_path"]]
+        for step in FILTERS if stage is None else [s for s in FILTERS if s == stage]:
+            tables += [verdict_rejects(work_root, step, p) for p in parts if verdicts_path(work_root, step, p).exists()]
+        for table in tables:
+            if reason is not None:
+                table = table.filter(pc.equal(table.column("reason"), reason))
+            if table.num_rows:
+                yield table
