@@ -151,6 +151,43 @@ def mix_markdown(manifest_path: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def record_rows(report: RunReport) -> list[dict]:
+    """WARC records that are not documents, per corpus and type (counted, not curated)."""
+    return [{"corpus": c.corpus, "record type": kind, "records": n}
+            for c in report.corpora for kind, n in c.record_types.items()]
+
+
+# The run's tables in reading order, each a title and its row builder: the CLI's summary, the summary artifact and
+# the table artifacts are all made of these.
+TABLES = (
+    ("documents accounted for", corpus_rows),
+    ("stages (wall time and rates; reused parts are not redone)", stage_rows),
+    ("rejected, by reason", reason_rows),
+    ("dedup (clusters: size → count)", dedup_rows),
+    ("decontamination (documents sharing an n-gram with an evaluation set)", decontam_rows),
+    ("classify: per predicted domain (a high rate is a rule eating a domain)", classify_rows),
+    ("WARC records that are not documents (counted, not curated)", record_rows),
+)
+
+
+def cell(value) -> str:
+    """A table cell as people read it: thousands separated, a check for a balanced count."""
+    if isinstance(value, bool):
+        return "✔" if value else "✘"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.3f}".rstrip("0").rstrip(".") if value % 1 else f"{value:,.0f}"
+    return str(value)
+
+
+def markdown_table(rows: list[dict]) -> list[str]:
+    columns = list(rows[0])
+    numeric = {c for c in columns if all(isinstance(r[c], (int, float)) and not isinstance(r[c], bool) for r in rows)}
+    return [f"| {' | '.join(columns)} |", "|" + "|".join("---:" if c in numeric else "---" for c in columns) + "|",
+            *(f"| {' | '.join(cell(r[c]) for c in columns)} |" for r in rows)]
+
+
 def markdown_summary(report: RunReport) -> str:
     status = "balanced" if report.balanced else "**NOT BALANCED**"
     lines = [
@@ -164,53 +201,9 @@ def markdown_summary(report: RunReport) -> str:
         f" (docs_in == kept + rejected: {status})",
     ]
     lines += [f"- **warning**: {w}" for w in report.warnings]
-    lines += [
-        "",
-        "| corpus | files (reused) | docs in | kept | rejected | text MB | top languages |",
-        "|---|---:|---:|---:|---:|---:|---|",
-    ]
-    for c in report.corpora:
-        langs = ", ".join(f"{k} {v}" for k, v in sorted(c.langs.items(), key=lambda kv: -kv[1])[:3])
-        lines.append(
-            f"| {c.corpus} | {c.files} ({c.files_reused}) | {c.docs_in:,} | {c.kept:,} | {c.rejected:,}"
-            f" | {_mb(c.text_bytes)} | {langs} |"
-        )
-    if report.stage_times:
-        lines += ["", "## Stages", "", "| stage | seconds | docs in | MB in | docs/s | MB/s | parts (reused) |",
-                  "|---|---:|---:|---:|---:|---:|---|"]
-        lines += [f"| {t.stage} | {t.seconds:.1f} | {t.docs_in:,} | {t.mb_in:,.1f} | {t.docs_per_s:,.0f} | "
-                  f"{t.mb_per_s:,.2f} | {t.parts} ({t.parts_reused}) |" for t in report.stage_times]
-    if report.by_reason:
-        lines += ["", "## Rejected, by reason", "", "| reason | count |", "|---|---:|"]
-        lines += [f"| {r} | {n:,} |" for r, n in sorted(report.by_reason.items(), key=lambda kv: -kv[1])]
-    if any(c.dedup for c in report.corpora):
-        lines += ["", "## Dedup", "", "| corpus | in | kept | exact | near | clusters (size:count) | largest cluster kept |",
-                  "|---|---:|---:|---:|---:|---|---|"]
-        for row in dedup_rows(report):
-            largest = row["largest (size kept_id)"].split("; ")[0]
-            lines.append(f"| {row['corpus']} | {row['docs_in']:,} | {row['kept']:,} | {row['exact']:,} | {row['near']:,}"
-                         f" | {row['cluster_sizes']} | {largest} |")
-    if any(c.decontam for c in report.corpora):
-        lines += ["", "## Decontamination (documents sharing an n-gram with an evaluation set)", "",
-                  "| corpus | in | contaminated | per benchmark |", "|---|---:|---:|---|"]
-        for c in report.corpora:
-            if c.decontam:
-                d = c.decontam
-                per = ", ".join(f"{k} {v:,}" for k, v in d.by_benchmark.items()) or "none"
-                lines.append(f"| {c.corpus} | {d.docs_in:,} | {d.rejected:,} | {per} |")
-    if any(c.classify for c in report.corpora):
-        lines += ["", "## Classify", "", "| corpus | in | kept | domains (kept) | PII found |", "|---|---:|---:|---|---|"]
-        for c in report.corpora:
-            if c.classify:
-                cl = c.classify
-                doms = ", ".join(f"{d} {n:,}" for d, n in sorted(cl.domains.items(), key=lambda kv: -kv[1]))
-                pii = ", ".join(f"{k} {v:,}" for k, v in cl.pii.items()) or "none"
-                lines.append(f"| {c.corpus} | {cl.docs_in:,} | {cl.kept:,} | {doms} | {pii} |")
-    if any(c.record_types for c in report.corpora):
-        lines += ["", "## WARC records that are not documents (counted, not curated)", "", "| corpus | by type |",
-                  "|---|---|"]
-        lines += [f"| {c.corpus} | {', '.join(f'{k} {v:,}' for k, v in c.record_types.items())} |"
-                  for c in report.corpora if c.record_types]
+    for title, build in TABLES:
+        if rows := build(report):
+            lines += ["", f"## {title}", "", *markdown_table(rows)]
     if report.ignored_files:
         lines += ["", f"## Files not read ({len(report.ignored_files)})", ""]
         lines += [f"- `{f}`" for f in report.ignored_files[:50]]

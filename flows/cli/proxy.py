@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from curate.flows.cli import _fail, app, console, server_line
+from curate.flows.cli.app import app, console, fail, server_line
 
 MANIFEST_HELP = "A manifest version file, or a manifests/<name> folder (its latest version)."
 CONFIG_HELP = "YAML config: its proxy (and learn) sections (see schemas/proxy.py)."
@@ -40,9 +40,9 @@ def _proxy_config(config: Optional[Path], steps: Optional[int], seed: Optional[i
         learn = cfg.learn.model_validate({**cfg.learn.model_dump(), **({"method": method} if method else {})})
     except ValidationError as err:
         e = err.errors()[0]
-        _fail(f"{'proxy' if err.title == 'ProxyConfig' else 'learn'}.{'.'.join(map(str, e['loc']))}: {e['msg']}")
+        fail(f"{'proxy' if err.title == 'ProxyConfig' else 'learn'}.{'.'.join(map(str, e['loc']))}: {e['msg']}")
     except ValueError as err:  # the config file itself (ConfigError)
-        _fail(str(err))
+        fail(str(err))
     return cfg, proxy, learn
 
 
@@ -62,7 +62,7 @@ def _run(flow_fn, check: list[str], proxy, method: str | None = None, **kwargs) 
         for m in check:
             preflight(m, proxy, method or "baseline")
     except (ProxyError, ManifestError) as err:
-        _fail(str(err))
+        fail(str(err))
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[last]}"), console=console) as progress:
@@ -78,7 +78,7 @@ def _run(flow_fn, check: list[str], proxy, method: str | None = None, **kwargs) 
         try:
             return proxy_flows.run_flow(flow_fn, proxy=proxy.model_dump(), **kwargs)
         except (ProxyError, ManifestError, ConfigError, ValidationError, ServerUnreachable) as err:
-            _fail(str(err))
+            fail(str(err))
         finally:
             proxy_flows.LISTENERS.remove(on_step)
 
@@ -121,7 +121,7 @@ def learn_mixture(
     steps: Optional[int] = STEPS, seed: Optional[int] = SEED, config: Optional[Path] = CONFIG,
 ) -> None:
     """Learn mixture weights on proxies and write them as the manifest's next version."""
-    from curate.flows.cli_mix import print_manifest
+    from curate.flows.cli.show import print_manifest
     from curate.flows.proxy import learn_mixture_flow
 
     cfg, proxy, learn = _proxy_config(config, steps, seed, method)

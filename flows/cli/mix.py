@@ -7,28 +7,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from curate.flows.cli import _fail, app, console
-
-
-def print_manifest(path: str | Path) -> None:
-    from curate.tasks.train.manifests import ManifestError, load_manifest
-
-    try:
-        m = load_manifest(path)
-    except ManifestError as err:
-        _fail(str(err))
-    t = Table(title=f"{m.id}: {m.budget.total_tokens:,} tokens, seq {m.budget.sequence_length}, "
-                    f"{m.weights_provenance.method} weights")
-    for col in ("domain", "weight", "available tokens", "docs", "target tokens", "epochs", "shards", "validation"):
-        t.add_column(col, justify="left" if col == "domain" else "right")
-    for s in m.sources:
-        t.add_row(s.domain, f"{s.weight:.4f}", f"{s.available_tokens:,}", f"{s.available_docs:,}",
-                  f"{s.target_tokens:,}", f"{s.epochs:.2f}", str(len(s.shards)), str(len(s.validation_shards)))
-    console.print(t)
-    console.print(f"tokenizer: vocab {m.tokenizer.vocab_size:,} ({m.tokenizer.token_dtype}), "
-                  f"sha256 {m.tokenizer.sha256[:12]}; fingerprint {m.fingerprint[:12]}")
-    for w in m.warnings:
-        console.print(f"[yellow]warning:[/] {w}")
+from curate.flows.cli.app import app, console, fail
+from curate.flows.cli.show import print_manifest
 
 
 @app.command()
@@ -59,7 +39,7 @@ def mix(
         written = run_mix(cfg, out)
         path, new = written.path, written.new
     except (ConfigError, ManifestError, TokenizerError) as err:
-        _fail(str(err))
+        fail(str(err))
     console.print(f"{'wrote' if new else 'unchanged, latest is'} [bold]{path}[/]")
     print_manifest(path)
 
@@ -81,13 +61,13 @@ def train_tokenizer_cmd(
     from curate.tasks.tokens.tokenizer import TokenizerError, classified_parts, sample_work_root, train_tokenizer
 
     if not classified_parts(work):
-        _fail(f"no classified documents under {work}/classify: run `curate run --out {work}` first")
+        fail(f"no classified documents under {work}/classify: run `curate run --out {work}` first")
     try:
         with console.status("training the tokenizer…"):
             info = train_tokenizer(sample_work_root(work, chars_per_domain, seed), out,
                                    vocab_size=vocab_size, model_type=model_type, kind=kind)
     except TokenizerError as err:
-        _fail(str(err))
+        fail(str(err))
     console.print(f"tokenizer: [bold]{info.path}[/] vocab {info.vocab_size:,}, eos {info.eos_id}, sha256 {info.sha256}")
 
 
@@ -107,7 +87,7 @@ def export_megatron_cmd(
         with console.status("writing Megatron indexed datasets…"):
             out = export_megatron(manifest)
     except ManifestError as err:
-        _fail(str(err))
+        fail(str(err))
     t = Table(title="Megatron indexed datasets (one sequence per document, EOS included)")
     for col in ("domain", "split", "weight", "documents", "tokens", "prefix"):
         t.add_column(col, justify="right" if col in ("weight", "documents", "tokens") else "left")
@@ -118,3 +98,46 @@ def export_megatron_cmd(
     console.print(t)
     console.print("Megatron-LM / NeMo arguments:")
     print(out.flags)
+
+
+@app.command()
+def rejects(
+    out: Path = typer.Option(Path("out"), "--out", "-o", help="The work root."),
+    corpus: Optional[str] = typer.Option(None, "--corpus", help="Only this corpus."),
+    stage: Optional[str] = typer.Option(None, "--stage", help="Only this stage: ingest, dedup, decontam or classify."),
+    reason: Optional[str] = typer.Option(None, "--reason", help="Only this reason (e.g. near_duplicate)."),
+    limit: int = typer.Option(20, "--limit", help="Rows to print (the Parquet file gets them all)."),
+    parquet: Optional[Path] = typer.Option(None, "--parquet", help="Write every matching reject to this Parquet file."),
+) -> None:
+    """The documents a work root rejected, with stage, reason, detail, source line and an excerpt."""
+    import pyarrow.parquet as pq
+
+    from curate.schemas.documents import REJECT_SCHEMA
+    from curate.tasks.engine.files import WorkRootError
+    from curate.tasks.report.rejects import rejects as find_rejects
+
+    if not (out / "ingest").is_dir():
+        fail(f"no work root at {out}: run `curate run --out {out}` first")
+    shown, total = 0, 0
+    t = Table(title=f"rejected documents in {out}" + "".join(f", {k} {v}" for k, v in
+                                                              (("corpus", corpus), ("stage", stage), ("reason", reason)) if v))
+    for col in ("stage", "corpus", "source", "reason", "detail", "excerpt"):
+        t.add_column(col, overflow="fold")
+    writer = pq.ParquetWriter(parquet, REJECT_SCHEMA, compression="zstd") if parquet else None
+    try:
+        for table in find_rejects(out, corpus, stage, reason):
+            total += table.num_rows
+            if writer:
+                writer.write_table(table)
+            for r in table.slice(0, max(0, limit - shown)).to_pylist():
+                t.add_row(r["stage"], r["corpus"], f"{r['source_file']}:{r['line']}", r["reason"], r["detail"] or "",
+                          (r["excerpt"] or "")[:80].replace("\n", " "))
+            shown = min(limit, total)
+    except WorkRootError as err:
+        fail(str(err))
+    finally:
+        if writer:
+            writer.close()
+    console.print(t)
+    console.print(f"{total:,} rejected" + (f", {shown:,} shown" if shown < total else "")
+                  + (f"; all in [bold]{parquet}[/]" if parquet else ""))

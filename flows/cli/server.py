@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from curate.flows.cli import _fail, app, console
+from curate.flows.cli.app import app, console, fail
 
 server_app = typer.Typer(no_args_is_help=True, help="A Prefect server with curate's deployments and a worker.")
 app.add_typer(server_app, name="server")
@@ -33,7 +33,7 @@ def up(
             info = server_up(home, port, work, landing, corpora, config, watch_seconds=watch_every,
                              curation_cron=curation_cron)
     except ServerError as err:
-        _fail(str(err))
+        fail(str(err))
     console.print(f"Prefect UI: [bold]{info['ui']}[/]   API: {info['url']}")
     console.print(f"processes: {info['pids']} (logs in {info['home']}); stop them with `curate server down`")
     console.print(f"land a corpus: copy its files to {landing}/<name>/, then `touch {landing}/<name>/_READY`")
@@ -49,11 +49,11 @@ def env(home: Path = typer.Option(Path(".curate-server"), "--home", help=HOME_HE
     from curate.flows.server import STATE_FILE, ServerError, client_env
 
     if not (home / STATE_FILE).is_file():
-        _fail(f"no server started from {home} (no {home / STATE_FILE}): `curate server up` first")
+        fail(f"no server started from {home} (no {home / STATE_FILE}): `curate server up` first")
     try:
         values = client_env(home)
     except ServerError as err:
-        _fail(str(err))
+        fail(str(err))
     for name, value in values.items():
         print(f"export {name}={shlex.quote(value)}")
 
@@ -78,9 +78,9 @@ def retry(
     catalog = Catalog(work)
     entry = catalog.entries().get(name)
     if entry is None:
-        _fail(f"{name!r} is not in the catalog of {work} ({catalog.path}): nothing to retry")
+        fail(f"{name!r} is not in the catalog of {work} ({catalog.path}): nothing to retry")
     if entry.get("status") == "done":
-        _fail(f"{name!r} is already curated (manifest {entry.get('manifest')}): nothing to retry")
+        fail(f"{name!r} is already curated (manifest {entry.get('manifest')}): nothing to retry")
     catalog.record(name, status=RETRY_STATUS)
     console.print(f"{name}: marked for a retry (was {entry.get('status')}"
                   + (f": {entry['error']}" if entry.get("error") else "") + "); the next watch-corpora run starts it")
