@@ -13,13 +13,14 @@ import pytest
 import zstandard
 
 from curate.schemas.config import IngestConfig
-from curate.tasks.ingest.ingest import FileJob, ingest_file
+from curate.schemas.inputs import InputFile
+from curate.tasks.ingest.ingest import ingest_file
 from curate.tasks.ingest.inputs import InputError, resolve_inputs
 from tests.conftest import REPO, head_lines
 
 
 def ingest(tmp_path, job_or_path, **cfg):
-    job = job_or_path if isinstance(job_or_path, FileJob) else FileJob("adv", str(job_or_path), job_or_path.name)
+    job = job_or_path if isinstance(job_or_path, InputFile) else InputFile("adv", str(job_or_path), job_or_path.name)
     res = ingest_file(job, IngestConfig(**cfg), tmp_path / "work")
     assert res.docs_in == res.kept + res.rejected
     rejects = pq.read_table(tmp_path / "work" / res.rejects_path).to_pylist()

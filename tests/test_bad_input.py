@@ -8,7 +8,8 @@ import pytest
 import zstandard
 
 from curate.schemas.config import IngestConfig
-from curate.tasks.ingest.ingest import FileJob, ingest_file
+from curate.schemas.inputs import InputFile
+from curate.tasks.ingest.ingest import ingest_file
 from curate.tasks.ingest.inputs import InputError, resolve_inputs
 from tests.conftest import head_lines
 
@@ -17,7 +18,7 @@ GOOD = [json.dumps({"id": f"d{i}", "text": f"Document number {i} says something 
 
 
 def ingest(tmp_path, path, **cfg):
-    res = ingest_file(FileJob("bad", str(path), path.name), IngestConfig(**cfg), tmp_path / "work")
+    res = ingest_file(InputFile("bad", str(path), path.name), IngestConfig(**cfg), tmp_path / "work")
     assert res.docs_in == res.kept + res.rejected
     rejects = pq.read_table(tmp_path / "work" / res.rejects_path).to_pylist()
     assert len(rejects) == res.rejected

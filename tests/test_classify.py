@@ -6,9 +6,11 @@ import pytest
 
 from curate.schemas.annotations import ANNOTATION_SCHEMA
 from curate.schemas.config import ClassifyConfig, IngestConfig, PiiConfig
-from curate.tasks.classify.classify import PartRef, classify_part
+from curate.tasks.classify.classify import classify_part
+from curate.tasks.engine.verdicts import rejects as verdict_rejects
 from curate.tasks.classify.models import resolve_models
-from curate.tasks.ingest.ingest import FileJob, ingest_file
+from curate.schemas.inputs import InputFile
+from curate.tasks.ingest.ingest import ingest_file
 from tests.conftest import SAMPLE
 
 
@@ -22,8 +24,8 @@ def work(tmp_path_factory):
     root = tmp_path_factory.mktemp("work")
     parts = {}
     for name in ("legal", "code", "literature"):
-        res = ingest_file(FileJob(name, str(SAMPLE / f"{name}.jsonl.gz"), f"{name}.jsonl.gz"), IngestConfig(), root)
-        parts[name] = PartRef(name, res.parts[0].docs_path)
+        res = ingest_file(InputFile(name, str(SAMPLE / f"{name}.jsonl.gz"), f"{name}.jsonl.gz"), IngestConfig(), root)
+        parts[name] = res.parts[0]
     return root, parts
 
 
@@ -37,11 +39,12 @@ def test_every_document_is_annotated_and_accounted_for(work, models):
     before = _sha(root / parts["legal"].docs_path)
     res = classify_part(parts["legal"], ClassifyConfig(), models, root)
     assert res.docs_in == res.kept + res.rejected and res.rejected > 0
-    ann = pq.read_table(root / res.annotations_path)
+    ann = pq.read_table(root / res.verdicts_path)
     docs = pq.read_table(root / parts["legal"].docs_path, columns=["id"])
     assert ann.schema.equals(ANNOTATION_SCHEMA) and ann.column("id").to_pylist() == docs.column("id").to_pylist()
+    assert ann.column("row").to_pylist() == list(range(docs.num_rows))
     assert sum(ann.column("kept").to_pylist()) == res.kept
-    rejects = pq.read_table(root / res.rejects_path).to_pylist()
+    rejects = verdict_rejects(root, "classify", parts["legal"]).to_pylist()
     assert len(rejects) == res.rejected and all(r["stage"] == "classify" for r in rejects)
     assert {r["reason"] for r in rejects} <= set(ClassifyConfig().rules["legal"])  # a rule's name is the reason
     assert all(r["detail"] and r["excerpt"] and r["line"] > 0 for r in rejects)
@@ -53,7 +56,7 @@ def test_every_document_is_annotated_and_accounted_for(work, models):
 def test_pii_is_redacted_in_the_annotations_and_counted(work, models):
     root, parts = work
     res = classify_part(parts["legal"], ClassifyConfig(), models, root)
-    ann = pq.read_table(root / res.annotations_path).to_pylist()
+    ann = pq.read_table(root / res.verdicts_path).to_pylist()
     redacted = [a for a in ann if a["text_redacted"]]
     assert res.pii["email"] == sum(a["pii_email"] for a in ann) > 10  # Debian copyright files name people
     assert all("<EMAIL>" in a["text_redacted"] and "@" not in a["text_redacted"].split("<EMAIL>")[0][-3:]
@@ -66,7 +69,7 @@ def test_drop_mode_rejects_documents_with_personal_data(work, models, tmp_path):
     cfg = ClassifyConfig(pii=PiiConfig(mode="drop"))
     res = classify_part(parts["legal"], cfg, models, root)
     assert res.by_reason.get("pii", 0) > 0
-    rejects = [r for r in pq.read_table(root / res.rejects_path).to_pylist() if r["reason"] == "pii"]
+    rejects = [r for r in verdict_rejects(root, "classify", parts["legal"]).to_pylist() if r["reason"] == "pii"]
     assert all("email" in r["detail"] or "phone" in r["detail"] for r in rejects)
 
 
@@ -74,7 +77,7 @@ def test_quality_threshold_rejects_with_its_reason(work, models):
     root, parts = work
     res = classify_part(parts["literature"], ClassifyConfig(min_quality_score=0.999), models, root)
     assert res.by_reason.get("low_quality_score", 0) > 0
-    ann = pq.read_table(root / res.annotations_path).to_pylist()
+    ann = pq.read_table(root / res.verdicts_path).to_pylist()
     assert all(a["quality_score"] < 0.999 for a in ann if a["reason"] == "low_quality_score")
     assert all(0.0 <= a["quality_score"] <= 1.0 for a in ann)
 
@@ -102,7 +105,7 @@ def test_code_a_model_never_learned_is_not_dropped_by_prose_rules(work, models, 
                                 domain_sha=_sha256(tmp_path / "model.bin"), domain_temperature=1.0)
     cfg = ClassifyConfig(domains=["legal", "literature", "reference", "techdocs"])
     res = classify_part(parts["code"], cfg, blind, root)
-    ann = pq.read_table(root / res.annotations_path).to_pylist()  # before the next run rewrites the part's outputs
+    ann = pq.read_table(root / res.verdicts_path).to_pylist()  # before the next run rewrites the part's outputs
     unprotected = classify_part(parts["code"], cfg.model_copy(update={"code_shape": 1.0}), blind, root)
     assert "code" not in res.docs_by_domain and res.code_shaped == unprotected.rejected - res.rejected > 0
     assert res.kept >= 0.9 * res.docs_in, res.by_reason  # 69 of 76 measured (Python heavy with docstrings is prose-like)
@@ -116,13 +119,13 @@ def test_rerun_is_reused_and_output_is_byte_identical(work, models, tmp_path):
     root, parts = work
     cfg = ClassifyConfig(batch_size=16)
     first = classify_part(parts["code"], cfg, models, root)
-    digest = _sha(root / first.annotations_path)
+    digest = _sha(root / first.verdicts_path)
     again = classify_part(parts["code"], cfg, models, root)
-    assert again.reused and _sha(root / again.annotations_path) == digest
+    assert again.reused and _sha(root / again.verdicts_path) == digest
     changed = classify_part(parts["code"], ClassifyConfig(batch_size=16, min_quality_score=0.01), models, root)
     assert not changed.reused
     # same input and config elsewhere: the same bytes
     other = tmp_path / "other"
-    res = ingest_file(FileJob("code", str(SAMPLE / "code.jsonl.gz"), "code.jsonl.gz"), IngestConfig(), other)
-    fresh = classify_part(PartRef("code", res.parts[0].docs_path), cfg, models, other)
-    assert _sha(other / fresh.annotations_path) == digest
+    res = ingest_file(InputFile("code", str(SAMPLE / "code.jsonl.gz"), "code.jsonl.gz"), IngestConfig(), other)
+    fresh = classify_part(res.parts[0], cfg, models, other)
+    assert _sha(other / fresh.verdicts_path) == digest

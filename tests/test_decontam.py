@@ -6,8 +6,10 @@ import json
 import pyarrow.parquet as pq
 
 from curate.schemas.config import DecontamConfig, EvalSetSpec, IngestConfig
-from curate.tasks.classify.decontam import DecontamRef, build_index, decontaminate_part
-from curate.tasks.ingest.ingest import FileJob, ingest_file
+from curate.tasks.classify.decontam import build_index, decontaminate_part
+from curate.tasks.engine.verdicts import rejects as verdict_rejects
+from curate.schemas.inputs import InputFile
+from curate.tasks.ingest.ingest import ingest_file
 from tests.conftest import head_lines
 
 
@@ -20,11 +22,12 @@ def _humaneval():
 def _run(tmp_path, records, cfg):
     src = tmp_path / "code.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in records))
-    part = ingest_file(FileJob("code", str(src), "code.jsonl"), IngestConfig(), tmp_path)
-    res = decontaminate_part(DecontamRef("code", part.parts[0].docs_path), cfg, build_index(cfg, tmp_path), tmp_path)
+    part = ingest_file(InputFile("code", str(src), "code.jsonl"), IngestConfig(), tmp_path)
+    res = decontaminate_part(part.parts[0], cfg, build_index(cfg, tmp_path), tmp_path)
     assert res.docs_in == res.kept + res.rejected == part.kept
-    rejects = pq.read_table(tmp_path / res.rejects_path).to_pylist()
-    kept = pq.read_table(tmp_path / res.docs_path, columns=["id"]).column("id").to_pylist()
+    rejects = verdict_rejects(tmp_path, "decontam", part.parts[0]).to_pylist()
+    verdicts = pq.read_table(tmp_path / res.verdicts_path).to_pylist()
+    kept = [v["id"] for v in verdicts if v["kept"]]
     return res, rejects, kept
 
 

@@ -13,9 +13,13 @@ import pytest
 from datasketch import MinHash
 
 from curate.schemas.config import DedupConfig, IngestConfig
+from curate.schemas.report import Part
 from curate.tasks.dedup.dedup import dedup_corpus, near_candidates_of, prepare_near, sign_part
+from curate.tasks.engine.verdicts import rejects as verdict_rejects
+from curate.tasks.engine.verdicts import verdicts_path
 from curate.tasks.dedup.index import DedupIndexError, index_lock
-from curate.tasks.ingest.ingest import FileJob, ingest_file
+from curate.schemas.inputs import InputFile
+from curate.tasks.ingest.ingest import ingest_file
 from curate.tasks.dedup.minhash import SCHEME, MinHasher, shingle_hash, shingles_of
 from tests.conftest import REPO, head_lines
 
@@ -32,7 +36,7 @@ def _neardups():
 def run_corpus(work, name, path, cfg=DedupConfig(), groups=0, ingest=IngestConfig()):
     """Ingest, sign and dedup one file; with `groups`, the near-duplicate pairs come from that many band groups (what
     the flow maps across workers), else from the serial path."""
-    parts = ingest_file(FileJob(name, str(path), path.name), ingest, work).parts
+    parts = ingest_file(InputFile(name, str(path), path.name), ingest, work).parts
     for part in parts:
         sign_part(part, cfg, work)
     if not groups:
@@ -42,13 +46,19 @@ def run_corpus(work, name, path, cfg=DedupConfig(), groups=0, ingest=IngestConfi
     return dedup_corpus(name, parts, cfg, work, pairs or None)
 
 
+def parts_of(work, name):
+    return [Part(corpus=name, docs_path=p.relative_to(work).as_posix(), rows=pq.read_metadata(p).num_rows)
+            for p in sorted((work / "ingest" / name).glob("*.docs.parquet"))]
+
+
 def rejects(work, name):
-    return pq.read_table(work / "dedup" / name / "rejects.parquet").to_pylist()
+    """Dedup's rejects as a person reads them: its verdicts' rows not kept, with source, line and excerpt."""
+    return [r for p in parts_of(work, name) for r in verdict_rejects(work, "dedup", p).to_pylist()]
 
 
 def kept_ids(work, name):
-    return [i for p in sorted((work / "dedup" / name).glob("*.docs.parquet"))
-            for i in pq.read_table(p, columns=["id"]).column("id").to_pylist()]
+    return [v["id"] for p in parts_of(work, name) for v in pq.read_table(verdicts_path(work, "dedup", p)).to_pylist()
+            if v["kept"]]
 
 
 def write_jsonl_gz(path, records):
@@ -127,9 +137,9 @@ def test_second_corpus_copies_are_removed_and_first_is_untouched(tmp_path, share
     fresh = tmp_path / "fresh"
     run_corpus(fresh, "first", first)
     run_corpus(fresh, "second", second)
-    for name in ("rejects.parquet", "second.jsonl.gz-" ):
-        for p in (work / "dedup" / "second").glob(f"{name}*parquet"):
-            assert p.read_bytes() == (fresh / "dedup" / "second" / p.name).read_bytes()
+    verdicts = sorted((work / "dedup" / "second").glob("*.verdicts.parquet"))
+    assert verdicts and [p.read_bytes() for p in verdicts] == \
+        [(fresh / "dedup" / "second" / p.name).read_bytes() for p in verdicts]
 
 
 def test_changed_content_under_an_old_name_is_refused(tmp_path, shared_corpora):
@@ -226,7 +236,7 @@ def test_an_input_in_many_parts_gets_the_same_decisions(tmp_path, neardup_set):
     split = run_corpus(tmp_path / "split", "set", path, groups=3,
                        ingest=IngestConfig(part_text_bytes=max(1, whole.docs_in * 200)))
     assert len(list((tmp_path / "split" / "ingest" / "set").glob("*.docs.parquet"))) >= 3 and rows == whole.docs_in
-    assert len(split.kept_paths) >= 3
+    assert len(split.verdicts_paths) >= 3
     assert kept_ids(tmp_path / "split", "set") == kept_ids(tmp_path / "whole", "set")
     fields = ("id", "reason", "duplicate_of", "similarity", "line")
     assert [[r[f] for f in fields] for r in rejects(tmp_path / "split", "set")] == \

@@ -8,7 +8,8 @@ import pytest
 
 from curate.schemas.config import IngestConfig
 from curate.schemas.documents import DOCUMENT_SCHEMA
-from curate.tasks.ingest.ingest import FileJob, ingest_file, part_paths
+from curate.schemas.inputs import InputFile
+from curate.tasks.ingest.ingest import ingest_file, part_paths
 from tests.conftest import head_lines
 
 
@@ -31,7 +32,7 @@ def _sha(path):
 
 
 def test_real_multilingual_documents_are_kept_with_language_and_provenance(tmp_path, multilingual):
-    job = FileJob("multi", str(multilingual), "multi.jsonl.gz")
+    job = InputFile("multi", str(multilingual), "multi.jsonl.gz")
     res = ingest_file(job, IngestConfig(), tmp_path / "work")
     assert res.docs_in == 200 and res.kept == 200 and res.rejected == 0
     table = pq.read_table(tmp_path / "work" / res.parts[0].docs_path)
@@ -47,7 +48,7 @@ def test_real_multilingual_documents_are_kept_with_language_and_provenance(tmp_p
 
 
 def test_rerun_reuses_output_and_is_byte_identical(tmp_path, multilingual):
-    job = FileJob("multi", str(multilingual), "multi.jsonl.gz")
+    job = InputFile("multi", str(multilingual), "multi.jsonl.gz")
     cfg = IngestConfig(part_text_bytes=100_000)  # several parts
     first = ingest_file(job, cfg, tmp_path / "a")
     again = ingest_file(job, cfg, tmp_path / "a")
@@ -65,7 +66,7 @@ def test_rerun_reuses_output_and_is_byte_identical(tmp_path, multilingual):
 def test_a_large_file_is_written_as_parts_of_bounded_text(tmp_path, multilingual):
     """Each part but the last holds at least part_text_bytes of text and at most one more batch's worth; read in
     order, the parts are the documents of one part."""
-    job = FileJob("multi", str(multilingual), "multi.jsonl.gz")
+    job = InputFile("multi", str(multilingual), "multi.jsonl.gz")
     whole = ingest_file(job, IngestConfig(), tmp_path / "one")
     limit = whole.text_bytes // 7
     split = ingest_file(job, IngestConfig(part_text_bytes=limit), tmp_path / "many")
@@ -82,7 +83,7 @@ def test_a_large_file_is_written_as_parts_of_bounded_text(tmp_path, multilingual
 
 
 def test_changed_config_or_input_recomputes(tmp_path, multilingual):
-    job = FileJob("multi", str(multilingual), "multi.jsonl.gz")
+    job = InputFile("multi", str(multilingual), "multi.jsonl.gz")
     ingest_file(job, IngestConfig(), tmp_path / "w")
     assert ingest_file(job, IngestConfig(), tmp_path / "w").reused
     assert not ingest_file(job, IngestConfig(max_doc_bytes=1_999_999), tmp_path / "w").reused
@@ -94,7 +95,7 @@ def test_changed_config_or_input_recomputes(tmp_path, multilingual):
 
 
 def test_crash_leaves_no_partial_output(tmp_path, multilingual, monkeypatch):
-    job = FileJob("multi", str(multilingual), "multi.jsonl.gz")
+    job = InputFile("multi", str(multilingual), "multi.jsonl.gz")
     import curate.tasks.ingest.ingest as ingest_mod
 
     def boom(*a, **k):
@@ -111,7 +112,7 @@ def test_crash_leaves_no_partial_output(tmp_path, multilingual, monkeypatch):
 
 
 def test_language_allowlist_rejects_with_reason(tmp_path, multilingual):
-    job = FileJob("multi", str(multilingual), "multi.jsonl.gz")
+    job = InputFile("multi", str(multilingual), "multi.jsonl.gz")
     res = ingest_file(job, IngestConfig(lang_allowlist=["fr"]), tmp_path / "w")
     assert res.kept > 0 and res.by_reason["language"] == res.rejected > 0
     assert res.kept + res.rejected == res.docs_in

@@ -7,12 +7,13 @@ import pytest
 
 from curate.schemas.config import ClassifyConfig, IngestConfig, MixConfig, TokenizeConfig
 from curate.schemas.manifest import SCHEMA_PATH, json_schema
-from curate.tasks.classify.classify import PartRef, classify_part
+from curate.tasks.classify.classify import classify_part
 from curate.tasks.classify.models import resolve_models
-from curate.tasks.ingest.ingest import FileJob, ingest_file
+from curate.schemas.inputs import InputFile
+from curate.tasks.ingest.ingest import ingest_file
 from curate.tasks.mix.manifest import build_manifest, collect_shards, write_version
 from curate.tasks.train.manifests import ManifestError, load_manifest
-from curate.tasks.tokens.tokenize import TokenizeRef, tokenize_part
+from curate.tasks.tokens.tokenize import tokenize_part
 from curate.tasks.tokens.tokenizer import balanced_sample, load_tokenizer, train_tokenizer
 from tests.conftest import SAMPLE
 
@@ -23,11 +24,10 @@ def curate_sample(root, vocab_size=2000, validation_fraction=0.05):
     """ingest → classify → tokenizer → tokenize on five sample files, as plain functions."""
     models, refs = resolve_models(ClassifyConfig()), []
     for name in CORPORA:
-        ing = ingest_file(FileJob(name, str(SAMPLE / f"{name}.jsonl.gz"), f"{name}.jsonl.gz"), IngestConfig(), root)
-        cl = classify_part(PartRef(name, ing.parts[0].docs_path), ClassifyConfig(), models, root)
-        refs.append(TokenizeRef(name, ing.parts[0].docs_path, cl.annotations_path))
-    pairs = [(r.docs_path, r.annotations_path) for r in refs]
-    tok = train_tokenizer(balanced_sample(root, pairs, 400_000, 1), root / "tokenizer", vocab_size)
+        ing = ingest_file(InputFile(name, str(SAMPLE / f"{name}.jsonl.gz"), f"{name}.jsonl.gz"), IngestConfig(), root)
+        classify_part(ing.parts[0], ClassifyConfig(), models, root)
+        refs.append(ing.parts[0])
+    tok = train_tokenizer(balanced_sample(root, refs, ("classify",), 400_000, 1), root / "tokenizer", vocab_size)
     cfg = TokenizeConfig(validation_fraction=validation_fraction, shard_tokens=60_000)
     results = [tokenize_part(r, tok.path, cfg, root) for r in refs]
     return tok, refs, results

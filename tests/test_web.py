@@ -10,7 +10,8 @@ import pytest
 from fastwarc.warc import ArchiveIterator
 
 from curate.schemas.config import IngestConfig, WebConfig
-from curate.tasks.ingest.ingest import FileJob, ingest_file
+from curate.schemas.inputs import InputFile
+from curate.tasks.ingest.ingest import ingest_file
 from curate.tasks.ingest.web import decode_html, extract
 from tests.conftest import SHARED_CORPORA
 
@@ -18,7 +19,7 @@ WEB = SHARED_CORPORA / "web"
 
 
 def _ingest(tmp_path, path, **web):
-    res = ingest_file(FileJob("web", str(path), path.name), IngestConfig(web=WebConfig(**web)), tmp_path)
+    res = ingest_file(InputFile("web", str(path), path.name), IngestConfig(web=WebConfig(**web)), tmp_path)
     assert res.docs_in == res.kept + res.rejected
     docs = pq.read_table(tmp_path / res.parts[0].docs_path).to_pylist()
     rejects = pq.read_table(tmp_path / res.rejects_path).to_pylist()

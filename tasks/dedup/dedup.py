@@ -505,6 +505,12 @@ class _PairsFile(BaseModel):
 NEAR_GROUP = Step("near-candidates", __name__, _PairsFile, _near_group)
 
 
+def near_candidates_of(corpus: str, parts: list[Part], cfg: DedupConfig, work_root: str | Path, lo: int, hi: int
+                       ) -> str:
+    """One band group's verified pairs, as a plain function: the pair file's path."""
+    return NEAR_GROUP.run(Job(NearGroup(corpus, tuple(parts), lo, hi), cfg, str(work_root))).path
+
+
 def _jobs(run: Run) -> list[Job]:
     return [run.job(CorpusParts(c, tuple(run.parts[c])), run.cfg.dedup, label=c) for c in run.parts]
 

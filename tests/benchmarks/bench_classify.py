@@ -32,7 +32,8 @@ from curate.schemas.config import ClassifyConfig, IngestConfig, PiiConfig  # noq
 from curate.tasks.classify.fasttext_model import load_model, model_text  # noqa: E402
 from curate.tasks.classify.classify import PartRef, classify_part  # noqa: E402
 from curate.tasks.classify.models import resolve_models  # noqa: E402
-from curate.tasks.ingest.ingest import FileJob, ingest_file  # noqa: E402
+from curate.schemas.inputs import InputFile
+from curate.tasks.ingest.ingest import ingest_file  # noqa: E402
 
 
 def ingest_heads(corpora: Path, docs: int, work: Path) -> list[PartRef]:
@@ -42,7 +43,7 @@ def ingest_heads(corpora: Path, docs: int, work: Path) -> list[PartRef]:
         head.parent.mkdir(parents=True, exist_ok=True)
         with gzip.open(src, "rb") as f, gzip.open(head, "wb", compresslevel=1) as out:
             out.writelines(itertools.islice(f, docs))
-        res = ingest_file(FileJob(src.name.split(".")[0], str(head), src.name), IngestConfig(), work)
+        res = ingest_file(InputFile(src.name.split(".")[0], str(head), src.name), IngestConfig(), work)
         refs.extend(PartRef(res.corpus, p.docs_path) for p in res.parts)
     return refs
 

@@ -93,7 +93,8 @@ def run_ours(records: list[dict], tmp: Path, workers: int) -> tuple[dict, float,
     import pyarrow.parquet as pq
 
     from curate.schemas.config import IngestConfig
-    from curate.tasks.ingest.ingest import FileJob, ingest_file
+    from curate.schemas.inputs import InputFile
+from curate.tasks.ingest.ingest import ingest_file
 
     src, work = tmp / "parts", tmp / "work"
     src.mkdir()
@@ -103,7 +104,7 @@ def run_ours(records: list[dict], tmp: Path, workers: int) -> tuple[dict, float,
             for r in records[k::n_parts]:
                 f.write(json.dumps(r) + "\n")
     parts = [part.model_dump() for p in sorted(src.iterdir())
-             for part in ingest_file(FileJob("bench", str(p), p.name), IngestConfig(), work).parts]
+             for part in ingest_file(InputFile("bench", str(p), p.name), IngestConfig(), work).parts]
     (tmp / "parts.json").write_text(json.dumps(parts))
     code = CHILD.format(repo=str(REPO), parts=str(tmp / "parts.json"), work=str(work), workers=workers)
     out, wall, peak_mb, peak_sum = run_measured([sys.executable, "-c", code])

@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from curate.schemas.config import IngestConfig  # noqa: E402
-from curate.tasks.ingest.ingest import PARQUET_OPTS, FileJob, ingest_file  # noqa: E402
+from curate.schemas.inputs import InputFile  # noqa: E402
+from curate.tasks.ingest.ingest import PARQUET_OPTS, ingest_file  # noqa: E402
 from curate.tasks.text.langid import identify  # noqa: E402
 from curate.tasks.text.normalize import normalize_text  # noqa: E402
 
@@ -43,7 +44,7 @@ def ingest(path: Path, cfg: IngestConfig) -> float:
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     try:
         t0 = time.perf_counter()
-        ingest_file(FileJob("bench", str(path), path.name), cfg, work)
+        ingest_file(InputFile("bench", str(path), path.name), cfg, work)
         return time.perf_counter() - t0
     finally:
         shutil.rmtree(work)

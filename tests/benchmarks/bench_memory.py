@@ -26,10 +26,11 @@ sys.path.insert(0, {repo!r})
 from pathlib import Path
 from curate.schemas.config import DedupConfig, IngestConfig
 from curate.tasks.dedup.dedup import dedup_corpus, sign_part
-from curate.tasks.ingest.ingest import FileJob, ingest_file
+from curate.schemas.inputs import InputFile
+from curate.tasks.ingest.ingest import ingest_file
 work = Path({work!r})
 t0 = time.perf_counter()
-parts = ingest_file(FileJob("tiny", {src!r}, "tiny.jsonl"), IngestConfig(), work).parts
+parts = ingest_file(InputFile("tiny", {src!r}, "tiny.jsonl"), IngestConfig(), work).parts
 t1 = time.perf_counter()
 for part in parts:
     sign_part(part, DedupConfig(), work)

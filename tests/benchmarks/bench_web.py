@@ -76,9 +76,10 @@ def quality() -> None:
 
 def ours(files: list[Path], work: Path) -> int:
     from curate.schemas.config import IngestConfig
-    from curate.tasks.ingest.ingest import FileJob, ingest_file
+    from curate.schemas.inputs import InputFile
+from curate.tasks.ingest.ingest import ingest_file
 
-    return sum(ingest_file(FileJob("web", str(f), f.name), IngestConfig(), work).kept for f in files)
+    return sum(ingest_file(InputFile("web", str(f), f.name), IngestConfig(), work).kept for f in files)
 
 
 def run_datatrove(files: list[Path]) -> int:
@@ -93,8 +94,9 @@ def run_datatrove(files: list[Path]) -> int:
 MEMORY_CHILD = """
 import sys; sys.path.insert(0, {repo!r})
 from curate.schemas.config import IngestConfig
-from curate.tasks.ingest.ingest import FileJob, ingest_file
-r = ingest_file(FileJob("web", {src!r}, "big.warc.gz"), IngestConfig(), {work!r})
+from curate.schemas.inputs import InputFile
+from curate.tasks.ingest.ingest import ingest_file
+r = ingest_file(InputFile("web", {src!r}, "big.warc.gz"), IngestConfig(), {work!r})
 print(r.docs_in, r.kept)
 """
 
