@@ -49,6 +49,9 @@ RUNS: dict[str, str] = {
     "curate train-tokenizer --work out --out DIR --kind hf-bpe":
         "curate train-tokenizer --work {w}/out --out {w}/hftok --kind hf-bpe --vocab-size 2000 && test -s {w}/hftok/tokenizer.json",
     "curate inspect out/manifests/default": "curate inspect {w}/out/manifests/default",
+    "curate rejects --out out [--corpus NAME] [--stage dedup] [--reason near_duplicate] [--parquet FILE]":
+        "curate rejects --out {w}/out --stage dedup --parquet {w}/rejects.parquet | grep 'rejected' && "
+        "test -s {w}/rejects.parquet",
     "curate train --manifest out/manifests/default --steps 200":
         "curate train --manifest {w}/out/manifests/default --steps 4 --config {w}/tiny.yaml",
     "curate learn-mixture --manifest out/manifests/default/v0001.json --method doremi":
@@ -74,6 +77,8 @@ RUNS: dict[str, str] = {
     "python tests/benchmarks/bench_rss.py": "python tests/benchmarks/bench_rss.py --corpora {w}/small --scales 1,2",
     "python tests/benchmarks/bench_runner.py": "python tests/benchmarks/bench_runner.py --corpora {w}/small --runners local",
     "python tests/benchmarks/bench_web.py": "python tests/benchmarks/bench_web.py --no-quality --repeats 1",
+    "python tests/benchmarks/bench_outputs.py digest out":
+        "python tests/benchmarks/bench_outputs.py digest {w}/out | grep bytes_per_text_byte",
     "python tests/benchmarks/bench_mixtures.py":
         "python tests/benchmarks/bench_mixtures.py --work {w}/out --steps 4 --seeds 2 --no-regmix | grep 'Spearman'",
     "dask scheduler --port 8786": "(timeout -s INT 8 dask scheduler --port {port2} --no-dashboard; true) 2>&1 "

@@ -1,13 +1,16 @@
-"""flows/mapping.TaskPool: a chain of dependent steps beside filler work, on a real Prefect task runner."""
+"""tasks/engine/stage.TaskPool: a chain of dependent steps beside filler work, on a real Prefect task runner (through
+flows/runner.PrefectRunner, the runner every stage runs on)."""
 import contextlib
 import threading
 import time
 
 import pytest
-from prefect import flow, task
+from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import BaseModel
 
-from curate.flows.mapping import TaskPool
+from curate.flows.runner import PrefectRunner
+from curate.tasks.engine.stage import Job, Step, TaskPool
 
 EVENTS: list[str] = []
 _lock = threading.Lock()
@@ -18,25 +21,26 @@ def _log(event: str) -> None:
         EVENTS.append(event)
 
 
-@task
-def part(k: int) -> int:
+def _part(job: Job, key: dict) -> int:
     time.sleep(0.2)
-    _log(f"part {k}")
-    return k
+    _log(f"part {job.unit}")
+    return job.unit
 
 
-@task
-def double(x: int) -> int:
-    if x < 0:
+def _double(job: Job, key: dict) -> int:
+    if job.unit < 0:
         raise ValueError("a failing step")
-    _log(f"double {x}")
-    return 2 * x
+    _log(f"double {job.unit}")
+    return 2 * job.unit
 
 
-@task
-def add(xs: list[int]) -> int:
+def _add(job: Job, key: dict) -> int:
     _log("add")
-    return sum(xs)
+    return sum(job.unit)
+
+
+PART, DOUBLE, ADD = (Step(name, __name__, BaseModel, fn) for name, fn in (("part", _part), ("double", _double),
+                                                                         ("add", _add)))
 
 
 @contextlib.contextmanager
@@ -48,23 +52,27 @@ def _held():
         _log("release")
 
 
+def _job(unit) -> Job:
+    return Job(unit, None, ".", label=str(unit))
+
+
 def _chain(x: int):
     with _held():
-        doubled = yield [(double, (x,), {}), (double, (x + 1,), {})]
-        [total] = yield [(add, (doubled,), {})]
+        doubled = yield [(DOUBLE, _job(x)), (DOUBLE, _job(x + 1))]
+        [total] = yield [(ADD, _job(doubled))]
     return total
 
 
 @flow(task_runner=ThreadPoolTaskRunner(max_workers=2))
 def _run(parts: int, x: int) -> tuple[int, list[int]]:
-    pool, todo, done, result = TaskPool(2), list(range(parts)), [], None
+    pool, todo, done, result = TaskPool(PrefectRunner(2, retries=0), 2), list(range(parts)), [], None
     try:
         while todo or pool.flying or result is None:
             if result is None and pool.chain is None:
                 pool.start(_chain(x))
             while todo and pool.filler_slots() > 0:
                 k = todo.pop(0)
-                pool.fill(part, (k,), k)
+                pool.fill(PART, _job(k), k)
             kind, tag, value = pool.next_done()
             if kind == "fill":
                 done.append(value)

@@ -113,6 +113,16 @@ def test_the_loader_reads_the_manifest_and_shards_from_s3(s3, runs):
         assert remote.sample(i)["input_ids"].tolist() == local.sample(i)["input_ids"].tolist()
 
 
+def test_the_proxy_reads_an_s3_manifest_folder_as_the_loader_does(s3, runs):
+    """The proxy's manifest resolution fetched the version like the loader (it once turned s3://b/x into s3:/b/x and
+    followed latest.json): the newest version file, checked, in the local cache."""
+    from curate.schemas.proxy import ProxyConfig
+    from curate.tasks.learn.proxy import preflight
+
+    path, m, _ = preflight("s3://curate/work/manifests/default", ProxyConfig(seq_len=64, steps=1, batch_size=1))
+    assert path.is_file() and path.name == "v0001.json" and m.version == 1
+
+
 def test_a_shard_changed_on_s3_is_refused_by_the_loader(s3, runs, tmp_path, monkeypatch):
     from curate.tasks.train.loader import MixtureDataset
     from curate.tasks.train.manifests import ManifestError

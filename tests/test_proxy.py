@@ -196,3 +196,23 @@ def test_regmix_fits_runs_on_random_mixtures_and_writes_the_predicted_best(work)
     assert set(p["fit_on_held_out_runs"]["r2_per_domain"]) == {s.domain for s in m.sources}
     again = learn_mixture(natural, TINY, learn, workers=1)  # the same runs, reused; the same weights
     assert not again[2] and again[1] == path
+
+
+def test_a_folder_trains_its_newest_version_even_when_the_latest_pointer_lags(work):
+    """`latest.json` is a pointer the next write repairs; a run killed between a version and its pointer leaves it one
+    behind. The proxy, like `curate inspect` and the loader, takes the folder's newest version file, never a path read
+    from the pointer (which once trained v0001 where inspect showed v0002)."""
+    import json
+
+    from curate.tasks.learn.proxy import preflight
+
+    root, _, _, natural, uniform = work
+    folder = uniform.parent
+    pointer = folder / "latest.json"
+    before = pointer.read_text()
+    pointer.write_text(json.dumps({"version": 1, "path": natural.name, "fingerprint": "lagging"}))
+    try:
+        path, m, _ = preflight(folder, TINY)
+        assert path.name == uniform.name and m.weights_provenance.method == "uniform"
+    finally:
+        pointer.write_text(before)

@@ -137,3 +137,16 @@ def test_budget_beyond_max_epochs_and_empty_sets_are_errors(curated):
 
 def test_exported_json_schema_is_current():
     assert SCHEMA_PATH.read_text() == json_schema(), "run: python -m schemas.manifest"
+
+
+def test_a_damaged_corpus_index_is_an_error_not_every_part(tmp_path):
+    """A corpus index says which parts are its corpus now; read as absent when damaged, every part ever ingested
+    would count again (an earlier ingest's parts in the manifest twice). It is an error naming the file."""
+    from curate.tasks.engine.files import WorkRootError, current_parts
+
+    index = tmp_path / "ingest" / "legal" / "_corpus.json"
+    index.parent.mkdir(parents=True)
+    index.write_text('{"corpus": "legal", "files": [')
+    with pytest.raises(WorkRootError, match=r"_corpus\.json is damaged"):
+        current_parts(tmp_path)("legal", "legal.jsonl.gz-0123456789.00000")
+    assert current_parts(tmp_path)("other", "any.00000"), "a corpus with no index at all: every part counts"

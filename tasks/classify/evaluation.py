@@ -79,17 +79,29 @@ def leave_one_source_out(docs: list[LabeledDoc], params: TrainParams, workers: i
     true = [d.label for d in order]
     y = np.array([labels.index(t) for t in true])
     src = np.array([d.source for d in order])
+    metrics = _summary(true, _calibrated(raw, y, src, sources), labels, threshold)
+    metrics.update({"sources": len(sources), "per_source": _per_source(sources, src, raw, y, true, labels),
+                    "ece_uncalibrated": _summary(true, raw, labels, threshold)["ece"],
+                    "temperature": fit_temperature(raw, y), "labels": labels})
+    return metrics
+
+
+def _calibrated(raw: np.ndarray, y: np.ndarray, src: np.ndarray, sources: list[str]) -> np.ndarray:
+    """Each source's probabilities scaled by a temperature fitted on the other sources' (judged as it will be used)."""
     calibrated = np.zeros_like(raw)
     for s in sources:
         calibrated[src == s] = temper(raw[src == s], fit_temperature(raw[src != s], y[src != s]))
-    metrics = _summary(true, calibrated, labels, threshold)
-    per_source = {}
+    return calibrated
+
+
+def _per_source(sources: list[str], src: np.ndarray, raw: np.ndarray, y: np.ndarray, true: list[str],
+                labels: list[str]) -> dict:
+    """Per source: its label, documents, accuracy and what it was predicted as."""
+    out = {}
     for s in sources:
         m = src == s
         pred = [labels[j] for j in raw[m].argmax(axis=1)]
-        per_source[s] = {"label": true[int(np.argmax(m))], "docs": int(m.sum()),
-                         "accuracy": round(float((raw[m].argmax(axis=1) == y[m]).mean()), 4),
-                         "predicted": {lab: pred.count(lab) for lab in labels if pred.count(lab)}}
-    metrics.update({"sources": len(sources), "per_source": per_source, "ece_uncalibrated": _summary(
-        true, raw, labels, threshold)["ece"], "temperature": fit_temperature(raw, y), "labels": labels})
-    return metrics
+        out[s] = {"label": true[int(np.argmax(m))], "docs": int(m.sum()),
+                  "accuracy": round(float((raw[m].argmax(axis=1) == y[m]).mean()), 4),
+                  "predicted": {lab: pred.count(lab) for lab in labels if pred.count(lab)}}
+    return out

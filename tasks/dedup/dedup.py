@@ -449,17 +449,22 @@ def _schedule(stage: Stage, run: Run, jobs: list[Job]) -> list[DedupReport]:
             while todo and pool.filler_slots() > 0:
                 pool.fill(SIGN, todo[0], todo[0].unit.corpus)
                 todo.pop(0)
-            kind, corpus, result = pool.next_done()
-            if kind == "fill":
-                unsigned[corpus] -= 1
-                progress.finished(result)
-            elif kind == "chain":
-                reports[result.corpus] = result
-                run.log(f"dedup {CLUSTER.describe(result)}")
-                run.progress(STAGE, len(reports), len(jobs), result.corpus)
+            _done(pool.next_done(), unsigned, progress, reports, run, len(jobs))
     finally:
         pool.close()
     return [reports[job.unit.corpus] for job in jobs]
+
+
+def _done(finished: tuple, unsigned: Counter, progress: StageProgress, reports: dict, run: Run, corpora: int) -> None:
+    """What a finished task means: a part signed (its corpus is one part nearer its clustering), or a corpus done."""
+    kind, corpus, result = finished
+    if kind == "fill":
+        unsigned[corpus] -= 1
+        progress.finished(result)
+    elif kind == "chain":
+        reports[result.corpus] = result
+        run.log(f"dedup {CLUSTER.describe(result)}")
+        run.progress(STAGE, len(reports), corpora, result.corpus)
 
 
 def _cluster_steps(job: Job, slots: int):

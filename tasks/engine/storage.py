@@ -28,6 +28,9 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from curate.schemas.manifest import Manifest
+from curate.tasks.engine.files import sha256_file
+
 SYNC_RECORD = ".sync.json"
 LEASE = "_lease.json"
 
@@ -300,7 +303,6 @@ def stage_input(url: str) -> Path:
 
 def _fetch_verified(fs, remote: str, dest: Path, sha256: str) -> None:
     """`remote` at `dest`, unless a copy with this sha256 is there already; a download of other bytes is refused."""
-    from curate.tasks.engine.files import sha256_file
 
     if dest.is_file() and sha256_file(dest) == sha256:
         return
@@ -315,25 +317,29 @@ def _fetch_verified(fs, remote: str, dest: Path, sha256: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _newest_version(fs, folder: str, url: str) -> str:
+    """The newest version file of a manifest folder on object storage."""
+    import re
+
+    try:
+        names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(folder, detail=False))
+    except FileNotFoundError:
+        names = []
+    found = [n for n in names if re.fullmatch(r"v\d{4}\.json", n)]
+    if not found:
+        raise StorageError(f"{url} holds no version file (vNNNN.json): not a manifest folder")
+    return f"{folder}/{found[-1]}"
+
+
 def fetch_manifest(url: str) -> Path:
     """A manifest on object storage (a version file, or a manifests/<name> folder: its newest version) and every
     shard and the tokenizer it names, in a local cache that mirrors the work root's layout; each file is checked
     against the manifest's sha256 (a cached copy is used again when it still matches). Returns the local version
     file, which every reader of a local manifest takes as it is."""
-    import re
-
-    from curate.schemas.manifest import Manifest
 
     fs, path = filesystem(url.rstrip("/"))
     if not path.endswith(".json"):
-        try:
-            names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
-        except FileNotFoundError:
-            names = []
-        found = [n for n in names if re.fullmatch(r"v\d{4}\.json", n)]
-        if not found:
-            raise StorageError(f"{url} holds no version file (vNNNN.json): not a manifest folder")
-        path = f"{path}/{found[-1]}"
+        path = _newest_version(fs, path, url)
     parts = path.split("/")
     if len(parts) < 4 or parts[-3] != "manifests":
         raise StorageError(f"{url}: a manifest lives at <work root>/manifests/<name>/vNNNN.json")

@@ -84,12 +84,34 @@ def walk_folder(root: Path) -> tuple[list[Path], list[tuple[Path, str]], list[tu
     return sorted(files), sorted(refused), sorted(ignored)
 
 
-def resolve_input(arg: str) -> Corpus:
+def _split(arg: str) -> tuple[str, str]:
+    """(corpus name or "", path) of a NAME=PATH or PATH argument; a path that exists as written wins (it may hold '=')."""
     name, sep, path_s = arg.partition("=")
-    if not sep or "/" in name or not name:
-        name, path_s = "", arg
-    else:
-        check_corpus_name(name, arg)
+    if not sep or not name or is_remote(arg) or local_path(arg).expanduser().exists():
+        return "", arg
+    check_corpus_name(name, arg)
+    return name, path_s
+
+
+def _found(path_s: str, name: str) -> tuple[Corpus, Path, list[Path], list[tuple[Path, str]], list[tuple[Path, str]]]:
+    """(the corpus, its root, its files, refused and ignored ones with why) of a local file, folder or glob."""
+    path = local_path(path_s).expanduser()
+    if glob.has_magic(path_s):
+        files = [p for p in sorted(Path(p) for p in glob.glob(str(path), recursive=True)) if p.is_file()]
+        if not files:
+            raise InputError(f"no files match {path_s!r}")
+        root = _glob_root(path_s)
+        return Corpus(name or _safe_name(root.resolve().name), path_s), root, files, [], []
+    if path.is_file():
+        return Corpus(name or _safe_name(_strip_suffix(path.name)), path_s), path.parent, [path], [], []
+    if path.is_dir():
+        files, refused, ignored = walk_folder(path)
+        return Corpus(name or _safe_name(path.resolve().name), path_s), path, files, refused, ignored
+    raise InputError(f"input not found: {path_s} (no such file, directory or matching glob)")
+
+
+def resolve_input(arg: str) -> Corpus:
+    name, path_s = _split(arg)
     if is_remote(path_s):  # s3://... : mirrored to a local cache first, then read as a local file or folder
         try:
             local = stage_input(path_s)
@@ -98,25 +120,7 @@ def resolve_input(arg: str) -> Corpus:
         corpus = resolve_input(f"{name}={local}" if name else str(local))
         corpus.root = path_s
         return corpus
-    path = local_path(path_s).expanduser()
-    refused: list[tuple[Path, str]] = []
-    ignored: list[tuple[Path, str]] = []
-    if glob.has_magic(path_s):
-        matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
-        files = [p for p in matches if p.is_file()]
-        if not files:
-            raise InputError(f"no files match {path_s!r}")
-        root = _glob_root(path_s)
-        corpus = Corpus(name or _safe_name(root.resolve().name), path_s)
-    elif path.is_file():
-        files, root = [path], path.parent
-        corpus = Corpus(name or _safe_name(_strip_suffix(path.name)), path_s)
-    elif path.is_dir():
-        files, refused, ignored = walk_folder(path)
-        root = path
-        corpus = Corpus(name or _safe_name(path.resolve().name), path_s)
-    else:
-        raise InputError(f"input not found: {path_s} (no such file, directory or matching glob)")
+    corpus, root, files, refused, ignored = _found(path_s, name)
     if not name:
         check_corpus_name(corpus.name[:100], path_s)
         corpus.name = corpus.name[:100]
@@ -124,16 +128,12 @@ def resolve_input(arg: str) -> Corpus:
     def rel(f: Path) -> str:
         return f.relative_to(root).as_posix() if f.is_relative_to(root) else f.name
 
-    for f, why in ignored:
-        corpus.ignored.append(f"{corpus.name}/{rel(f)}: {why}")
-    for f in files:
-        if input_kind(f) is None:
-            corpus.ignored.append(f"{corpus.name}/{rel(f)}: not an input format")
-        else:
-            corpus.files.append(InputFile(corpus.name, str(f), rel(f)))
-    for f, why in refused:
-        reason = R.SYMLINK_OUTSIDE_ROOT if "link" in why else R.UNREADABLE_FILE
-        corpus.files.append(InputFile(corpus.name, str(f), rel(f), refused=(reason, why)))
+    corpus.ignored += [f"{corpus.name}/{rel(f)}: {why}" for f, why in ignored]
+    corpus.ignored += [f"{corpus.name}/{rel(f)}: not an input format" for f in files if input_kind(f) is None]
+    corpus.files += [InputFile(corpus.name, str(f), rel(f)) for f in files if input_kind(f) is not None]
+    corpus.files += [InputFile(corpus.name, str(f), rel(f),
+                               refused=(R.SYMLINK_OUTSIDE_ROOT if "link" in why else R.UNREADABLE_FILE, why))
+                     for f, why in refused]
     if not corpus.files:
         raise InputError(
             f"no input files in {path_s}: expected {', '.join(_SUFFIXES)} (found {len(files)} other files)"

@@ -24,6 +24,7 @@ from typing import Iterator
 from urllib.parse import urlsplit
 
 from curate.schemas.documents import RejectReason as R
+from curate.tasks.ingest.readers import RawRecord
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
@@ -166,7 +167,6 @@ def read_warc(path: Path, max_bytes: int, text_field: str, id_field: str, extrac
     back until the file is known to end after it, so that a record the file is cut inside is `truncated_file`."""
     from fastwarc.warc import ArchiveIterator
 
-    from curate.tasks.ingest.readers import RawRecord
 
     n, held, last_doc, last_any = 0, None, -1, 0
     with open(path, "rb") as f:
@@ -195,24 +195,30 @@ def read_warc(path: Path, max_bytes: int, text_field: str, id_field: str, extrac
         yield RawRecord(n + 1, reason=R.TRUNCATED, detail=f"the file ends inside a record: {n} records read before it")
 
 
-def _document(n: int, rec, kind: str, max_bytes: int, text_field: str, id_field: str, extractor: str,
-              url_filter: WebFilter):
-    from curate.tasks.ingest.readers import RawRecord
-
-    url = rec.headers.get("WARC-Target-URI") or ""
+def _refusal(rec, kind: str, url: str, max_bytes: int, url_filter: WebFilter) -> tuple[str, str] | None:
+    """(reason, detail) when a response or revisit record is not a document, from its headers alone."""
     if kind == "revisit":
-        return RawRecord(n, reason=R.REVISIT, detail=f"revisit of {url} (no payload of its own)", raw=url)
+        return R.REVISIT, f"revisit of {url} (no payload of its own)"
     if blocked := url_filter.why_blocked(url):
-        return RawRecord(n, reason=R.URL_BLOCKED, detail=blocked, raw=url)
+        return R.URL_BLOCKED, blocked
     status = rec.http_headers.status_code if rec.is_http else None
     if status != 200:
         where = rec.http_headers.get("Location") if rec.is_http else None
-        return RawRecord(n, reason=R.HTTP_STATUS, detail=f"HTTP {status}" + (f" -> {where}" if where else ""), raw=url)
+        return R.HTTP_STATUS, f"HTTP {status}" + (f" -> {where}" if where else "")
     ctype = (rec.http_content_type or "").lower()
     if not ctype.startswith(HTML_TYPES):
-        return RawRecord(n, reason=R.NOT_HTML, detail=f"content type {ctype or 'none'}", raw=url)
+        return R.NOT_HTML, f"content type {ctype or 'none'}"
     if rec.content_length > max_bytes:
-        return RawRecord(n, reason=R.TOO_LARGE, detail=f"{rec.content_length} bytes > max_doc_bytes {max_bytes}", raw=url)
+        return R.TOO_LARGE, f"{rec.content_length} bytes > max_doc_bytes {max_bytes}"
+    return None
+
+
+def _document(n: int, rec, kind: str, max_bytes: int, text_field: str, id_field: str, extractor: str,
+              url_filter: WebFilter):
+
+    url = rec.headers.get("WARC-Target-URI") or ""
+    if refused := _refusal(rec, kind, url, max_bytes, url_filter):
+        return RawRecord(n, reason=refused[0], detail=refused[1], raw=url)
     decoded = decode_html(rec.reader.read(), rec.http_charset)
     if decoded is None:
         return RawRecord(n, reason=R.UNDECODABLE, detail="no charset decodes the payload", raw=url)

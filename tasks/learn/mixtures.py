@@ -14,13 +14,14 @@ from curate.schemas.proxy import CompareResult, CompareRow, LearnConfig, ProxyCo
 from curate.schemas.report import ShardInfo
 from curate.schemas.work_root import WorkRoot
 from curate.tasks.mix.manifest import build_manifest, latest_version, write_version
-from curate.tasks.train.manifests import load_manifest
+from curate.tasks.train.manifests import load_manifest, resolve_manifest
 from curate.tasks.learn.batches import ProxyError
 from curate.tasks.report.plots import plot_compare, plot_run
-from curate.tasks.learn.proxy import resolve_manifest_path, train_proxy, work_root_of
+from curate.tasks.learn.proxy import train_proxy, work_root_of
 from curate.tasks.learn.noise import seed_summary, within_noise
 from curate.tasks.tokens.tokenizer import TokenizerInfo
 from curate.tasks.engine.files import write_json_atomic
+from curate.tasks.learn import regmix
 
 # (run label, step, steps, message)
 MultiProgress = Callable[[str, int, int, str], None]
@@ -38,7 +39,7 @@ def write_learned_manifest(manifest: str | Path, weights: dict[str, float], prov
                            ) -> tuple[Path, bool]:
     """The next version of the manifest's series: its shards, budget, sequence length and seed, these weights.
     A domain the weights would repeat beyond max_epochs is capped there (the manifest says so in warnings)."""
-    path = resolve_manifest_path(manifest)
+    path = resolve_manifest(manifest)
     m = load_manifest(path)
     shards = [ShardInfo(path=sh.path, domain=s.domain, split=split, docs=sh.docs, tokens=sh.tokens, bytes=sh.bytes,
                         sha256=sh.sha256)
@@ -67,7 +68,6 @@ def learn_regmix(manifest: Path, cfg: ProxyConfig, learn: LearnConfig, progress:
 
     import numpy as np
 
-    from curate.tasks.learn import regmix
 
     m = load_manifest(manifest)
     domains = [s.domain for s in m.sources]
@@ -101,7 +101,7 @@ def learn_mixture(manifest: str | Path, cfg: ProxyConfig, learn: LearnConfig,
     """Train what the method needs (DoReMi: a reference on the manifest's weights, then the proxy; RegMix: many
     small runs on random mixtures), write the learned weights as a new manifest version and the runs' plots.
     Returns (runs, manifest path, new?)."""
-    manifest = resolve_manifest_path(manifest)
+    manifest = resolve_manifest(manifest)
     m = load_manifest(manifest)
     if learn.method == "regmix":
         runs, weights, extra = learn_regmix(manifest, cfg, learn, progress, workers)
@@ -131,46 +131,59 @@ def learn_mixture(manifest: str | Path, cfg: ProxyConfig, learn: LearnConfig,
     return runs, path, new
 
 
-def compare_mixtures(manifests: list[str | Path], cfg: ProxyConfig, progress: MultiProgress | None = None,
-                     seeds: int = 3) -> tuple[CompareResult, Path]:
-    """A fresh proxy on each manifest with each of `seeds` seeds (cfg.seed, cfg.seed + 1, ...), same config and steps;
-    per-domain held-out loss, average and worst as mean and spread over the seeds, and which rows are within the
-    noise of the best. The manifests must share a tokenizer and validation shards, or the losses would not be
-    comparable."""
+def _comparable(manifests: list[str | Path]) -> tuple[list[Path], list]:
+    """The manifests' version files and contents, refused unless they share a tokenizer and validation shards."""
     if not manifests:
         raise ProxyError("compare-mixtures needs at least one manifest")
-    if seeds < 1:
-        raise ProxyError(f"--seeds must be at least 1, not {seeds}")
-    paths = [resolve_manifest_path(p) for p in manifests]
+    paths = [resolve_manifest(p) for p in manifests]
     loaded = [load_manifest(p) for p in paths]
-    first = loaded[0]
     valsets = [{s.domain: sorted(v.sha256 for v in s.validation_shards) for s in m.sources} for m in loaded]
     for p, m, v in zip(paths, loaded, valsets):
-        if m.tokenizer.sha256 != first.tokenizer.sha256:
-            raise ProxyError(f"{p} uses tokenizer {m.tokenizer.sha256[:12]}, {paths[0]} {first.tokenizer.sha256[:12]}: "
-                             "losses in different tokens cannot be compared")
+        if m.tokenizer.sha256 != loaded[0].tokenizer.sha256:
+            raise ProxyError(f"{p} uses tokenizer {m.tokenizer.sha256[:12]}, {paths[0]} "
+                             f"{loaded[0].tokenizer.sha256[:12]}: losses in different tokens cannot be compared")
         if v != valsets[0]:
             raise ProxyError(f"{p} and {paths[0]} hold out different validation shards: their losses would not "
                              "measure the same text")
-    seed_list = [cfg.seed + k for k in range(seeds)]
-    rows = []
-    for p, m in zip(paths, loaded):
-        runs = []
-        for seed in seed_list:
-            label = f"{m.weights_provenance.method} v{m.version} seed {seed}"
-            r = train_proxy(p, cfg.model_copy(update={"seed": seed}), "baseline", progress=_progress(progress, label))
-            plot_run(r, run_dir(r) / "curves.png")
-            runs.append(r)
-        rows.append(CompareRow(manifest=str(p), manifest_id=m.id, method=m.weights_provenance.method,
-                               weights={s.domain: s.weight for s in m.sources}, seeds=seed_list,
-                               run_ids=[r.run_id for r in runs], losses_by_seed=[r.final_losses for r in runs],
-                               **seed_summary([r.final_losses for r in runs])))
+    return paths, loaded
+
+
+def _compare_row(path: Path, m, cfg: ProxyConfig, seed_list: list[int], progress: MultiProgress | None) -> CompareRow:
+    """A fresh proxy on one manifest per seed, its losses summarised over the seeds."""
+    runs = []
+    for seed in seed_list:
+        label = f"{m.weights_provenance.method} v{m.version} seed {seed}"
+        r = train_proxy(path, cfg.model_copy(update={"seed": seed}), "baseline", progress=_progress(progress, label))
+        plot_run(r, run_dir(r) / "curves.png")
+        runs.append(r)
+    return CompareRow(manifest=str(path), manifest_id=m.id, method=m.weights_provenance.method,
+                      weights={s.domain: s.weight for s in m.sources}, seeds=seed_list,
+                      run_ids=[r.run_id for r in runs], losses_by_seed=[r.final_losses for r in runs],
+                      **seed_summary([r.final_losses for r in runs]))
+
+
+def _mark_noise(rows: list[CompareRow]) -> None:
+    """Mark the rows whose average (worst) loss is within the seeds' noise of the best row's."""
     for key in ("average", "worst"):
         best = min(rows, key=lambda r: getattr(r, f"{key}_loss"))
         for r in rows:
             setattr(r, f"{key}_within_noise_of_best", r is not best and within_noise(
                 (getattr(r, f"{key}_loss"), getattr(r, f"{key}_spread")),
                 (getattr(best, f"{key}_loss"), getattr(best, f"{key}_spread"))))
+
+
+def compare_mixtures(manifests: list[str | Path], cfg: ProxyConfig, progress: MultiProgress | None = None,
+                     seeds: int = 3) -> tuple[CompareResult, Path]:
+    """A fresh proxy on each manifest with each of `seeds` seeds (cfg.seed, cfg.seed + 1, ...), same config and steps;
+    per-domain held-out loss, average and worst as mean and spread over the seeds, and which rows are within the
+    noise of the best. The manifests must share a tokenizer and validation shards, or the losses would not be
+    comparable."""
+    if seeds < 1:
+        raise ProxyError(f"--seeds must be at least 1, not {seeds}")
+    paths, loaded = _comparable(manifests)
+    seed_list = [cfg.seed + k for k in range(seeds)]
+    rows = [_compare_row(p, m, cfg, seed_list, progress) for p, m in zip(paths, loaded)]
+    _mark_noise(rows)
     result = CompareResult(config=cfg, domains=sorted(rows[0].losses), rows=rows, seeds=seed_list)
     digest = hashlib.sha256(json.dumps([r.run_ids for r in rows]).encode()).hexdigest()[:10]
     out = WorkRoot(work_root_of(paths[0])).comparison(digest)

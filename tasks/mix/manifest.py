@@ -71,10 +71,11 @@ def _sources(shards: list[ShardInfo], cfg: MixConfig, weights: dict[str, float] 
              provenance: WeightsProvenance | None) -> tuple[list[Source], int, WeightsProvenance, list[str]]:
     """Per domain: its weight, available and target tokens, epochs and shards; the budget; the weights' provenance;
     the allocation's warnings."""
-    domains = sorted({s.domain for s in shards if s.split == "train"})
+    train = [s for s in shards if s.split == "train"]
+    domains = sorted({s.domain for s in train})
     if not domains:
         raise ManifestError("no training shards: nothing to mix")
-    available = {d: sum(s.tokens for s in shards if s.domain == d and s.split == "train") for d in domains}
+    available = {d: sum(s.tokens for s in train if s.domain == d) for d in domains}
     budget = cfg.total_tokens or sum(available.values())
     try:
         if weights is None:
@@ -83,16 +84,18 @@ def _sources(shards: list[ShardInfo], cfg: MixConfig, weights: dict[str, float] 
         alloc = mix_weights.allocate(weights, available, budget, cfg.max_epochs, cap=cfg.cap_epochs)
     except mix_weights.MixError as err:
         raise ManifestError(str(err)) from None
-    sources = []
-    for d in domains:
-        mine = sorted((s for s in shards if s.domain == d), key=lambda s: s.path)
-        sources.append(Source(
-            domain=d, weight=alloc.weights[d], available_tokens=available[d],
-            available_docs=sum(s.docs for s in mine if s.split == "train"), target_tokens=alloc.targets[d],
-            epochs=round(alloc.epochs[d], 6), max_epochs=cfg.max_epochs,
-            shards=[_ref(s) for s in mine if s.split == "train"],
-            validation_shards=[_ref(s) for s in mine if s.split == "validation"]))
+    sources = [_source(d, sorted((s for s in shards if s.domain == d), key=lambda s: s.path), alloc, available[d], cfg)
+               for d in domains]
     return sources, budget, provenance, alloc.warnings
+
+
+def _source(domain: str, mine: list[ShardInfo], alloc: mix_weights.Allocation, available: int,
+            cfg: MixConfig) -> Source:
+    train = [s for s in mine if s.split == "train"]
+    return Source(domain=domain, weight=alloc.weights[domain], available_tokens=available,
+                  available_docs=sum(s.docs for s in train), target_tokens=alloc.targets[domain],
+                  epochs=round(alloc.epochs[domain], 6), max_epochs=cfg.max_epochs, shards=[_ref(s) for s in train],
+                  validation_shards=[_ref(s) for s in mine if s.split == "validation"])
 
 
 def _producer(config_sha256: str, flow_run_id: str | None) -> Producer:

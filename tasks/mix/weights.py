@@ -73,6 +73,12 @@ class Allocation:
     warnings: list[str] = field(default_factory=list)
 
 
+def _over(targets: dict[str, int], available: dict[str, int], free: dict[str, float], max_epochs: float
+          ) -> dict[str, float]:
+    """The epochs of each uncapped domain whose target repeats its data more than max_epochs."""
+    return {d: targets[d] / available[d] for d in free if available.get(d) and targets[d] > max_epochs * available[d]}
+
+
 def allocate(weights: dict[str, float], available: dict[str, int], budget: int, max_epochs: float,
              cap: bool = False) -> Allocation:
     """Target tokens per domain for a budget. A domain that would repeat its data more than max_epochs is
@@ -84,12 +90,10 @@ def allocate(weights: dict[str, float], available: dict[str, int], budget: int, 
     capped: dict[str, int] = {}
     while True:
         free = {d: w for d, w in weights.items() if d not in capped}
-        remaining = budget - sum(capped.values())
         if math.fsum(free.values()) <= 0:
             raise MixError(f"the budget of {budget:,} tokens exceeds max_epochs ({max_epochs}) of every domain")
-        targets = {**largest_remainder(_normalise(free), remaining), **capped}
-        over = {d: targets[d] / available[d] for d in free if available.get(d)
-                and targets[d] > max_epochs * available[d]}
+        targets = {**largest_remainder(_normalise(free), budget - sum(capped.values())), **capped}
+        over = _over(targets, available, free, max_epochs)
         if not over:
             break
         if not cap:

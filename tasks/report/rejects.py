@@ -23,16 +23,18 @@ def rejects(work_root: str | Path, corpus: str | None = None, stage: str | None 
     """Tables of rejected documents, a part (or an input file's ingest rejects) at a time, filtered by corpus, stage
     and reason when given."""
     for name, parts in corpus_parts(work_root).items():
-        if corpus not in (None, name):
-            continue
-        tables = []
-        if stage in (None, "ingest"):
-            index = read_index(WorkRoot(work_root).corpus_index(name)) or {"files": []}
-            tables += [pq.read_table(Path(work_root) / f["rejects_path"]) for f in index["files"] if f["rejects_path"]]
-        for step in FILTERS if stage is None else [s for s in FILTERS if s == stage]:
-            tables += [verdict_rejects(work_root, step, p) for p in parts if verdicts_path(work_root, step, p).exists()]
-        for table in tables:
-            if reason is not None:
-                table = table.filter(pc.equal(table.column("reason"), reason))
-            if table.num_rows:
-                yield table
+        if corpus in (None, name):
+            for table in _tables(work_root, name, parts, stage):
+                if reason is not None:
+                    table = table.filter(pc.equal(table.column("reason"), reason))
+                if table.num_rows:
+                    yield table
+
+
+def _tables(work_root: str | Path, corpus: str, parts: list, stage: str | None) -> Iterator[pa.Table]:
+    """One corpus's rejects tables: ingest's per input file, then each filter's per part."""
+    if stage in (None, "ingest"):
+        index = read_index(WorkRoot(work_root).corpus_index(corpus)) or {"files": []}
+        yield from (pq.read_table(Path(work_root) / f["rejects_path"]) for f in index["files"] if f["rejects_path"])
+    for step in (s for s in FILTERS if stage in (None, s)):
+        yield from (verdict_rejects(work_root, step, p) for p in parts if verdicts_path(work_root, step, p).exists())

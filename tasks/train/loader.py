@@ -77,6 +77,28 @@ class _DomainStream:
         return out
 
 
+def _sampling_weights(m, weights: list[float] | None, manifest) -> list[float]:
+    """The manifest's weights, or the caller's (in source order: shares summing to 1, none on an empty domain)."""
+    if weights is None:
+        return [s.weight for s in m.sources]
+    if len(weights) != len(m.sources) or min(weights) < 0 or abs(sum(weights) - 1) > 1e-6:
+        raise ValueError(f"weights must be {len(m.sources)} non-negative shares summing to 1, not {weights}")
+    if empty := [s.domain for s, w in zip(m.sources, weights) if w > 0 and not s.available_tokens]:
+        raise ManifestError(f"{manifest}: weight given to domains without tokens: {empty}")
+    return [float(w) for w in weights]
+
+
+def _rank(rank: int | None, world_size: int | None) -> tuple[int, int, bool]:
+    """(rank, world size, whether torch.distributed gave them): the caller's, else torch.distributed's, else 0 of 1."""
+    if distributed := (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        rank = torch.distributed.get_rank() if rank is None else rank
+        world_size = torch.distributed.get_world_size() if world_size is None else world_size
+    rank, world_size = rank or 0, world_size or 1
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+    return rank, world_size, distributed
+
+
 class MixtureDataset(IterableDataset):
     def __init__(self, manifest: str | Path, seq_len: int | None = None, seed: int | None = None,
                  sampling: str = "interleave", batch_size: int = 1, rank: int | None = None,
@@ -92,24 +114,12 @@ class MixtureDataset(IterableDataset):
         self.seq_len = seq_len or m.budget.sequence_length
         self.seed = m.budget.seed if seed is None else seed
         self.domains = [s.domain for s in m.sources]
-        self.weights = [s.weight for s in m.sources]
-        if weights is not None:
-            if len(weights) != len(self.weights) or min(weights) < 0 or abs(sum(weights) - 1) > 1e-6:
-                raise ValueError(f"weights must be {len(self.weights)} non-negative shares summing to 1, not {weights}")
-            if empty := [s.domain for s, w in zip(m.sources, weights) if w > 0 and not s.available_tokens]:
-                raise ManifestError(f"{manifest}: weight given to domains without tokens: {empty}")
-            self.weights = [float(w) for w in weights]
+        self.weights = _sampling_weights(m, weights, manifest)
         self.n_samples = m.budget.total_tokens // (self.seq_len + 1)
         if self.n_samples == 0:
             raise ManifestError(f"{manifest}: a budget of {m.budget.total_tokens} tokens holds no sequence of "
                                 f"{self.seq_len + 1}")
-        if distributed := (torch.distributed.is_available() and torch.distributed.is_initialized()):
-            rank = torch.distributed.get_rank() if rank is None else rank
-            world_size = torch.distributed.get_world_size() if world_size is None else world_size
-        self.rank, self.world_size = rank or 0, world_size or 1
-        self.distributed = distributed
-        if not 0 <= self.rank < self.world_size:
-            raise ValueError(f"rank {self.rank} is not in 0..{self.world_size - 1}")
+        self.rank, self.world_size, self.distributed = _rank(rank, world_size)
         self.start = 0  # samples of this rank already consumed (load_state_dict sets it)
         self._streams: dict[int, _DomainStream] | None = None
 
