@@ -3,7 +3,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OUT ?= out
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: install
 # Two processes, one test file each at a time: many tests wait on servers and schedules rather than on a core.
 test: install
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+# The iteration tier: no server, no end-to-end run (under 3 minutes here); `make test` stays the whole suite.
+test-fast: install
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow and not server"
 
 bench: install
 	$(PY) -m pip install -q -e '.[bench]'

@@ -134,7 +134,7 @@ def _unreadable_folder(tmp_path):
     os.chmod(root / "locked", 0)
     for d in (root, root / "ok.jsonl"):
         os.chmod(d, 0o755)
-    code = ("import json; from tasks.inputs import resolve_inputs; [c] = resolve_inputs([%r]); "
+    code = ("import json; from tasks.ingest.inputs import resolve_inputs; [c] = resolve_inputs([%r]); "
             "print(json.dumps([[j.source_file, j.refused] for j in c.files]))" % str(root))
     drop = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] if os.geteuid() == 0 else []
     try:

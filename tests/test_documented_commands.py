@@ -35,6 +35,7 @@ NOT_COMMANDS = {"curate", "make", "prefect", "eval", "curate legal+code → defa
 RUNS: dict[str, str] = {
     "make demo": "make demo OUT={w}/out",
     "make test": "",  # CI runs the suite through it (.ci/run); checked below, never run from inside the suite
+    "make test-fast": "make -n test-fast | grep -- '-m \"not slow and not server\"'",  # its tier: checked below
     "curate run [INPUT ...] [--out DIR] [--config FILE]":
         "curate run data/sample/legal.jsonl.gz --out {w}/run --config {w}/tiny.yaml",
     "curate train-classifier domain --data LABELED.jsonl.gz --out DIR [--quantize]":
@@ -286,6 +287,19 @@ def test_make_test_is_what_ci_runs():
     ci = (REPO / ".ci" / "run").read_text()
     assert re.search(r"^make test$", ci, re.M), ".ci/run must run the README's test command"
     assert re.search(r"^test: install\n\t\$\(PY\) -m pytest", (REPO / "Makefile").read_text(), re.M)
+
+
+def test_the_fast_tier_starts_no_server():
+    """`make test-fast` leaves out every test that asks for the Prefect harness or runs the CLI's flows."""
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "--collect-only", "-m", "not slow and not server",
+                          "-p", "no:cacheprovider"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    collected = [line.split("::")[0] for line in out.splitlines() if "::" in line]
+    assert collected and not {"tests/test_flow.py", "tests/test_mapping.py", "tests/test_service.py"} & set(collected)
+    for f in set(collected):
+        text = (REPO / f).read_text()
+        for name in re.findall(r"def (test_\w+)\(([^)]*)\)", text):
+            if "prefect_harness" in name[1]:
+                assert f"{f}::{name[0]}" not in out, f"{f}::{name[0]} starts a server but is in the fast tier"
 
 
 def test_the_compose_file_runs_the_tested_commands():

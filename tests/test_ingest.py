@@ -72,8 +72,8 @@ def test_a_large_file_is_written_as_parts_of_bounded_text(tmp_path, multilingual
     split = ingest_file(job, IngestConfig(part_text_bytes=limit), tmp_path / "many")
     assert len(whole.parts) == 1 and len(split.parts) in (7, 8)
     texts = [pq.read_table(tmp_path / "many" / p.docs_path, columns=["text", "id"]) for p in split.parts]
-    assert [t.num_rows for t in texts] == [p.kept for p in split.parts]
-    assert sum(p.kept for p in split.parts) == whole.kept
+    assert [t.num_rows for t in texts] == [p.rows for p in split.parts]
+    assert sum(p.rows for p in split.parts) == whole.kept
     sizes = [sum(len(x.encode()) for x in t.column("text").to_pylist()) for t in texts]
     longest = max(len(x.encode()) for t in texts for x in t.column("text").to_pylist())
     assert all(limit <= s < limit + 4 * longest for s in sizes[:-1]), (limit, sizes)

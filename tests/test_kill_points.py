@@ -1,9 +1,10 @@
 """A kill at any commit point resumes: `curate run` is killed (SIGKILL) just before it commits each kind of output in
-turn (the first file of every kind: parts of each stage, signatures, the dedup index and its registry, the tokenizer,
-shards, manifest version, latest.json, the report), then run again; the second run must finish with the same
-shards, tokenizer and manifest as an uninterrupted run, leave no temporary file behind, and a third run must change
-nothing. This is the test that found the two stuck states of issue 15 (dedup registry vs. its done marker, manifest
-version vs. latest.json)."""
+turn (the first file of every kind: parts of each stage, verdicts, signatures, the dedup index and its registry, the
+tokenizer, shards, manifest version, latest.json, the report). The kills are chained in commit order: each run
+resumes the one killed before it and is itself killed at the next point, and the last run, not killed, must finish
+with the same shards, tokenizer and manifest as an uninterrupted run and leave no temporary file behind. This is the
+test that found the two stuck states of issue 15 (dedup registry vs. its done marker, manifest version vs.
+latest.json)."""
 from __future__ import annotations
 
 import hashlib
@@ -57,7 +58,7 @@ def setup(prefect_harness, tmp_path_factory):
     log = base / "commits.log"
     ref = _run(base, "ref", {**env, "CURATE_COMMIT_LOG": str(log)})
     assert ref.returncode == 0, ref.stdout + ref.stderr
-    kinds: dict[str, str] = {}
+    kinds: dict[str, str] = {}  # in the order of their first commit
     for line in log.read_text().splitlines():
         if Path(line).is_relative_to(base / "ref"):  # (the model cache is not the work root's)
             rel = Path(line).relative_to(base / "ref").as_posix()
@@ -76,40 +77,36 @@ def _run(base: Path, work: str, env: dict) -> subprocess.CompletedProcess:
 def test_every_kind_of_commit_is_covered(setup):
     _, _, kinds, outputs = setup
     must = ["dedup/index/registry.json", "dedup/<c>/_done.json", "manifests/default/v<n>.json",
-            "manifests/default/latest.json", "tokenizer/tokenizer.model", "report.json"]
+            "manifests/default/latest.json", "tokenizer/tokenizer.model", "report.json", *KEY_KINDS]
     for m in must:
         assert any(k == m for k in kinds), f"{m} was never committed: {sorted(kinds)}"
     assert any(k.endswith(".arrow") for k in kinds) and outputs
 
 
 # The kinds whose commit ends a stage or joins two files (the suite's budget); CURATE_ALL_KILL_POINTS=1 kills before
-# every kind (25 on this input, about 8 minutes; all 25 passed when this was written).
-KEY_KINDS = ("ingest/<c>/<c>.jsonl.gz-<h>.done.json", "dedup/index/registry.json", "dedup/<c>/_done.json",
+# every kind (all of them passed when this was written).
+KEY_KINDS = ("ingest/<c>/<c>.jsonl.gz-<h>.done.json", "dedup/<c>/<c>.jsonl.gz-<h>.<n>.verdicts.parquet",
+             "dedup/index/registry.json", "dedup/<c>/_done.json", "classify/<c>/<c>.jsonl.gz-<h>.<n>.verdicts.parquet",
              "tokenizer/tokenizer.model", "tokens/<c>/train/<c>/<c>.jsonl.gz-<h>.<n>-<h>-<n>.arrow",
              "tokenize/<c>/<c>.jsonl.gz-<h>.<n>.done.json", "manifests/default/v<n>.json", "manifests/default/latest.json")
 
 
 def test_a_kill_before_any_commit_resumes_to_the_same_outputs(setup):
     base, env, kinds, reference = setup
-    chosen = kinds if os.environ.get("CURATE_ALL_KILL_POINTS") else {k: kinds[k] for k in KEY_KINDS}
-    failures = []
-    for n, (kind, first) in enumerate(sorted(chosen.items())):
-        work = f"k{n}"
+    chosen = [(k, first) for k, first in kinds.items() if os.environ.get("CURATE_ALL_KILL_POINTS") or k in KEY_KINDS]
+    failures, work = [], "chain"
+    for kind, first in chosen:  # in commit order: each run resumes the last one and is killed at the next point
         # the kind as a glob: a path with a time in its name (runs/<time>.json) differs from the reference run's
         target = re.sub(r"<[hnc]>", "*", kind) if "<h>T<n>Z" in kind else first
         killed = _run(base, work, {**env, "CURATE_KILL_BEFORE": target})
         if killed.returncode == 0:
-            failures.append(f"{kind}: the run was not killed before {target}")
-            continue
-        resumed = _run(base, work, env)
-        if resumed.returncode != 0:
-            failures.append(f"{kind}: after a kill before {target}, the next run failed:\n{resumed.stderr[-1500:]}"
-                            f"{resumed.stdout[-1500:]}")
-            continue
-        if _outputs(base / work) != reference:
-            diff = sorted(set(_outputs(base / work).items()) ^ set(reference.items()))[:6]
-            failures.append(f"{kind}: resumed outputs differ from an uninterrupted run: {diff}")
-        if leftovers := [p for p in (base / work).rglob(".*.tmp")]:
-            failures.append(f"{kind}: temporary files left after the resume: {leftovers[:3]}")
-        shutil.rmtree(base / work)
+            failures.append(f"{kind}: the run was not killed before {target}:\n{killed.stderr[-1500:]}")
+    resumed = _run(base, work, env)
+    assert resumed.returncode == 0, f"after {len(chosen)} kills the run failed:\n{resumed.stderr[-1500:]}" \
+                                    f"{resumed.stdout[-1500:]}"
+    if _outputs(base / work) != reference:
+        diff = sorted(set(_outputs(base / work).items()) ^ set(reference.items()))[:6]
+        failures.append(f"resumed outputs differ from an uninterrupted run: {diff}")
+    if leftovers := [p for p in (base / work).rglob(".*.tmp")]:
+        failures.append(f"temporary files left after the resume: {leftovers[:3]}")
     assert not failures, "\n".join(failures)

@@ -68,4 +68,4 @@ def test_one_bad_landing_folder_is_refused_alone_and_links_out_are_not_read(tmp_
     from curate.tasks.ingest.inputs import resolve_inputs
 
     [corpus] = resolve_inputs([str(linked)])
-    assert [j.refused[0] for j in corpus.jobs if j.refused] == ["symlink_outside_root"]
+    assert [j.refused[0] for j in corpus.files if j.refused] == ["symlink_outside_root"]

@@ -12,6 +12,8 @@ from pydantic import BaseModel
 from curate.flows.runner import PrefectRunner
 from curate.tasks.engine.stage import Job, Step, TaskPool
 
+pytestmark = pytest.mark.server
+
 EVENTS: list[str] = []
 _lock = threading.Lock()
 

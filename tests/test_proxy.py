@@ -134,6 +134,7 @@ def _manifest_without(root, tok, shards, version, drop):
     return write_version(root, build_manifest(kept, tok, MixConfig(sequence_length=64, name=f"bad{version}"), "c", 1))[0]
 
 
+@pytest.mark.server  # the CLI starts its temporary server while it checks
 def test_bad_inputs_are_clear_messages_before_training(work):
     root, tok, shards, natural, _ = work
     no_val = _manifest_without(root, tok, shards, 1, lambda s: s.split == "validation")
@@ -160,6 +161,7 @@ def test_bad_inputs_are_clear_messages_before_training(work):
     assert res.exit_code == 2 and "learn.method" in res.output and "Traceback" not in res.output
 
 
+@pytest.mark.server
 def test_learn_mixture_flow_publishes_weights_losses_and_the_plot(prefect_harness, work):
     import asyncio
 
@@ -207,12 +209,10 @@ def test_a_folder_trains_its_newest_version_even_when_the_latest_pointer_lags(wo
     from curate.tasks.learn.proxy import preflight
 
     root, _, _, natural, uniform = work
-    folder = uniform.parent
-    pointer = folder / "latest.json"
-    before = pointer.read_text()
-    pointer.write_text(json.dumps({"version": 1, "path": natural.name, "fingerprint": "lagging"}))
-    try:
-        path, m, _ = preflight(folder, TINY)
-        assert path.name == uniform.name and m.weights_provenance.method == "uniform"
-    finally:
-        pointer.write_text(before)
+    folder = root / "manifests" / "lagging"
+    folder.mkdir()
+    shutil.copy(natural, folder / "v0001.json")
+    shutil.copy(uniform, folder / "v0002.json")
+    (folder / "latest.json").write_text(json.dumps({"version": 1, "path": "v0001.json", "fingerprint": "lagging"}))
+    path, m, _ = preflight(folder, TINY)
+    assert path.name == "v0002.json" and m.weights_provenance.method == "uniform"

@@ -11,6 +11,7 @@ from fastwarc.warc import ArchiveIterator
 
 from curate.schemas.config import IngestConfig, WebConfig
 from curate.schemas.inputs import InputFile
+from curate.tasks.engine.verdicts import rejects as verdict_rejects
 from curate.tasks.ingest.ingest import ingest_file
 from curate.tasks.ingest.web import decode_html, extract
 from tests.conftest import SHARED_CORPORA
@@ -140,7 +141,7 @@ def test_the_same_url_twice_keeps_the_latest_capture_and_blocked_urls_go(tmp_pat
     sign_part(res.parts[0], DedupConfig(), tmp_path)
     rep = dedup_corpus("web", res.parts, DedupConfig(), tmp_path)
     assert rep.duplicate_urls == 1 and rep.kept == 1
-    dup = pq.read_table(tmp_path / rep.rejects_path).to_pylist()
+    dup = verdict_rejects(tmp_path, "dedup", res.parts[0]).to_pylist()
     assert dup[0]["reason"] == "duplicate_url" and "floods at the spring tide twice" in dup[0]["excerpt"]
     assert dup[0]["duplicate_of"] == docs[1]["id"], "the latest capture is kept"
 

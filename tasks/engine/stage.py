@@ -10,7 +10,8 @@ its results add to the run (`fold`). A `Step` is a plain function of one `Job` w
 - `record(job)` is where the result is recorded with its key, written last: the job's commit point (None for a step
   that commits otherwise: the dedup registry, a manifest version);
 - `outputs(result, work_root)` lists the files a recorded result needs, to be reused;
-- `describe(result)` is the line logged when a job is done; `size(job)` its input bytes (largest first).
+- `describe(result)` is the line logged when a job is done; `size(job)` its input bytes (largest first);
+- `in_flow`: light work that runs where the flow runs, never sent to a worker (a run with nothing new starts none).
 
 Reuse by key and the commit (`Step.run`), mapping jobs over the runner with their progress (`map_jobs`), the reject
 accounting and the stage's line in the timing table (`account`) are written here once. The runner is the flow's
@@ -70,6 +71,7 @@ class Step:
     outputs: Callable[[Any, Path], list[Path]] = lambda result, work_root: []
     describe: Callable[[Any], str] = lambda result: ""
     size: Callable[[Job], int] = lambda job: 0
+    in_flow: bool = False  # light work (reading records, writing a manifest version): run where the flow runs
 
     def __reduce__(self):
         return _load_step, (self.module, self.name)
@@ -197,7 +199,7 @@ def map_jobs(step: Step, run: Run, jobs: list[Job], stage: str | None = None) ->
     """Run `step` for every job on the run's runner, with its progress shown. A job whose outputs exist under the same
     content key is not sent to a worker at all: a run with nothing new to do starts none. The largest jobs go first
     (a large one started last leaves the other workers idle at the end). Results come back in the order of `jobs`."""
-    results = [step.reused(job) for job in jobs]
+    results = [step.run(job) if step.in_flow else step.reused(job) for job in jobs]
     todo = sorted((k for k, r in enumerate(results) if r is None), key=lambda k: -step.size(jobs[k]))
     shown = StageProgress(run, stage or step.name, len(jobs), len(jobs) - len(todo), step.describe)
     pending = [(k, run.runner.submit(step, jobs[k])) for k in todo]

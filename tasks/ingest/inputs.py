@@ -84,10 +84,17 @@ def walk_folder(root: Path) -> tuple[list[Path], list[tuple[Path, str]], list[tu
     return sorted(files), sorted(refused), sorted(ignored)
 
 
+def _exists(path: str) -> bool:
+    try:
+        return local_path(path).expanduser().exists()
+    except OSError:  # a name too long to be a path, say
+        return False
+
+
 def _split(arg: str) -> tuple[str, str]:
     """(corpus name or "", path) of a NAME=PATH or PATH argument; a path that exists as written wins (it may hold '=')."""
     name, sep, path_s = arg.partition("=")
-    if not sep or not name or is_remote(arg) or local_path(arg).expanduser().exists():
+    if not sep or not name or is_remote(arg) or _exists(arg):
         return "", arg
     check_corpus_name(name, arg)
     return name, path_s

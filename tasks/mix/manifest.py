@@ -210,6 +210,7 @@ class Written(BaseModel):
 
     path: str
     new: bool
+    reused: bool = False  # nothing changed: the latest version is the run's
 
 
 def run_mix(cfg, work_root: Path, flow_run_id: str | None = None) -> Written:
@@ -219,14 +220,14 @@ def run_mix(cfg, work_root: Path, flow_run_id: str | None = None) -> Written:
     manifest = build_manifest(collect_shards(work_root), tok, cfg.mix, cfg.sha256(),
                               latest_version(work_root, cfg.mix.name) + 1, flow_run_id=flow_run_id)
     path, new = write_version(work_root, manifest)
-    return Written(path=str(path), new=new)
+    return Written(path=str(path), new=new, reused=not new)
 
 
 def _mix(job: Job, key: dict) -> Written:
     return run_mix(job.settings, job.root, job.prepared)
 
 
-MIX_STEP = Step(STAGE, __name__, Written, _mix,
+MIX_STEP = Step(STAGE, __name__, Written, _mix, in_flow=True,
                 describe=lambda w: f"manifest {w.path} ({'new version' if w.new else 'unchanged: the latest version'})")
 
 

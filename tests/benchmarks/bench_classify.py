@@ -30,13 +30,14 @@ sys.path.insert(0, str(REPO))
 
 from curate.schemas.config import ClassifyConfig, IngestConfig, PiiConfig  # noqa: E402
 from curate.tasks.classify.fasttext_model import load_model, model_text  # noqa: E402
-from curate.tasks.classify.classify import PartRef, classify_part  # noqa: E402
+from curate.schemas.report import Part  # noqa: E402
+from curate.tasks.classify.classify import classify_part  # noqa: E402
 from curate.tasks.classify.models import resolve_models  # noqa: E402
 from curate.schemas.inputs import InputFile
 from curate.tasks.ingest.ingest import ingest_file  # noqa: E402
 
 
-def ingest_heads(corpora: Path, docs: int, work: Path) -> list[PartRef]:
+def ingest_heads(corpora: Path, docs: int, work: Path) -> list[Part]:
     refs = []
     for src in sorted(corpora.glob("*.jsonl.gz")):
         head = work / "src" / src.name
@@ -44,7 +45,7 @@ def ingest_heads(corpora: Path, docs: int, work: Path) -> list[PartRef]:
         with gzip.open(src, "rb") as f, gzip.open(head, "wb", compresslevel=1) as out:
             out.writelines(itertools.islice(f, docs))
         res = ingest_file(InputFile(src.name.split(".")[0], str(head), src.name), IngestConfig(), work)
-        refs.extend(PartRef(res.corpus, p.docs_path) for p in res.parts)
+        refs.extend(res.parts)
     return refs
 
 

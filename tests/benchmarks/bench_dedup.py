@@ -36,9 +36,9 @@ import sys, json, time
 sys.path.insert(0, {repo!r})
 from concurrent.futures import ProcessPoolExecutor
 from curate.schemas.config import DedupConfig
-from curate.schemas.report import DocsPart
+from curate.schemas.report import Part
 from curate.tasks.dedup.dedup import sign_part, dedup_corpus
-parts = [DocsPart.model_validate(p) for p in json.load(open({parts!r}))]
+parts = [Part.model_validate(p) for p in json.load(open({parts!r}))]
 cfg = DedupConfig()
 t0 = time.perf_counter()
 with ProcessPoolExecutor({workers}) as ex:
@@ -94,7 +94,7 @@ def run_ours(records: list[dict], tmp: Path, workers: int) -> tuple[dict, float,
 
     from curate.schemas.config import IngestConfig
     from curate.schemas.inputs import InputFile
-from curate.tasks.ingest.ingest import ingest_file
+    from curate.tasks.ingest.ingest import ingest_file
 
     src, work = tmp / "parts", tmp / "work"
     src.mkdir()
@@ -111,10 +111,11 @@ from curate.tasks.ingest.ingest import ingest_file
     stats = json.loads(out.strip().splitlines()[-1])
     stats["wall_s"], stats["peak_mb"], stats["peak_sum_mb"] = wall, peak_mb, peak_sum
     rep_of = {}
-    for p in (work / "dedup" / "bench").glob("*.docs.parquet"):
-        for doc_id in pq.read_table(p, columns=["id"]).column("id").to_pylist():
-            rep_of[doc_id] = doc_id
-    rejects = pq.read_table(work / "dedup" / "bench" / "rejects.parquet").to_pylist()
+    verdicts = [v for p in sorted((work / "dedup" / "bench").glob("*.verdicts.parquet"))
+                for v in pq.read_table(p).to_pylist()]
+    for v in verdicts:
+        rep_of[v["id"]] = v["id"]
+    rejects = [v for v in verdicts if not v["kept"]]
     near = {}
     for r in rejects:
         rep_of[r["id"]] = r["duplicate_of"]

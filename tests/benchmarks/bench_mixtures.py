@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_loader import default_manifest  # noqa: E402
 from curate.schemas.config import CurateConfig, MixConfig  # noqa: E402
 from curate.schemas.proxy import PROXY_PRESETS, LearnConfig, ProxyConfig  # noqa: E402
-from curate.tasks import learn_mixture as lm  # noqa: E402
+from curate.tasks.learn import mixtures as lm  # noqa: E402
 from curate.tasks.mix.manifest import build_manifest, collect_shards, latest_version, write_version  # noqa: E402
 from curate.tasks.learn.noise import seed_pair_spearman  # noqa: E402
 from curate.tasks.tokens.tokenizer import load_tokenizer, work_root_tokenizer  # noqa: E402

@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 from curate.schemas.config import ClassifyConfig, TokenizeConfig  # noqa: E402
 from curate.tasks.classify.classify import classify_part  # noqa: E402
 from curate.tasks.classify.models import resolve_models  # noqa: E402
-from curate.tasks.tokens.tokenize import TokenizeRef, encode_batch, tokenize_part  # noqa: E402
+from curate.tasks.tokens.tokenize import encode_batch, tokenize_part  # noqa: E402
 from curate.tasks.tokens.tokenizer import balanced_sample, kept_documents, load_tokenizer, train_tokenizer  # noqa: E402
 from tests.benchmarks.bench_classify import ingest_heads  # noqa: E402
 
@@ -43,14 +43,12 @@ def main() -> None:
     try:
         cc = ClassifyConfig()
         models = resolve_models(cc)
-        refs = []
-        for part in ingest_heads(Path(args.corpora), args.docs, work):
-            res = classify_part(part, cc, models, work)
-            refs.append(TokenizeRef(part.corpus, part.docs_path, res.annotations_path))
-        pairs = [(r.docs_path, r.annotations_path) for r in refs]
-        tok = train_tokenizer(balanced_sample(work, pairs, 2_000_000, 1), work / "tokenizer")
+        refs = ingest_heads(Path(args.corpora), args.docs, work)
+        for part in refs:
+            classify_part(part, cc, models, work)
+        tok = train_tokenizer(balanced_sample(work, refs, ("classify",), 2_000_000, 1), work / "tokenizer")
         sp, _ = load_tokenizer(tok.path)
-        texts = [t for _, _, t in kept_documents(work, pairs)]
+        texts = [t for _, _, t in kept_documents(work, refs, ("classify",))]
         mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
         print(f"{len(texts):,} kept documents, {mb:.1f} MB of text, vocab {tok.vocab_size:,}; median of {args.repeats}")
         print(f"{'threads':>7} {'raw encode MB/s':>16} {'stage MB/s':>11} {'ratio':>6}")

@@ -77,7 +77,7 @@ def quality() -> None:
 def ours(files: list[Path], work: Path) -> int:
     from curate.schemas.config import IngestConfig
     from curate.schemas.inputs import InputFile
-from curate.tasks.ingest.ingest import ingest_file
+    from curate.tasks.ingest.ingest import ingest_file
 
     return sum(ingest_file(InputFile("web", str(f), f.name), IngestConfig(), work).kept for f in files)
 
