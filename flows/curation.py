@@ -23,10 +23,11 @@ from curate.tasks.dedup.dedup import DEDUP
 from curate.tasks.engine.files import clean_orphans
 from curate.tasks.engine.stage import Run, run_pipeline
 from curate.tasks.engine.storage import checked_out, is_remote, local_path
-from curate.tasks.ingest.ingest import INGEST
-from curate.tasks.ingest.inputs import InputError, resolve_inputs
+from curate.tasks.ingest.ingest import INGEST, check_names
+from curate.tasks.ingest.inputs import InputError, default_inputs, resolve_inputs
 from curate.tasks.mix.manifest import MIX
-from curate.tasks.report.summary import write_report
+from curate.tasks.report.summary import nothing_kept, write_report
+from curate.tasks.report.rejects import rejected_fields
 from curate.tasks.tokens.tokenize import TOKENIZE
 from curate.tasks.tokens.tokenizer import TOKENIZER
 
@@ -36,20 +37,9 @@ from curate.flows.runtime import check_workers_see, label_flow_run, prefect_api,
 
 PIPELINE = (INGEST, DEDUP, DECONTAM, CLASSIFY, TOKENIZER, TOKENIZE, MIX)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SAMPLE_DIR = REPO_ROOT / "data" / "sample"
-SAMPLE_CONFIG = REPO_ROOT / "data" / "sample.yaml"  # what `curate run` with no input and no --config uses
-
-
-def default_inputs(cfg: CurateConfig) -> list[str]:
-    """Config corpora if any, else each file of the bundled sample as its own corpus."""
-    if cfg.corpora:
-        return [f"{c.name}={c.path}" for c in cfg.corpora]
-    return [str(p) for p in sorted([*SAMPLE_DIR.glob("*.jsonl.gz"), *SAMPLE_DIR.glob("*.warc.gz")])]
-
-
 @flow(name="curate", log_prints=True)
-def curate(inputs: list[str] | None = None, out: str = "out", config_path: str | None = None) -> dict:
+def curate(inputs: list[str] | None = None, out: str = "out", config_path: str | None = None,
+           publish_artifacts: bool = True) -> dict:
     """Curate corpora into the work root `out`. Returns the run report (also written to out/report.json).
     `inputs` None curates the config's corpora (or the bundled sample); an empty list is an error."""
     t0 = time.perf_counter()
@@ -61,9 +51,9 @@ def curate(inputs: list[str] | None = None, out: str = "out", config_path: str |
     label_flow_run(f"curate {'+'.join(names)}"[:120], tags=[f"corpus:{n}" for n in names])
     if is_remote(out):  # object storage: run on a local copy under the work root's lease, then push (tasks/engine/storage.py)
         with checked_out(out) as local:
-            report = _curate_into(corpora, cfg, local, t0)
+            report = _curate_into(corpora, cfg, local, t0, publish_artifacts)
         return _remote_paths(report, local, out)
-    return _curate_into(corpora, cfg, local_path(out).resolve(), t0)
+    return _curate_into(corpora, cfg, local_path(out).resolve(), t0, publish_artifacts)
 
 
 def _remote_paths(report: dict, local: Path, url: str) -> dict:
@@ -74,13 +64,15 @@ def _remote_paths(report: dict, local: Path, url: str) -> dict:
     return {**report, "work_root": url, "manifest": remote(report.get("manifest")), "manifest_local": report.get("manifest")}
 
 
-def _curate_into(corpora: list[Corpus], cfg: CurateConfig, work_root: Path, t0: float) -> dict:
+def _curate_into(corpora: list[Corpus], cfg: CurateConfig, work_root: Path, t0: float,
+                 publish_artifacts: bool = True) -> dict:
     names = [c.name for c in corpora]
     report = RunReport(
         flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None, work_root=str(work_root),
         config_sha256=cfg.sha256(), started_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         ignored_files=[f for c in corpora for f in c.ignored],
     )
+    check_names(work_root, corpora, cfg.ingest)  # a name the work root holds with other content: refused, nothing written
     check_workers_see(work_root, cfg.runner)  # before any part goes to a worker that would write it elsewhere
     if orphans := clean_orphans(work_root):  # temporary files of writers that were killed
         get_run_logger().info("removed %d temporary files left by killed runs", len(orphans))
@@ -94,14 +86,25 @@ def _curate_into(corpora: list[Corpus], cfg: CurateConfig, work_root: Path, t0: 
     total_into(report)
     report.seconds = round(time.perf_counter() - t0, 2)
     write_report(report, work_root)
-    publish(report)
+    if publish_artifacts:  # (a backfill publishes them on its own run, the one a person opens)
+        publish(report)
     if report.manifest:
         label_flow_run(f"curate {'+'.join(names)}"[:120] + f" → {cfg.mix.name} {Path(report.manifest).stem}",
                        tags=[f"corpus:{n}" for n in names])
     if not report.balanced:  # a bug, never an input problem: every record must be accounted for
         raise RuntimeError(f"document accounting does not balance: {report.docs_in} in, "
                            f"{report.kept} kept + {report.rejected} rejected")
+    if why := nothing_kept(report, rejected_fields(work_root, report)):
+        raise NothingKept(why, report.model_dump(mode="json"))
     return report.model_dump(mode="json")
+
+
+class NothingKept(RuntimeError):
+    """A run that kept no document: a failed run, with the reason and the likely fix (its report travels with it)."""
+
+    def __init__(self, message: str, report: dict):
+        super().__init__(message)
+        self.report = report
 
 
 def run_curate(inputs: list[str] | None, out: str, config_path: str | None) -> dict:

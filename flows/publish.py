@@ -11,7 +11,7 @@ import base64
 import json
 from pathlib import Path
 
-from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
 from curate.schemas.report import RunReport
@@ -80,5 +80,3 @@ def publish(report: RunReport) -> None:
         chart = data_url(weights_chart(report.manifest))
         create_markdown_artifact(mix_markdown(report.manifest) + f"\n![mixture weights]({chart})\n",
                                  key=artifact_key(10, "weights"), description="Mixture weights and the manifest's path")
-        create_image_artifact(chart, key=artifact_key(11, "weights-chart"),
-                              description="Mixture weights per domain, beside the previous version's")

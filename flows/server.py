@@ -71,6 +71,9 @@ def service_env(home: Path, port: int, work_root: Path, landing: Path, corpora: 
         "CURATE_CORPORA_READY_ONLY": "false" if corpora else "true",
         "CURATE_CONFIG": str(config.resolve()) if config else "",
         "CURATE_WATCH_RRULE": f"FREQ=SECONDLY;INTERVAL={int(watch_seconds)}", "CURATE_CURATION_CRON": curation_cron,
+        # Scheduled runs made ahead: two, or two minutes' worth (the scheduler's loop is a minute), not Prefect's hour
+        # of them: `prefect flow-run ls` showed fifteen future watches and none of the finished runs.
+        "PREFECT_SERVER_SERVICES_SCHEDULER_MIN_RUNS": "2", "PREFECT_SERVER_SERVICES_SCHEDULER_MIN_SCHEDULED_TIME": "120",
     })
     return env
 
@@ -80,11 +83,18 @@ def _prefect(*args: str) -> list[str]:
     return [sys.executable, "-m", "prefect", *args]
 
 
+def _private() -> None:
+    """In the server's and worker's processes: what they create (the database and its WAL, result storage, logs) is
+    readable by the user who started them only."""
+    os.umask(0o077)
+
+
 def _spawn(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:  # its own session: `down` signals the whole group, children included
+    log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "ab") as out:  # its own session: `down` signals the whole group, children included
         return subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_private)
 
 
 def client_env(home: Path) -> dict[str, str]:
@@ -117,7 +127,8 @@ def server_up(home: Path, port: int, work_root: Path, landing: Path, corpora: Pa
     if (home / STATE_FILE).exists():
         raise ServerError(f"{home / STATE_FILE} exists: a server started from here may be running; "
                           "`curate server down` first")
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    home.chmod(0o700)  # the server's database, logs and password: the user's who started it, no one else's
     env = service_env(home, port, work_root, landing, corpora, config, watch_seconds, curation_cron)
     env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(heartbeat_seconds)  # flow runs prove they are alive
     url = env["PREFECT_API_URL"]

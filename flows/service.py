@@ -12,7 +12,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 
+from prefect.states import Failed
+
 from curate.flows.curation import curate
+from curate.flows.publish import publish
+from curate.schemas.report import RunReport
 from curate.flows.runtime import label_flow_run, task_runner
 from curate.schemas.config import load_config
 from curate.tasks.ingest.landing import READY_MARKER, Catalog, LandingError, check_unchanged, local_corpus, plan_watch, scan_landing
@@ -23,7 +27,7 @@ TRANSIENT_ATTEMPTS = 3  # a flaky disk or network; bad input and bad config fail
 RETRY_DELAY_S = 10
 
 
-def _curate(inputs: list[str], work_root: str, config_path: str | None) -> dict:
+def _curate(inputs: list[str], work_root: str, config_path: str | None, publish_artifacts: bool = True) -> dict:
     """The curate flow as a subflow; retried (resuming: every stage reuses what it finished) only when the error
     is one a retry can change."""
     config_path = config_path or None  # deployments template an unset CURATE_CONFIG as ""
@@ -31,7 +35,8 @@ def _curate(inputs: list[str], work_root: str, config_path: str | None) -> dict:
     for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
         try:
             return curate.with_options(task_runner=task_runner(cfg))(inputs=inputs, out=work_root,
-                                                                      config_path=config_path)
+                                                                      config_path=config_path,
+                                                                      publish_artifacts=publish_artifacts)
         except Exception as err:
             if attempt == TRANSIENT_ATTEMPTS or not is_transient(err):
                 raise
@@ -59,7 +64,7 @@ def backfill(path: str, work_root: str = "out", config_path: str | None = None, 
     now = check_unchanged(corpus, fingerprint)  # hashed once: the watcher's fingerprint, if it gave one
     catalog = Catalog(work_root)
     entry = catalog.entries().get(corpus.name)
-    if entry and entry["fingerprint"] != now:
+    if entry and entry.get("status") != "refused" and entry["fingerprint"] != now:
         raise LandingError(f"{corpus}: the catalog has {corpus.name!r} with other content ({entry['fingerprint'][:12]});"
                            " land the new version under a new name")
     if entry and entry.get("status") == "done":
@@ -68,10 +73,14 @@ def backfill(path: str, work_root: str = "out", config_path: str | None = None, 
     run_id = str(flow_run.get_id()) if flow_run.get_id() else None
     catalog.record(corpus.name, fingerprint=now, path=str(corpus.resolve()), status="running", flow_run_id=run_id)
     try:
-        report = _curate([f"{corpus.name}={corpus.resolve()}"], work_root, config_path)
-    except Exception as err:
+        report = _curate([f"{corpus.name}={corpus.resolve()}"], work_root, config_path, publish_artifacts=False)
+    except Exception as err:  # the reason on the run's own page: its state message and an artifact
         catalog.record(corpus.name, status="failed", error=str(err)[:500])
-        raise
+        create_markdown_artifact(f"# Backfill of `{corpus.name}` failed\n\n{err}\n", key="backfill-summary",
+                                 description=f"Why the backfill of {corpus.name} failed")
+        return Failed(message=f"backfill of {corpus.name} failed: {err}"[:1000])
+    # the run's tables and charts on the backfill, the run a person opens (a remote work root's: from its local copy)
+    publish(RunReport.model_validate({**report, "manifest": report.get("manifest_local") or report.get("manifest")}))
     mine = next(c for c in report["corpora"] if c["corpus"] == corpus.name)
     catalog.record(corpus.name, status="done", manifest=report.get("manifest"), docs_in=mine["docs_in"],
                    kept=mine["kept"], rejected=mine["rejected"], error=None)
@@ -110,25 +119,48 @@ def watch_corpora(landing: str, work_root: str = "out", config_path: str | None 
                   deployment: str = BACKFILL_DEPLOYMENT) -> dict:
     """One backfill run per new ready corpus in the landing directory; a crashed backfill (or one marked for a
     retry) is started again. A refused corpus fails the run, after the others are handled."""
-    logger = get_run_logger()
     landed = scan_landing(landing)
     catalog = Catalog(work_root)
-    triggered = []
     with catalog.locked():  # decide and record as one step: two watches never start one corpus twice
         entries = catalog.entries()
         crashed = _crashed_runs([e["flow_run_id"] for e in entries.values()
                                  if e.get("status") in ("triggered", "running") and e.get("flow_run_id")])
-        plan = plan_watch(landed, entries, crashed)
-        for c in plan.trigger + plan.retry:
-            run = run_deployment(deployment, parameters={"path": c.path, "work_root": work_root,
-                                                         "config_path": config_path, "fingerprint": c.fingerprint},
-                                 timeout=0, as_subflow=False)
-            catalog.record(c.name, fingerprint=c.fingerprint, path=c.path, status="triggered", flow_run_id=str(run.id))
-            logger.info("%s: backfill %s (%d files, %.1f MB)", c.name, run.name, c.files, c.bytes / 1e6)
-            triggered.append({"corpus": c.name, "action": "retried" if c in plan.retry else "backfill started",
-                              "why": c.why or "new ready corpus", "flow_run": run.name, "flow_run_id": str(run.id)})
+        plan = plan_watch(landed, entries, crashed, _taken_in(work_root, config_path))
+        triggered = [_start_backfill(c, c in plan.retry, catalog, work_root, config_path, deployment)
+                     for c in plan.trigger + plan.retry]
+        _record_refusals(plan, landed, entries, catalog)
+    _publish_watch(landing, landed, plan, triggered)
+    label_flow_run(f"watch: {len(triggered)} started, {len(plan.refused)} refused")
+    if plan.refused:  # an error a person must act on: a Failed run, not ERROR lines in a Completed one
+        raise LandingError("refused: " + "; ".join(f"{n}: {w}" for n, w in plan.refused))
+    return {"triggered": triggered, "skipped": plan.skipped, "refused": plan.refused}
+
+
+def _start_backfill(c, retried: bool, catalog: Catalog, work_root: str, config_path: str | None,
+                    deployment: str) -> dict:
+    run = run_deployment(deployment, parameters={"path": c.path, "work_root": work_root, "config_path": config_path,
+                                                 "fingerprint": c.fingerprint}, timeout=0, as_subflow=False)
+    catalog.record(c.name, fingerprint=c.fingerprint, path=c.path, status="triggered", flow_run_id=str(run.id))
+    get_run_logger().info("%s: backfill %s (%d files, %.1f MB)", c.name, run.name, c.files, c.bytes / 1e6)
+    return {"corpus": c.name, "action": "retried" if retried else "backfill started", "why": c.why or "new ready corpus",
+            "flow_run": run.name, "flow_run_id": str(run.id)}
+
+
+def _record_refusals(plan, landed, entries: dict, catalog: Catalog) -> None:
+    """Each refusal in the catalog, with the content it was made for: the same refusal is not a failure again at the
+    next watch."""
     for name, why in plan.refused:
-        logger.error("%s refused: %s", name, why)
+        get_run_logger().error("%s refused: %s", name, why)
+        fp = next((c.fingerprint for c in landed if c.name == name), None)
+        catalog.record(name, refused={"fingerprint": fp, "why": why},
+                       **({} if entries.get(name, {}).get("status") else {"status": "refused", "fingerprint": fp}))
+
+
+def _publish_watch(landing: str, landed, plan, triggered: list[dict]) -> None:
+    """What the landing folder held and what was done, as artifacts; a watch that changed nothing writes none (it says
+    so in its run's name)."""
+    if not (triggered or plan.refused):
+        return
     rows = triggered + [{"corpus": n, "action": "skipped", "why": w, "flow_run": "", "flow_run_id": ""}
                         for n, w in plan.skipped] + \
         [{"corpus": n, "action": "refused", "why": w, "flow_run": "", "flow_run_id": ""} for n, w in plan.refused]
@@ -137,12 +169,27 @@ def watch_corpora(landing: str, work_root: str = "out", config_path: str | None 
     create_markdown_artifact(f"# watch-corpora\n\n{summary}.\n\n" + "".join(
         f"- **{r['corpus']}**: {r['action']}: {r['why']}\n" for r in rows), key="watch-corpora-summary",
         description="Landing directory check")
-    if rows:
-        create_table_artifact(rows, key="watch-corpora-landing", description=f"What {landing} held and what was done")
-    label_flow_run(f"watch: {len(triggered)} started, {len(plan.refused)} refused")
-    if plan.refused:  # an error a person must act on: a Failed run, not ERROR lines in a Completed one
-        raise LandingError("refused: " + "; ".join(f"{n}: {w}" for n, w in plan.refused))
-    return {"triggered": triggered, "skipped": plan.skipped, "refused": plan.refused}
+    create_table_artifact(rows, key="watch-corpora-landing", description=f"What {landing} held and what was done")
+
+
+def _taken_in(work_root: str, config_path: str | None):
+    """Why a landed corpus's name is one the work root curated with other content (tasks/ingest/ingest.check_names):
+    refused by the watch, rather than a backfill started to fail."""
+    from curate.tasks.ingest.ingest import NameTaken, check_names, registered_names
+    from curate.tasks.ingest.inputs import InputError, resolve_inputs
+
+    registered = registered_names(work_root)
+
+    def taken(c) -> str | None:
+        if c.name not in registered:
+            return None
+        try:
+            check_names(work_root, resolve_inputs([f"{c.name}={local_corpus(c.path)}"]),
+                        load_config(config_path or None).ingest)
+        except (NameTaken, InputError) as err:
+            return str(err)
+        return None
+    return taken
 
 
 def corpora_of(root: Path, ready_only: bool) -> tuple[list[str], list[tuple[str, str]]]:

@@ -152,6 +152,10 @@ class ClassifyConfig(_Strict):
     min_domain_confidence: float = Field(
         0.6, ge=0.0, le=1.0, description="Below this calibrated probability a document's domain is `mixed`: it keeps its "
         "best domain for the mixture, and only rules shared by its two likeliest domains judge it.")
+    warn_drop_rate: float = Field(
+        0.5, ge=0.0, le=1.0, description="Warn when the rules drop more than this share of a predicted domain's "
+        "documents in a corpus (one rule, or all together): a rule eating a domain. The same share of a domain's kept "
+        "documents of uncertain domain (`mixed`) is warned about too: its mixture weight rests on guesses.")
     code_shape: float = Field(
         0.4, gt=0.0, le=1.0, description="Text whose share of code-shaped lines (indentation, braces, operators, "
         "keywords) is at least this is never judged by prose rules, whatever domain it is given.")
@@ -254,12 +258,12 @@ class ConfigError(ValueError):
 
 
 def _describe(err: ValidationError, source: str) -> str:
-    lines = [f"invalid config {source}:"]
+    """One line: the file and each bad key with what is wrong with it."""
+    found = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        lines.append(f"  {key}: {msg}")
-    return "\n".join(lines)
+        found.append(f"{key}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}")
+    return f"invalid config {source}: " + "; ".join(found)
 
 
 def parse_config(data: dict[str, Any] | None, source: str = "<config>") -> CurateConfig:
@@ -283,7 +287,7 @@ def load_config(path: str | Path | None) -> CurateConfig:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"invalid config {path}: not valid YAML ({err})") from None
+        raise ConfigError(f"invalid config {path}: not valid YAML ({' '.join(str(err).split())})") from None
     cfg = parse_config(data, str(path))
     base = path.resolve().parent
     corpora = [

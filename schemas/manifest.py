@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-MANIFEST_VERSION = "1"
+MANIFEST_VERSION = "2"  # 2: the fingerprint covers every path the manifest names (its tokenizer's, its exports)
 WEIGHT_TOLERANCE = 1e-6
 
 

@@ -49,6 +49,12 @@ class Part(BaseModel):
         """`<file>-<key>.NNNNN`: every stage names what it writes for this part after it."""
         return self.docs_path.rsplit("/", 1)[-1].removesuffix(".docs.parquet")
 
+    @property
+    def label(self) -> str:
+        """What a person reads in progress and logs: `corpus/file`, and the part's number when a file has several."""
+        k = self.name.rsplit(".", 1)[-1]
+        return f"{self.corpus}/{self.source_file}" + (f" #{int(k) + 1}" if k.isdigit() and int(k) else "")
+
 
 class FileResult(StageResult):
     source_file: str
@@ -99,6 +105,7 @@ class _ClassifyCounts(StageResult):
     docs_by_domain: dict[str, int] = Field(default_factory=dict)  # every document it saw, per predicted domain
     rule_drops: dict[str, dict[str, int]] = Field(default_factory=dict)  # predicted domain -> rule -> documents dropped
     mixed: int = 0  # documents whose domain was unsure (domain_mixed)
+    kept_mixed: dict[str, int] = Field(default_factory=dict)  # kept documents of unsure domain, per predicted domain
     code_shaped: int = 0  # documents given another domain than code that were code-shaped: no prose rule judged them
     quality_hist: list[int] = Field(default_factory=list)  # every document's quality score, 10 bins over [0, 1]
     pii: dict[str, int] = Field(default_factory=dict)  # matches per type
@@ -177,6 +184,7 @@ class RunReport(BaseModel):
     corpora: list[CorpusReport] = Field(default_factory=list)
     ignored_files: list[str] = Field(default_factory=list)
     manifest: str | None = None  # the manifest version this run wrote or confirmed
+    run_record: str | None = None  # this run's own copy of its report (runs/<start>-<id>.json); report.json is the latest
     stage_times: list[StageTiming] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)  # things a person should know (e.g. a smaller vocabulary)
     docs_in: int = 0

@@ -169,9 +169,14 @@ def test_corrupt_or_missing_index_partition_is_a_clear_error(tmp_path, shared_co
     work = tmp_path / "w"
     run_corpus(work, "a", a)
     band = work / "dedup" / "index" / "bands" / "band=03" / "a.parquet"
-    band.write_bytes(b"PAR1 garbage")
-    with pytest.raises(DedupIndexError, match=r"corrupt: .*band=03/a\.parquet"):
+    valid = band.read_bytes()
+    band.write_bytes((work / "dedup" / "index" / "bands" / "band=04" / "a.parquet").read_bytes())  # valid, another
+    with pytest.raises(DedupIndexError, match=r"changed: .*band=03/a\.parquet is not the file its corpus registered"):
         run_corpus(work, "b", b)
+    band.write_bytes(b"PAR1 garbage")
+    with pytest.raises(DedupIndexError, match=r"changed: .*band=03/a\.parquet"):
+        run_corpus(work, "b", b)
+    band.write_bytes(valid)
     band.unlink()
     with pytest.raises(DedupIndexError, match=r"missing: .*band=03/a\.parquet"):
         run_corpus(work, "b", b)

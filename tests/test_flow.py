@@ -42,11 +42,12 @@ def test_curate_flow_on_the_sample(prefect_harness, tmp_path):
     assert on_disk["docs_in"] == report["docs_in"] and on_disk["flow_run_id"] == report["flow_run_id"]
     arts = asyncio.run(_artifacts(report["flow_run_id"]))
     assert {"curate-01-summary", "curate-02-stages", "curate-03-corpora", "curate-05-dedup", "curate-06-decontam",
-            "curate-07-domains", "curate-08-quality", "curate-09-mixture", "curate-10-weights", "curate-11-weights-chart"} <= set(arts)
+            "curate-07-domains", "curate-08-quality", "curate-09-mixture", "curate-10-weights"} <= set(arts)
     assert not any(a["type"] == "progress" for a in arts.values()), "progress bars are gone once the run ends"
     assert [s["stage"] for s in report["stage_times"]] == report["stages"]
     assert all(s["seconds"] > 0 for s in report["stage_times"]) and report["stage_times"][0]["docs_per_s"] > 0
-    assert arts["curate-11-weights-chart"]["data"].startswith("data:image/png;base64,")
+    assert "![mixture weights](data:image/png;base64," in arts["curate-10-weights"]["data"]
+    assert "curate-11-weights-chart" not in arts, "the chart is drawn in the weights artifact, not printed as a URL"
     assert report["stages"] == ["ingest", "dedup", "decontam", "classify", "tokenizer", "tokenize", "mix"]
     manifest = json.loads(open(report["manifest"]).read())
     assert manifest["version"] == 1 and abs(sum(s["weight"] for s in manifest["sources"]) - 1) < 1e-9

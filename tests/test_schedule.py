@@ -62,7 +62,7 @@ def test_multinomial_blocks_equal_the_whole_run_and_the_schedule_walks_it():
 def test_a_manifest_of_a_trillion_tokens_builds_at_once_in_bounded_memory(tmp_path):
     """Shards are sparse files of the sizes the manifest states (their content is never read here)."""
     from curate.tasks.train.loader import MixtureDataset
-    from curate.tasks.train.manifests import fingerprint
+    from curate.tasks.train.manifests import exports_of, fingerprint
 
     (tmp_path / "tokens").mkdir()
     sources, per_shard = [], 50_000_000_000
@@ -82,8 +82,9 @@ def test_a_manifest_of_a_trillion_tokens_builds_at_once_in_bounded_memory(tmp_pa
     body = {"id": "big-v0001", "name": "big", "version": 1, "created_at": "2026-01-01T00:00:00Z",
             "producer": {"package_version": "0", "config_sha256": "x"}, "tokenizer": tok.model_dump(),
             "budget": budget.model_dump(), "sources": [s.model_dump() for s in sources],
-            "weights_provenance": {"method": "manual"}, "fingerprint": fingerprint(tok, budget, sources),
-            "exports": {"megatron_data_path": "", "hf_interleave_probabilities": {}}}
+            "weights_provenance": {"method": "manual"},
+            "fingerprint": fingerprint(tok, budget, sources, exports_of(sources)),
+            "exports": exports_of(sources).model_dump(mode="json")}
     (tmp_path / "manifests" / "big").mkdir(parents=True)
     path = tmp_path / "manifests" / "big" / "v0001.json"
     path.write_text(json.dumps(body))

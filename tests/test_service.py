@@ -180,6 +180,9 @@ def test_schedules_fire_by_themselves_and_landed_corpora_are_backfilled(service)
     refused = next(r for r in rows if r["corpus"] == "code-b")
     assert refused["action"] == "refused" and "changed after it was fingerprinted" in refused["why"]
     assert next(r for r in rows if r["corpus"] == "half-copied")["why"] == f"no {READY_MARKER} marker yet"
+    # the same refusal again: recorded in the catalog and said in the next watch's run name, not a failure every watch
+    _wait_watch_after(info, _utc_now())  # COMPLETED
+    assert Catalog(work).entries()["code-b"]["refused"]["why"].startswith("its files changed after")
     os.remove(landing / "code-b" / "extra.jsonl")
 
 

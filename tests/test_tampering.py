@@ -10,7 +10,7 @@ from curate.schemas.config import MixConfig
 from curate.schemas.manifest import Budget, Source, TokenizerRef
 from curate.tasks.train.loader import MixtureDataset
 from curate.tasks.mix.manifest import build_manifest, collect_shards, write_version
-from curate.tasks.train.manifests import ManifestError, fingerprint, load_manifest
+from curate.tasks.train.manifests import ManifestError, exports_of, fingerprint, load_manifest
 from tests.test_shards_manifest import curate_sample
 
 
@@ -26,9 +26,11 @@ def _edited(path, edit, refingerprint=False):
     """A copy of the manifest beside it, edited; with refingerprint, its fingerprint recomputed as a forger would."""
     data = json.loads(path.read_text())
     edit(data)
-    if refingerprint:
-        data["fingerprint"] = fingerprint(TokenizerRef(**data["tokenizer"]), Budget(**data["budget"]),
-                                          [Source(**s) for s in data["sources"]])
+    if refingerprint:  # exports and fingerprint made again from the edited sources, as a forger would
+        sources = [Source(**s) for s in data["sources"]]
+        data["exports"] = exports_of(sources).model_dump(mode="json")
+        data["fingerprint"] = fingerprint(TokenizerRef(**data["tokenizer"]), Budget(**data["budget"]), sources,
+                                          exports_of(sources))
     out = path.with_name("edited.json")
     out.write_text(json.dumps(data))
     return out
@@ -114,3 +116,27 @@ def test_a_changed_setting_writes_new_shards_and_every_version_stays_loadable(tm
     for version in (v1, v2):
         ds = MixtureDataset(version)
         assert sum(1 for _ in ds) == ds.n_samples  # every shard read, and checked, without error
+
+
+def test_every_path_a_manifest_names_is_covered_and_kept_inside_the_root(manifest):
+    """The tokenizer's path and the exports are in the fingerprint (format 2), and a relative tokenizer path that
+    leads out of the dataset root is refused even where a forger made the fingerprint again."""
+    from curate.tasks.train.manifests import sealed
+    from curate.schemas.manifest import Manifest
+
+    for edit in (lambda d: d["tokenizer"].update(path="../../../../x"),
+                 lambda d: d["exports"].update(megatron_data_path="1.0 /elsewhere/data"),
+                 lambda d: d["exports"]["hf_interleave_probabilities"].update(zzz=1.0)):
+        with pytest.raises(ManifestError, match="no longer matches its fingerprint"):
+            load_manifest(_edited(manifest, edit))
+    data = json.loads(manifest.read_text())
+    data["tokenizer"]["path"] = "../../../../x"
+    out = manifest.with_name("forged-path.json")
+    out.write_text(sealed(Manifest.model_validate(data)).model_dump_json())
+    with pytest.raises(ManifestError, match="escapes the dataset root"):
+        load_manifest(out)
+    data = json.loads(manifest.read_text())
+    data["exports"]["megatron_data_path"] = "1.0 /elsewhere/data"
+    out.write_text(sealed(Manifest.model_validate(data)).model_dump_json())
+    with pytest.raises(ManifestError, match="exports are not what its sources give"):
+        load_manifest(out)

@@ -24,5 +24,8 @@ def server_line() -> str:
 
 
 def fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}")
+    """The one line a refusal is said in (not wrapped: a terminal wraps it; a log keeps it whole)."""
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
     raise typer.Exit(code)

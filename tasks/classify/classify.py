@@ -76,7 +76,8 @@ def judged_as(domain: str, runner_up: str, mixed: bool) -> tuple[str, ...]:
 
 def _key(job: Job) -> dict:
     models = job.prepared
-    return {**verdicts_key(job.root, job.unit, job.before), "config": job.settings.model_dump(mode="json"),
+    return {**verdicts_key(job.root, job.unit, job.before),
+            "config": job.settings.model_dump(mode="json", exclude={"warn_drop_rate"}),  # (a warning: no output)
             "models": [models.domain_sha, models.quality_sha, models.domain_temperature]}
 
 
@@ -92,6 +93,7 @@ class _Tally:
 
     def __init__(self) -> None:
         self.reasons, self.domains, self.pii, self.seen = Counter(), Counter(), Counter(), Counter()
+        self.kept_mixed: Counter = Counter()
         self.rule_drops: dict[str, Counter] = {}
         self.hist = np.zeros(HIST_BINS, dtype=np.int64)
         self.docs_in = self.text_bytes_in = self.text_bytes = self.mixed = self.code_shaped = 0
@@ -109,6 +111,7 @@ class _Tally:
             if rule:
                 self.rule_drops.setdefault(d, Counter())[rule] += 1
         self.mixed += sum(cols["domain_mixed"])
+        self.kept_mixed.update(d for d, k, m in zip(cols["domain"], kept, cols["domain_mixed"]) if k and m)
         self.code_shaped += sum(sh is not None and sh >= cfg.code_shape for sh in cols["code_shape"])
         self.pii.update({t: sum(cols[f"pii_{t}"]) for t in PII_TYPES})
         self.hist += np.histogram(np.asarray(cols["quality_score"]), bins=HIST_BINS, range=(0.0, 1.0))[0]
@@ -120,7 +123,7 @@ class _Tally:
             by_reason=dict(sorted(self.reasons.items())), domains=dict(sorted(self.domains.items())),
             docs_by_domain=dict(sorted(self.seen.items())),
             rule_drops={d: dict(sorted(c.items())) for d, c in sorted(self.rule_drops.items())},
-            mixed=self.mixed, code_shaped=self.code_shaped, quality_hist=self.hist.tolist(),
+            mixed=self.mixed, kept_mixed=dict(sorted(self.kept_mixed.items())), code_shaped=self.code_shaped, quality_hist=self.hist.tolist(),
             pii={t: n for t, n in sorted(self.pii.items()) if n}, text_bytes_in=self.text_bytes_in,
             text_bytes=self.text_bytes, seconds=round(seconds, 3))
 
@@ -192,7 +195,7 @@ CLASSIFY_PART = Step(
     STAGE, __name__, ClassifyPartResult, _classify, _key,
     record=lambda job: WorkRoot(job.root).record(STAGE, job.unit.corpus, job.unit.name),
     outputs=lambda res, work_root: [work_root / res.verdicts_path],
-    describe=lambda r: f"{r.verdicts_path}: {r.docs_in} in, {r.kept} kept",
+    describe=lambda r: f"{r.docs_in:,} in, {r.kept:,} kept",
     size=lambda job: size_of(job.root / job.unit.docs_path))
 
 
@@ -200,9 +203,34 @@ def _jobs(run: Run) -> list[Job]:
     """A job per part; the default models train here, once, before any task needs them."""
     models = resolve_models(run.cfg.classify)
     run.log(f"classify models: domain {models.domain_path}, quality {models.quality_path}")
-    return [run.job(p, run.cfg.classify, models, label=f"{c}/{p.name}") for c, parts in run.parts.items()
+    return [run.job(p, run.cfg.classify, models, label=p.label) for c, parts in run.parts.items()
             for p in parts]
 
 
-CLASSIFY = Stage(STAGE, CLASSIFY_PART, _jobs, enabled=lambda cfg: cfg.classify.enabled, filter=True,
+def heavy_losses(corpus: str, rep: ClassifyReport, rate: float) -> list[str]:
+    """Warnings a person would want: the rules dropping more than `rate` of a predicted domain's documents in a corpus
+    (a rule eating a domain), and a domain whose kept documents are mostly of uncertain domain."""
+    out = []
+    for domain, seen in rep.docs_by_domain.items():
+        drops = rep.rule_drops.get(domain, {})
+        top = sorted(drops.items(), key=lambda kv: -kv[1])[:3]
+        if seen and sum(drops.values()) > rate * seen:
+            out.append(f"{corpus}: the rules dropped {sum(drops.values()) / seen:.0%} of its {seen:,} {domain} documents "
+                       f"({', '.join(f'{r} {n:,}' for r, n in top)}): check classify.rules and rule_params for "
+                       f"{domain} (classify.warn_drop_rate {rate})")
+        kept = rep.domains.get(domain, 0)
+        if kept and rep.kept_mixed.get(domain, 0) > rate * kept:
+            out.append(f"{corpus}: {rep.kept_mixed[domain] / kept:.0%} of its {kept:,} kept {domain} documents are of "
+                       f"uncertain domain (under classify.min_domain_confidence): the {domain} weight rests on guesses")
+    return out
+
+
+def _fold(run: Run, results: list) -> None:
+    for rep in run.report.corpora:
+        if rep.classify is not None:
+            for warning in heavy_losses(rep.corpus, rep.classify, run.cfg.classify.warn_drop_rate):
+                run.warn(warning)
+
+
+CLASSIFY = Stage(STAGE, CLASSIFY_PART, _jobs, enabled=lambda cfg: cfg.classify.enabled, filter=True, fold=_fold,
                  summary=ClassifyReport)

@@ -182,14 +182,14 @@ DECONTAM_PART = Step(
     STAGE, __name__, DecontamPartResult, _decontaminate, _key,
     record=lambda job: WorkRoot(job.root).record(STAGE, job.unit.corpus, job.unit.name),
     outputs=lambda res, work_root: [work_root / res.verdicts_path],
-    describe=lambda r: f"{r.verdicts_path}: {r.docs_in} in, {r.rejected} contaminated",
+    describe=lambda r: f"{r.docs_in:,} in, {r.rejected:,} contaminated",
     size=lambda job: size_of(job.root / job.unit.docs_path))
 
 
 def _jobs(run: Run) -> list[Job]:
     """A job per part, all sharing the evaluation sets' n-grams, hashed once per run."""
     index = build_index(run.cfg.decontam, run.work_root)
-    return [run.job(p, run.cfg.decontam, index, label=f"{c}/{p.name}") for c, parts in run.parts.items() for p in parts]
+    return [run.job(p, run.cfg.decontam, index, label=p.label) for c, parts in run.parts.items() for p in parts]
 
 
 DECONTAM = Stage(STAGE, DECONTAM_PART, _jobs, enabled=lambda cfg: cfg.decontam.enabled and bool(cfg.decontam.sets),

@@ -93,7 +93,7 @@ SIGN = Step(
     "minhash", __name__, SignedPart, _sign, _sign_key,
     record=lambda job: sig_path(job.root, job.unit).with_suffix(".json"),
     outputs=lambda res, work_root: [work_root / res.path],
-    describe=lambda r: f"{r.docs_path}: {r.signed:,} of {r.documents:,} documents signed",
+    describe=lambda r: f"{r.signed:,} of {r.documents:,} signed",
     size=lambda job: size_of(job.root / job.unit.docs_path))
 
 
@@ -175,8 +175,8 @@ def _registered(unit: CorpusParts, index: DedupIndex, fingerprint: str, work_roo
 
 
 CLUSTER = Step("dedup", __name__, DedupReport, _cluster,
-               describe=lambda r: f"{r.corpus}: {r.docs_in} in, {r.kept} kept, {r.exact_duplicates} exact and "
-               f"{r.near_duplicates} near duplicates" + (" (reused)" if r.reused else ""))
+               describe=lambda r: f"{r.docs_in:,} in, {r.kept:,} kept, {r.exact_duplicates:,} exact and "
+               f"{r.near_duplicates:,} near duplicates" + (" (reused)" if r.reused else ""))
 
 
 EXACT, NEAR, URL = 1, 2, 3  # codes of a document's fate in the per-document arrays (0: kept)
@@ -436,7 +436,7 @@ def _schedule(stage: Stage, run: Run, jobs: list[Job]) -> list[DedupReport]:
     """Signatures per part, and each corpus against the index in registration order, on one pool: a corpus clusters
     as soon as its own parts are signed, while the other workers sign the next corpora's parts (its clustering is
     one task, and the other workers would idle beside it)."""
-    signs = [run.job(p, job.settings, label=f"{p.corpus}/{p.name}") for job in jobs
+    signs = [run.job(p, job.settings, label=p.label) for job in jobs
              for p in sorted(job.unit.parts, key=lambda p: -p.text_bytes)]
     todo = [j for j in signs if SIGN.reused(j) is None]  # in registration order: the first corpus is ready first
     unsigned = Counter(j.unit.corpus for j in todo)
@@ -447,7 +447,7 @@ def _schedule(stage: Stage, run: Run, jobs: list[Job]) -> list[DedupReport]:
             if pool.chain is None and waiting and not unsigned[waiting[0].unit.corpus]:
                 pool.start(_cluster_steps(waiting.pop(0), run.runner.width))
             while todo and pool.filler_slots() > 0:
-                pool.fill(SIGN, todo[0], todo[0].unit.corpus)
+                pool.fill(SIGN, todo[0], todo[0])
                 todo.pop(0)
             _done(pool.next_done(), unsigned, progress, reports, run, len(jobs))
     finally:
@@ -457,13 +457,13 @@ def _schedule(stage: Stage, run: Run, jobs: list[Job]) -> list[DedupReport]:
 
 def _done(finished: tuple, unsigned: Counter, progress: StageProgress, reports: dict, run: Run, corpora: int) -> None:
     """What a finished task means: a part signed (its corpus is one part nearer its clustering), or a corpus done."""
-    kind, corpus, result = finished
+    kind, job, result = finished
     if kind == "fill":
-        unsigned[corpus] -= 1
-        progress.finished(result)
+        unsigned[job.unit.corpus] -= 1
+        progress.finished(result, job.label)
     elif kind == "chain":
         reports[result.corpus] = result
-        run.log(f"dedup {CLUSTER.describe(result)}")
+        run.log(f"dedup {result.corpus}: {CLUSTER.describe(result)}")
         run.progress(STAGE, len(reports), corpora, result.corpus)
 
 

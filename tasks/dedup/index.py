@@ -16,6 +16,7 @@ from curate.schemas.work_root import WorkRoot
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -65,12 +66,32 @@ class DedupIndex:
 
     # --- reading -----------------------------------------------------------------------------------
     def _read(self, path: Path, columns: list[str]) -> pa.Table:
+        """An index file, checked against the sha256 its corpus's registration recorded: a file replaced by another
+        valid one would change decisions silently."""
         if not path.exists():
             raise DedupIndexError(f"dedup index file missing: {path} (the registry lists its corpus)")
+        data = path.read_bytes()
+        want = self._sha256.get(path.relative_to(self.root).as_posix())
+        if want and hashlib.sha256(data).hexdigest() != want:
+            raise DedupIndexError(f"dedup index file changed: {path} is not the file its corpus registered (sha256 "
+                                  f"{want[:12]}): restore it, or remove {self.root} to rebuild the index")
         try:
-            return pq.read_table(path, columns=columns)
+            return pq.read_table(pa.BufferReader(data), columns=columns)
         except Exception as err:  # pyarrow raises several types for a damaged file
             raise DedupIndexError(f"dedup index file is corrupt: {path} ({err})") from None
+
+    @property
+    def _sha256(self) -> dict[str, str]:
+        return {rel: sha for c in self.registry["corpora"] for rel, sha in c.get("files", {}).items()}
+
+    def _write(self, rel: str, table: pa.Table) -> str:
+        """One index file, committed atomically; its sha256, which the registry records."""
+        buf = pa.BufferOutputStream()
+        pq.write_table(table, buf, compression="zstd")
+        data = buf.getvalue().to_pybytes()
+        with atomic_path(self.root / rel) as tmp:
+            tmp.write_bytes(data)
+        return hashlib.sha256(data).hexdigest()
 
     def exact(self) -> pa.Table:
         """content_hash, id, corpus rank of every kept document of every registered corpus."""
@@ -129,15 +150,14 @@ class DedupIndex:
         crash before it leaves no trace and a crash after it leaves the stage done."""
         if self.entry(name):
             raise DedupIndexError(f"corpus {name!r} is already in the dedup index")
-        with atomic_path(self.root / "exact" / f"{name}.parquet") as tmp:
-            pq.write_table(pa.table({"content_hash": hashes, "id": ids, "row": pa.array(corpus_rows, pa.int64())}),
-                           tmp, compression="zstd")
+        files = {f"exact/{name}.parquet": self._write(f"exact/{name}.parquet", pa.table(
+            {"content_hash": hashes, "id": ids, "row": pa.array(corpus_rows, pa.int64())}))}
         rows = np.asarray(rows, dtype=np.int32)  # the kept documents (in kept order) that have shingles, and
         for band in range(keys.shape[1]):         # their band keys, one row of `keys` each
-            with atomic_path(self.root / "bands" / f"band={band:02d}" / f"{name}.parquet") as tmp:
-                pq.write_table(pa.table({"key": keys[:, band], "row": rows}), tmp, compression="zstd")
+            rel = f"bands/band={band:02d}/{name}.parquet"
+            files[rel] = self._write(rel, pa.table({"key": keys[:, band], "row": rows}))
         self.registry["corpora"].append({"name": name, "fingerprint": fingerprint, "kept": len(ids), "parts": parts,
-                                         "rows": "ingest", "report": report})
+                                         "rows": "ingest", "files": files, "report": report})
         write_json_atomic(self.registry_path, self.registry)
 
 

@@ -188,9 +188,9 @@ class StageProgress:
         self.run, self.stage, self.total, self.done, self.describe = run, stage, total, done, describe
         run.progress(stage, done, total, "reused" if done else "")
 
-    def finished(self, result) -> None:
+    def finished(self, result, label: str = "") -> None:
         self.done += 1
-        message = self.describe(result)
+        message = f"{label}: {self.describe(result)}" if label else self.describe(result)
         self.run.log(f"{self.stage} {message}")
         self.run.progress(self.stage, self.done, self.total, message)
 
@@ -208,7 +208,7 @@ def map_jobs(step: Step, run: Run, jobs: list[Job], stage: str | None = None) ->
         k = next(k for k, f in pending if f is fut)
         pending = [(j, f) for j, f in pending if f is not fut]
         results[k] = fut.result()
-        shown.finished(results[k])
+        shown.finished(results[k], jobs[k].label)
     return results
 
 

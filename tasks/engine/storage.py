@@ -78,16 +78,30 @@ def _local_state(p: Path) -> list[int]:
     return [st.st_size, st.st_mtime_ns]
 
 
+COMMIT_POINTS = ("done.json", "_corpus.json", "registry.json")  # each names outputs that must be there before it
+
+
 def _push_order(rel: str) -> int:
-    """0: data; 1: completion markers; 2: manifest versions; 3: pointers read first by others (latest, report)."""
+    """0: data; 1: commit points (completion records, a corpus's index, the dedup registry: each names outputs sent
+    before it); 2: manifest versions; 3: pointers read first by others (latest, report). A push cut anywhere leaves
+    outputs no commit point names yet, never a commit point naming what is not there."""
     name = rel.rsplit("/", 1)[-1]
     if rel.startswith("manifests/") and name.startswith("v") and name.endswith(".json"):
         return 2
     if name in ("latest.json", "report.json") or rel.startswith("catalog/"):
         return 3
-    if name.endswith("done.json"):
+    if name.endswith(COMMIT_POINTS):
         return 1
     return 0
+
+
+def inside(root: Path, rel: str, what: str) -> Path:
+    """`root / rel` when it stays under root; a name that leads out of it (`..` segments, an absolute path) comes from
+    data (an object key, a manifest) and is refused in one line, never written or read."""
+    dest = (Path(root) / rel).resolve()
+    if not rel or Path(rel).is_absolute() or not dest.is_relative_to(Path(root).resolve()):
+        raise StorageError(f"{what}: {rel!r} leads out of {root}: refused")
+    return dest
 
 
 def _skipped(rel: str) -> bool:
@@ -138,7 +152,7 @@ class Mirror:
         record = self._record()
         fetched = []
         for rel, info in sorted(self.remote_files(under).items()):
-            dest = self.local / rel
+            dest = inside(self.local, rel, f"the object key {self.url}/{rel}")
             seen = record.get(rel)
             if seen and seen["remote"] == _version(info) and dest.is_file() and _local_state(dest) == seen["local"]:
                 continue
@@ -286,7 +300,7 @@ def stage_input(url: str) -> Path:
     name = path.rstrip("/").rsplit("/", 1)[-1]
     base = cache_dir("inputs", url)
     if fs.isfile(path):
-        dest = base / name
+        dest = inside(base, name, f"the object key {url}")
         info = fs.info(path)
         marker = base / (name + SYNC_RECORD)
         if not (dest.is_file() and marker.is_file() and marker.read_text() == _version(info)):
@@ -353,9 +367,11 @@ def fetch_manifest(url: str) -> Path:
     manifest = Manifest.model_validate_json(data)
     for source in manifest.sources:
         for shard in [*source.shards, *source.validation_shards]:
-            _fetch_verified(fs, f"{root}/{shard.path}", local_root / shard.path, shard.sha256)
+            _fetch_verified(fs, f"{root}/{shard.path}", inside(local_root, shard.path, f"{url}: a shard path"),
+                            shard.sha256)
     if not Path(manifest.tokenizer.path).is_absolute():
-        _fetch_verified(fs, f"{root}/{manifest.tokenizer.path}", local_root / manifest.tokenizer.path,
+        _fetch_verified(fs, f"{root}/{manifest.tokenizer.path}",
+                        inside(local_root, manifest.tokenizer.path, f"{url}: its tokenizer path"),
                         manifest.tokenizer.sha256)
     local_manifest.parent.mkdir(parents=True, exist_ok=True)
     if not (local_manifest.is_file() and local_manifest.read_bytes() == data):

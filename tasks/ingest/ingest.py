@@ -24,14 +24,14 @@ import xxhash
 from curate.schemas.config import IngestConfig
 from curate.schemas.documents import DOCUMENT_SCHEMA, REJECT_SCHEMA, WEB_FIELDS, reject_row
 from curate.schemas.documents import RejectReason as R
-from curate.schemas.inputs import InputFile
+from curate.schemas.inputs import Corpus, InputFile
 from curate.schemas.report import CorpusReport, FileResult, Part, summed
 from curate.schemas.work_root import WorkRoot
 from curate.tasks.text.langid import identify
 from curate.tasks.text.normalize import normalize_text
 from curate.tasks.ingest.readers import FileLevelError, RawRecord, input_kind, read_records
 from curate.tasks.ingest.web import WarcTally, WebFilter, read_warc
-from curate.tasks.engine.files import atomic_path, file_fingerprint, size_of, write_json_atomic
+from curate.tasks.engine.files import atomic_path, file_fingerprint, read_index, read_json, size_of, write_json_atomic
 from curate.tasks.engine.stage import Job, Run, Stage, Step
 
 STAGE = "ingest"
@@ -281,7 +281,7 @@ INGEST_FILE = Step(
     STAGE, __name__, FileResult, _ingest, _key,
     record=lambda job: part_paths(job.root, job.unit)[2],
     outputs=lambda res, work_root: [*(work_root / p.docs_path for p in res.parts), work_root / res.rejects_path],
-    describe=lambda r: f"{r.corpus}/{r.source_file}: {r.docs_in} in, {r.kept} kept"
+    describe=lambda r: f"{r.docs_in:,} in, {r.kept:,} kept"
     + (" (reused)" if r.reused else f" ({r.seconds:.1f}s)"),
     size=lambda job: _input_bytes(job.unit))
 
@@ -304,6 +304,46 @@ def _fold(run: Run, results: list[FileResult]) -> None:
 
 
 INGEST = Stage(STAGE, INGEST_FILE, _jobs, fold=_fold)
+
+
+class NameTaken(ValueError):
+    """A corpus name the work root's dedup index holds with other content: the message names it and what to do."""
+
+
+def check_names(work_root: str | Path, corpora: list[Corpus], cfg: IngestConfig) -> None:
+    """Before anything is written: a corpus under a name the work root has curated and registered in its dedup index,
+    with other input files or other ingest settings, is refused. Ingesting it would write over the parts that name
+    holds (the index verifies against them) and leave the corpus's index naming parts dedup then refuses, so the
+    next manifest would lose most of the original corpus. The same inputs and settings are a resume."""
+    registered = registered_names(work_root)
+    for corpus in corpora:
+        if corpus.name not in registered:
+            continue
+        recorded = _recorded_inputs(Path(work_root), corpus.name)
+        now = {f.source_file: _key(Job(f, cfg, str(work_root))) for f in corpus.files}
+        if recorded != now:
+            changed = sorted(k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k))
+            raise NameTaken(
+                f"corpus {corpus.name!r} is already curated in {work_root} with other content ({len(changed)} input "
+                f"file(s) differ, e.g. {changed[0]!r}, or other ingest settings): earlier decisions never change, so "
+                f"curate the new content under a new name ({corpus.name}-2=PATH on the command line, a folder "
+                f"{corpus.name}-2 in a landing folder)")
+
+
+def registered_names(work_root: str | Path) -> set[str]:
+    """The corpora the work root's dedup index holds (whose decisions never change)."""
+    registry = read_index(WorkRoot(work_root).dedup_index() / "registry.json")
+    return {c["name"] for c in registry.get("corpora", [])} if isinstance(registry, dict) else set()
+
+
+def _recorded_inputs(work_root: Path, corpus: str) -> dict[str, dict]:
+    """{source file: the content key it was ingested under} of a corpus's latest ingest (its done records)."""
+    index = read_index(WorkRoot(work_root).corpus_index(corpus)) or {"files": []}
+    out = {}
+    for f in index["files"]:
+        done = read_json(part_paths(work_root, InputFile(corpus, "", f["source_file"]))[2]) or {}
+        out[f["source_file"]] = done.get("key")
+    return out
 
 
 @functools.lru_cache(maxsize=4)

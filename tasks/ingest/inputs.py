@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import stat
 from pathlib import Path
 
 from curate.schemas.documents import RejectReason as R
@@ -24,6 +25,11 @@ _SUFFIXES = (".jsonl.gz", ".jsonl.zst", ".ndjson.gz", ".ndjson.zst", ".jsonl", "
 CORPUS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 # Stage folders hold internal entries beside the corpora (dedup/index, dedup/sigs): no corpus may take their names.
 RESERVED_NAMES = frozenset({"index", "sigs", "index.lock"})
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_DIR = REPO_ROOT / "data" / "sample"
+SAMPLE_CONFIG = REPO_ROOT / "data" / "sample.yaml"  # what `curate run` with no input and no --config uses
 
 
 class InputError(ValueError):
@@ -56,6 +62,21 @@ def check_corpus_name(name: str, where: str) -> None:
         raise InputError(f"corpus name {name!r} in {where!r} is reserved (an internal folder): choose another")
 
 
+def _not_readable(p: Path, real_root: Path, root: Path) -> str | None:
+    """Why a file found in an input folder is never opened: a link out of the folder (or one that loops), or not a
+    regular file (a FIFO would block the reader forever, a device never end)."""
+    try:
+        target = p.resolve(strict=True)
+        mode = target.stat().st_mode
+    except (OSError, RuntimeError) as err:  # a dangling link, a loop of links
+        return f"a link that cannot be followed ({getattr(err, 'strerror', None) or err})"
+    if p.is_symlink() and not target.is_relative_to(real_root):
+        return f"a link that leads out of {root} (to {target})"
+    if not stat.S_ISREG(mode):
+        return "not a regular file (a FIFO, socket or device): never read"
+    return None
+
+
 def walk_folder(root: Path) -> tuple[list[Path], list[tuple[Path, str]], list[tuple[Path, str]]]:
     """(input candidates, refused with why, ignored with why) under a folder, without following links out of it."""
     files, refused, ignored = [], [], []
@@ -77,8 +98,8 @@ def walk_folder(root: Path) -> tuple[list[Path], list[tuple[Path, str]], list[tu
             p = here / f
             if f.startswith("."):
                 ignored.append((p, "a hidden file"))
-            elif p.is_symlink() and not p.resolve().is_relative_to(real_root):
-                refused.append((p, f"a link that leads out of {root} (to {p.resolve()})"))
+            elif why := _not_readable(p, real_root, root):
+                refused.append((p, why))
             else:
                 files.append(p)
     return sorted(files), sorted(refused), sorted(ignored)
@@ -146,6 +167,13 @@ def resolve_input(arg: str) -> Corpus:
             f"no input files in {path_s}: expected {', '.join(_SUFFIXES)} (found {len(files)} other files)"
         )
     return corpus
+
+
+def default_inputs(cfg) -> list[str]:
+    """Config corpora if any, else each file of the bundled sample as its own corpus."""
+    if cfg.corpora:
+        return [f"{c.name}={c.path}" for c in cfg.corpora]
+    return [str(p) for p in sorted([*SAMPLE_DIR.glob("*.jsonl.gz"), *SAMPLE_DIR.glob("*.warc.gz")])]
 
 
 def resolve_inputs(args: list[str]) -> list[Corpus]:

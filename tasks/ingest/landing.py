@@ -13,9 +13,10 @@ from curate.schemas.work_root import WorkRoot
 
 import fcntl
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import xxhash
 
@@ -113,8 +114,12 @@ def scan_landing(landing: str | Path) -> list[LandedCorpus]:
     landing = Path(landing)
     if not landing.is_dir():
         raise LandingError(f"landing directory {landing} does not exist (or is not a directory)")
-    out = []
+    out, real = [], landing.resolve()
     for d in sorted(p for p in landing.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if d.is_symlink() and not d.resolve().is_relative_to(real):  # its records are not the landing folder's
+            out.append(LandedCorpus(d.name, str(d), False, invalid=f"a link that leads out of {landing} (to "
+                                    f"{d.resolve()}): land the corpus itself, not a link to it"))
+            continue
         out.append(_landed(d.name, str(d.resolve()), (d / READY_MARKER).is_file, lambda: d))
     return out
 
@@ -162,29 +167,43 @@ class WatchPlan:
     refused: list[tuple[str, str]]
 
 
-def plan_watch(landed: list[LandedCorpus], catalog: dict[str, dict], failed_runs: set[str] = frozenset()) -> WatchPlan:
-    """What a watch does with each landed corpus, given the catalog and the flow runs known to have failed."""
-    from dataclasses import replace
-
+def plan_watch(landed: list[LandedCorpus], catalog: dict[str, dict], failed_runs: set[str] = frozenset(),
+               taken: Callable[[LandedCorpus], str | None] = lambda c: None) -> WatchPlan:
+    """What a watch does with each landed corpus, given the catalog, the flow runs known to have failed, and
+    `taken`: why a new corpus's name is one the work root already curated with other content (None: free). A corpus
+    refused for the same reason and content before is skipped, saying so: one bad landing fails one watch, not every
+    later one."""
     trigger, retry, skipped, refused = [], [], [], []
     for c in landed:
-        entry = catalog.get(c.name)
-        if c.invalid:
-            refused.append((c.name, c.invalid))
-        elif not c.ready:
-            skipped.append((c.name, f"no {READY_MARKER} marker yet"))
-        elif entry is None:
-            trigger.append(replace(c, why="new ready corpus"))
-        elif entry["fingerprint"] != c.fingerprint:
-            refused.append((c.name, f"its files changed after it was fingerprinted ({entry['fingerprint'][:12]} -> "
-                                    f"{c.fingerprint[:12]}): land the new version under a new name"))
-        elif entry.get("status") == RETRY_STATUS:
-            retry.append(replace(c, why="marked for a retry (curate server retry)"))
-        elif entry.get("status") != "done" and entry.get("flow_run_id") in failed_runs:
-            retry.append(replace(c, why="its backfill crashed"))
+        entry = catalog.get(c.name) or {}
+        kind, why = _decide(c, entry, failed_runs, taken)
+        if kind == "refused" and entry.get("refused") == {"fingerprint": c.fingerprint, "why": why}:
+            kind, why = "skipped", f"refused earlier: {why}"
+        if kind in ("trigger", "retry"):
+            (trigger if kind == "trigger" else retry).append(replace(c, why=why))
         else:
-            skipped.append((c.name, f"already in the catalog ({entry.get('status')})"))
+            (skipped if kind == "skipped" else refused).append((c.name, why))
     return WatchPlan(trigger, retry, skipped, refused)
+
+
+def _decide(c: LandedCorpus, entry: dict, failed_runs: set[str], taken) -> tuple[str, str]:
+    """(trigger, retry, skipped or refused; why) for one landed corpus."""
+    if c.invalid:
+        return "refused", c.invalid
+    if not c.ready:
+        return "skipped", f"no {READY_MARKER} marker yet"
+    if not entry.get("status") or entry.get("status") == "refused":
+        if why := taken(c):
+            return "refused", why
+        return "trigger", "new ready corpus"
+    if entry["fingerprint"] != c.fingerprint:
+        return "refused", (f"its files changed after it was fingerprinted ({entry['fingerprint'][:12]} -> "
+                           f"{c.fingerprint[:12]}): land the new version in a folder of a new name")
+    if entry.get("status") == RETRY_STATUS:
+        return "retry", "marked for a retry (curate server retry)"
+    if entry.get("status") != "done" and entry.get("flow_run_id") in failed_runs:
+        return "retry", "its backfill crashed"
+    return "skipped", f"already in the catalog ({entry.get('status')})"
 
 
 def check_unchanged(path: str | Path, fingerprint: str | None) -> str:

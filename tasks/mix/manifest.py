@@ -4,7 +4,6 @@ overwritten (tasks/train/manifests.py reads them back with every check). `MIX` i
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -17,14 +16,14 @@ from typing import Callable
 from pydantic import BaseModel
 
 from curate.schemas.config import MixConfig
-from curate.schemas.manifest import Budget, Exports, Manifest, Producer, ShardRef, Source, TokenizerRef, WeightsProvenance
+from curate.schemas.manifest import Budget, Manifest, Producer, ShardRef, Source, TokenizerRef, WeightsProvenance
 from curate.schemas.report import ShardInfo, TokenizePartResult
 from curate.schemas.work_root import WorkRoot
 from curate.tasks.engine.files import commit_new, current_parts, read_json, temp_name, write_json_atomic
 from curate.tasks.engine.stage import Job, Run, Stage, Step
 from curate.tasks.mix import weights as mix_weights
-from curate.tasks.tokens.tokenizer import TokenizerInfo, load_tokenizer, work_root_tokenizer
-from curate.tasks.train.manifests import ManifestError, fingerprint, versions
+from curate.tasks.tokens.tokenizer import TokenizerInfo, load_tokenizer, verified, work_root_tokenizer
+from curate.tasks.train.manifests import ManifestError, exports_of, fingerprint, sealed, versions
 
 STAGE = "mix"
 
@@ -58,13 +57,6 @@ def _git_commit() -> str | None:
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def megatron_prefix(domain: str, split: str, refs) -> str:
-    """Where a domain's shards go as a Megatron indexed dataset, relative to the work root: named by their sha256s,
-    so the same shards always map to the same files (tasks/mix/megatron.py writes them)."""
-    h = hashlib.sha256("".join(r.sha256 for r in refs).encode()).hexdigest()[:12]
-    return f"megatron/{domain}-{split}-{h}"
 
 
 def _sources(shards: list[ShardInfo], cfg: MixConfig, weights: dict[str, float] | None,
@@ -107,15 +99,6 @@ def _producer(config_sha256: str, flow_run_id: str | None) -> Producer:
                     config_sha256=config_sha256)
 
 
-def _exports(sources: list[Source]) -> Exports:
-    return Exports(
-        megatron_data_path=" ".join(f"{s.weight:.6f} {megatron_prefix(s.domain, 'train', s.shards)}"
-                                    for s in sources if s.weight > 0),
-        megatron_valid_data_path=" ".join(megatron_prefix(s.domain, "validation", s.validation_shards)
-                                          for s in sources if s.validation_shards),
-        hf_interleave_probabilities={s.domain: s.weight for s in sources})
-
-
 def build_manifest(shards: list[ShardInfo], tok: TokenizerInfo, cfg: MixConfig, config_sha256: str, version: int,
                    flow_run_id: str | None = None, weights: dict[str, float] | None = None,
                    provenance: WeightsProvenance | None = None) -> Manifest:
@@ -125,14 +108,15 @@ def build_manifest(shards: list[ShardInfo], tok: TokenizerInfo, cfg: MixConfig, 
     tokenizer = TokenizerRef(path=tok.path, sha256=tok.sha256, vocab_size=tok.vocab_size, eos_id=tok.eos_id,
                              token_dtype="uint16" if tok.vocab_size <= 1 << 16 else "uint32")
     budget_ref = Budget(total_tokens=budget, sequence_length=cfg.sequence_length, seed=cfg.seed)
-    fp = fingerprint(tokenizer, budget_ref, sources)
+    exports = exports_of(sources)
+    fp = fingerprint(tokenizer, budget_ref, sources, exports)
     stamp = os.environ.get("SOURCE_DATE_EPOCH")  # reproducible builds: a fixed time gives identical bytes
     created = datetime.fromtimestamp(int(stamp) if stamp else time.time(), timezone.utc)
     return Manifest(
         id=f"{cfg.name}-v{version:04d}-{fp[:12]}", name=cfg.name, version=version,
         created_at=created.strftime("%Y-%m-%dT%H:%M:%SZ"), producer=_producer(config_sha256, flow_run_id),
         tokenizer=tokenizer, budget=budget_ref, sources=sources, weights_provenance=provenance, fingerprint=fp,
-        exports=_exports(sources),
+        exports=exports,
         warnings=warnings + [f"{s.domain}: no validation shards" for s in sources if not s.validation_shards])
 
 
@@ -164,6 +148,7 @@ def write_version(work_root: Path, manifest: Manifest) -> tuple[Path, bool]:
         # bytes wherever the work root lives, and moves with it.
         rel = tok_path.resolve().relative_to(Path(work_root).resolve()).as_posix()
         manifest = manifest.model_copy(update={"tokenizer": manifest.tokenizer.model_copy(update={"path": rel})})
+    manifest = sealed(manifest)  # its fingerprint covers the path it names now
     while True:
         current = latest_version(work_root, manifest.name)
         if current:
@@ -172,8 +157,7 @@ def write_version(work_root: Path, manifest: Manifest) -> tuple[Path, bool]:
             if prev.fingerprint == manifest.fingerprint and prev.weights_provenance == manifest.weights_provenance:
                 _point_latest(folder, prev, prev_path)
                 return prev_path, False
-        manifest = manifest.model_copy(update={"version": current + 1,
-                                               "id": f"{manifest.name}-v{current + 1:04d}-{manifest.fingerprint[:12]}"})
+        manifest = sealed(manifest.model_copy(update={"version": current + 1}))
         path = folder / f"v{manifest.version:04d}.json"
         tmp = temp_name(path)
         tmp.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True, ensure_ascii=False)
@@ -217,6 +201,7 @@ def run_mix(cfg, work_root: Path, flow_run_id: str | None = None) -> Written:
     """A manifest version over every current shard of the work root (old corpora and new, each as its latest ingest
     cut it into parts); the same shards and config give back the latest version instead of a new one."""
     tok = load_tokenizer(cfg.tokenize.tokenizer or work_root_tokenizer(work_root))[1]
+    tok = tok if cfg.tokenize.tokenizer else verified(work_root, tok)
     manifest = build_manifest(collect_shards(work_root), tok, cfg.mix, cfg.sha256(),
                               latest_version(work_root, cfg.mix.name) + 1, flow_run_id=flow_run_id)
     path, new = write_version(work_root, manifest)
@@ -228,7 +213,7 @@ def _mix(job: Job, key: dict) -> Written:
 
 
 MIX_STEP = Step(STAGE, __name__, Written, _mix, in_flow=True,
-                describe=lambda w: f"manifest {w.path} ({'new version' if w.new else 'unchanged: the latest version'})")
+                describe=lambda w: f"{Path(w.path).name} ({'new version' if w.new else 'unchanged: the latest version'})")
 
 
 def _jobs(run: Run) -> list[Job]:

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from curate.schemas.manifest import Manifest, ShardRef
-from curate.tasks.mix.manifest import megatron_prefix
-from curate.tasks.train.manifests import ROOT_FROM_MANIFEST, load_manifest, open_shard, resolve_manifest
-from curate.tasks.engine.files import atomic_path
+from curate.tasks.engine.files import atomic_path, sha256_file
+from curate.tasks.train.manifests import ROOT_FROM_MANIFEST, ManifestError, load_manifest, megatron_prefix, open_shard, \
+    resolve_manifest
 
 HEADER = b"MMIDIDX\x00\x00"
 DTYPE_CODES = {np.dtype(np.uint16): 8, np.dtype(np.int32): 4}  # megatron.core.datasets.indexed_dataset.DType
@@ -94,6 +94,9 @@ def export_megatron(manifest: str | Path) -> MegatronExport:
                                        root / megatron_prefix(src.domain, "validation", src.validation_shards)))
     tok = Path(m.tokenizer.path)
     tok = tok if tok.is_absolute() else root / tok
+    if not tok.is_file() or sha256_file(tok) != m.tokenizer.sha256:  # what Megatron will load is what made the shards
+        raise ManifestError(f"{path}: the tokenizer {tok} is missing or not the manifest's (sha256 "
+                            f"{m.tokenizer.sha256[:12]}): refused")
     kind = ("--tokenizer-type HuggingFaceTokenizer --tokenizer-model " + str(tok.parent)) if tok.suffix == ".json" \
         else f"--tokenizer-type SentencePieceTokenizer --tokenizer-model {tok}"
     seq = m.budget.sequence_length

@@ -38,3 +38,16 @@ def _tables(work_root: str | Path, corpus: str, parts: list, stage: str | None) 
         yield from (pq.read_table(Path(work_root) / f["rejects_path"]) for f in index["files"] if f["rejects_path"])
     for step in (s for s in FILTERS if stage in (None, s)):
         yield from (verdict_rejects(work_root, step, p) for p in parts if verdicts_path(work_root, step, p).exists())
+
+
+def rejected_fields(work_root: str | Path, report) -> list[str]:
+    """The field names of the records ingest rejected for a missing text field, read off their excerpts: what the
+    person who ran it will want to set ingest.text_field to."""
+    import re
+
+    for corpus in (c.corpus for c in report.corpora if c.by_reason.get("missing_text_field")):
+        for table in rejects(work_root, corpus, stage="ingest", reason="missing_text_field"):
+            for excerpt in table.column("excerpt").to_pylist():
+                if found := re.findall(r'"([^"\\]{1,40})":', excerpt or ""):
+                    return list(dict.fromkeys(found))
+    return []

@@ -13,10 +13,14 @@ def _mb(n: int) -> str:
 
 
 def write_report(report: RunReport, work_root: Path) -> Path:
-    """report.json (latest) and runs/<started_at>.json (history) under the work root."""
+    """runs/<start>-<flow run>.json (every run's own, kept) and report.json (the latest run to complete) under the
+    work root."""
+    stamp = report.started_at.replace(":", "").replace("-", "") + (f"-{report.flow_run_id[:8]}" if report.flow_run_id
+                                                                  else "")
+    record = WorkRoot(work_root).run_record(stamp)
+    report.run_record = WorkRoot(work_root).relative(record)
     data = report.model_dump(mode="json")
-    stamp = report.started_at.replace(":", "").replace("-", "")
-    write_json_atomic(WorkRoot(work_root).run_record(stamp), data)
+    write_json_atomic(record, data)
     path = WorkRoot(work_root).report()
     write_json_atomic(path, data)
     return path
@@ -37,8 +41,9 @@ def corpus_rows(report: RunReport) -> list[dict]:
 
 def stage_rows(report: RunReport) -> list[dict]:
     """Per stage: wall time, documents and MB in, rates, parts reused."""
-    return [{"stage": t.stage, "seconds": t.seconds, "docs_in": t.docs_in, "MB_in": t.mb_in, "docs_per_s": t.docs_per_s,
-             "MB_per_s": t.mb_per_s, "parts": t.parts, "reused": t.parts_reused} for t in report.stage_times]
+    return [{"stage": t.stage, "seconds": t.seconds, "docs_in": t.docs_in, "text_MB": t.mb_in,
+             "docs_per_s": t.docs_per_s, "text_MB_per_s": t.mb_per_s, "parts": t.parts, "reused": t.parts_reused}
+            for t in report.stage_times]
 
 
 def reason_rows(report: RunReport) -> list[dict]:
@@ -210,3 +215,30 @@ def markdown_summary(report: RunReport) -> str:
         if len(report.ignored_files) > 50:
             lines.append(f"- ... and {len(report.ignored_files) - 50} more (report.json lists all)")
     return "\n".join(lines) + "\n"
+
+
+# A reject reason that took every document -> the likely fix, said to the person who ran it.
+FIXES = {
+    "missing_text_field": "the records keep their text under another field: set ingest.text_field",
+    "text_not_string": "ingest.text_field names a field that is not text: set it to the field that holds the text",
+    "malformed_json": "the files are not JSON Lines (one JSON object per line)",
+    "empty_text": "the text field is empty in every record: check ingest.text_field",
+    "language": "their language is not in ingest.lang_allowlist: add it, or set the allowlist to null",
+    "too_large": "every record is over ingest.max_doc_bytes: raise it",
+    "binary_file": "the files are not text (or not of the format their name says)",
+    "unreadable_file": "the files cannot be read: check their permissions and format",
+    "exact_duplicate": "every document is a copy of one the work root already holds",
+    "near_duplicate": "every document is a near copy of one the work root already holds",
+    "contaminated": "every document shares an n-gram with an evaluation set (decontam.sets)",
+}
+
+
+def nothing_kept(report: RunReport, fields: list[str] | None = None) -> str | None:
+    """Why a run kept no document and what would likely fix it; None when it kept some."""
+    if report.kept or not report.corpora:
+        return None
+    reason, n = max(report.by_reason.items(), key=lambda kv: kv[1], default=("none", 0))
+    fix = FIXES.get(reason, f"the rule {reason} drops every document: see classify.rules and classify.rule_params")
+    if reason == "missing_text_field" and fields:
+        fix += f" (their fields: {', '.join(fields[:8])})"
+    return f"no document was kept: {n:,} of {report.docs_in:,} records were rejected as {reason}; {fix}"

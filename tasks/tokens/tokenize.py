@@ -256,7 +256,7 @@ TOKENIZE_PART = Step(
     STAGE, __name__, TokenizePartResult, _tokenize, _key,
     record=lambda job: WorkRoot(job.root).record(STAGE, job.unit.corpus, job.unit.name),
     outputs=lambda res, work_root: [work_root / s.path for s in res.shards],
-    describe=lambda r: f"{r.corpus}: {r.tokens:,} tokens",
+    describe=lambda r: f"{r.tokens:,} tokens",
     size=lambda job: size_of(job.root / job.unit.docs_path))
 
 
@@ -264,7 +264,7 @@ def _jobs(run: Run) -> list[Job]:
     tok = run.prepared.get("tokenizer")
     if tok is None:  # nothing was kept: no tokenizer was made
         return []
-    return [run.job(p, run.cfg.tokenize, tok.path, label=f"{c}/{p.name}") for c, parts in run.parts.items()
+    return [run.job(p, run.cfg.tokenize, tok.path, label=p.label) for c, parts in run.parts.items()
             for p in parts]
 
 

@@ -342,7 +342,18 @@ def _existing(work_root: Path, cfg: TokenizeConfig) -> TokenizerInfo | None:
     if cfg.tokenizer:
         return load_tokenizer(cfg.tokenizer)[1]
     own = work_root_tokenizer(work_root, cfg.kind)
-    return load_tokenizer(own)[1] if own.is_file() else None
+    return verified(work_root, load_tokenizer(own)[1]) if own.is_file() else None
+
+
+def verified(work_root: Path, tok: TokenizerInfo) -> TokenizerInfo:
+    """The work root's own tokenizer, refused when it is not the one the work root trained (its settings.json records
+    the sha256): a model copied over it would encode every later shard with another vocabulary."""
+    settings = read_json(Path(tok.path).parent / SETTINGS_FILE) or {}
+    if settings.get("sha256") != tok.sha256:
+        raise TokenizerError(f"{tok.path} is not the tokenizer this work root trained (its sha256 is {tok.sha256[:12]}, "
+                             f"{SETTINGS_FILE} records {str(settings.get('sha256'))[:12]}): restore it, or curate "
+                             "into a new work root")
+    return tok
 
 
 def _train(job: Job, key: dict) -> TokenizerInfo:
@@ -357,7 +368,7 @@ def _train(job: Job, key: dict) -> TokenizerInfo:
 
 
 TRAIN = Step("tokenizer", __name__, TokenizerInfo, _train,
-             describe=lambda t: f"{t.path} (vocab {t.vocab_size:,}, sha256 {t.sha256[:12]})")
+             describe=lambda t: f"vocab {t.vocab_size:,}, sha256 {t.sha256[:12]}")
 
 
 def _jobs(run: Run) -> list[Job]:
@@ -380,5 +391,18 @@ def _use(run: Run, tok: TokenizerInfo) -> None:
         run.warn(warning)
 
 
+def _trained(run: Run, results: list[TokenizerInfo]) -> None:
+    """The tokenizer trained now decides the work root's for good: said when a small first run decided it."""
+    for tok in results:
+        _use(run, tok)
+        corpora = [c.corpus for c in run.report.corpora if c.kept]
+        domains = {d for c in run.report.corpora if c.classify for d, n in c.classify.domains.items() if n}
+        if len(corpora) < 2 or len(domains) < 3:
+            run.warn(f"the work root's tokenizer was trained now on {', '.join(corpora)} ({len(domains)} domain"
+                     f"{'s' if len(domains) != 1 else ''}: {', '.join(sorted(domains))}), and every later run of this "
+                     "work root encodes with it: if later corpora hold other text, train one over chosen corpora "
+                     "(`curate train-tokenizer`) and set tokenize.tokenizer before they come")
+
+
 TOKENIZER = Stage("tokenizer", TRAIN, _jobs, enabled=lambda cfg: cfg.classify.enabled and cfg.tokenize.enabled,
-                  fold=lambda run, results: [_use(run, tok) for tok in results])
+                  fold=_trained)

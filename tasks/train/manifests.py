@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 from pydantic import ValidationError
 
-from curate.schemas.manifest import Budget, Manifest, ShardRef, Source, TokenizerRef
+from curate.schemas.manifest import MANIFEST_VERSION, Budget, Exports, Manifest, ShardRef, Source, TokenizerRef
 from curate.schemas.shards import META_DOMAIN, META_SPLIT, META_TOKENIZER_SHA
 from curate.tasks.engine.files import sha256_file
 from curate.tasks.engine.storage import StorageError, fetch_manifest, is_remote
@@ -28,13 +28,54 @@ class ManifestError(ValueError):
     """A manifest that cannot be written or used; the message names the file, the domain or the shard."""
 
 
-def fingerprint(tokenizer: TokenizerRef, budget: Budget, sources: list[Source]) -> str:
+def megatron_prefix(domain: str, split: str, refs) -> str:
+    """Where a domain's shards go as a Megatron indexed dataset, relative to the work root: named by their sha256s,
+    so the same shards always map to the same files (tasks/mix/megatron.py writes them)."""
+    h = hashlib.sha256("".join(r.sha256 for r in refs).encode()).hexdigest()[:12]
+    return f"megatron/{domain}-{split}-{h}"
+
+
+def exports_of(sources: list[Source]) -> Exports:
+    """What other trainers are handed, derived from the sources (a reader checks a manifest's against it)."""
+    return Exports(
+        megatron_data_path=" ".join(f"{s.weight:.6f} {megatron_prefix(s.domain, 'train', s.shards)}"
+                                    for s in sources if s.weight > 0),
+        megatron_valid_data_path=" ".join(megatron_prefix(s.domain, "validation", s.validation_shards)
+                                          for s in sources if s.validation_shards),
+        hf_interleave_probabilities={s.domain: s.weight for s in sources})
+
+
+def fingerprint(tokenizer: TokenizerRef, budget: Budget, sources: list[Source], exports: Exports | None = None) -> str:
     """sha256 of everything that changes what is trained on: the tokenizer, the budget (tokens, sequence length,
-    seed), and per domain its weight, counts, target, epochs and every shard (path, counts, bytes, sha256). An edit
-    to any of them after the manifest was written no longer matches (load_manifest refuses it)."""
-    body = {"tokenizer": tokenizer.model_dump(mode="json", exclude={"path"}), "budget": budget.model_dump(mode="json"),
-            "sources": [s.model_dump(mode="json") for s in sources]}
+    seed), and per domain its weight, counts, target, epochs and every shard (path, counts, bytes, sha256); with
+    `exports` (manifest format 2), also every path it names: the tokenizer's and the exports'. An edit to any of them
+    after the manifest was written no longer matches (load_manifest refuses it). Format 1 left the tokenizer's path
+    and the exports out."""
+    body = {"tokenizer": tokenizer.model_dump(mode="json", exclude=set() if exports is not None else {"path"}),
+            "budget": budget.model_dump(mode="json"), "sources": [s.model_dump(mode="json") for s in sources]}
+    if exports is not None:
+        body["exports"] = exports.model_dump(mode="json")
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def sealed(manifest: Manifest) -> Manifest:
+    """The manifest with its fingerprint (format 2) over what it says now, and the id that carries it."""
+    fp = fingerprint(manifest.tokenizer, manifest.budget, manifest.sources, manifest.exports)
+    return manifest.model_copy(update={"fingerprint": fp, "manifest_version": MANIFEST_VERSION,
+                                       "id": f"{manifest.name}-v{manifest.version:04d}-{fp[:12]}"})
+
+
+def _check(path: Path, manifest: Manifest) -> None:
+    """The fingerprint of its format, exports that are what its sources give, and a tokenizer path inside the root."""
+    exports = manifest.exports if manifest.manifest_version != "1" else None
+    if fingerprint(manifest.tokenizer, manifest.budget, manifest.sources, exports) != manifest.fingerprint:
+        raise ManifestError(f"{path}: its content no longer matches its fingerprint {manifest.fingerprint[:12]}: "
+                            "edited after it was written (weights, counts, budget, tokenizer, shards or exports); "
+                            "refused")
+    if manifest.exports != exports_of(manifest.sources):
+        raise ManifestError(f"{path}: its exports are not what its sources give: edited after it was written; refused")
+    if not Path(manifest.tokenizer.path).is_absolute():
+        shard_path(path, manifest.tokenizer.path)  # a relative tokenizer path stays inside the dataset root
 
 
 _VERSION_FILE = re.compile(r"^v(\d{4,})\.json$")
@@ -51,7 +92,7 @@ def shard_path(manifest_path: Path, rel: str) -> Path:
     root = (manifest_path.parent / ROOT_FROM_MANIFEST).resolve()
     path = (root / rel).resolve()
     if root not in path.parents:
-        raise ManifestError(f"{manifest_path}: shard path {rel!r} escapes the dataset root {root}")
+        raise ManifestError(f"{manifest_path}: the path {rel!r} escapes the dataset root {root}")
     return path
 
 
@@ -89,9 +130,7 @@ def load_manifest(path: str | Path, verify: bool = False, tokenizer_sha256: str 
         raise ManifestError(f"{path}: invalid manifest at {where}: {first['msg']}") from None
     except (OSError, UnicodeDecodeError) as err:
         raise ManifestError(f"{path}: cannot read ({err})") from None
-    if fingerprint(manifest.tokenizer, manifest.budget, manifest.sources) != manifest.fingerprint:
-        raise ManifestError(f"{path}: its content no longer matches its fingerprint {manifest.fingerprint[:12]}: "
-                            "edited after it was written (weights, counts, budget, tokenizer or shards); refused")
+    _check(path, manifest)
     if tokenizer_sha256 and tokenizer_sha256 != manifest.tokenizer.sha256:
         raise ManifestError(f"{path}: tokenizer mismatch: the manifest's is {manifest.tokenizer.sha256[:12]}, "
                             f"the caller's {tokenizer_sha256[:12]}")

@@ -89,6 +89,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpora", type=Path, default=SHARED)
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--no-training-run", action="store_true", help="time only the run with a tokenizer supplied")
     ap.add_argument("--curate", help="the command to time instead of this environment's `curate` (another build)")
     args = ap.parse_args()
     if args.curate:
@@ -104,14 +105,17 @@ def main() -> None:
         cfg.write_text(f"tokenize:\n  tokenizer: {tok}\n")
         parts = floor(files, tok)
         supplied_runs = [run(files, cfg) for _ in range(args.repeats)]
-        own_runs = [run(files, None) for _ in range(args.repeats)]
-    supplied, own = (statistics.median(r[0] for r in runs) for runs in (supplied_runs, own_runs))
+        own_runs = [] if args.no_training_run else [run(files, None) for _ in range(args.repeats)]
+    supplied, own = (statistics.median(r[0] for r in runs) if runs else float("nan")
+                     for runs in (supplied_runs, own_runs))
     total = sum(parts.values())
     print("floor, CPU seconds on one core: " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items())
           + f"; sum {total:.1f}, over {cores} cores {total / cores:.1f} s")
     print(f"curate run, tokenizer supplied: {supplied:.1f} s = {supplied / (total / cores):.2f}x the floor (target <= 2)")
     print(f"curate run, training its tokenizer: {own:.1f} s = {own / (total / cores):.2f}x")
     for what, runs in (("tokenizer supplied", supplied_runs), ("training its tokenizer", own_runs)):
+        if not runs:
+            continue
         print(f"  {what}: CPU s (median) {statistics.median(r[1] for r in runs):.1f}, largest process peak RSS "
               f"{max(r[2] for r in runs):.0f} MB; runs: " + ", ".join(f"{w:.1f} s / {c:.0f} CPU s" for w, c, _ in runs))
 
