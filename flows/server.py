@@ -73,7 +73,7 @@ def service_env(home: Path, port: int, work_root: Path, landing: Path, corpora: 
         "CURATE_WATCH_RRULE": f"FREQ=SECONDLY;INTERVAL={int(watch_seconds)}", "CURATE_CURATION_CRON": curation_cron,
         # Scheduled runs made ahead: two, or two minutes' worth (the scheduler's loop is a minute), not Prefect's hour
         # of them: `prefect flow-run ls` showed fifteen future watches and none of the finished runs.
-        "PREFECT_SERVER_SERVICES_SCHEDULER_MIN_RUNS": "2", "PREFECT_SERVER_SERVICES_SCHEDULER_MIN_SCHEDULED_TIME": "120",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_MIN_RUNS": "2", "PREFECT_SERVER_SERVICES_SCHEDULER_MIN_SCHEDULED_TIME": "PT2M",
     })
     return env
 

@@ -89,6 +89,7 @@ class RejectReason:
     URL_BLOCKED = "url_blocked"  # the URL's host or a substring is blocked by config
     UNDECODABLE = "undecodable"  # no charset decodes the payload
     NO_MAIN_CONTENT = "no_main_content"  # nothing left after main-content extraction
+    MALFORMED_RECORD = "malformed_record"  # a WARC record that cannot be parsed: the reader goes on at the next one
     DUPLICATE_URL = "duplicate_url"  # the same URL crawled again: the latest capture is kept
     CONTAMINATED = "contaminated"  # shares an n-gram with an evaluation set (the detail names it)
     EXACT_DUPLICATE = "exact_duplicate"

@@ -87,8 +87,12 @@ def test_cli_bad_path_and_config_are_clear_errors(tmp_path):
 
 @pytest.mark.slow
 def test_cli_run_prints_summary(prefect_harness, tmp_path):
+    import gzip
+
+    with gzip.open(SAMPLE / "literature.jsonl.gz", "rb") as f:
+        good = f.readline()  # a real document that passes the rules
     src = tmp_path / "bad.jsonl"
-    src.write_bytes(b'{"id": "a", "text": "A fine document about the sea."}\n{"id": "b", "text": \n')
+    src.write_bytes(good + b'{"id": "b", "text": \n')
     res = CliRunner().invoke(app, ["run", f"mine={src}", "--out", str(tmp_path / "o")])
     assert res.exit_code == 0, res.output
     out = res.output.replace("\n", "")  # rich wraps long paths at the terminal's width

@@ -61,6 +61,7 @@ def refusal(err: BaseException) -> str | None:
     from curate.flows.runtime import ServerUnreachable, WorkRootNotShared
     from curate.tasks.dedup.index import DedupIndexError
     from curate.tasks.engine.files import WorkRootError
+    from curate.tasks.engine.stage import WorkerDied
     from curate.tasks.engine.storage import StorageError
     from curate.tasks.engine.verdicts import VerdictError
     from curate.tasks.ingest.ingest import NameTaken
@@ -70,7 +71,7 @@ def refusal(err: BaseException) -> str | None:
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"the disk is full ({err.filename or err}): free some space and run the same command again to resume"
     if isinstance(err, (TokenizerError, ManifestError, ServerUnreachable, StorageError, WorkRootNotShared,
-                        DedupIndexError, WorkRootError, VerdictError, NameTaken)):
+                        DedupIndexError, WorkRootError, VerdictError, NameTaken, WorkerDied)):
         return str(err)
     return None
 

@@ -207,9 +207,23 @@ def map_jobs(step: Step, run: Run, jobs: list[Job], stage: str | None = None) ->
         fut = run.runner.next_done([f for _, f in pending])
         k = next(k for k, f in pending if f is fut)
         pending = [(j, f) for j, f in pending if f is not fut]
-        results[k] = fut.result()
+        results[k] = _result(fut, step, jobs[k])
         shown.finished(results[k], jobs[k].label)
     return results
+
+
+class WorkerDied(RuntimeError):
+    """A worker process died running a job (killed: out of memory, say): the message names the stage and the input."""
+
+
+def _result(fut: Future, step: Step, job: Job):
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        return fut.result()
+    except (BrokenProcessPool, MemoryError) as err:
+        raise WorkerDied(f"a worker died running {step.name} of {job.label or job.unit} ({type(err).__name__}: "
+                         f"{err}): out of memory, or killed") from None
 
 
 def run_stage(stage: Stage, run: Run) -> list:

@@ -178,11 +178,13 @@ class Mirror:
             if not seen or seen["local"] != _local_state(p):
                 todo.append(rel)
         sent = []
+        if lease:
+            lease.check_mine()  # a run that lost its lease (paused past it, say) pushes nothing
         for rel in sorted(todo, key=lambda r: (_push_order(r), r)):
             if lease:
-                lease.renew()
+                lease.renew(force=_push_order(rel) > 0)  # ownership checked before every commit point
             target = f"{self.root}/{rel}"
-            if _push_order(rel) == 2:
+            if _push_order(rel) == 2 or rel.startswith("tokenizer/"):  # published once, never replaced
                 self._create(rel, target)
             else:
                 self.fs.put_file(str(self.local / rel), target)
@@ -256,13 +258,37 @@ class Lease:
                 self.fs.rm_file(self.path)  # expired: a killed run's
         raise WorkRootBusy(f"{self.url}: could not take the lease")
 
-    def renew(self) -> None:
-        if time.time() - self._renewed > 60:
-            self._check_mine()
+    def renew(self, force: bool = False) -> None:
+        """Extend the lease (at most once a minute, or now with `force`), after checking it is still this run's."""
+        if force or time.time() - self._renewed > 60:
+            self.check_mine()
             self.fs.pipe_file(self.path, self._body())
             self._renewed = time.time()
 
-    def _check_mine(self) -> None:
+    @contextlib.contextmanager
+    def heartbeat(self) -> Iterator[None]:
+        """Renew the lease every third of its time (at most a minute) while the block runs, so a run longer than the
+        lease keeps it; a lease found lost stops the renewals, and the push refuses (check_mine)."""
+        import threading
+
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(min(60.0, self.ttl_s / 3)):
+                try:
+                    self.renew(force=True)
+                except (StorageError, OSError):
+                    return
+
+        thread = threading.Thread(target=beat, name="lease-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+
+    def check_mine(self) -> None:
         try:
             held = json.loads(self.fs.cat_file(self.path))
         except (FileNotFoundError, ValueError):
@@ -286,7 +312,8 @@ def checked_out(url: str) -> Iterator[Path]:
         mirror = Mirror(url, cache_dir("work", url))
         mirror.pull()
         try:
-            yield mirror.local
+            with lease.heartbeat():
+                yield mirror.local
         finally:
             mirror.push(lease)
     finally:

@@ -22,7 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import zstandard
 
@@ -90,29 +93,85 @@ class _Transform(io.RawIOBase):
 
 
 class _ZstdReader(_Transform):
-    """Decompresses zstd frames one after another and raises EOFError when the input ends inside a frame
-    (zstandard's own stream_reader returns b'' there, so a cut file would look complete)."""
+    """Decompresses zstd frames one after another, a bounded block of output at a time (a frame of a few kilobytes
+    can expand to gigabytes: it is never held whole), and raises EOFError when the input ends inside a frame
+    (zstandard's reader returns b'' there, so a cut file would look complete: the frames' structure says)."""
 
     def __init__(self, raw: io.BufferedIOBase):
         super().__init__(raw)
-        self.dobj, self.in_frame = zstandard.ZstdDecompressor().decompressobj(), False
+        self.reader = zstandard.ZstdDecompressor().stream_reader(raw, read_size=CHUNK, read_across_frames=True,
+                                                                  closefd=False)
 
     def _next(self) -> bytes:
-        out = b""
-        while not out:
-            chunk = self.raw.read(CHUNK)
-            if not chunk:
-                if self.in_frame:
-                    raise EOFError("the input ends inside a zstd frame")
-                return b""
-            while chunk:
-                self.in_frame = True
-                out += self.dobj.decompress(chunk)
-                chunk = b""
-                if self.dobj.eof:  # a frame ended; what follows is the next frame
-                    chunk, self.in_frame = self.dobj.unused_data, False
-                    self.dobj = zstandard.ZstdDecompressor().decompressobj()
+        out = self.reader.read(CHUNK)
+        if not out and not zstd_frames_complete(self.raw):
+            raise EOFError("the input ends inside a zstd frame")
         return out
+
+
+_ZSTD_MAGIC, _SKIPPABLE = 0xFD2FB528, range(0x184D2A50, 0x184D2A60)
+
+
+def zstd_frames_complete(f) -> bool:
+    """Whether a zstd file is whole frames to its end, walking the frames' headers and blocks without decompressing
+    (RFC 8878: a frame header, blocks of a 3-byte header each, the last one flagged, an optional checksum)."""
+    size = f.seek(0, io.SEEK_END)
+    pos = f.seek(0)
+    while pos < size:
+        head = f.read(4)
+        if len(head) < 4:
+            return False
+        magic = int.from_bytes(head, "little")
+        if magic in _SKIPPABLE:
+            skip = f.read(4)
+            pos = f.seek(int.from_bytes(skip, "little"), io.SEEK_CUR) if len(skip) == 4 else size + 1
+            continue
+        if magic != _ZSTD_MAGIC or not (pos := _frame_end(f)):
+            return False
+    return pos == size
+
+
+def _frame_end(f) -> int:
+    """The offset after the frame whose magic was just read; 0 when it does not end within the file."""
+    fhd = f.read(1)
+    if not fhd:
+        return 0
+    fhd = fhd[0]
+    single = (fhd >> 5) & 1
+    f.seek((0 if single else 1) + (0, 1, 2, 4)[fhd & 3] + ((1 if single else 0), 2, 4, 8)[fhd >> 6], io.SEEK_CUR)
+    while True:
+        block = f.read(3)
+        if len(block) < 3:
+            return 0
+        v = int.from_bytes(block, "little")
+        f.seek(1 if (v >> 1) & 3 == 1 else v >> 3, io.SEEK_CUR)  # an RLE block holds one byte
+        if v & 1:
+            break
+    pos = f.seek(4 if (fhd >> 2) & 1 else 0, io.SEEK_CUR)
+    return pos if pos <= f.seek(0, io.SEEK_END) and f.seek(pos) == pos else 0
+
+
+class DecompressionBomb(Exception):
+    """A compressed input that expands past what any corpus file does: the rest of the file is not read."""
+
+
+class _Meter:
+    """What a compressed input has given so far, held to a ceiling: at most `max_bytes` out of one file and, past the
+    first 32 MB, at most `max_ratio` bytes out per compressed byte read (deflate itself cannot pass 1,032; a file of
+    only newlines or NULs does). Past either is a DecompressionBomb, which the reader turns into one reject."""
+
+    def __init__(self, compressed, max_bytes: int = 0, max_ratio: float = 0):
+        self.compressed, self.out = compressed, 0
+        self.max_bytes, self.max_ratio = max_bytes or MAX_FILE_BYTES, max_ratio or MAX_RATIO
+
+    def add(self, n: int) -> None:
+        self.out += n
+        if self.compressed is None or self.out < 32 << 20:
+            return
+        read_in = max(1, self.compressed.tell())
+        if self.out > self.max_bytes or self.out > self.max_ratio * read_in:
+            raise DecompressionBomb(f"{self.out:,} bytes out of {read_in:,} compressed (the limits: "
+                                    f"{self.max_bytes:,} bytes a file, {self.max_ratio:g} to 1): the rest is not read")
 
 
 class _Recoded(_Transform):
@@ -139,17 +198,22 @@ _BINARY_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"%PDF", b"PK\x03\x04", b
 _TEXT_BYTES = bytes([7, 8, 9, 10, 11, 12, 13, 27]) + bytes(range(32, 127)) + bytes(range(128, 256))
 
 
-def _open_binary(path: Path) -> io.BufferedIOBase:
+MAX_FILE_BYTES = 1 << 40  # decompressed bytes of one input file: a terabyte is past any corpus file, not past a bomb
+MAX_RATIO = 1000
+
+
+def _open_binary(path: Path) -> tuple[io.BufferedIOBase, _Meter]:
+    """The file's decompressed bytes, and the meter that holds them to their ceiling (read_jsonl feeds it)."""
     name = path.name.lower()
     try:
         raw = open(path, "rb")
     except OSError as err:
         raise FileLevelError(R.UNREADABLE_FILE, f"cannot open: {err.strerror or err}") from None
     if name.endswith(".gz"):
-        return gzip.GzipFile(fileobj=raw, mode="rb")
+        return gzip.GzipFile(fileobj=raw, mode="rb"), _Meter(raw)
     if name.endswith(".zst"):
-        return io.BufferedReader(_ZstdReader(raw), CHUNK)
-    return io.BufferedReader(raw, CHUNK)
+        return io.BufferedReader(_ZstdReader(raw), CHUNK), _Meter(raw)
+    return io.BufferedReader(raw, CHUNK), _Meter(None)
 
 
 def _utf16(head: bytes) -> str | None:
@@ -182,6 +246,8 @@ def _sniff(stream: io.BufferedIOBase, path: Path) -> io.BufferedIOBase:
         raise FileLevelError(R.UNREADABLE_FILE, f"not a valid compressed file: {err}") from None
     except EOFError as err:
         raise FileLevelError(R.TRUNCATED, f"compressed stream ends early (0 records read): {err}") from None
+    except DecompressionBomb as err:
+        raise FileLevelError(R.TOO_LARGE, f"a decompression bomb: {err}") from None
     except OSError as err:
         raise FileLevelError(R.UNREADABLE_FILE, f"cannot read: {err}") from None
     encoding = _utf16(head)
@@ -223,14 +289,31 @@ def _classify_bad_json(line: bytes, err: Exception) -> tuple[str, str]:
     return R.MALFORMED_JSON, str(err)[:200]
 
 
+def _skip_blank(stream: io.BufferedReader, meter: _Meter) -> int:
+    """Skip the blank lines that follow in the stream's buffer at C speed (a file of nothing but newlines would take
+    minutes a line at a time); returns the newlines skipped. A partial blank line stays for readline."""
+    skipped = 0
+    while True:
+        buf = stream.peek(CHUNK)[:CHUNK]
+        n = len(buf) - len(buf.lstrip(b"\n\r \t"))
+        n = buf.rfind(b"\n", 0, n) + 1  # whole lines only
+        if n <= 0:
+            return skipped
+        skipped += buf.count(b"\n", 0, n)
+        meter.add(len(stream.read(n)))
+
+
 def read_jsonl(path: Path, max_bytes: int) -> Iterator[RawRecord]:
-    stream = _open_binary(path)
+    stream, meter = _open_binary(path)
     with stream:
         stream = _sniff(stream, path)
-        lineno = 0
+        lineno, blank = 0, False
         while True:
             try:
+                if blank:
+                    lineno, blank = lineno + _skip_blank(stream, meter), False
                 line = stream.readline(max_bytes + 1)
+                meter.add(len(line))
                 if not line:
                     return
                 lineno += 1
@@ -240,11 +323,15 @@ def read_jsonl(path: Path, max_bytes: int) -> Iterator[RawRecord]:
                     while line and not line.endswith(b"\n"):  # skip the rest without holding it
                         line = stream.readline(CHUNK)
                         size += len(line)
+                        meter.add(len(line))
                     yield RawRecord(lineno, reason=R.TOO_LARGE, detail=f"{size} bytes > max_doc_bytes {max_bytes}", raw=head)
                     continue
             except EOFError as err:
                 yield RawRecord(lineno + 1, reason=R.TRUNCATED,
                                 detail=f"compressed stream ends early, after {lineno} lines: {err}")
+                return
+            except DecompressionBomb as err:
+                yield RawRecord(lineno + 1, reason=R.TOO_LARGE, detail=f"a decompression bomb: {err}")
                 return
             except (gzip.BadGzipFile, zlib.error, zstandard.ZstdError, OSError) as err:
                 yield RawRecord(lineno + 1, reason=R.CORRUPT_FILE, detail=f"read error: {err}")
@@ -252,7 +339,8 @@ def read_jsonl(path: Path, max_bytes: int) -> Iterator[RawRecord]:
             if len(line) > max_bytes:
                 yield RawRecord(lineno, reason=R.TOO_LARGE, detail=f"{len(line)} bytes > max_doc_bytes {max_bytes}", raw=line[:SNIFF_BYTES])
                 continue
-            if not line.strip():  # a blank line is no record; line numbers still count it
+            if not line.strip():  # a blank line is no record; line numbers still count it (and those after it)
+                blank = True
                 continue
             try:
                 rec = parse_record(line)
@@ -266,21 +354,64 @@ def read_jsonl(path: Path, max_bytes: int) -> Iterator[RawRecord]:
             yield RawRecord(lineno, record=rec)
 
 
-def read_parquet(path: Path, batch_size: int) -> Iterator[RawRecord]:
+def read_parquet(path: Path, batch_size: int, max_bytes: int = 1 << 62) -> Iterator[RawRecord]:
     try:
         pf = pq.ParquetFile(path)
     except OSError as err:
         raise FileLevelError(R.UNREADABLE_FILE, f"cannot open: {getattr(err, 'strerror', None) or err}") from None
     except Exception as err:  # pyarrow raises ArrowInvalid for a file that is not Parquet
         raise FileLevelError(R.UNREADABLE_FILE, f"not a Parquet file: {err}") from None
+    _refuse_bomb(pf.metadata, path.stat().st_size)
     row = 0
-    try:
+    strings = [f.name for f in pf.schema_arrow if _is_bytes(f.type)]
+    try:  # strings kept dictionary-encoded: a row's text is made only when its size is known
+        pf = pq.ParquetFile(path, read_dictionary=strings or None, pre_buffer=False)
         for batch in pf.iter_batches(batch_size=batch_size):
-            for rec in batch.to_pylist():
-                yield RawRecord(row, record=rec)
-                row += 1
+            yield from _rows(batch, row, max_bytes)
+            row += batch.num_rows
     except Exception as err:  # a corrupt page or row group: what came before is kept
         yield RawRecord(row, reason=R.CORRUPT_FILE, detail=f"read error: {err}"[:300])
+
+
+def _is_bytes(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind) \
+        or pa.types.is_large_binary(kind)
+
+
+def _refuse_bomb(meta, stored: int) -> None:
+    """A file whose pages expand past MAX_RATIO to 1 (past its first 32 MB) is one too_large reject, never decoded."""
+    expanded = sum(meta.row_group(g).column(c).total_uncompressed_size for g in range(meta.num_row_groups)
+                   for c in range(meta.num_columns))
+    if expanded > 32 << 20 and expanded > MAX_RATIO * stored:
+        raise FileLevelError(R.TOO_LARGE, f"a decompression bomb: {stored:,} bytes that expand to {expanded:,} "
+                             f"(more than {MAX_RATIO:g} to 1): not read")
+
+
+ROWS_BYTES = 32 << 20  # Python objects made of a Parquet batch at a time: rows of about this much text together
+
+
+def _rows(batch: pa.RecordBatch, first: int, max_bytes: int) -> Iterator[RawRecord]:
+    """The batch's rows as records, a slice of about ROWS_BYTES at a time; a row over `max_bytes` is a too_large
+    reject made of its first bytes only (a dictionary-encoded column can hold a gigabyte a row in a few bytes)."""
+    sizes = np.zeros(batch.num_rows, dtype=np.int64)
+    for col in batch.columns:
+        if pa.types.is_dictionary(col.type):
+            sizes += pc.fill_null(pc.binary_length(col.dictionary).take(col.indices), 0).to_numpy()
+        elif _is_bytes(col.type):
+            sizes += pc.fill_null(pc.binary_length(col), 0).to_numpy()
+    start = 0
+    while start < batch.num_rows:
+        if sizes[start] > max_bytes:
+            yield RawRecord(first + start, reason=R.TOO_LARGE, detail=f"{sizes[start]:,} bytes > max_doc_bytes "
+                            f"{max_bytes:,}")
+            start += 1
+            continue
+        stop = start + 1
+        while stop < batch.num_rows and sizes[stop] <= max_bytes and sizes[start:stop + 1].sum() <= ROWS_BYTES:
+            stop += 1
+        for k, rec in enumerate(batch.slice(start, stop - start).to_pylist()):
+            yield RawRecord(first + start + k, record=rec)
+        start = stop
 
 
 def read_txt(path: Path, max_bytes: int, text_field: str) -> Iterator[RawRecord]:
@@ -311,7 +442,7 @@ def read_records(path: Path, *, max_bytes: int, batch_size: int, text_field: str
     if kind == "jsonl":
         return read_jsonl(path, max_bytes)
     if kind == "parquet":
-        return read_parquet(path, batch_size)
+        return read_parquet(path, batch_size, max_bytes)
     if kind == "txt":
         return read_txt(path, max_bytes, text_field)
     raise FileLevelError(R.UNREADABLE_FILE, f"unsupported file type: {path.name}")

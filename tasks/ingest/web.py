@@ -40,9 +40,19 @@ def _codec(label: str | None) -> str | None:
     if label in _AS_1252:
         return "cp1252"
     try:
-        return codecs.lookup(label).name
+        info = codecs.lookup(label)
     except LookupError:
         return None
+    return info.name if getattr(info, "_is_text_encoding", True) and info.name != "undefined" else None
+
+
+def _plausible(body: bytes, codec: str) -> bool:
+    """A declared charset the bytes can be in: UTF-16/32 without a BOM must have the NUL bytes ASCII takes in them
+    (UTF-8 bytes "decoded" as UTF-16 give text of no language at all)."""
+    if not codec.startswith(("utf-16", "utf_16", "utf-32", "utf_32")):
+        return True
+    head = body[:512]
+    return head.count(0) >= len(head) // 8
 
 
 def decode_html(body: bytes, header_charset: str | None) -> tuple[str, str] | None:
@@ -54,11 +64,11 @@ def decode_html(body: bytes, header_charset: str | None) -> tuple[str, str] | No
     else:
         meta = _META_CHARSET.search(body[:4096])
         candidates = [c for c in (_codec(header_charset), _codec(meta.group(1).decode("ascii", "ignore")) if meta
-                                  else None) if c]
+                                  else None) if c and _plausible(body, c)]
     for name in candidates:
         try:
             return body.decode(name), name
-        except (UnicodeDecodeError, LookupError):
+        except (UnicodeError, LookupError):
             continue
     try:
         return body.decode("utf-8"), "utf-8"
@@ -143,44 +153,75 @@ class WarcTally:
 
 def _tail_complete(path: Path, start: int) -> bool:
     """Whether the file's bytes from `start` (its last record's offset) are whole records: complete gzip members
-    to the end for .warc.gz, the record separator at the end for .warc."""
+    to the end for .warc.gz, the record separator at the end for .warc. Decompressed a block at a time: a member that
+    expands to gigabytes is read through, never held."""
     with open(path, "rb") as f:
         f.seek(start)
-        data = f.read()
-    if not path.name.lower().endswith(".gz"):
-        return data.endswith(b"\r\n\r\n")
-    while data.strip(b"\x00"):
-        d = zlib.decompressobj(31)
+        if not path.name.lower().endswith(".gz"):
+            f.seek(max(start, path.stat().st_size - 4))
+            return f.read() .endswith(b"\r\n\r\n")
+        pending = b""
+        while True:
+            pending = pending or f.read(CHUNK_IN)
+            if not pending.startswith(b"\x1f\x8b"):  # no member starts here: padding (NULs, a stray tail), not a record
+                return True
+            ok, pending = _through_member(f, pending)
+            if not ok:
+                return False
+
+
+CHUNK_IN = 1 << 16
+
+
+def _through_member(f, data: bytes) -> tuple[bool, bytes]:
+    """Decompress one gzip member starting at `data` (reading on from f), output discarded a block at a time;
+    (whether it ended, the bytes after it)."""
+    d = zlib.decompressobj(31)
+    while True:
         try:
-            d.decompress(data)
+            d.decompress(data, CHUNK_IN)
+            while d.unconsumed_tail:
+                d.decompress(d.unconsumed_tail, CHUNK_IN)
         except zlib.error:
-            return False
-        if not d.eof:
-            return False
-        data = d.unused_data
-    return True
+            return False, b""
+        if d.eof:
+            return True, d.unused_data
+        data = f.read(CHUNK_IN)
+        if not data:
+            return False, b""
 
 
 def read_warc(path: Path, max_bytes: int, text_field: str, id_field: str, extractor: str, url_filter: WebFilter,
               tally: WarcTally) -> Iterator:
     """One RawRecord per response or revisit record (documents, or rejects with their reason); the last one held
-    back until the file is known to end after it, so that a record the file is cut inside is `truncated_file`."""
-    from fastwarc.warc import ArchiveIterator
-
-
+    back until the file is known to end after it, so that a record the file is cut inside is `truncated_file`. A
+    record that cannot be parsed is a `malformed_record` reject and reading goes on at the next record."""
     n, held, last_doc, last_any = 0, None, -1, 0
     with open(path, "rb") as f:
-        for rec in ArchiveIterator(f, parse_http=True):
+        for rec in _records(f, path):
+            if isinstance(rec, _Malformed):
+                if rec.held_too and held is not None:  # the record before it did not end where it said
+                    held = RawRecord(held.line, reason=R.MALFORMED_RECORD, detail=rec.detail, raw=held.raw)
+                    continue
+                if held is not None:
+                    yield held
+                n += 1
+                held, last_doc, last_any = RawRecord(n, reason=R.MALFORMED_RECORD, detail=rec.detail), -2, rec.pos
+                continue
             last_any = rec.stream_pos
             kind = str(rec.record_type).split(".")[-1]
-            if kind not in ("response", "revisit"):
+            if kind not in ("response", "revisit") and kind in KNOWN_TYPES:
                 tally.add(kind)
                 continue
             if held is not None:
                 yield held
             n += 1
             last_doc = rec.stream_pos
-            held = _document(n, rec, kind, max_bytes, text_field, id_field, extractor, url_filter)
+            held = _guarded(n, rec, kind, max_bytes, text_field, id_field, extractor, url_filter)
+    yield from _ending(path, held, n, last_doc, last_any)
+
+
+def _ending(path: Path, held, n: int, last_doc: int, last_any: int) -> Iterator:
     if _tail_complete(path, last_any):
         if held is not None:
             yield held
@@ -193,6 +234,102 @@ def read_warc(path: Path, max_bytes: int, text_field: str, id_field: str, extrac
         if held is not None:
             yield held
         yield RawRecord(n + 1, reason=R.TRUNCATED, detail=f"the file ends inside a record: {n} records read before it")
+
+
+KNOWN_TYPES = ("warcinfo", "response", "resource", "request", "metadata", "revisit", "conversion", "continuation")
+
+
+@dataclass
+class _Malformed:
+    pos: int  # where the record that could not be parsed starts (or the one after the last good one)
+    detail: str
+    held_too: bool = False  # the last record read overran into it: that one is the malformed record
+
+
+def _records(f, path: Path) -> Iterator:
+    """fastwarc's records of a WARC file; where one cannot be parsed, a _Malformed, and reading starts again at the
+    next record (the next gzip member of a .warc.gz, the next `WARC/` line of a .warc). Whose fault a failure was is
+    known at the restart: when reading goes on fine there, the last record read overran its own end (a wrong length);
+    when it fails at once, the record there is the malformed one. A file that ends inside the record that failed is
+    left to the truncation check (read_warc's ending)."""
+    from fastwarc.warc import ArchiveIterator
+
+    gz, size, start, suspect, detail = path.name.lower().endswith(".gz"), path.stat().st_size, 0, False, ""
+    while True:
+        f.seek(start)
+        last, yielded = start, 0
+        try:
+            for rec in ArchiveIterator(f, parse_http=True):
+                if rec.content_length > (1100 if gz else 1) * (size - rec.stream_pos):  # deflate's ratio is 1032 at most
+                    raise ValueError(f"its Content-Length {rec.content_length} runs past the end of the file")
+                if suspect and not yielded:  # fine from the restart on: the last record before it overran
+                    yield _Malformed(start, detail, held_too=True)
+                last, yielded = rec.stream_pos, yielded + 1
+                yield rec
+            return
+        except Exception as err:  # noqa: BLE001 - fastwarc raises OSError, ValueError, UnicodeError...
+            if suspect and not yielded:  # it failed at once at the restart: the record there is the malformed one
+                yield _Malformed(start, detail)
+            detail = f"not a WARC record ({' '.join(str(err).split())[:200]}): read on at the next record"
+        if not (start or yielded):  # the file's first record
+            yield _Malformed(0, detail)
+        nxt = _next_record(f, last + 1, gz)
+        if nxt is None:
+            return
+        start, suspect = nxt, bool(yielded)
+
+
+def _next_record(f, pos: int, gz: bool) -> int | None:
+    """The offset of the next record start at or after `pos`: a gzip member header (its reserved flag bits clear),
+    or a `WARC/` line."""
+    marker = b"\x1f\x8b\x08" if gz else b"\nWARC/"
+    f.seek(pos)
+    data, base = b"", pos
+    while chunk := f.read(1 << 20):
+        data += chunk
+        k = data.find(marker)
+        while k >= 0 and gz and k + 3 < len(data) and data[k + 3] & 0xE0:  # not a gzip header after all
+            k = data.find(marker, k + 1)
+        if k >= 0 and (not gz or k + 3 < len(data)):
+            return base + k + (0 if gz else 1)
+        keep = max(0, len(data) - len(marker) - 1)
+        data, base = data[keep:], base + keep
+    return None
+
+
+def _guarded(n: int, rec, kind: str, max_bytes: int, text_field: str, id_field: str, extractor: str,
+             url_filter: WebFilter) -> RawRecord:
+    """`_document`, or a malformed_record reject when something of the record (a URI, a charset, its payload)
+    breaks it: one bad record is one reject."""
+    if kind not in KNOWN_TYPES:
+        return RawRecord(n, reason=R.MALFORMED_RECORD, detail=f"unknown record type {kind!r} (are its header lines "
+                         "CRLF-terminated?)")
+    try:
+        return _document(n, rec, kind, max_bytes, text_field, id_field, extractor, url_filter)
+    except (ValueError, LookupError, UnicodeError, OSError) as err:
+        return RawRecord(n, reason=R.MALFORMED_RECORD, detail=f"{type(err).__name__}: {err}"[:300],
+                         raw=str(rec.headers.get("WARC-Target-URI") or ""))
+
+
+MAX_DEPTH = 1000  # elements nested deeper than this: extraction time grows with the depth's square (10,000: 3.6 s)
+_TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)[^>]*?(/?)>")
+_VOID = frozenset("area base br col embed hr img input link meta param source track wbr".split())
+
+
+def nesting_depth(html: str, limit: int) -> int:
+    """How deep the page's elements nest (opening less closing tags, void elements aside), up to just past
+    `limit`: a scan of the tags, done long before extraction's time would show it."""
+    depth = deepest = 0
+    for m in _TAG.finditer(html):
+        if m.group(1):
+            depth = max(0, depth - 1)
+        elif not m.group(3) and m.group(2).lower() not in _VOID:
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    break
+    return deepest
 
 
 def _refusal(rec, kind: str, url: str, max_bytes: int, url_filter: WebFilter) -> tuple[str, str] | None:
@@ -223,6 +360,9 @@ def _document(n: int, rec, kind: str, max_bytes: int, text_field: str, id_field:
     if decoded is None:
         return RawRecord(n, reason=R.UNDECODABLE, detail="no charset decodes the payload", raw=url)
     html, charset = decoded
+    if (depth := nesting_depth(html, MAX_DEPTH)) > MAX_DEPTH:
+        return RawRecord(n, reason=R.TOO_LARGE, detail=f"elements nested more than {MAX_DEPTH} deep: main-content "
+                         "extraction would take minutes (its time grows with the square of the depth)", raw=url)
     text, title = extract(html, extractor)
     if not text.strip():
         return RawRecord(n, reason=R.NO_MAIN_CONTENT, detail=f"nothing left after extraction ({extractor})", raw=url)
