@@ -195,7 +195,8 @@ if __name__ == "__main__" and sys.argv[1:2] == ["zombie-automation"]:
 
 def _write_state(home: Path, url: str, pids: dict[str, int]) -> None:
     tmp = home / f".{STATE_FILE}.tmp"
-    tmp.write_text(json.dumps({"url": url, "pids": pids}, indent=2))
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        f.write(json.dumps({"url": url, "pids": pids}, indent=2))
     tmp.replace(home / STATE_FILE)
 
 

@@ -3,6 +3,7 @@ deployments (the documented `prefect deploy` command) and worker; schedules that
 the watch); corpora landing and being backfilled; the stock `prefect` CLI against the server; auth that refuses an
 unauthenticated or cross-origin request; and the run's page in the Prefect UI (headless Chromium, logged in)."""
 import base64
+import gzip
 import hashlib
 import json
 import os
@@ -305,9 +306,24 @@ def test_a_run_beside_the_service_reports_to_it_without_a_server_of_its_own(serv
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     env["CURATE_SERVER_HOME"] = str(base / "home")
     src = tmp_path / "notes.jsonl"
-    src.write_text('{"id": "n1", "text": "A short note about the tides, the moon and the harbour at dawn."}\n')
+    with gzip.open(SAMPLE / "literature.jsonl.gz", "rb") as f:
+        src.write_bytes(f.readline())  # a real document that passes the rules (a run that keeps nothing fails)
     res = subprocess.run([str(Path(sys.executable).parent / "curate"), "run", f"beside={src}", "--out",
                           str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     assert f"reporting to the Prefect server at {info['url']}" in res.stdout
     assert any(r["name"].startswith("curate beside") for r in _runs(info, "curate"))
+
+
+def test_the_services_files_are_readable_by_their_owner_only(service):
+    """The server's database (and its WAL), its logs and the worker's results: 0600 in a 0700 home, not 0644 in 0755."""
+    import stat
+
+    info, base = service
+    home = Path(info["home"])
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    files = [p for p in home.rglob("*") if p.is_file()]
+    assert any(p.name == "prefect.db" for p in files) and any(p.suffix == ".log" for p in files)
+    readable = [f"{p.relative_to(home)} {oct(stat.S_IMODE(p.stat().st_mode))}" for p in files
+                if stat.S_IMODE(p.stat().st_mode) & 0o077]
+    assert not readable, readable
