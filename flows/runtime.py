@@ -312,7 +312,17 @@ def worker_slots(runner) -> int:
     if runner.kind != "dask" or not runner.address:
         return runner.workers
     with _scheduler(runner) as client:
+        _first_worker(client)
         return max(1, sum(client.nthreads().values()))
+
+
+def _first_worker(client, timeout: float = 60) -> None:
+    """Workers started beside the scheduler take seconds to connect: wait for the first one rather than refuse a
+    cluster that is still coming up (a timeout is reported by `check_workers_see` as no worker connected)."""
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except TimeoutError:
+        pass
 
 
 def _scheduler(runner):
@@ -343,6 +353,7 @@ def check_workers_see(work_root: Path, runner) -> None:
     marker.write_text(token, encoding="utf-8")
     try:
         with _scheduler(runner) as client:
+            _first_worker(client)
             seen = client.run(holds_text, str(marker), token)
     finally:
         marker.unlink(missing_ok=True)

@@ -50,6 +50,8 @@ def test_a_local_dask_cluster_gives_the_local_runners_outputs(tmp_path, local):
 def test_an_existing_scheduler_and_its_workers(tmp_path, local):
     """Three workers where the local run had two: dedup splits its candidate pairs into a band group per worker
     thread of the cluster, and a different split must not change what is kept."""
+    from distributed import Client
+
     from curate.flows.server import free_port
 
     port = free_port()
@@ -61,6 +63,8 @@ def test_an_existing_scheduler_and_its_workers(tmp_path, local):
         procs.append(subprocess.Popen([str(BIN / "dask"), "worker", f"tcp://127.0.0.1:{port}", "--nworkers", "3",
                                        "--nthreads", "1", "--no-dashboard"], stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL, start_new_session=True))
+        with Client(f"tcp://127.0.0.1:{port}", timeout="30s") as client:
+            client.wait_for_workers(3, timeout=120)
         remote = _run(tmp_path, "remote", f"  kind: dask\n  address: tcp://127.0.0.1:{port}\n")
         assert remote == local
     finally:
@@ -73,8 +77,6 @@ def test_workers_that_do_not_see_the_work_root_stop_the_run_before_any_stage(tmp
     """A worker on another machine has its own view of the file system; here it is a worker in a mount namespace of its
     own, with an empty tmpfs over the work root. The run stops before any stage, naming the workers, instead of
     workers writing parts where the flow never looks."""
-    from distributed import Client
-
     from curate.flows.server import free_port
 
     if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
@@ -90,8 +92,7 @@ def test_workers_that_do_not_see_the_work_root_stop_the_run_before_any_stage(tmp
             ["unshare", "-m", "sh", "-c", f"mount -t tmpfs tmpfs {work} && exec {BIN / 'dask'} worker "
              f"tcp://127.0.0.1:{port} --nworkers 1 --nthreads 1 --no-dashboard"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
-        with Client(f"tcp://127.0.0.1:{port}", timeout="30s") as client:
-            client.wait_for_workers(1, timeout=60)
+        # (no wait for the worker: the run itself waits for the first one to connect)
         cfg = tmp_path / "cluster.yaml"
         cfg.write_text(f"runner:\n  kind: dask\n  address: tcp://127.0.0.1:{port}\n")
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}

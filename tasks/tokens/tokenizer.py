@@ -357,11 +357,22 @@ def verified(work_root: Path, tok: TokenizerInfo) -> TokenizerInfo:
 
 
 def _train(job: Job, key: dict) -> TokenizerInfo:
-    """Sampled and trained in the task's process (a worker): the trainer holds the sample several times over (about
-    750 MB at 5 x 5M characters), and the flow process, which holds Prefect, never does; its memory stays flat."""
-    cfg = job.settings
-    if (found := _existing(job.root, cfg)) is not None:
+    """Sampled and trained in a fresh process the task starts: the trainer holds the sample several times over (about
+    750 MB at 5 x 5M characters), and neither the flow process nor a worker (which holds the classifier's models and
+    the arenas of the parts it read) ever does; their memory stays flat."""
+    if (found := _existing(job.root, job.settings)) is not None:
         return found
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    if multiprocessing.current_process().daemon:  # (a daemonic worker may not start processes: train here)
+        return _sample_and_train(job)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_sample_and_train, job).result()
+
+
+def _sample_and_train(job: Job) -> TokenizerInfo:
+    cfg = job.settings
     sample = balanced_sample(job.root, list(job.unit), job.before, cfg.sample_chars_per_domain, cfg.seed)
     return train_tokenizer(sample, work_root_tokenizer(job.root, cfg.kind).parent, vocab_size=cfg.vocab_size,
                            model_type=cfg.model_type, threads=job.prepared, seed=cfg.seed, kind=cfg.kind)
