@@ -25,8 +25,8 @@ from curate.tasks.classify.fasttext_model import LABEL_PREFIX, load_model, model
 from curate.tasks.classify.models import QUALITY_LABELS, ModelRefs, resolve_models, rule_set
 from curate.tasks.classify.pii import redact
 from curate.tasks.classify.rules import RuleSet
-from curate.tasks.engine.files import atomic_path, size_of
-from curate.tasks.engine.stage import Job, Run, Stage, Step
+from curate.tasks.engine.files import atomic_path
+from curate.tasks.engine.stage import Job, Run, Stage, part_step
 from curate.tasks.engine.verdicts import alive, documents, verdicts_key, verdicts_path
 from curate.tasks.text.shape import code_shape
 
@@ -191,20 +191,16 @@ def _score_or_pii(score: float, found: Counter, cfg: ClassifyConfig) -> tuple[st
     return None
 
 
-CLASSIFY_PART = Step(
+CLASSIFY_PART = part_step(
     STAGE, __name__, ClassifyPartResult, _classify, _key,
-    record=lambda job: WorkRoot(job.root).record(STAGE, job.unit.corpus, job.unit.name),
-    outputs=lambda res, work_root: [work_root / res.verdicts_path],
-    describe=lambda r: f"{r.docs_in:,} in, {r.kept:,} kept",
-    size=lambda job: size_of(job.root / job.unit.docs_path))
+    describe=lambda r: f"{r.docs_in:,} in, {r.kept:,} kept")
 
 
 def _jobs(run: Run) -> list[Job]:
     """A job per part; the default models train here, once, before any task needs them."""
     models = resolve_models(run.cfg.classify)
     run.log(f"classify models: domain {models.domain_path}, quality {models.quality_path}")
-    return [run.job(p, run.cfg.classify, models, label=p.label) for c, parts in run.parts.items()
-            for p in parts]
+    return run.part_jobs(run.cfg.classify, models)
 
 
 def heavy_losses(corpus: str, rep: ClassifyReport, rate: float) -> list[str]:

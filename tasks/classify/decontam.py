@@ -29,8 +29,8 @@ from curate.schemas.documents import VERDICT_SCHEMA
 from curate.schemas.report import DecontamPartResult, DecontamReport, Part
 from curate.schemas.work_root import WorkRoot
 from curate.tasks.dedup.minhash import word_hashes, words_of
-from curate.tasks.engine.files import atomic_path, size_of
-from curate.tasks.engine.stage import Job, Run, Stage, Step
+from curate.tasks.engine.files import atomic_path
+from curate.tasks.engine.stage import Job, Run, Stage, part_step
 from curate.tasks.engine.verdicts import alive, documents, verdict_table, verdicts_key, verdicts_path
 
 STAGE = "decontam"
@@ -178,18 +178,15 @@ def _decontaminate(job: Job, key: dict) -> DecontamPartResult:
     return res
 
 
-DECONTAM_PART = Step(
+DECONTAM_PART = part_step(
     STAGE, __name__, DecontamPartResult, _decontaminate, _key,
-    record=lambda job: WorkRoot(job.root).record(STAGE, job.unit.corpus, job.unit.name),
-    outputs=lambda res, work_root: [work_root / res.verdicts_path],
-    describe=lambda r: f"{r.docs_in:,} in, {r.rejected:,} contaminated",
-    size=lambda job: size_of(job.root / job.unit.docs_path))
+    describe=lambda r: f"{r.docs_in:,} in, {r.rejected:,} contaminated")
 
 
 def _jobs(run: Run) -> list[Job]:
     """A job per part, all sharing the evaluation sets' n-grams, hashed once per run."""
     index = build_index(run.cfg.decontam, run.work_root)
-    return [run.job(p, run.cfg.decontam, index, label=p.label) for c, parts in run.parts.items() for p in parts]
+    return run.part_jobs(run.cfg.decontam, index)
 
 
 DECONTAM = Stage(STAGE, DECONTAM_PART, _jobs, enabled=lambda cfg: cfg.decontam.enabled and bool(cfg.decontam.sets),

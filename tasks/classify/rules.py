@@ -33,6 +33,11 @@ C4_TERMINAL = (".", "!", "?", '"', "”")
 BULLETS = ("•", "●", "○", "▪", "◦", "‣", "⁃", "-", "*", "–", "—")
 
 
+def _word_stat(i: int, doc: str = "") -> property:
+    """One of `Doc._word_stats`, read as an attribute."""
+    return property(lambda self: self._word_stats[i], doc=doc)
+
+
 class Doc:
     """One document's text and the statistics rules share, each computed at most once.
 
@@ -49,26 +54,11 @@ class Doc:
         # (words, characters in words, words with a letter, alnum chars, Gopher symbols)
         return _textscan.word_stats(self.text)
 
-    @property
-    def n_words(self) -> int:
-        return self._word_stats[0]
-
-    @property
-    def word_chars(self) -> int:
-        return self._word_stats[1]
-
-    @property
-    def words_with_letter(self) -> int:
-        return self._word_stats[2]
-
-    @property
-    def alnum_chars(self) -> int:
-        return self._word_stats[3]
-
-    @property
-    def symbols(self) -> int:
-        """text.count("#") + text.count("...") + text.count("…")"""
-        return self._word_stats[4]
+    n_words = _word_stat(0)
+    word_chars = _word_stat(1)
+    words_with_letter = _word_stat(2)
+    alnum_chars = _word_stat(3)
+    symbols = _word_stat(4, """text.count("#") + text.count("...") + text.count("…")""")
 
     def line_counts(self, short_chars: int = 30, c4_min_words: int = 5) -> tuple[int, int, int, int, int, int]:
         """(lines, bullet starts, ellipsis ends, terminal-punctuation ends, C4 sentences, short lines)."""

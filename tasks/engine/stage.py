@@ -28,7 +28,8 @@ from typing import Any, Callable, Generator, Protocol
 from pydantic import BaseModel, ValidationError
 
 from curate.schemas.report import RunReport, StageResult, StageTiming, add_stage, summed
-from curate.tasks.engine.files import read_json, write_json_atomic
+from curate.schemas.work_root import WorkRoot
+from curate.tasks.engine.files import read_json, size_of, write_json_atomic
 from curate.tasks.engine.memory import tune_memory
 
 tune_memory()  # in whatever process runs the stages (a hand-started Dask worker too)
@@ -103,6 +104,17 @@ class Step:
         return result
 
 
+def part_step(name: str, module: str, result: type[BaseModel], compute: Callable[[Job, dict], BaseModel],
+              key: Callable[[Job], dict], describe: Callable[[Any], str],
+              outputs: Callable[[Any, Path], list[Path]] = lambda res, work_root: [work_root / res.verdicts_path],
+              ) -> Step:
+    """A step whose job is one ingest part (decontam, classify, tokenize): recorded under the stage's name beside
+    the part, sized by the part's documents; its output is a verdict table unless it says otherwise."""
+    return Step(name, module, result, compute, key, outputs=outputs, describe=describe,
+                record=lambda job: WorkRoot(job.root).record(name, job.unit.corpus, job.unit.name),
+                size=lambda job: size_of(job.root / job.unit.docs_path))
+
+
 class Future(Protocol):
     def result(self) -> Any: ...
 
@@ -162,6 +174,10 @@ class Run:
 
     def job(self, unit, settings, prepared=None, label: str = "") -> Job:
         return Job(unit, settings, str(self.work_root), prepared, tuple(self.filters), label)
+
+    def part_jobs(self, settings, prepared=None) -> list[Job]:
+        """A job per ingest part of every corpus, all sharing what the stage prepared."""
+        return [self.job(p, settings, prepared, label=p.label) for parts in self.parts.values() for p in parts]
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,8 @@ from curate.schemas.report import Part, ShardInfo, TokenizePartResult
 from curate.schemas.shards import META_DOCS, META_DOMAIN, META_FORMAT, META_SPLIT, META_TOKENIZER_SHA, META_TOKENS, \
     SHARD_FORMAT_VERSION, token_shard_schema, token_type
 from curate.schemas.work_root import WorkRoot
-from curate.tasks.engine.files import atomic_path, sha256_file, size_of, temp_name
-from curate.tasks.engine.stage import Job, Run, Stage, Step
+from curate.tasks.engine.files import atomic_path, sha256_file, temp_name
+from curate.tasks.engine.stage import Job, Run, Stage, part_step
 from curate.tasks.engine.verdicts import verdicts_key
 from curate.tasks.tokens.tokenizer import HFTokenizer, TokenizerInfo, kept_annotations, kept_batches, load_tokenizer
 
@@ -252,20 +252,16 @@ def _texts(work_root: Path, part: Part, before: tuple[str, ...], size: int, text
         yield texts.to_pylist()
 
 
-TOKENIZE_PART = Step(
-    STAGE, __name__, TokenizePartResult, _tokenize, _key,
-    record=lambda job: WorkRoot(job.root).record(STAGE, job.unit.corpus, job.unit.name),
-    outputs=lambda res, work_root: [work_root / s.path for s in res.shards],
-    describe=lambda r: f"{r.tokens:,} tokens",
-    size=lambda job: size_of(job.root / job.unit.docs_path))
+TOKENIZE_PART = part_step(
+    STAGE, __name__, TokenizePartResult, _tokenize, _key, describe=lambda r: f"{r.tokens:,} tokens",
+    outputs=lambda res, work_root: [work_root / s.path for s in res.shards])
 
 
 def _jobs(run: Run) -> list[Job]:
     tok = run.prepared.get("tokenizer")
     if tok is None:  # nothing was kept: no tokenizer was made
         return []
-    return [run.job(p, run.cfg.tokenize, tok.path, label=p.label) for c, parts in run.parts.items()
-            for p in parts]
+    return run.part_jobs(run.cfg.tokenize, tok.path)
 
 
 def _fold(run: Run, results: list[TokenizePartResult]) -> None:
