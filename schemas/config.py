@@ -36,6 +36,8 @@ class WebConfig(_Strict):
                                        "per line ('#' comments); a host's parent domains count too. Relative: beside "
                                        "the config file.")
     banned_url_substrings: list[str] = Field(default_factory=list, description="URLs containing any are rejected.")
+    extract_timeout_s: float = Field(10.0, gt=0, description="A page whose main-content extraction takes longer is "
+                                     "a `timeout` reject (extraction runs in a child process that is then replaced).")
 
 
 class IngestConfig(_Strict):

@@ -78,6 +78,7 @@ class RejectReason:
     SYMLINK_OUTSIDE_ROOT = "symlink_outside_root"  # an input link that leads out of the folder it was found in
     EMPTY = "empty_text"
     TOO_LARGE = "too_large"
+    TIMEOUT = "timeout"  # main-content extraction ran past ingest.web.extract_timeout_s
     TRUNCATED = "truncated_file"
     CORRUPT_FILE = "corrupt_file"
     BINARY_FILE = "binary_file"

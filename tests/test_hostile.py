@@ -183,6 +183,25 @@ def test_a_page_nested_deeper_than_extraction_can_take_is_a_reject_in_seconds(tm
     assert time.perf_counter() - t0 < 30 and res.kept == 1 and res.by_reason == {"too_large": 1}
 
 
+def test_a_page_whose_extraction_runs_past_the_limit_is_a_timeout_reject_and_the_next_page_is_read(tmp_path):
+    """The limit is wall-clock, whatever makes a page slow: here a 16 MB page (about 3 s of extraction) under a
+    limit of 0.5 s; the extractor's process is replaced and the pages after it are kept. No process is left."""
+    import psutil
+
+    slow = ("<html><body>" + "<p>Plain words of a long page, one paragraph after another.</p>" * 250_000
+            + "</body></html>").encode()
+    http = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n" + slow
+    path = tmp_path / "slow.warc"
+    path.write_bytes(_record("http://good/0", "a normal page about ships at sea") + (
+        "WARC/1.0\r\nWARC-Type: response\r\nWARC-Target-URI: http://slow/\r\nWARC-Date: 2025-01-01T00:00:00Z\r\n"
+        "WARC-Record-ID: <urn:uuid:slow>\r\nContent-Type: application/http; msgtype=response\r\n"
+        f"Content-Length: {len(http)}\r\n\r\n").encode() + http + b"\r\n\r\n"
+        + _record("http://good/1", "a second page about lighthouses and tides"))
+    res = _ingest(tmp_path, path, max_doc_bytes=32_000_000, web={"extract_timeout_s": 0.5})
+    assert res.kept == 2 and res.by_reason == {"timeout": 1}, res
+    assert not psutil.Process().children(recursive=True)
+
+
 # --- files that are not files ------------------------------------------------------------------------------------
 
 def test_a_fifo_and_a_loop_of_links_in_an_input_folder_are_rejects_not_a_hang(tmp_path):

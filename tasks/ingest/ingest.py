@@ -253,7 +253,7 @@ def _ingest(task: Job, key: dict) -> FileResult:
                 if job.refused:
                     raise FileLevelError(*job.refused)
                 if input_kind(path) == "warc":
-                    records = read_warc(path, cfg.max_doc_bytes, cfg.text_field, cfg.id_field, cfg.web.extractor,
+                    records = read_warc(path, cfg.max_doc_bytes, cfg.text_field, cfg.id_field, cfg.web,
                                         _url_filter(cfg), tally)
                 else:
                     records = read_records(path, max_bytes=cfg.max_doc_bytes, batch_size=cfg.batch_size,

@@ -4,8 +4,9 @@ holds.
 A document is a WARC `response` record whose HTTP status is 200 and whose payload is HTML (text/html or
 application/xhtml+xml). Every response and revisit record is a record in: kept, or rejected with a reason and
 detail: `http_status` (not 200: redirects, 404s), `not_html` (images, CSS, JS, PDFs), `revisit` (no payload of its
-own), `url_blocked` (config), `too_large`, `undecodable`, `no_main_content` (nothing left after extraction), and
-`truncated_file` for a record the file ends inside. Other record types (request, warcinfo, metadata, resource) are
+own), `url_blocked` (config), `too_large`, `undecodable`, `no_main_content` (nothing left after extraction),
+`timeout` (extraction ran past `ingest.web.extract_timeout_s`: it runs in a child process, tasks/ingest/sandbox.py),
+`malformed_record`, and `truncated_file` for a record the file ends inside. Other record types (request, warcinfo, metadata, resource) are
 counted by type in the report, not as documents.
 
 Decoding follows what a browser does: the HTTP header's charset, else a byte-order mark, else the `<meta>` charset,
@@ -23,8 +24,10 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlsplit
 
+from curate.schemas.config import WebConfig
 from curate.schemas.documents import RejectReason as R
 from curate.tasks.ingest.readers import RawRecord
+from curate.tasks.ingest.sandbox import ExtractionCrashed, ExtractionTimeout, SandboxedExtractor
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
@@ -191,13 +194,13 @@ def _through_member(f, data: bytes) -> tuple[bool, bytes]:
             return False, b""
 
 
-def read_warc(path: Path, max_bytes: int, text_field: str, id_field: str, extractor: str, url_filter: WebFilter,
+def read_warc(path: Path, max_bytes: int, text_field: str, id_field: str, web: WebConfig, url_filter: WebFilter,
               tally: WarcTally) -> Iterator:
     """One RawRecord per response or revisit record (documents, or rejects with their reason); the last one held
     back until the file is known to end after it, so that a record the file is cut inside is `truncated_file`. A
     record that cannot be parsed is a `malformed_record` reject and reading goes on at the next record."""
     n, held, last_doc, last_any = 0, None, -1, 0
-    with open(path, "rb") as f:
+    with open(path, "rb") as f, SandboxedExtractor(web.extractor, web.extract_timeout_s) as extractor:
         for rec in _records(f, path):
             if isinstance(rec, _Malformed):
                 if rec.held_too and held is not None:  # the record before it did not end where it said
@@ -297,16 +300,19 @@ def _next_record(f, pos: int, gz: bool) -> int | None:
     return None
 
 
-def _guarded(n: int, rec, kind: str, max_bytes: int, text_field: str, id_field: str, extractor: str,
+def _guarded(n: int, rec, kind: str, max_bytes: int, text_field: str, id_field: str, extractor: SandboxedExtractor,
              url_filter: WebFilter) -> RawRecord:
     """`_document`, or a malformed_record reject when something of the record (a URI, a charset, its payload)
-    breaks it: one bad record is one reject."""
+    breaks it, or a timeout reject when its extraction runs too long: one bad record is one reject."""
     if kind not in KNOWN_TYPES:
         return RawRecord(n, reason=R.MALFORMED_RECORD, detail=f"unknown record type {kind!r} (are its header lines "
                          "CRLF-terminated?)")
     try:
         return _document(n, rec, kind, max_bytes, text_field, id_field, extractor, url_filter)
-    except (ValueError, LookupError, UnicodeError, OSError) as err:
+    except ExtractionTimeout:
+        return RawRecord(n, reason=R.TIMEOUT, detail=f"main-content extraction ({extractor.kind}) ran past "
+                         f"{extractor.timeout_s:g} s", raw=str(rec.headers.get("WARC-Target-URI") or ""))
+    except (ValueError, LookupError, UnicodeError, OSError, ExtractionCrashed) as err:
         return RawRecord(n, reason=R.MALFORMED_RECORD, detail=f"{type(err).__name__}: {err}"[:300],
                          raw=str(rec.headers.get("WARC-Target-URI") or ""))
 
@@ -350,7 +356,7 @@ def _refusal(rec, kind: str, url: str, max_bytes: int, url_filter: WebFilter) ->
     return None
 
 
-def _document(n: int, rec, kind: str, max_bytes: int, text_field: str, id_field: str, extractor: str,
+def _document(n: int, rec, kind: str, max_bytes: int, text_field: str, id_field: str, extractor: SandboxedExtractor,
               url_filter: WebFilter):
 
     url = rec.headers.get("WARC-Target-URI") or ""
@@ -363,9 +369,10 @@ def _document(n: int, rec, kind: str, max_bytes: int, text_field: str, id_field:
     if (depth := nesting_depth(html, MAX_DEPTH)) > MAX_DEPTH:
         return RawRecord(n, reason=R.TOO_LARGE, detail=f"elements nested more than {MAX_DEPTH} deep: main-content "
                          "extraction would take minutes (its time grows with the square of the depth)", raw=url)
-    text, title = extract(html, extractor)
+    text, title = extractor(html)
     if not text.strip():
-        return RawRecord(n, reason=R.NO_MAIN_CONTENT, detail=f"nothing left after extraction ({extractor})", raw=url)
+        return RawRecord(n, reason=R.NO_MAIN_CONTENT, detail=f"nothing left after extraction ({extractor.kind})",
+                         raw=url)
     record_id = rec.record_id or f"{url}@{rec.headers.get('WARC-Date')}"
     return RawRecord(n, record={id_field: record_id, text_field: text, "url": url,
                                 "host": (urlsplit(url).hostname or "").lower(),
