@@ -13,7 +13,8 @@ from curate.schemas.config import IngestConfig, WebConfig
 from curate.schemas.inputs import InputFile
 from curate.tasks.engine.verdicts import rejects as verdict_rejects
 from curate.tasks.ingest.ingest import ingest_file
-from curate.tasks.ingest.web import decode_html, extract
+from curate.tasks.ingest.extract import extract
+from curate.tasks.ingest.web import decode_html
 from tests.conftest import SHARED_CORPORA
 
 WEB = SHARED_CORPORA / "web"

@@ -5,7 +5,7 @@ A document is a WARC `response` record whose HTTP status is 200 and whose payloa
 application/xhtml+xml). Every response and revisit record is a record in: kept, or rejected with a reason and
 detail: `http_status` (not 200: redirects, 404s), `not_html` (images, CSS, JS, PDFs), `revisit` (no payload of its
 own), `url_blocked` (config), `too_large`, `undecodable`, `no_main_content` (nothing left after extraction),
-`timeout` (extraction ran past `ingest.web.extract_timeout_s`: it runs in a child process, tasks/ingest/sandbox.py),
+`timeout` (extraction ran past `ingest.web.extract_timeout_s`: it runs in a child process, tasks/ingest/extract.py),
 `malformed_record`, and `truncated_file` for a record the file ends inside. Other record types (request, warcinfo, metadata, resource) are
 counted by type in the report, not as documents.
 
@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from curate.schemas.config import WebConfig
 from curate.schemas.documents import RejectReason as R
 from curate.tasks.ingest.readers import RawRecord
-from curate.tasks.ingest.sandbox import ExtractionCrashed, ExtractionTimeout, SandboxedExtractor
+from curate.tasks.ingest.extract import ExtractionCrashed, ExtractionTimeout, SandboxedExtractor
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
@@ -87,32 +87,6 @@ def decode_html(body: bytes, header_charset: str | None) -> tuple[str, str] | No
         return body.decode(name), name
     except (UnicodeDecodeError, LookupError):
         return None
-
-
-# Page chrome Resiliparse's main-content heuristic can leave in: navigation bars (PostgreSQL's "Prev Up Home Next"
-# tables), site headers and footers, sidebars, breadcrumbs, tables of contents and menus.
-CHROME = ["nav", "header", "footer", "aside", '[role="navigation"]', '[role="banner"]', '[role="contentinfo"]',
-          ".navheader", ".navfooter", '[class*="breadcrumb"]', '[class*="sidebar"]', '[id*="sidebar"]',
-          '[class*="toc"]', '[id*="toc"]', '[class*="menu"]', '[id*="menu"]']
-
-
-def extract(html: str, extractor: str = "resiliparse") -> tuple[str, str | None]:
-    """(main text, title) of a page."""
-    if extractor == "trafilatura":
-        import trafilatura
-
-        text = trafilatura.extract(html, include_comments=False, include_tables=True, include_formatting=False,
-                                   deduplicate=False) or ""
-        meta = trafilatura.extract_metadata(html)
-        return text, (meta.title if meta else None)
-    from resiliparse.extract.html2text import extract_plain_text
-    from resiliparse.parse.html import HTMLTree
-
-    tree = HTMLTree.parse(html)
-    title = tree.title or None  # before extraction, which may remove nodes
-    text = extract_plain_text(tree, preserve_formatting=True, main_content=True, list_bullets=True, alt_texts=False,
-                              links=False, form_fields=False, noscript=False, comments=False, skip_elements=CHROME)
-    return text, title
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """The cost of the per-page time limit: main-content extraction of the shared crawl's HTML pages in this process
-(the floor) against the same pages through the sandboxed child (tasks/ingest/sandbox.py, its start included),
+(the floor) against the same pages through the sandboxed child (tasks/ingest/extract.py, its start included),
 interleaved, median of the repeats.
 
 Run: .venv/bin/python -m tests.benchmarks.bench_extract_sandbox [--files 2] [--repeats 5]
@@ -12,8 +12,9 @@ import time
 
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 
-from curate.tasks.ingest.sandbox import SandboxedExtractor
-from curate.tasks.ingest.web import decode_html, extract
+from curate.tasks.ingest.extract import SandboxedExtractor
+from curate.tasks.ingest.extract import extract
+from curate.tasks.ingest.web import decode_html
 from tests.conftest import SHARED_CORPORA
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from curate.tasks.ingest.web import extract  # noqa: E402
+from curate.tasks.ingest.extract import extract  # noqa: E402
 
 WEB = REPO.parent / "shared" / "corpora" / "web"
 SDISTS = REPO / "bench-out" / "sdists"

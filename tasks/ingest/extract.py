@@ -1,4 +1,4 @@
-"""Main-content extraction in a child process, under a time limit per page.
+"""Main-content extraction (`extract`), and the same in a child process under a time limit per page.
 
 Extraction is C++ (resiliparse) or lxml under trafilatura: a page can take minutes, and neither a signal nor a
 thread can stop code that never returns to Python. So the reader hands each page to a child process of its own and
@@ -21,6 +21,32 @@ _READY = b"ready\n"
 _START_S = 120  # importing the extractor on a loaded machine: not counted against a page
 
 
+# Page chrome Resiliparse's main-content heuristic can leave in: navigation bars (PostgreSQL's "Prev Up Home Next"
+# tables), site headers and footers, sidebars, breadcrumbs, tables of contents and menus.
+CHROME = ["nav", "header", "footer", "aside", '[role="navigation"]', '[role="banner"]', '[role="contentinfo"]',
+          ".navheader", ".navfooter", '[class*="breadcrumb"]', '[class*="sidebar"]', '[id*="sidebar"]',
+          '[class*="toc"]', '[id*="toc"]', '[class*="menu"]', '[id*="menu"]']
+
+
+def extract(html: str, extractor: str = "resiliparse") -> tuple[str, str | None]:
+    """(main text, title) of a page."""
+    if extractor == "trafilatura":
+        import trafilatura
+
+        text = trafilatura.extract(html, include_comments=False, include_tables=True, include_formatting=False,
+                                   deduplicate=False) or ""
+        meta = trafilatura.extract_metadata(html)
+        return text, (meta.title if meta else None)
+    from resiliparse.extract.html2text import extract_plain_text
+    from resiliparse.parse.html import HTMLTree
+
+    tree = HTMLTree.parse(html)
+    title = tree.title or None  # before extraction, which may remove nodes
+    text = extract_plain_text(tree, preserve_formatting=True, main_content=True, list_bullets=True, alt_texts=False,
+                              links=False, form_fields=False, noscript=False, comments=False, skip_elements=CHROME)
+    return text, title
+
+
 class ExtractionTimeout(Exception):
     """A page whose extraction ran past the limit."""
 
@@ -30,7 +56,7 @@ class ExtractionCrashed(Exception):
 
 
 class SandboxedExtractor:
-    """`extractor(html)` → (main text, title), computed in a child process within `timeout_s`; use as a context
+    """`extractor(html)` → `extract(html, kind)`, computed in a child process within `timeout_s`; use as a context
     manager, which ends the child."""
 
     def __init__(self, kind: str, timeout_s: float):
@@ -116,8 +142,6 @@ def _die_with(parent: int) -> None:
 
 def _serve(kind: str, parent: int) -> None:
     _die_with(parent)
-    from curate.tasks.ingest.web import extract
-
     extract("<p>.</p>", kind)  # the extractor's imports, before any page's time runs
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     out.write(_READY)
