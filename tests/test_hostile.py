@@ -158,7 +158,10 @@ def test_compression_bombs_are_rejects_in_bounded_memory(tmp_path):
     par = tmp_path / "dictionary.parquet"  # a dictionary of one 1 MB string, 400 rows naming it
     pq.write_table(pa.table({"id": [str(i) for i in range(400)], "text": pa.DictionaryArray.from_arrays(
         pa.array([0] * 400, pa.int32()), pa.array(["word " * (1 << 18)]))}), par, compression="zstd")
-    for path, reason in ((zst, "too_large"), (gz, "too_large"), (par, "too_large")):
+    small = tmp_path / "dictionary-small-rows.parquet"  # rows under max_doc_bytes, 2,000 of them naming one string
+    pq.write_table(pa.table({"id": [str(i) for i in range(2000)], "text": pa.DictionaryArray.from_arrays(
+        pa.array([0] * 2000, pa.int32()), pa.array(["word " * (1 << 14)]))}), small, compression="zstd")
+    for path, reason in ((zst, "too_large"), (gz, "too_large"), (par, "too_large"), (small, "too_large")):
         t0 = time.perf_counter()
         peak, out = _peak_mb_of(
             "from pathlib import Path\nfrom curate.schemas.config import IngestConfig\n"

@@ -361,13 +361,20 @@ def read_parquet(path: Path, batch_size: int, max_bytes: int = 1 << 62) -> Itera
         raise FileLevelError(R.UNREADABLE_FILE, f"cannot open: {getattr(err, 'strerror', None) or err}") from None
     except Exception as err:  # pyarrow raises ArrowInvalid for a file that is not Parquet
         raise FileLevelError(R.UNREADABLE_FILE, f"not a Parquet file: {err}") from None
-    _refuse_bomb(pf.metadata, path.stat().st_size)
-    row = 0
+    stored = path.stat().st_size
+    _refuse_bomb(pf.metadata, stored)
+    row = expanded = 0
     strings = [f.name for f in pf.schema_arrow if _is_bytes(f.type)]
     try:  # strings kept dictionary-encoded: a row's text is made only when its size is known
         pf = pq.ParquetFile(path, read_dictionary=strings or None, pre_buffer=False)
         for batch in pf.iter_batches(batch_size=batch_size):
-            yield from _rows(batch, row, max_bytes)
+            sizes = _row_sizes(batch)
+            expanded += int(sizes.sum())
+            if _is_bomb(expanded, stored):  # rows that name one dictionary string again and again
+                yield RawRecord(row, reason=R.TOO_LARGE, detail=f"a decompression bomb: {stored:,} bytes whose rows "
+                                f"expand to {expanded:,} and more (over {MAX_RATIO:g} to 1): rows from here not read")
+                return
+            yield from _rows(batch, sizes, row, max_bytes)
             row += batch.num_rows
     except Exception as err:  # a corrupt page or row group: what came before is kept
         yield RawRecord(row, reason=R.CORRUPT_FILE, detail=f"read error: {err}"[:300])
@@ -382,23 +389,32 @@ def _refuse_bomb(meta, stored: int) -> None:
     """A file whose pages expand past MAX_RATIO to 1 (past its first 32 MB) is one too_large reject, never decoded."""
     expanded = sum(meta.row_group(g).column(c).total_uncompressed_size for g in range(meta.num_row_groups)
                    for c in range(meta.num_columns))
-    if expanded > 32 << 20 and expanded > MAX_RATIO * stored:
+    if _is_bomb(expanded, stored):
         raise FileLevelError(R.TOO_LARGE, f"a decompression bomb: {stored:,} bytes that expand to {expanded:,} "
                              f"(more than {MAX_RATIO:g} to 1): not read")
+
+
+def _is_bomb(expanded: int, stored: int) -> bool:
+    return expanded > 32 << 20 and expanded > MAX_RATIO * stored
 
 
 ROWS_BYTES = 32 << 20  # Python objects made of a Parquet batch at a time: rows of about this much text together
 
 
-def _rows(batch: pa.RecordBatch, first: int, max_bytes: int) -> Iterator[RawRecord]:
-    """The batch's rows as records, a slice of about ROWS_BYTES at a time; a row over `max_bytes` is a too_large
-    reject made of its first bytes only (a dictionary-encoded column can hold a gigabyte a row in a few bytes)."""
+def _row_sizes(batch: pa.RecordBatch) -> np.ndarray:
+    """Each row's bytes of strings, dictionary-encoded ones as they will expand."""
     sizes = np.zeros(batch.num_rows, dtype=np.int64)
     for col in batch.columns:
         if pa.types.is_dictionary(col.type):
             sizes += pc.fill_null(pc.binary_length(col.dictionary).take(col.indices), 0).to_numpy()
         elif _is_bytes(col.type):
             sizes += pc.fill_null(pc.binary_length(col), 0).to_numpy()
+    return sizes
+
+
+def _rows(batch: pa.RecordBatch, sizes: np.ndarray, first: int, max_bytes: int) -> Iterator[RawRecord]:
+    """The batch's rows as records, a slice of about ROWS_BYTES at a time; a row over `max_bytes` is a too_large
+    reject made of its first bytes only (a dictionary-encoded column can hold a gigabyte a row in a few bytes)."""
     start = 0
     while start < batch.num_rows:
         if sizes[start] > max_bytes:
