@@ -222,6 +222,7 @@ def test_a_fifo_and_a_loop_of_links_in_an_input_folder_are_rejects_not_a_hang(tm
     assert "cannot be followed" in why["loop.jsonl"][1]
     results = [ingest_file(f, IngestConfig(), tmp_path / "work") for f in corpus.files]  # (a FIFO opened would block)
     assert sum(r.kept for r in results) == 1 and sum(r.rejected for r in results) == 3
+    assert [reason for r in results for reason in r.by_reason] == ["unreadable_file"] * 3
 
 
 def test_a_landed_link_out_of_the_landing_folder_is_refused(tmp_path):

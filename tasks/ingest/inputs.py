@@ -71,10 +71,18 @@ def _not_readable(p: Path, real_root: Path, root: Path) -> str | None:
     except (OSError, RuntimeError) as err:  # a dangling link, a loop of links
         return f"a link that cannot be followed ({getattr(err, 'strerror', None) or err})"
     if p.is_symlink() and not target.is_relative_to(real_root):
-        return f"a link that leads out of {root} (to {target})"
+        return f"{_LEADS_OUT} {root} (to {target})"
     if not stat.S_ISREG(mode):
         return "not a regular file (a FIFO, socket or device): never read"
     return None
+
+
+def _refusal_reason(why: str) -> str:
+    """A link out of the folder is `symlink_outside_root`; a loop of links, a FIFO or a device, `unreadable_file`."""
+    return R.SYMLINK_OUTSIDE_ROOT if why.startswith(_LEADS_OUT) else R.UNREADABLE_FILE
+
+
+_LEADS_OUT = "a link that leads out of"
 
 
 def walk_folder(root: Path) -> tuple[list[Path], list[tuple[Path, str]], list[tuple[Path, str]]]:
@@ -160,7 +168,7 @@ def resolve_input(arg: str) -> Corpus:
     corpus.ignored += [f"{corpus.name}/{rel(f)}: not an input format" for f in files if input_kind(f) is None]
     corpus.files += [InputFile(corpus.name, str(f), rel(f)) for f in files if input_kind(f) is not None]
     corpus.files += [InputFile(corpus.name, str(f), rel(f),
-                               refused=(R.SYMLINK_OUTSIDE_ROOT if "link" in why else R.UNREADABLE_FILE, why))
+                               refused=(_refusal_reason(why), why))
                      for f, why in refused]
     if not corpus.files:
         raise InputError(
