@@ -5,7 +5,7 @@ OUT ?= out
 
 .PHONY: install demo test test-fast bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt $(wildcard tasks/text/*.c tasks/text/*.h)
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'

@@ -10,6 +10,8 @@ import pytest
 from curate.tasks.text import _textscan
 from curate.tasks.text.normalize import normalize_text
 from curate.tasks.classify.rules import BULLETS, C4_TERMINAL, STOP_WORDS, TERMINAL_PUNCT
+from curate.tasks.text import words as W
+from tests.conftest import REPO
 
 EDGES = [
     "", " ", "\n", "\n\n\n", "a", "  indented\n\n\n\n\n\nafter  \t\n\n", "\r\n\r\nx\ry\r\n", "\t \n \t\nz",
@@ -17,6 +19,8 @@ EDGES = [
     "the THE The_ them théy be,to;of\nand-that have\twith", "... …\n- item\n• bullet\n*\n", "\n\n\n\n",
     "a b a b a b a b", "x " * 50, "tel 555-123-4567, 10.0.0.1, 4111 1111 1111 1111; ٣٤٥٦٧٨٩٠١ 1.2.3 12 34 56 78",
     "12345678", "1234567", "(555) 123 4567)", "1 2 3 4 5 6 7 8 9 0 . . .", "x.... y...... z.. #...# ##.\n...",
+    "使用Linux系统的用户。的的 了", "ภาษาไทย ที่ และ", "한국어 텍스트 및 또는", "カタカナー・ひらがな、漢字。", "𠀀𠀁 x𠀂y",
+    "ＡＢＣ１２３ ｶﾀｶﾅ", "ༀ ၀၁ ក្ខ", "中文 text 中文text中文.",
 ]
 
 
@@ -26,6 +30,9 @@ def texts(shared_corpora):
     for src in sorted(shared_corpora.glob("*.jsonl.gz")):
         with gzip.open(src, "rb") as f:
             out += [orjson.loads(line)["text"] for line in itertools.islice(f, 150)]
+    for src in sorted((REPO / "data" / "multilingual").glob("*.jsonl.gz")):  # Chinese, Japanese, Korean
+        with gzip.open(src, "rb") as f:
+            out += [orjson.loads(line)["text"] for line in itertools.islice(f, 60)]
     return out
 
 
@@ -52,13 +59,13 @@ def test_normalize_equals_the_python_steps(texts):
 
 def test_word_and_line_statistics(texts):
     for t in texts:
-        words = t.split()
+        words = W.words(t)
         assert _textscan.word_stats(t) == (len(words), sum(map(len, words)), sum(any(c.isalpha() for c in w) for w in words),
                                            sum(c.isalnum() for c in t), t.count("#") + t.count("...") + t.count("…"))
         lines = _pieces(t, "\n")
         expect = (len(lines), sum(ln.startswith(BULLETS) for ln in lines), sum(ln.endswith(("...", "…")) for ln in lines),
                   sum(ln.endswith(TERMINAL_PUNCT) for ln in lines),
-                  sum(ln.endswith(C4_TERMINAL) and len(ln.split()) >= 5 for ln in lines), sum(len(ln) <= 30 for ln in lines))
+                  sum(ln.endswith(C4_TERMINAL) and len(W.words(ln)) >= 5 for ln in lines), sum(len(ln) <= 30 for ln in lines))
         assert _textscan.line_counts(t, "".join(BULLETS), "".join(TERMINAL_PUNCT), "".join(C4_TERMINAL), 30, 5) == expect
         assert _textscan.longest_line(t) == max(len(ln) for ln in t.split("\n"))
         for sep, paragraphs in (("\n", False), ("\n\n", True)):
@@ -69,12 +76,22 @@ def test_word_and_line_statistics(texts):
             assert _textscan.duplicates(t, paragraphs) == (len(items), rep, sum(map(len, items)), rep_chars)
 
 
-def test_stop_words_count_whole_words(texts):
+def test_stop_words_count_whole_tokens(texts):
+    fold = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")  # ASCII case only
     for lang, words in STOP_WORDS.items():
-        pattern = re.compile(r"\b(?:" + "|".join(words) + r")\b", re.IGNORECASE)
         for t in texts:
-            assert _textscan.count_words(t, words, 10**9) == len(pattern.findall(t))
+            expect = sum(tok.translate(fold) in words for tok in W._TOKEN.findall(t))
+            assert _textscan.count_words(t, words, 10**9) == expect, (lang, t[:80])
     assert _textscan.count_words("the the the", STOP_WORDS["en"], 2) == 2  # stops at the limit
+    assert _textscan.count_words("我的书和你的", ("的", "和"), 10) == 3  # a Han letter is a token of its own
+
+
+def test_tokens_and_their_hashes(texts):
+    for t in texts:
+        assert W.token_hashes(t).tolist() == W.word_hashes(W.tokens(t)).tolist(), t[:80]
+    assert W.tokens("使用Linux系统。") == ["使", "用", "linux", "系", "统"]
+    assert W.words("使用Linux系统。 end.") == ["使", "用", "Linux", "系", "统。", "end."]
+    assert W.tokens("The café, naïve_x 42") == "the café naïve_x 42".split()  # spaced scripts: re's \w+, as before
 
 
 def test_contains_any(texts):
@@ -85,8 +102,8 @@ def test_contains_any(texts):
 
 
 def test_ngram_statistics(texts):
-    for t in texts[:400]:
-        words = t.split()
+    for t in texts[:400] + texts[-180:]:
+        words = W.words(t)
         for n in (2, 3, 5):
             grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
             counts = {}

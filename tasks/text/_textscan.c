@@ -182,7 +182,67 @@ static PyObject *contains_any(PyObject *self, PyObject *args) {
     return PyBool_FromLong(found);
 }
 
+/* ---- tokens for shingles and n-grams -------------------------------------------------------------------- */
+
+PyDoc_STRVAR(token_hashes_doc,
+"token_hashes(text, mults, len_mult) -> bytes\n\n"
+"For each of words.tokens(text) (maximal runs of re's \\w, each letter of an unspaced script a token of its\n"
+"own; text already lower-cased), a little-endian uint64: sum(ord(tok[k]) * mults[k] for k < len(mults)) +\n"
+"len(tok) * len_mult, mod 2**64 (mults: len(mults) uint64 as bytes). What words.token_hashes computes in numpy.");
+
+#define MAX_MULTS 64
+
+SPECIALISED Py_ssize_t token_hashes_at(int kind, const Text *src, const uint64_t *mult, Py_ssize_t nmult,
+                                       uint64_t len_mult, uint64_t *out) {
+    AT_WIDTH(src, kind);
+    Py_ssize_t n = 0, i = 0;
+    while (i < t->len) {
+        Py_UCS4 c = CH(t, i);
+        if (!IS_WORD(c)) { i++; continue; }
+        uint64_t h = 0;
+        Py_ssize_t m = 0;
+        if (IS_UNSPACED_WORD(c)) {
+            h = (uint64_t)c * mult[0];
+            m = 1;
+            i++;
+        } else {
+            for (; i < t->len; i++, m++) {
+                c = CH(t, i);
+                if (!IS_WORD(c) || IS_UNSPACED_WORD(c)) break;
+                if (m < nmult) h += (uint64_t)c * mult[m];
+            }
+        }
+        out[n++] = h + (uint64_t)m * len_mult;
+    }
+    return n;
+}
+
+static PyObject *token_hashes(PyObject *self, PyObject *args) {
+    PyObject *obj;
+    Py_buffer mults;
+    unsigned long long len_mult;
+    if (!PyArg_ParseTuple(args, "Uy*K", &obj, &mults, &len_mult)) return NULL;
+    Text t;
+    Py_ssize_t nmult = mults.len / 8;
+    if (text_of(obj, &t) < 0 || nmult < 1 || nmult > MAX_MULTS) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "mults: 1 to 64 uint64 values as bytes");
+        PyBuffer_Release(&mults);
+        return NULL;
+    }
+    uint64_t mult[MAX_MULTS];
+    memcpy(mult, mults.buf, nmult * 8);
+    PyBuffer_Release(&mults);
+    PyObject *res = PyBytes_FromStringAndSize(NULL, (t.len + 1) * 8);  /* at most a token a character */
+    if (!res) return NULL;
+    uint64_t *out = (uint64_t *)PyBytes_AS_STRING(res);
+    Py_ssize_t n;
+    BY_KIND(t.kind, n = token_hashes_at, &t, mult, nmult, (uint64_t)len_mult, out);
+    if (_PyBytes_Resize(&res, n * 8) < 0) return NULL;
+    return res;
+}
+
 static PyMethodDef own_methods[] = {
+    {"token_hashes", token_hashes, METH_VARARGS, token_hashes_doc},
     {"normalize", normalize, METH_O, normalize_doc},
     {"digit_runs", digit_runs, METH_VARARGS, digit_runs_doc},
     {"contains_any", contains_any, METH_VARARGS, contains_any_doc},

@@ -57,6 +57,30 @@ static inline unsigned char char_class(Py_UCS4 c) {
            (Py_UNICODE_ISALNUM(c) ? C_ALNUM : 0) | (Py_UNICODE_ISDECIMAL(c) ? C_DECIMAL : 0);
 }
 
+/* ---- words per script: tasks/text/words.py says the same in Python ------------------------------------ */
+
+/* Scripts written without spaces between words: Thai, Lao, Myanmar, Khmer, Kana, Han. */
+static inline int is_unspaced(Py_UCS4 c) {
+    if (c < 0x0E00) return 0;
+    return c <= 0x0EFF || (c >= 0x1000 && c <= 0x109F) || (c >= 0x1780 && c <= 0x17FF) ||
+           (c >= 0x3040 && c <= 0x30FF) || (c >= 0x31F0 && c <= 0x31FF) || (c >= 0x3400 && c <= 0x4DBF) ||
+           (c >= 0x4E00 && c <= 0x9FFF) || (c >= 0xF900 && c <= 0xFAFF) || (c >= 0xFF66 && c <= 0xFF9F) ||
+           (c >= 0x20000 && c <= 0x2FA1F);
+}
+/* A letter or digit of such a script: a word (and a token) of its own. */
+#define IS_UNSPACED_WORD(c) ((c) >= 0x0E00 && is_unspaced(c) && IS_ALNUM(c))
+
+/* The quality rules' words: text.split(), where a letter of an unspaced script starts a word of its own, and so
+ * does a letter or digit after such a word (marks and punctuation stay with the word before them). */
+typedef struct { int inside, unspaced; } WordState;
+/* 1: c starts a word; 0: c goes on the current one; -1: c is white space. */
+static inline int word_step(WordState *s, Py_UCS4 c) {
+    if (IS_SPACE(c)) { s->inside = 0; return -1; }
+    int u = IS_UNSPACED_WORD(c);
+    if (!s->inside || u || (s->unspaced && IS_ALNUM(c))) { s->inside = 1; s->unspaced = u; return 1; }
+    return 0;
+}
+
 static inline int in_set(Py_UCS4 c, const Text *set) {
     for (Py_ssize_t k = 0; k < set->len; k++)
         if (CH(set, k) == c) return 1;

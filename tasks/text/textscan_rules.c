@@ -5,32 +5,29 @@
 
 PyDoc_STRVAR(word_stats_doc,
 "word_stats(text) -> (n_words, word_chars, words_with_letter, alnum_chars, symbols)\n\n"
-"Over text.split(): how many words, their total length, how many hold a letter (str.isalpha);\n"
-"how many characters of the whole text are alphanumeric (str.isalnum); and Gopher's symbols,\n"
-"text.count('#') + text.count('...') + text.count('\u2026').");
+"Over words.words(text) (text.split(), with each letter of an unspaced script a word): how many words, their\n"
+"total length, how many hold a letter (str.isalpha); how many characters of the whole text are alphanumeric\n"
+"(str.isalnum); and Gopher's symbols, text.count('#') + text.count('...') + text.count('\u2026').");
 
 SPECIALISED void word_stats_at(int kind, const Text *src, Py_ssize_t *out) {
     AT_WIDTH(src, kind);
     Py_ssize_t words = 0, chars = 0, with_letter = 0, alnum = 0, symbols = 0, dots = 0;
-    int inside = 0, letter = 0;
+    int letter = 0;
+    WordState ws = {0, 0};
     for (Py_ssize_t i = 0; i < t->len; i++) {
         Py_UCS4 c = CH(t, i);
         if (c == '.') { dots++; } else if (dots) { symbols += dots / 3; dots = 0; }  /* str.count: non-overlapping */
         symbols += c == '#' || c == 0x2026;
-        unsigned char cls = char_class(c);
-        if (cls & C_SPACE) {
-            if (inside) with_letter += letter;
-            inside = 0;
-            continue;
-        }
-        if (!inside) { words++; inside = 1; letter = 0; }
+        int step = word_step(&ws, c);
+        if (step < 0) continue;
+        if (step) { words++; letter = 0; }
         chars++;
+        unsigned char cls = char_class(c);
         if (cls & C_ALNUM) {
             alnum++;
-            letter |= (cls & C_ALPHA) != 0;
+            if ((cls & C_ALPHA) && !letter) { with_letter++; letter = 1; }
         }
     }
-    if (inside) with_letter += letter;
     symbols += dots / 3;
     out[0] = words, out[1] = chars, out[2] = with_letter, out[3] = alnum, out[4] = symbols;
 }
@@ -43,31 +40,30 @@ static PyObject *word_stats(PyObject *self, PyObject *arg) {
     return Py_BuildValue("nnnnn", r[0], r[1], r[2], r[3], r[4]);
 }
 
-/* Words (text.split()) as hashes and lengths, for n-gram statistics. */
+/* Words (words.words(text)) as hashes and lengths, for n-gram statistics. */
 typedef struct { uint64_t *hash; uint32_t *len; Py_ssize_t n; } Words;
 
 SPECIALISED void split_words_at(int kind, const Text *src, Words *w) {
     AT_WIDTH(src, kind);
-    Py_ssize_t i = 0;
-    while (i < t->len) {
-        while (i < t->len && IS_SPACE(CH(t, i))) i++;
-        if (i >= t->len) break;
-        uint64_t h = 0xcbf29ce484222325ULL;
-        Py_ssize_t start = i;
-        while (i < t->len) {
-            Py_UCS4 c = CH(t, i);
-            if (IS_SPACE(c)) break;
-            h = fnv_step(h, c);
-            i++;
+    WordState ws = {0, 0};
+    uint64_t h = 0;
+    Py_ssize_t start = -1;  /* where the current word began; -1: none */
+    for (Py_ssize_t i = 0; i <= t->len; i++) {
+        int step = i < t->len ? word_step(&ws, CH(t, i)) : -1;
+        if (step != 0 && start >= 0) {  /* the current word ends before i */
+            w->hash[w->n] = finalise(h);
+            w->len[w->n] = (uint32_t)(i - start);
+            w->n++;
+            start = -1;
         }
-        w->hash[w->n] = finalise(h);
-        w->len[w->n] = (uint32_t)(i - start);
-        w->n++;
+        if (step < 0) continue;
+        if (step == 1) { start = i; h = 0xcbf29ce484222325ULL; }
+        h = fnv_step(h, CH(t, i));
     }
 }
 
 static int split_words(const Text *t, Words *w) {
-    Py_ssize_t cap = t->len / 2 + 2;
+    Py_ssize_t cap = t->len + 2;  /* every character may be a word of its own */
     w->hash = malloc(cap * sizeof(uint64_t));
     w->len = malloc(cap * sizeof(uint32_t));
     w->n = 0;
@@ -84,7 +80,7 @@ static inline uint64_t ngram_key(const Words *w, Py_ssize_t i, int n) {
 
 PyDoc_STRVAR(top_ngrams_doc,
 "top_ngrams(text, ns) -> [(count, chars), ...]\n\n"
-"For each n of ns, over the n-grams of text.split(): the highest occurrence count, and the longest (in\n"
+"For each n of ns, over the n-grams of words.words(text): the highest occurrence count, and the longest (in\n"
 "characters, spaces not counted) of the n-grams with that count; (0, 0) with fewer than n words.");
 
 static PyObject *top_ngrams(PyObject *self, PyObject *args) {
@@ -127,7 +123,7 @@ static PyObject *top_ngrams(PyObject *self, PyObject *args) {
 
 PyDoc_STRVAR(repeated_ngram_chars_doc,
 "repeated_ngram_chars(text, n) -> (chars, word_chars)\n\n"
-"Characters of the words inside a repeat (a second or later occurrence) of some n-gram of text.split(),\n"
+"Characters of the words inside a repeat (a second or later occurrence) of some n-gram of words.words(text),\n"
 "each word counted once; and the characters of all words.");
 
 static PyObject *repeated_ngram_chars(PyObject *self, PyObject *args) {
@@ -157,9 +153,8 @@ static PyObject *repeated_ngram_chars(PyObject *self, PyObject *args) {
 
 PyDoc_STRVAR(count_words_doc,
 "count_words(text, words, limit) -> int\n\n"
-"How many maximal runs of word characters (re's \\w) equal one of `words` (ASCII, lower case) ignoring\n"
-"ASCII case, counting up to `limit`: what re.finditer(r'\\b(?:w1|w2|...)\\b', text, re.I) counts, except\n"
-"that non-ASCII letters never match (re.I also folds a few, such as the Kelvin sign, to ASCII).");
+"How many of words.tokens(text) (maximal runs of re's \\w, each letter of an unspaced script a token of its own)\n"
+"equal one of `words` (lower case, at most 15 characters) ignoring ASCII case, counting up to `limit`.");
 
 static PyObject *count_words(PyObject *self, PyObject *args) {
     PyObject *obj, *words;
@@ -167,35 +162,36 @@ static PyObject *count_words(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "UO!n", &obj, &PyTuple_Type, &words, &limit)) return NULL;
     Text t;
     if (text_of(obj, &t) < 0) return NULL;
-    char want[64][16];
-    Py_ssize_t nw = PyTuple_GET_SIZE(words), maxlen = 0, count = 0;
+    Py_UCS4 want[64][16];
+    Py_ssize_t wlen[64], nw = PyTuple_GET_SIZE(words), maxlen = 0, count = 0;
     if (nw > 64) { PyErr_SetString(PyExc_ValueError, "at most 64 words"); return NULL; }
     for (Py_ssize_t k = 0; k < nw; k++) {
-        Py_ssize_t sz;
-        const char *s = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(words, k), &sz);
-        if (!s) return NULL;
-        if (sz >= 16) { PyErr_SetString(PyExc_ValueError, "words of at most 15 characters"); return NULL; }
-        memcpy(want[k], s, sz + 1);
-        if (sz > maxlen) maxlen = sz;
+        Text w;
+        if (text_of(PyTuple_GET_ITEM(words, k), &w) < 0) return NULL;
+        if (w.len >= 16) { PyErr_SetString(PyExc_ValueError, "words of at most 15 characters"); return NULL; }
+        for (Py_ssize_t j = 0; j < w.len; j++) want[k][j] = CH(&w, j);
+        wlen[k] = w.len;
+        if (w.len > maxlen) maxlen = w.len;
     }
     Py_ssize_t i = 0;
     while (i < t.len && count < limit) {
         Py_UCS4 c = CH(&t, i);
         if (!IS_WORD(c)) { i++; continue; }
-        char buf[16];
-        Py_ssize_t m = 0, start = i;
-        int ascii = 1;
-        for (; i < t.len; i++) {
-            c = CH(&t, i);
-            if (!IS_WORD(c)) break;
-            if (c >= 128) ascii = 0;
-            if (m < 15) buf[m] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
-            m++;
+        Py_UCS4 buf[16];
+        Py_ssize_t m = 0;
+        if (IS_UNSPACED_WORD(c)) {
+            buf[m++] = c;
+            i++;
+        } else {
+            for (; i < t.len; i++, m++) {
+                c = CH(&t, i);
+                if (!IS_WORD(c) || IS_UNSPACED_WORD(c)) break;
+                if (m < 16) buf[m] = c >= 'A' && c <= 'Z' ? c + 32 : c;
+            }
         }
-        if (!ascii || i - start > maxlen) continue;
-        buf[m] = 0;
+        if (m > maxlen) continue;
         for (Py_ssize_t k = 0; k < nw; k++)
-            if (strcmp(buf, want[k]) == 0) { count++; break; }
+            if (wlen[k] == m && memcmp(buf, want[k], m * sizeof(Py_UCS4)) == 0) { count++; break; }
     }
     return PyLong_FromSsize_t(count);
 }
@@ -219,7 +215,7 @@ PyDoc_STRVAR(line_counts_doc,
 "    -> (lines, bullet, ellipsis, terminal, c4_sentences, short)\n\n"
 "Over lines = [s for s in (l.strip() for l in text.split('\\n')) if s]: how many; how many start with a\n"
 "character of `bullets`; end with '...' or '…'; end with a character of `terminal`; end with one of\n"
-"`c4_terminal` and hold at least c4_min_words words; are at most short_chars long.");
+"`c4_terminal` and hold at least c4_min_words words (words.words); are at most short_chars long.");
 
 SPECIALISED void line_counts_at(int kind, const Text *src, const Text *bul, const Text *term, const Text *c4,
                                 Py_ssize_t short_chars, Py_ssize_t c4_min_words, Py_ssize_t *r) {
@@ -237,12 +233,8 @@ SPECIALISED void line_counts_at(int kind, const Text *src, const Text *bul, cons
         shorts += (b - a) <= short_chars;
         if (in_set(last, c4)) {
             Py_ssize_t words = 0;
-            int inside = 0;
-            for (Py_ssize_t i = a; i < b && words < c4_min_words; i++) {
-                int sp = IS_SPACE(CH(t, i));
-                if (!sp && !inside) words++;
-                inside = !sp;
-            }
+            WordState ws = {0, 0};
+            for (Py_ssize_t i = a; i < b && words < c4_min_words; i++) words += word_step(&ws, CH(t, i)) == 1;
             sentences += words >= c4_min_words;
         }
     }
