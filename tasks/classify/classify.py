@@ -29,6 +29,7 @@ from curate.tasks.engine.files import atomic_path
 from curate.tasks.engine.stage import Job, Run, Stage, part_step
 from curate.tasks.engine.verdicts import alive, documents, verdicts_key, verdicts_path
 from curate.tasks.text.shape import code_shape
+from curate.tasks.text.words import TOKENS
 
 STAGE = "classify"
 HIST_BINS = 10
@@ -78,7 +79,7 @@ def _key(job: Job) -> dict:
     models = job.prepared
     return {**verdicts_key(job.root, job.unit, job.before),
             "config": job.settings.model_dump(mode="json", exclude={"warn_drop_rate"}),  # (a warning: no output)
-            "models": [models.domain_sha, models.quality_sha, models.domain_temperature]}
+            "models": [models.domain_sha, models.quality_sha, models.domain_temperature], "words": TOKENS}
 
 
 def classify_part(part: Part, cfg: ClassifyConfig, models: ModelRefs, work_root: str | Path,

@@ -1,9 +1,10 @@
-"""Decontamination: a document that shares a normalised word n-gram (13 words by default, as GPT-3 and lm-eval's
+"""Decontamination: a document that shares a normalised token n-gram (13 tokens by default, as GPT-3 and lm-eval's
 janitor) with any evaluation set is rejected as `contaminated`, with the benchmark's name and the matched n-gram.
 
-Normalised: lower-cased words of letters, digits and underscores (`\\w+`, as the dedup shingles), so spacing,
-punctuation and case do not hide a copy; an evaluation n-gram made mostly of one-character words (digit or letter
-tables) is not used. The evaluation sets are small: every n-gram of theirs is hashed (64 bits)
+Normalised: the tokens of tasks/text/words.py, as the dedup shingles: lower-cased words of letters, digits and
+underscores (`\\w+`), and in Chinese, Japanese or Thai each letter (so 13 tokens there are 13 characters, as MAP-Neo
+decontaminates), so spacing, punctuation and case do not hide a copy; an evaluation n-gram made mostly of
+one-character tokens that are not such letters (digit or letter tables) is not used. The evaluation sets are small: every n-gram of theirs is hashed (64 bits)
 into one sorted array, beside which each documents part is streamed a batch at a time (memory: the sets plus a
 batch, whatever the corpus). A hash hit is confirmed on the n-gram's words before anything is rejected.
 
@@ -28,7 +29,7 @@ from curate.schemas.config import DecontamConfig, EvalSetSpec
 from curate.schemas.documents import VERDICT_SCHEMA
 from curate.schemas.report import DecontamPartResult, DecontamReport, Part
 from curate.schemas.work_root import WorkRoot
-from curate.tasks.dedup.minhash import word_hashes, words_of
+from curate.tasks.text.words import TOKENS, is_unspaced, ngram_hashes, token_hashes, tokens, word_hashes
 from curate.tasks.engine.files import atomic_path
 from curate.tasks.engine.stage import Job, Run, Stage, part_step
 from curate.tasks.engine.verdicts import alive, documents, verdict_table, verdicts_key, verdicts_path
@@ -42,23 +43,11 @@ class DecontamError(ValueError):
     """An evaluation set that cannot be read; the message names it."""
 
 
-def ngram_hashes(words: list[str], n: int) -> np.ndarray:
-    """64-bit hash of every n consecutive words (their word hashes, position-weighted)."""
-    k = len(words) - n + 1
-    if k <= 0:
-        return np.zeros(0, dtype=np.uint64)
-    wh = word_hashes(words)
-    acc = np.zeros(k, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for j in range(n):
-            acc += wh[j: j + k] * _MULT[j]
-    return acc
-
-
 def informative(gram: list[str]) -> bool:
-    """An n-gram that can say a text was copied: at least half its words longer than one character. (`0 1 2 3 4 5 6
-    7 8 9 a b c`, a hex-digit table in a HumanEval solution, is also in the isupper(3) man page.)"""
-    return 2 * sum(len(w) > 1 for w in gram) >= len(gram)
+    """An n-gram that can say a text was copied: at least half its tokens longer than one character or letters of
+    an unspaced script. (`0 1 2 3 4 5 6 7 8 9 a b c`, a hex-digit table in a HumanEval solution, is also in the
+    isupper(3) man page.)"""
+    return 2 * sum(len(w) > 1 or is_unspaced(w) for w in gram) >= len(gram)
 
 
 def _file_texts(path: Path, field: str) -> list[str]:
@@ -110,14 +99,15 @@ def build_index(cfg: DecontamConfig, work_root: Path) -> EvalIndex | None:
     if not cfg.enabled or not cfg.sets:
         return None
     sets = {spec.name: _set_texts(spec) for spec in cfg.sets}
-    key = hashlib.sha256(json.dumps({"n": cfg.ngram, "sets": sets}, sort_keys=True).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps({"n": cfg.ngram, "tokens": TOKENS, "sets": sets}, sort_keys=True).encode()
+                         ).hexdigest()[:16]
     path = WorkRoot(work_root).evalset(key)
     if not path.exists():
         table: dict[int, tuple[str, str]] = {}
         for name, texts in sets.items():
             for text in texts:
-                words = words_of(text)
-                for h, k in zip(ngram_hashes(words, cfg.ngram).tolist(), range(len(words))):
+                words = tokens(text)
+                for h, k in zip(ngram_hashes(word_hashes(words), cfg.ngram, _MULT).tolist(), range(len(words))):
                     gram = words[k: k + cfg.ngram]
                     if informative(gram):
                         table.setdefault(h, (name, " ".join(gram)))
@@ -130,12 +120,13 @@ def build_index(cfg: DecontamConfig, work_root: Path) -> EvalIndex | None:
 
 def match(text: str, n: int, hashes: np.ndarray, grams: dict) -> tuple[str, str] | None:
     """(benchmark, n-gram) of the first of the text's n-grams that an evaluation set has, confirmed word for word."""
-    words = words_of(text)
-    mine = ngram_hashes(words, n)
+    mine = ngram_hashes(token_hashes(text), n, _MULT)
     if not len(mine) or not len(hashes):
         return None
     pos = np.minimum(np.searchsorted(hashes, mine), len(hashes) - 1)
-    for k in np.flatnonzero(hashes[pos] == mine).tolist():
+    hits = np.flatnonzero(hashes[pos] == mine).tolist()
+    words = tokens(text) if hits else []  # the tokens themselves only where a hash hit needs confirming
+    for k in hits:
         name, gram = grams[int(mine[k])]
         if tuple(words[k: k + n]) == gram:
             return name, " ".join(gram)

@@ -22,7 +22,7 @@ from curate.schemas.config import DedupConfig
 from curate.schemas.report import Part
 from curate.schemas.work_root import WorkRoot
 from curate.tasks.dedup.index import DedupIndex
-from curate.tasks.dedup.minhash import shingle_hashes, word_hashes, words_of
+from curate.tasks.dedup.minhash import text_shingles
 from curate.tasks.engine.files import atomic_path, open_parquet
 
 
@@ -76,7 +76,7 @@ class ShingleSets:
                 if stop > k:
                     texts = batch.column(0).take(pa.array(rows[k:stop] - start)).to_pylist()
                     for (node, _), text in zip(wanted[k:stop], texts):
-                        self.cache[node] = np.unique(shingle_hashes(word_hashes(words_of(text)), self.ngram))
+                        self.cache[node] = text_shingles(text, self.ngram)
                     k = stop
                 start += batch.num_rows
 

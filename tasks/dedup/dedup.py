@@ -35,6 +35,7 @@ from curate.tasks.dedup.minhash import LSHParams, MinHasher, band_keys, lsh_para
 from curate.tasks.engine.files import atomic_path, file_fingerprint, open_parquet, read_json, size_of, write_json_atomic
 from curate.tasks.engine.stage import Job, Run, Stage, StageProgress, Step, TaskPool
 from curate.tasks.engine.verdicts import verdict_table, verdicts_path
+from curate.tasks.text.words import TOKENS
 
 STAGE = "dedup"
 
@@ -44,7 +45,7 @@ def index_params(cfg: DedupConfig) -> dict:
     lsh = lsh_params(cfg.threshold, cfg.num_perm, cfg.false_negative_weight)
     return {"ngram": cfg.ngram, "num_perm": cfg.num_perm, "seed": cfg.seed, "threshold": cfg.threshold,
             "verify_min_similarity": cfg.verify_min_similarity, "bands": lsh.bands, "rows": lsh.rows,
-            "scheme": "affine32"}
+            "scheme": "affine32", "tokens": TOKENS}
 
 
 def _params_hash(cfg: DedupConfig) -> str:

@@ -1,8 +1,8 @@
 """Vectorised MinHash signatures in datasketch's "affine32" scheme, and LSH band keys.
 
 datasketch hashes each shingle with a Python call and applies its permutations per document. Here the
-same scheme runs on whole batches in numpy: words are hashed from their code points, word n-gram
-shingles are combined from word hashes, then datasketch's own MurmurHash3 pre-mix (`_fmix`) and its
+same scheme runs on whole batches in numpy: tokens (tasks/text/words.py: words, and in Chinese, Japanese or Thai
+each letter) are hashed from their code points in C, token n-gram shingles are combined from token hashes, then datasketch's own MurmurHash3 pre-mix (`_fmix`) and its
 permutations (a·h + b mod 2³², taken from a `MinHash(num_perm, seed, scheme="affine32")`) are applied,
 and each document's minimum is a `np.minimum.reduceat`. The result equals
 `MinHash(..., hashfunc=shingle_hash).update_batch(shingles)` exactly (a test checks), so signatures
@@ -10,7 +10,6 @@ wrap as `LeanMinHash` and compare with any datasketch sketch of the same seed an
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,42 +17,21 @@ from datasketch import LeanMinHash, MinHash
 from datasketch.lsh import _optimal_param
 from datasketch.minhash import _fmix
 
+from curate.tasks.text.words import CHAR_MULT, GRAM_MULT, LEN_MULT, WORD_CHARS, ngram_hashes, token_hashes, tokens
+
 SCHEME = "affine32"
-WORD = re.compile(r"\w+", re.UNICODE)
-WORD_CHARS = 24  # longer words are hashed by their first 24 code points and their length
 _MASK64 = (1 << 64) - 1
-_rng = np.random.RandomState(0x5EED)
-_CHAR_MULT = (_rng.randint(1, 1 << 62, WORD_CHARS, dtype=np.uint64) | np.uint64(1))
-_GRAM_MULT = (_rng.randint(1, 1 << 62, 16, dtype=np.uint64) | np.uint64(1))
-_LEN_MULT = np.uint64(0x9E3779B97F4A7C15)
 SIG_MAX = np.uint32(0xFFFFFFFF)  # the value of an empty signature slot
 
 
-def words_of(text: str) -> list[str]:
-    return WORD.findall(text.lower())
+def shingle_hashes(token_h: np.ndarray, ngram: int) -> np.ndarray:
+    """uint32 hash of every token n-gram (its tokens' hashes, position-weighted, high 32 bits)."""
+    return (ngram_hashes(token_h, ngram) >> np.uint64(32)).astype(np.uint32)
 
 
-def word_hashes(words: list[str]) -> np.ndarray:
-    """uint64 hash per word from its code points (vectorised; no Python call per word)."""
-    if not words:
-        return np.zeros(0, dtype=np.uint64)
-    arr = np.array(words, dtype=f"<U{WORD_CHARS}")
-    codes = arr.view(np.uint32).reshape(len(words), WORD_CHARS).astype(np.uint64)
-    lengths = np.fromiter(map(len, words), dtype=np.uint64, count=len(words))
-    with np.errstate(over="ignore"):
-        return (codes * _CHAR_MULT).sum(axis=1, dtype=np.uint64) + lengths * _LEN_MULT
-
-
-def shingle_hashes(word_h: np.ndarray, ngram: int) -> np.ndarray:
-    """uint32 hash of every word n-gram (its words' hashes, position-weighted, high 32 bits)."""
-    n = len(word_h) - ngram + 1
-    if n <= 0:
-        return np.zeros(0, dtype=np.uint32)
-    acc = np.zeros(n, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for j in range(ngram):
-            acc += word_h[j: j + n] * _GRAM_MULT[j]
-    return (acc >> np.uint64(32)).astype(np.uint32)
+def text_shingles(text: str, ngram: int) -> np.ndarray:
+    """The distinct shingle hashes of a text."""
+    return np.unique(shingle_hashes(token_hashes(text), ngram))
 
 
 def shingle_hash(shingle: str) -> int:
@@ -61,14 +39,14 @@ def shingle_hash(shingle: str) -> int:
     acc = 0
     for j, word in enumerate(shingle.split(" ")):
         cps = [ord(c) for c in word[:WORD_CHARS]]
-        h = sum(c * int(m) for c, m in zip(cps, _CHAR_MULT)) + len(word) * int(_LEN_MULT)
-        acc = (acc + (h & _MASK64) * int(_GRAM_MULT[j])) & _MASK64
+        h = sum(c * int(m) for c, m in zip(cps, CHAR_MULT)) + len(word) * int(LEN_MULT)
+        acc = (acc + (h & _MASK64) * int(GRAM_MULT[j])) & _MASK64
     return acc >> 32
 
 
 def shingles_of(text: str, ngram: int) -> list[str]:
-    words = words_of(text)
-    return [" ".join(words[i: i + ngram]) for i in range(len(words) - ngram + 1)]
+    toks = tokens(text)
+    return [" ".join(toks[i: i + ngram]) for i in range(len(toks) - ngram + 1)]
 
 
 @dataclass(frozen=True)
@@ -92,7 +70,7 @@ class MinHasher:
 
     def signatures(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(n_docs × num_perm uint32 signatures, shingle count per doc). No shingle → all SIG_MAX."""
-        per_doc = [shingle_hashes(word_hashes(words_of(t)), self.ngram) for t in texts]
+        per_doc = [shingle_hashes(token_hashes(t), self.ngram) for t in texts]
         counts = np.fromiter(map(len, per_doc), dtype=np.int64, count=len(per_doc))
         sigs_t = np.full((self.num_perm, len(texts)), SIG_MAX, dtype=np.uint32)  # permutation-major
         offsets = np.concatenate([[0], np.cumsum(counts)])
@@ -139,8 +117,8 @@ def band_keys(sigs: np.ndarray, params: LSHParams) -> np.ndarray:
     with np.errstate(over="ignore"):
         for band in range(params.bands):
             cols = sigs[:, band * params.rows: (band + 1) * params.rows].astype(np.uint64)
-            acc = np.full(n, np.uint64(band) * _LEN_MULT, dtype=np.uint64)
+            acc = np.full(n, np.uint64(band) * LEN_MULT, dtype=np.uint64)
             for j in range(params.rows):
-                acc = (acc ^ cols[:, j]) * np.uint64(0x100000001B3) + _GRAM_MULT[j % 16]
+                acc = (acc ^ cols[:, j]) * np.uint64(0x100000001B3) + GRAM_MULT[j % 16]
             keys[:, band] = acc
     return keys

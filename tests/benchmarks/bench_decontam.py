@@ -18,7 +18,7 @@ sys.path.insert(0, str(REPO))
 
 from curate.schemas.config import DecontamConfig  # noqa: E402
 from curate.tasks.classify.decontam import build_index, match  # noqa: E402
-from curate.tasks.dedup.minhash import words_of  # noqa: E402
+from curate.tasks.text.words import tokens  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "corpora"
 
@@ -45,7 +45,7 @@ def main() -> None:
     for _ in range(args.repeats):
         t0 = time.perf_counter()
         for t in texts:
-            words_of(t)
+            tokens(t)
         floor.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         hits = sum(match(t, cfg.ngram, hashes, grams) is not None for t in texts)
