@@ -131,6 +131,39 @@ DEFAULT_RULES: dict[str, list[str]] = {
 }
 
 
+# Thresholds per language (ISO 639-1, as language ID gives them), over `rule_params`. Chinese, Japanese and Thai words
+# are letters (tasks/text/words.py), so length and n-gram rules count characters there: an n of 2 words is taken as
+# 4 characters, a short line of 30 characters as 10 to 12 (the characters of five words). Where each value comes from
+# (README "Quality rules in every language"): "FineWeb-2" is its published configuration for the language, "tuned" is
+# the matching quantile of clean prose of the language against English prose on the same manuals (LibreOffice help
+# in each language; judged on GNOME help and the Debian handbook, which tuning never read), "as zh" is Thai, for
+# which no source was at hand: Chinese's character settings, untuned. Languages not listed use the English defaults.
+_CHARACTER_NGRAMS = {
+    "gopher_top_ngrams": {"limits": [[4, 0.2], [6, 0.18], [8, 0.16]]},  # tuned: n x 2
+    "gopher_duplicate_ngrams": {"limits": [[10, 0.15], [12, 0.14], [14, 0.13], [16, 0.12], [18, 0.11],
+                                           [20, 0.10]]},  # tuned: n x 2
+    "code_mean_line_length": {"max_mean": 200.0},  # tuned: a CJK character carries about two Latin ones
+}
+DEFAULT_LANG_RULE_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
+    "zh": {**_CHARACTER_NGRAMS,
+           "gopher_mean_word_length": {"min_len": 1.0, "max_len": 5.0},  # FineWeb-2 (cmn)
+           "fineweb_line_punctuation": {"min_ratio": 0.106},  # FineWeb-2 (cmn)
+           "gopher_duplicate_lines": {"max_frac": 0.287},  # FineWeb-2 (cmn)
+           "fineweb_short_lines": {"short_chars": 10}},  # tuned
+    "ja": {**_CHARACTER_NGRAMS,  # n x 3: kana spell a word in about three letters where Han writes one or two
+           "gopher_top_ngrams": {"limits": [[6, 0.2], [9, 0.18], [12, 0.16]]},  # tuned
+           "gopher_duplicate_ngrams": {"limits": [[15, 0.15], [18, 0.14], [21, 0.13], [24, 0.12], [27, 0.11],
+                                                  [30, 0.10]]},  # tuned
+           "gopher_mean_word_length": {"min_len": 1.0, "max_len": 5.0},  # as FineWeb-2's cmn, tuned
+           "fineweb_short_lines": {"short_chars": 12}},  # tuned (kana spell out what Han writes in one letter)
+    "th": {**_CHARACTER_NGRAMS,
+           "gopher_mean_word_length": {"min_len": 1.0, "max_len": 5.0},  # as zh
+           "fineweb_short_lines": {"short_chars": 10}},  # as zh
+    "ko": {"gopher_mean_word_length": {"min_len": 2.0, "max_len": 10.0},  # tuned: a Korean word is 2-5 syllables
+           "fineweb_short_lines": {"short_chars": 20}},  # tuned
+}
+
+
 class PiiConfig(_Strict):
     mode: str = Field("redact", pattern="^(redact|drop|off)$",
                       description="redact: replace with typed placeholders; drop: reject the document; off.")
@@ -170,12 +203,24 @@ class ClassifyConfig(_Strict):
                                         "the others keep theirs.")
     rule_params: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Threshold overrides per rule, e.g. {gopher_word_count: {min_words: 30}}.")
+    lang_rule_params: dict[str, dict[str, dict[str, Any]]] = Field(
+        default_factory=lambda: {k: {r: dict(p) for r, p in v.items()} for k, v in DEFAULT_LANG_RULE_PARAMS.items()},
+        description="Threshold overrides per language and rule, over rule_params, e.g. {zh: {fineweb_short_lines: "
+        "{short_chars: 10}}}. A language you list keeps its other defaults; {} for a language turns them off.")
     pii: PiiConfig = Field(default_factory=PiiConfig)
 
     @field_validator("rules")
     @classmethod
     def _over_defaults(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
         return {**{k: list(r) for k, r in DEFAULT_RULES.items()}, **v}
+
+    @field_validator("lang_rule_params")
+    @classmethod
+    def _lang_over_defaults(cls, v: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, dict[str, Any]]]:
+        merged = {k: {r: dict(p) for r, p in rules.items()} for k, rules in DEFAULT_LANG_RULE_PARAMS.items()}
+        for lang, rules in v.items():
+            merged[lang] = {**merged.get(lang, {}), **rules} if rules else {}
+        return merged
 
     @field_validator("pii")
     @classmethod

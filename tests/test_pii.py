@@ -1,7 +1,7 @@
 """PII: realistic strings are redacted with typed placeholders and counted; look-alikes are left alone."""
 import pytest
 
-from curate.tasks.classify.pii import find_pii, luhn_ok, redact
+from curate.tasks.classify.pii import PLACEHOLDERS, find_pii, luhn_ok, redact
 
 
 @pytest.mark.parametrize("text, expected, counts", [
@@ -50,3 +50,12 @@ def test_only_the_configured_types():
 
 def test_luhn():
     assert luhn_ok("4111111111111111") and luhn_ok("79927398713") and not luhn_ok("79927398710")
+
+
+def test_data_written_against_chinese_or_japanese_text_is_found():
+    """Chinese and Japanese run words together: a Han or Kana letter next to a number or an address does not make
+    it part of a longer word, as a Latin letter would."""
+    text = "电话+86 138 1234 5678，地址8.8.8.8。邮箱user@example.com的；信用卡4111111111111111。ご連絡はinfo@example.jpまで"
+    redacted, found = redact(text, frozenset(PLACEHOLDERS))
+    assert found == {"phone": 1, "ip_address": 1, "email": 2, "card_number": 1}, redacted
+    assert redact("x8.8.8.8 and id8.8.8.8", frozenset(PLACEHOLDERS))[1] == {}  # a Latin letter still joins them

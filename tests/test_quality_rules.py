@@ -80,7 +80,7 @@ def test_prose_rules_do_not_drop_code_under_the_default_rules(labeled_records):
 def test_stop_words_judge_only_languages_with_a_list(corpus_heads):
     german = corpus_heads["literature/fortunes/de/wusstensie#0"]["text"]
     assert RULES["gopher_stop_words"](Doc(german, "de")) is True
-    assert RULES["gopher_stop_words"](Doc(german, "zh")) is True  # no list: not judged
+    assert RULES["gopher_stop_words"](Doc(german, "th")) is True  # no list: not judged
     assert RULES["gopher_stop_words"](Doc(german, "en"))[0] is False
 
 
@@ -126,3 +126,25 @@ def test_code_shape_separates_real_code_from_real_prose(labeled_records):
     prose = {s: sum(v) / len(v) for (d, s), v in by_source.items() if d in ("legal", "literature", "reference")}
     assert len(code) >= 6 and min(code.values()) >= 0.7, code  # 0.87 to 1.00 measured
     assert max(prose.values()) <= 0.1, prose  # documentation with code in it may be code-shaped; prose is not
+
+
+def test_each_language_is_judged_by_its_own_thresholds():
+    """A Chinese page of real prose: its words are letters, so English's mean word length (3 to 10) would drop
+    it; zh's thresholds keep it, and a user's per-language setting wins over the defaults."""
+    import gzip
+    import json
+
+    from curate.schemas.config import ClassifyConfig
+    from curate.tasks.classify.models import rule_set
+    from tests.conftest import REPO
+
+    with gzip.open(REPO / "data" / "multilingual" / "zh.jsonl.gz", "rt", encoding="utf-8") as f:
+        page = next(d for d in map(json.loads, f) if d["source"] == "debian-handbook")["text"]
+    rules = rule_set(ClassifyConfig())
+    assert rules.first_failure(page, "techdocs", "en")[0] == "gopher_mean_word_length"
+    assert rules.first_failure(page, "techdocs", "zh") is None
+    cfg = ClassifyConfig(lang_rule_params={"zh": {"gopher_word_count": {"min_words": 10**6}}})
+    assert rule_set(cfg).first_failure(page, "techdocs", "zh")[0] == "gopher_word_count"
+    assert cfg.lang_rule_params["zh"]["gopher_mean_word_length"] == {"min_len": 1.0, "max_len": 5.0}  # kept
+    with pytest.raises(RuleConfigError, match="lang_rule_params.ja.gopher_word_count"):
+        RuleSet({"d": ["gopher_word_count"]}, {}, {"ja": {"gopher_word_count": {"min_wrds": 3}}})

@@ -40,7 +40,7 @@ class ModelRefs:
 
 
 def rule_set(cfg: ClassifyConfig) -> RuleSet:
-    return RuleSet(cfg.rules, cfg.rule_params)
+    return RuleSet(cfg.rules, cfg.rule_params, cfg.lang_rule_params)
 
 
 def domain_docs(records: list[dict], label_field: str = "domain") -> list[LabeledDoc]:

@@ -12,6 +12,11 @@ from collections import Counter
 from typing import Iterator
 
 from curate.tasks.text import _textscan
+from curate.tasks.text.words import UNSPACED
+
+# A letter or digit of a spaced script: next to one, digits or a domain are part of a longer word; next to a Han,
+# Kana or Thai letter they are not (Chinese and Japanese run words together: 电话13812345678, 地址203.0.113.9).
+_W = rf"[^\W{UNSPACED}]"
 
 PLACEHOLDERS = {
     "email": "<EMAIL>",
@@ -24,18 +29,18 @@ PLACEHOLDERS = {
 # Each kind is found from a cheap anchor (an "@", a run of digits, a literal prefix) and only then checked by
 # its full pattern: one general regex over every character was 20x slower on real text.
 _EMAIL_LOCAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}$")
-_EMAIL_DOMAIN = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}\b")
+_EMAIL_DOMAIN = re.compile(rf"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{{0,61}}[A-Za-z0-9])?\.)+[A-Za-z]{{2,24}}(?!{_W})")
 # where an IP, phone or card number could be: r"\d[\d .()\-]{5,}\d" (matched by _textscan.digit_runs)
-_IPV4 = r"(?P<ip_address>(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]|\.\d|-\d))"
+_IPV4 = rf"(?P<ip_address>(?<!{_W})(?<!\.)(?:\d{{1,3}}\.){{3}}\d{{1,3}}(?!{_W}|\.|-\d))"
 # international (+CC ...) or North American (NXX) NXX-XXXX with consistent separators; never a bare digit run
-_PHONE = (r"(?P<phone>(?<![\w+])\+[1-9]\d{0,2}(?:[ .-]\(?\d{1,8}\)?|\(\d{1,5}\)){2,5}(?![\w-])"
-          r"|(?<![\w-])(?:\(\d{3}\) ?\d{3}-\d{4}|\d{3}(?P<sep>[.-])\d{3}(?P=sep)\d{4})(?![\w-]))")
+_PHONE = (rf"(?P<phone>(?<!{_W})(?<!\+)\+[1-9]\d{{0,2}}(?:[ .-]\(?\d{{1,8}}\)?|\(\d{{1,5}}\)){{2,5}}(?!{_W}|-)"
+          rf"|(?<!{_W})(?<!-)(?:\(\d{{3}}\) ?\d{{3}}-\d{{4}}|\d{{3}}(?P<sep>[.-])\d{{3}}(?P=sep)\d{{4}})(?!{_W}|-))")
 # grouped 4-4-4-x with one consistent separator, or a bare 13-19 digit run that a payment word precedes
 # (bare runs alone are ids, timestamps and constants far more often than cards, even after the Luhn check)
-_CARD = (r"(?P<card_number>(?<![\w.-])(?:\d{4}(?P<csep>[ -])\d{4}(?P=csep)\d{4}(?P=csep)\d{1,7}|\d{13,19})"
-         r"(?!\w|[.-]\d))")
-_CARD_CONTEXT = re.compile(r"(?:card|visa|mastercard|amex|credit|debit|payment|kreditkarte|carte|tarjeta)\W{0,3}"
-                           r"(?:\w+\W{1,3}){0,3}$", re.IGNORECASE)
+_CARD = (rf"(?P<card_number>(?<!{_W})(?<![.-])(?:\d{{4}}(?P<csep>[ -])\d{{4}}(?P=csep)\d{{4}}(?P=csep)\d{{1,7}}"
+         rf"|\d{{13,19}})(?!{_W}|[.-]\d))")
+_CARD_CONTEXT = re.compile(r"(?:card|visa|mastercard|amex|credit|debit|payment|kreditkarte|carte|tarjeta|信用卡|银行卡"
+                           r"|クレジットカード|カード番号|카드)\W{0,3}(?:\w+\W{1,3}){0,3}$", re.IGNORECASE)
 _DIGIT_KINDS = re.compile("|".join((_CARD, _IPV4, _PHONE)))
 _SECRET_PREFIXES = ("AKIA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "xox", "AIza", "k_live_",
                     "-----BEGIN")

@@ -21,15 +21,21 @@ RuleResult = Union[bool, tuple[bool, str]]
 Rule = Callable[..., RuleResult]
 
 # Gopher's eight English stop words, and the same kind of function words for the languages lid sees most here;
-# a language without a list is not judged by this rule.
+# a language without a list (Thai: its function words are several letters, and letters are its tokens) is not
+# judged by this rule.
 STOP_WORDS = {
     "en": ("the", "be", "to", "of", "and", "that", "have", "with"),
     "fr": ("le", "la", "les", "de", "et", "que", "des", "est", "avec", "pour"),
     "de": ("der", "die", "das", "und", "zu", "den", "mit", "ist", "nicht", "von"),
     "es": ("el", "la", "de", "que", "y", "los", "con", "es", "por", "para"),
+    # a Han or kana letter is a token of its own (tasks/text/words.py): the particles and function characters
+    "zh": ("的", "了", "是", "在", "和", "有", "不", "这", "也", "就"),
+    "ja": ("の", "に", "は", "を", "た", "が", "で", "て", "と", "し"),
+    "ko": ("수", "있습니다", "이", "있는", "또는", "경우", "및", "모든", "대한", "다른", "때", "합니다", "않습니다", "같은",
+           "그", "것", "등", "할", "하는", "위해"),
 }
 TERMINAL_PUNCT = (".", "!", "?", '"', "'", "”", "’", "»", "。", "！", "？", ":", ";")
-C4_TERMINAL = (".", "!", "?", '"', "”")
+C4_TERMINAL = (".", "!", "?", '"', "”", "。", "！", "？")
 BULLETS = ("•", "●", "○", "▪", "◦", "‣", "⁃", "-", "*", "–", "—")
 
 
@@ -252,29 +258,43 @@ class RuleConfigError(ValueError):
 
 
 class RuleSet:
-    """The rules of each domain, in order, with their parameters: `first_failure(text, domain)`."""
+    """The rules of each domain, in order, with their parameters, and each language's thresholds over them:
+    `first_failure(text, domain, lang)`."""
 
-    def __init__(self, by_domain: dict[str, list[str]], params: dict[str, dict] | None = None):
-        params = params or {}
-        for name in params:
-            if name not in RULES:
-                raise RuleConfigError(f"classify.rule_params.{name}: no such rule (known: {', '.join(RULES)})")
-        self._by_domain: dict[str, list[tuple[str, Callable[[Doc], RuleResult]]]] = {}
+    def __init__(self, by_domain: dict[str, list[str]], params: dict[str, dict] | None = None,
+                 lang_params: dict[str, dict[str, dict]] | None = None):
+        self._params = params or {}
+        self._lang_params = lang_params or {}
+        for where, table in (("rule_params", self._params),
+                             *((f"lang_rule_params.{k}", v) for k, v in self._lang_params.items())):
+            for name in table:
+                if name not in RULES:
+                    raise RuleConfigError(f"classify.{where}.{name}: no such rule (known: {', '.join(RULES)})")
         for domain, names in by_domain.items():
-            bound = []
             for name in names:
                 if name not in RULES:
                     raise RuleConfigError(f"classify.rules.{domain}: no rule named {name!r} (known: {', '.join(RULES)})")
-                kwargs = params.get(name, {})
-                try:  # on a text long enough for every branch, so a bad parameter fails here, not mid-run
-                    functools.partial(RULES[name], _PROBE, **kwargs)()
-                except (TypeError, ValueError) as err:
-                    raise RuleConfigError(f"classify.rule_params.{name}: {err}") from None
-                bound.append((name, functools.partial(RULES[name], **kwargs)))
-            self._by_domain[domain] = bound
+        self._names = by_domain
+        self._by_key: dict[tuple[str, str], list[tuple[str, Callable[[Doc], RuleResult]]]] = {}
+        for lang in ("", *self._lang_params):  # every parameter tried now, so a bad one fails here, not mid-run
+            for domain in by_domain:
+                self._bound(domain, lang)
 
-    def _bound(self, domain: str) -> list[tuple[str, Callable[[Doc], RuleResult]]]:
-        return self._by_domain.get(domain, self._by_domain.get("default", []))
+    def _bound(self, domain: str, lang: str = "") -> list[tuple[str, Callable[[Doc], RuleResult]]]:
+        domain = domain if domain in self._names else "default"
+        lang = lang if lang in self._lang_params else ""
+        if (domain, lang) not in self._by_key:
+            self._by_key[domain, lang] = [(name, self._bind(name, lang)) for name in self._names.get(domain, [])]
+        return self._by_key[domain, lang]
+
+    def _bind(self, name: str, lang: str) -> Callable[[Doc], RuleResult]:
+        kwargs = {**self._params.get(name, {}), **self._lang_params.get(lang, {}).get(name, {})}
+        try:  # on a text long enough for every branch
+            functools.partial(RULES[name], _PROBE, **kwargs)()
+        except (TypeError, ValueError) as err:
+            where = f"lang_rule_params.{lang}" if name in self._lang_params.get(lang, {}) else "rule_params"
+            raise RuleConfigError(f"classify.{where}.{name}: {err}") from None
+        return functools.partial(RULES[name], **kwargs)
 
     def rules_for(self, domain: str | tuple[str, ...]) -> list[str]:
         """The rules that judge a document of this domain; of several domains, only the rules every one of them
@@ -285,10 +305,10 @@ class RuleSet:
 
     def first_failure(self, text: str, domain: str | tuple[str, ...], lang: str = "en") -> tuple[str, str] | None:
         """(rule name, detail) of the first rule the text fails under its domain's rules (or the rules its
-        possible domains share), or None."""
+        possible domains share), with its language's thresholds, or None."""
         doc = Doc(text, lang)
         names = set(self.rules_for(domain))
-        for name, rule in self._bound(domain if isinstance(domain, str) else domain[0]):
+        for name, rule in self._bound(domain if isinstance(domain, str) else domain[0], lang):
             if name not in names:
                 continue
             res = rule(doc)

@@ -12,7 +12,8 @@ import re
 MAX_LINES = 100  # lines sampled, spread across the text: enough for a stable share, bounded per document
 
 _END = re.compile(r"(?:[{};(\[]|=>|->|\\|\)\s*:|,\s*\)|\{\s*\}|\]\s*,)$")
-_OPERATOR = re.compile(r"==|!=|:=|=>|->|&&|\|\||::|\+=|-=|<-|\$\{|\$\(|@\{|%\{|\w\(\)|\w\[\w*\]|\)\s*\{|^\s*[\w.$@%>\-\[\]\"']+\s*=\s*\S")
+_OPERATOR = re.compile(r"==|!=|:=|=>|->|&&|\|\||::|\+=|-=|<-|\$\{|\$\(|@\{|%\{|[A-Za-z0-9_]\(\)|[A-Za-z0-9_]\[[A-Za-z0-9_]*\]|"
+                       r"\)\s*\{|^\s*[A-Za-z0-9_.$@%>\-\[\]\"']+\s*=\s*\S")
 _COMMENT = re.compile(r"^\s*(?:#!|#\s|#$|#include|//|/\*|\*\s|\*/|;;|--\s|@\w)")
 _KEYWORD = re.compile(
     r"^\s*(?:def|class|return|import|from|elif|else|for|foreach|while|switch|case|try|except|catch|finally|func|fn|"
@@ -20,11 +21,16 @@ _KEYWORD = re.compile(
     r"interface|type|module|require|unless|until|then|fi|esac|done|do|begin|end|select|insert|create|alter|drop|"
     r"grant|declare|if)\b.*[(){}\[\];:=<>$@]")
 _FORM = re.compile(r"^\s*\(.*\)\s*$|^\s*\((?:def|let|set|if|cond|lambda|when|unless|require|provide)|"
-                   r"^\s*(?:end|fi|done|esac|else|begin|end;|END)\s*$|[\w.]\((?!s\))")  # forms, block ends, calls
+                   r"^\s*(?:end|fi|done|esac|else|begin|end;|END)\s*$|[A-Za-z0-9_.]\((?!s\))")  # forms, block ends, calls
 
 
 _SQL = re.compile(r"^\s*(?:SELECT|FROM|WHERE|AND|OR|JOIN|LEFT JOIN|GROUP BY|ORDER BY|HAVING|UNION|VALUES|RETURNS|"
                   r"LANGUAGE|AS|ON|SET|INSERT INTO|UPDATE|DELETE FROM|CREATE|ALTER|DROP|GRANT|REVOKE|COMMENT ON)\b")
+
+
+# Identifiers, calls and assignments are ASCII in the languages measured here: a Han or Kana letter before "(" is
+# prose ("页眉(格式 - 页面)"), and a sentence ends with a full stop of its script.
+_PROSE_ENDS = (".", "!", "?", '"', "。", "！", "？", "．", "」", "』")
 
 
 def _sample(lines: list[str]) -> list[str]:
@@ -36,7 +42,7 @@ def _sample(lines: list[str]) -> list[str]:
 
 def is_code_line(line: str) -> bool:
     s = line.rstrip()
-    if s.endswith((".", "!", "?", '"')) and not _OPERATOR.search(s) and not _COMMENT.match(s):
+    if s.endswith(_PROSE_ENDS) and not _OPERATOR.search(s) and not _COMMENT.match(s):
         return False  # a sentence, even one that starts with "for" or "if"
     return bool(_END.search(s) or _OPERATOR.search(s) or _COMMENT.match(s) or _KEYWORD.match(s) or _FORM.search(s) or _SQL.match(s))
 
