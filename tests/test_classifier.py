@@ -111,7 +111,7 @@ def test_bad_model_files_are_clear_errors(tmp_path, small_set):
 
 
 def test_windows_cover_the_document_from_start_to_end():
-    from curate.tasks.classify.fasttext_model import windows
+    from curate.tasks.text.words import windows
 
     text = "".join(f"line {i:05d}\n" for i in range(3000))  # 33,000 characters
     ws = windows(text, 2000, 3)

@@ -129,8 +129,8 @@ def test_code_shape_separates_real_code_from_real_prose(labeled_records):
 
 
 def test_each_language_is_judged_by_its_own_thresholds():
-    """A Chinese page of real prose: its words are letters, so English's mean word length (3 to 10) would drop
-    it; zh's thresholds keep it, and a user's per-language setting wins over the defaults."""
+    """A Chinese page of real prose: judged as English it has no English stop words; judged as Chinese (its function
+    characters, its thresholds) it is kept, and a user's per-language setting wins over the defaults."""
     import gzip
     import json
 
@@ -141,10 +141,10 @@ def test_each_language_is_judged_by_its_own_thresholds():
     with gzip.open(REPO / "data" / "multilingual" / "zh.jsonl.gz", "rt", encoding="utf-8") as f:
         page = next(d for d in map(json.loads, f) if d["source"] == "debian-handbook")["text"]
     rules = rule_set(ClassifyConfig())
-    assert rules.first_failure(page, "techdocs", "en")[0] == "gopher_mean_word_length"
+    assert rules.first_failure(page, "techdocs", "en")[0] == "gopher_stop_words"
     assert rules.first_failure(page, "techdocs", "zh") is None
     cfg = ClassifyConfig(lang_rule_params={"zh": {"gopher_word_count": {"min_words": 10**6}}})
     assert rule_set(cfg).first_failure(page, "techdocs", "zh")[0] == "gopher_word_count"
-    assert cfg.lang_rule_params["zh"]["gopher_mean_word_length"] == {"min_len": 1.0, "max_len": 5.0}  # kept
+    assert cfg.lang_rule_params["zh"]["fineweb_short_lines"] == {"short_chars": 10}  # its other defaults stay
     with pytest.raises(RuleConfigError, match="lang_rule_params.ja.gopher_word_count"):
         RuleSet({"d": ["gopher_word_count"]}, {}, {"ja": {"gopher_word_count": {"min_wrds": 3}}})

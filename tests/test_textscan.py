@@ -60,8 +60,10 @@ def test_normalize_equals_the_python_steps(texts):
 def test_word_and_line_statistics(texts):
     for t in texts:
         words = W.words(t)
+        unspaced = [w for w in words if W.is_unspaced(w[0]) and w[0].isalnum()]
         assert _textscan.word_stats(t) == (len(words), sum(map(len, words)), sum(any(c.isalpha() for c in w) for w in words),
-                                           sum(c.isalnum() for c in t), t.count("#") + t.count("...") + t.count("…"))
+                                           sum(c.isalnum() for c in t), t.count("#") + t.count("...") + t.count("…"),
+                                           len(unspaced), sum(map(len, unspaced)))
         lines = _pieces(t, "\n")
         expect = (len(lines), sum(ln.startswith(BULLETS) for ln in lines), sum(ln.endswith(("...", "…")) for ln in lines),
                   sum(ln.endswith(TERMINAL_PUNCT) for ln in lines),

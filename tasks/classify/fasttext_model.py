@@ -23,6 +23,7 @@ import numpy as np
 import xxhash
 
 from curate.tasks.engine.files import write_json_atomic
+from curate.tasks.text.words import windows
 
 LABEL_PREFIX = "__label__"
 MIN_EXAMPLES_PER_LABEL = 10
@@ -39,16 +40,6 @@ def model_text(text: str, max_chars: int) -> str:
     Measured alternatives: splitting punctuation into tokens cost 10x and scored no better (macro-F1 0.979 vs
     0.982); collapsing whitespace with split/join cost 5x for the same words."""
     return text[:max_chars].lower().replace("\n", " ")
-
-
-def windows(text: str, max_chars: int, n: int) -> list[str]:
-    """Up to `n` windows of `max_chars` characters spread evenly across the text, the first at its start and the
-    last at its end: a model reads the whole document, not its head (a source file opens with its licence)."""
-    if n <= 1 or len(text) <= max_chars:
-        return [text[:max_chars]]
-    k = min(n, -(-len(text) // max_chars))
-    span = len(text) - max_chars
-    return [text[round(i * span / (k - 1)):][:max_chars] for i in range(k)]
 
 
 def predict_probs(model, texts: list[str], labels: list[str], max_chars: int, n_windows: int,

@@ -56,8 +56,9 @@ class Doc:
         self.lang = lang
 
     @functools.cached_property
-    def _word_stats(self) -> tuple[int, int, int, int, int]:
-        # (words, characters in words, words with a letter, alnum chars, Gopher symbols)
+    def _word_stats(self) -> tuple[int, int, int, int, int, int, int]:
+        # (words, characters in words, words with a letter, alnum chars, Gopher symbols, and the words that are a
+        # Han, Kana or Thai letter and their characters)
         return _textscan.word_stats(self.text)
 
     n_words = _word_stat(0)
@@ -65,6 +66,8 @@ class Doc:
     words_with_letter = _word_stat(2)
     alnum_chars = _word_stat(3)
     symbols = _word_stat(4, """text.count("#") + text.count("...") + text.count("…")""")
+    unspaced_words = _word_stat(5, "words that are a letter of an unspaced script (Han, Kana, Thai, ...)")
+    unspaced_chars = _word_stat(6)
 
     def line_counts(self, short_chars: int = 30, c4_min_words: int = 5) -> tuple[int, int, int, int, int, int]:
         """(lines, bullet starts, ellipsis ends, terminal-punctuation ends, C4 sentences, short lines)."""
@@ -101,7 +104,13 @@ def gopher_word_count(doc: Doc, min_words: int = 50, max_words: int = 100_000) -
 
 
 def gopher_mean_word_length(doc: Doc, min_len: float = 3.0, max_len: float = 10.0) -> RuleResult:
-    mean = _frac(doc.word_chars, doc.n_words)
+    """Over the words of spaced scripts: a Han or Kana letter is a word by definition (tasks/text/words.py) and its
+    length says nothing. A page mostly in such letters is not judged (the Latin words in a Chinese page are names,
+    paths and commands); an English page with a few Han letters is judged by its English words."""
+    spaced = doc.n_words - doc.unspaced_words
+    if spaced <= doc.unspaced_words:
+        return True
+    mean = (doc.word_chars - doc.unspaced_chars) / spaced
     return min_len <= mean <= max_len or (False, f"mean word length {mean:.1f}, allowed {min_len}..{max_len}")
 
 

@@ -179,7 +179,7 @@ class _RecordWriter:
     def _write_docs(self) -> None:
         ids, lines, texts, metas, *web = map(list, zip(*self.rows))
         self.rows, self.pending_chars = [], 0
-        langs, scores = identify(texts, self.cfg.lid_max_chars)
+        langs, scores = identify(texts, self.cfg.lid_max_chars, self.cfg.lid_windows)
         allow = self.cfg.lang_allowlist
         keep = [True] * len(texts)
         if allow is not None:

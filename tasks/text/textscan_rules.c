@@ -4,14 +4,15 @@
 /* ---- words -------------------------------------------------------------------------------------------- */
 
 PyDoc_STRVAR(word_stats_doc,
-"word_stats(text) -> (n_words, word_chars, words_with_letter, alnum_chars, symbols)\n\n"
+"word_stats(text) -> (n_words, word_chars, words_with_letter, alnum_chars, symbols, unspaced_words, unspaced_chars)\n\n"
 "Over words.words(text) (text.split(), with each letter of an unspaced script a word): how many words, their\n"
 "total length, how many hold a letter (str.isalpha); how many characters of the whole text are alphanumeric\n"
-"(str.isalnum); and Gopher's symbols, text.count('#') + text.count('...') + text.count('\u2026').");
+"(str.isalnum); Gopher's symbols, text.count('#') + text.count('...') + text.count('\u2026'); and how many of\n"
+"the words are an unspaced script's letter (with what follows it), and their length.");
 
 SPECIALISED void word_stats_at(int kind, const Text *src, Py_ssize_t *out) {
     AT_WIDTH(src, kind);
-    Py_ssize_t words = 0, chars = 0, with_letter = 0, alnum = 0, symbols = 0, dots = 0;
+    Py_ssize_t words = 0, chars = 0, with_letter = 0, alnum = 0, symbols = 0, dots = 0, u_words = 0, u_chars = 0;
     int letter = 0;
     WordState ws = {0, 0};
     for (Py_ssize_t i = 0; i < t->len; i++) {
@@ -20,8 +21,9 @@ SPECIALISED void word_stats_at(int kind, const Text *src, Py_ssize_t *out) {
         symbols += c == '#' || c == 0x2026;
         int step = word_step(&ws, c);
         if (step < 0) continue;
-        if (step) { words++; letter = 0; }
+        if (step) { words++; letter = 0; u_words += ws.unspaced; }
         chars++;
+        u_chars += ws.unspaced;
         unsigned char cls = char_class(c);
         if (cls & C_ALNUM) {
             alnum++;
@@ -30,14 +32,15 @@ SPECIALISED void word_stats_at(int kind, const Text *src, Py_ssize_t *out) {
     }
     symbols += dots / 3;
     out[0] = words, out[1] = chars, out[2] = with_letter, out[3] = alnum, out[4] = symbols;
+    out[5] = u_words, out[6] = u_chars;
 }
 
 static PyObject *word_stats(PyObject *self, PyObject *arg) {
     Text t;
     if (text_of(arg, &t) < 0) return NULL;
-    Py_ssize_t r[5];
+    Py_ssize_t r[7];
     BY_KIND(t.kind, word_stats_at, &t, r);
-    return Py_BuildValue("nnnnn", r[0], r[1], r[2], r[3], r[4]);
+    return Py_BuildValue("nnnnnnn", r[0], r[1], r[2], r[3], r[4], r[5], r[6]);
 }
 
 /* Words (words.words(text)) as hashes and lengths, for n-gram statistics. */

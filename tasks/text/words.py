@@ -97,3 +97,14 @@ def ngram_hashes(token_h: np.ndarray, n: int, mult: np.ndarray = GRAM_MULT) -> n
         for j in range(n):
             acc += token_h[j: j + k] * mult[j]
     return acc
+
+
+def windows(text: str, max_chars: int, n: int) -> list[str]:
+    """Up to `n` windows of `max_chars` characters spread evenly across the text, the first at its start and the
+    last at its end: a model reads the whole document, not its head (a source file opens with its licence, a
+    Japanese manual page with an English paragraph)."""
+    if n <= 1 or len(text) <= max_chars:
+        return [text[:max_chars]]
+    k = min(n, -(-len(text) // max_chars))
+    span = len(text) - max_chars
+    return [text[round(i * span / (k - 1)):][:max_chars] for i in range(k)]
