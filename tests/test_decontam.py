@@ -61,3 +61,33 @@ def test_an_evaluation_set_from_a_file_with_its_text_field(tmp_path):
     res, rejects, kept = _run(tmp_path, docs, cfg)
     assert [r["id"] for r in rejects] == ["hit"] and kept == ["miss"], "case and spacing do not hide a copy"
     assert res.by_benchmark == {"riverqa": 1}
+
+
+def test_short_chinese_and_japanese_items_pasted_without_their_answers_are_caught(tmp_path):
+    """Items of about 50 characters (a question of a Chinese or Japanese exam set, answer lines gone) hold no 13
+    words of `\\w+`: they are caught because a Han or Kana letter is a token, so 13 tokens are 13 characters. The
+    documents they are not pasted into stay (no false positive on the rest of the manuals)."""
+    from curate.tasks.text.words import is_unspaced
+    from tests.conftest import REPO
+
+    docs = []
+    for lang in ("zh", "ja"):
+        with gzip.open(REPO / "data" / "multilingual" / f"{lang}.jsonl.gz", "rt", encoding="utf-8") as f:
+            docs += [r for r in map(json.loads, f) if r["source"] != "libreoffice-help"]
+    def span(text: str) -> str | None:  # 50 characters of prose, at least 40 of them Han or Kana letters
+        for start in range(len(text) // 2, len(text) - 50, 25):
+            if sum(is_unspaced(c) and c.isalnum() for c in text[start: start + 50]) >= 40:
+                return text[start: start + 50]
+        return None
+
+    items = [{"text": s} for s in (span(r["text"].replace("\n", "")) for r in docs[:60]) if s][:20]
+    docs = docs[60:]
+    (tmp_path / "exam.jsonl").write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items))
+    cfg = DecontamConfig(sets=[EvalSetSpec(name="exam", path=str(tmp_path / "exam.jsonl"))])
+    hosts = [{"id": f"pasted-{k}", "text": h["text"][:400] + "\n\n" + item["text"] + "\n\n" + h["text"][400:800]}
+             for k, (h, item) in enumerate(zip(docs[:20], items))]
+    clean = [{"id": r["id"], "text": r["text"]} for r in docs[20:]]
+    assert len(items) == len(hosts) == 20 and len(clean) > 100
+    res, rejects, kept = _run(tmp_path, hosts + clean, cfg)
+    assert sorted(r["id"] for r in rejects) == sorted(h["id"] for h in hosts), [r["detail"] for r in rejects][:5]
+    assert len(kept) == len(clean)

@@ -2,7 +2,11 @@
 """Dedup benchmark: speed, peak memory, precision and recall, ours against datatrove on the same documents.
 
 Usage: python tests/benchmarks/bench_dedup.py [--docs 10000] [--workers 2] [--no-datatrove] [--keep DIR]
-1. ../shared/bench/make_neardups.py builds real documents with edited copies and their true Jaccard.
+                                              [--cjk zh|ja]
+1. ../shared/bench/make_neardups.py builds real documents with edited copies and their true Jaccard; with --cjk,
+   tests/benchmarks/make_cjk_neardups.py does the same in Chinese or Japanese with character edits (data/
+   multilingual), and datatrove gets its word tokenizer for the language (spaCy with jieba for Chinese, SudachiPy
+   for Japanese: `pip install jieba sudachipy sudachidict_core`).
 2. Signature throughput on one core: our vectorised signatures vs datasketch MinHash.bulk, same docs.
 3. The whole dedup stage (signatures on --workers processes, LSH, verification, union-find, writing
    outputs and the index) in a child process: wall time and peak RSS (children included).
@@ -51,18 +55,23 @@ print(json.dumps({{"sign_s": t1 - t0, "cluster_s": t2 - t1, "kept": rep.kept, "e
 """
 
 
-def load_neardups_module():
-    spec = importlib.util.spec_from_file_location("make_neardups", SHARED / "bench" / "make_neardups.py")
+def load_neardups_module(cjk: str | None = None):
+    path = REPO / "tests" / "benchmarks" / "make_cjk_neardups.py" if cjk else SHARED / "bench" / "make_neardups.py"
+    spec = importlib.util.spec_from_file_location("make_neardups", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
-def make_set(out: Path, docs: int) -> tuple[list[dict], list[dict]]:
-    inputs = [str(SHARED / "corpora" / f"{n}.jsonl.gz") for n in ("code", "techdocs", "legal", "literature",
-                                                                   "reference", "multilingual")]
-    subprocess.run([sys.executable, str(SHARED / "bench" / "make_neardups.py"), str(out), *inputs,
-                    "--docs", str(docs)], check=True, stdout=subprocess.DEVNULL)
+def make_set(out: Path, docs: int, cjk: str | None = None) -> tuple[list[dict], list[dict]]:
+    if cjk:
+        subprocess.run([sys.executable, str(REPO / "tests" / "benchmarks" / "make_cjk_neardups.py"), str(out),
+                        "--langs", cjk], check=True, stdout=subprocess.DEVNULL)
+    else:
+        inputs = [str(SHARED / "corpora" / f"{n}.jsonl.gz") for n in ("code", "techdocs", "legal", "literature",
+                                                                       "reference", "multilingual")]
+        subprocess.run([sys.executable, str(SHARED / "bench" / "make_neardups.py"), str(out), *inputs,
+                        "--docs", str(docs)], check=True, stdout=subprocess.DEVNULL)
     with gzip.open(out / "docs.jsonl.gz", "rt", encoding="utf-8") as f:
         records = [json.loads(line) for line in f]
     pairs = [json.loads(line) for line in open(out / "pairs.jsonl")]
@@ -145,13 +154,14 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--no-datatrove", action="store_true")
     ap.add_argument("--keep", help="keep the temporary folder here")
+    ap.add_argument("--cjk", choices=["zh", "ja"], help="Chinese or Japanese with character edits")
     args = ap.parse_args()
-    mod = load_neardups_module()
+    mod = load_neardups_module(args.cjk)
     tmp = Path(args.keep or tempfile.mkdtemp(prefix="bench-dedup-"))
     if tmp.exists() and args.keep:
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True, exist_ok=True)
-    records, pairs = make_set(tmp / "set", args.docs)
+    records, pairs = make_set(tmp / "set", args.docs, args.cjk)
     mb = sum(len(r["text"].encode()) for r in records) / 1e6
     print(f"near-duplicate set: {len(records):,} documents, {mb:.1f} MB, {len(pairs):,} same-family pairs")
     signature_speed([r["text"] for r in records[:3000]])
@@ -170,7 +180,8 @@ def main() -> None:
             from curate.tasks.dedup.dedup import index_params
             from curate.schemas.config import DedupConfig
             p = index_params(DedupConfig())  # the same LSH bands x rows as ours
-            dt = run_datatrove(tmp / "parts", tmp / "datatrove", args.workers, p["bands"], p["rows"])
+            dt = run_datatrove(tmp / "parts", tmp / "datatrove", args.workers, p["bands"], p["rows"],
+                               {"zh": "cmn", "ja": "jpn"}.get(args.cjk, "eng"))
             d_recall, d_precision, _ = score(records, pairs, dt["rep_of"], dt["near"], mod)
             rows.append(("datatrove 0.10.1", dt["wall_s"], dt["peak_mb"], d_recall, d_precision, len(dt["near"])))
             print(f"datatrove: peak RSS {dt['peak_mb']:.0f} MB largest process, {dt['peak_sum_mb']:.0f} MB all")
