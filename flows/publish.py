@@ -15,8 +15,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
 from curate.schemas.report import RunReport
-from curate.tasks.report.summary import classify_markdown, classify_rows, corpus_rows, decontam_rows, dedup_rows, markdown_summary, \
-    mix_markdown, mix_rows, reason_rows, stage_rows
+from curate.tasks.report.summary import classify_markdown, classify_rows, corpus_rows, decontam_rows, dedup_rows, \
+    language_rows, markdown_summary, mix_markdown, mix_rows, reason_rows, stage_rows
 
 
 def artifact_key(n: int, name: str) -> str:
@@ -72,6 +72,8 @@ def publish(report: RunReport) -> None:
     if "classify" in report.stages:
         create_table_artifact(classify_rows(report), key=artifact_key(7, "domains"),
                               description="Kept documents per corpus and domain, rule drops and PII found")
+        create_table_artifact(language_rows(report), key=artifact_key(7, "languages"),
+                              description="Documents per corpus and language, kept, and rule drops by rule")
         create_markdown_artifact(classify_markdown(report), key=artifact_key(8, "quality"),
                                  description="Domains and quality-score histogram per corpus (charts)")
     if report.manifest:

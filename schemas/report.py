@@ -104,6 +104,9 @@ class _ClassifyCounts(StageResult):
     domains: dict[str, int] = Field(default_factory=dict)  # kept documents per predicted domain
     docs_by_domain: dict[str, int] = Field(default_factory=dict)  # every document it saw, per predicted domain
     rule_drops: dict[str, dict[str, int]] = Field(default_factory=dict)  # predicted domain -> rule -> documents dropped
+    docs_by_lang: dict[str, int] = Field(default_factory=dict)  # every document it saw, per language (ingest's ID)
+    kept_by_lang: dict[str, int] = Field(default_factory=dict)  # kept documents per language
+    lang_rule_drops: dict[str, dict[str, int]] = Field(default_factory=dict)  # language -> rule -> documents dropped
     mixed: int = 0  # documents whose domain was unsure (domain_mixed)
     kept_mixed: dict[str, int] = Field(default_factory=dict)  # kept documents of unsure domain, per predicted domain
     code_shaped: int = 0  # documents given another domain than code that were code-shaped: no prose rule judged them

@@ -94,12 +94,13 @@ class _Tally:
 
     def __init__(self) -> None:
         self.reasons, self.domains, self.pii, self.seen = Counter(), Counter(), Counter(), Counter()
-        self.kept_mixed: Counter = Counter()
+        self.kept_mixed, self.langs, self.kept_langs = Counter(), Counter(), Counter()
         self.rule_drops: dict[str, Counter] = {}
+        self.lang_rule_drops: dict[str, Counter] = {}
         self.hist = np.zeros(HIST_BINS, dtype=np.int64)
         self.docs_in = self.text_bytes_in = self.text_bytes = self.mixed = self.code_shaped = 0
 
-    def add(self, cols: dict[str, list], texts: pa.Array, cfg: ClassifyConfig) -> None:
+    def add(self, cols: dict[str, list], texts: pa.Array, langs: list[str], cfg: ClassifyConfig) -> None:
         kept = np.asarray(cols["kept"], dtype=bool)
         lengths = pc.binary_length(texts)
         self.docs_in += len(kept)
@@ -108,14 +109,21 @@ class _Tally:
         self.reasons.update(r for r in cols["reason"] if r)
         self.domains.update(d for d, k in zip(cols["domain"], kept) if k)
         self.seen.update(cols["domain"])
-        for d, rule in zip(cols["domain"], cols["failed_rule"]):
-            if rule:
-                self.rule_drops.setdefault(d, Counter())[rule] += 1
+        self._by_language(cols, langs, kept)
         self.mixed += sum(cols["domain_mixed"])
         self.kept_mixed.update(d for d, k, m in zip(cols["domain"], kept, cols["domain_mixed"]) if k and m)
         self.code_shaped += sum(sh is not None and sh >= cfg.code_shape for sh in cols["code_shape"])
         self.pii.update({t: sum(cols[f"pii_{t}"]) for t in PII_TYPES})
         self.hist += np.histogram(np.asarray(cols["quality_score"]), bins=HIST_BINS, range=(0.0, 1.0))[0]
+
+    def _by_language(self, cols: dict[str, list], langs: list[str], kept: np.ndarray) -> None:
+        """Documents and kept ones per language; rule drops per domain and per language."""
+        self.langs.update(langs)
+        self.kept_langs.update(lang for lang, k in zip(langs, kept) if k)
+        for d, lang, rule in zip(cols["domain"], langs, cols["failed_rule"]):
+            if rule:
+                self.rule_drops.setdefault(d, Counter())[rule] += 1
+                self.lang_rule_drops.setdefault(lang, Counter())[rule] += 1
 
     def result(self, corpus: str, path: str, seconds: float) -> ClassifyPartResult:
         rejected = sum(self.reasons.values())
@@ -124,6 +132,8 @@ class _Tally:
             by_reason=dict(sorted(self.reasons.items())), domains=dict(sorted(self.domains.items())),
             docs_by_domain=dict(sorted(self.seen.items())),
             rule_drops={d: dict(sorted(c.items())) for d, c in sorted(self.rule_drops.items())},
+            docs_by_lang=dict(sorted(self.langs.items())), kept_by_lang=dict(sorted(self.kept_langs.items())),
+            lang_rule_drops={k: dict(sorted(c.items())) for k, c in sorted(self.lang_rule_drops.items())},
             mixed=self.mixed, kept_mixed=dict(sorted(self.kept_mixed.items())), code_shaped=self.code_shaped, quality_hist=self.hist.tolist(),
             pii={t: n for t, n in sorted(self.pii.items()) if n}, text_bytes_in=self.text_bytes_in,
             text_bytes=self.text_bytes, seconds=round(seconds, 3))
@@ -142,7 +152,7 @@ def _classify(job: Job, key: dict) -> ClassifyPartResult:
                                      cfg.batch_size):
             cols = _judge_batch(batch, cfg, job.prepared, rules)
             writer.write_table(pa.Table.from_pydict({"row": rows.tolist(), **cols}, schema=ANNOTATION_SCHEMA))
-            tally.add(cols, batch.column("text"), cfg)
+            tally.add(cols, batch.column("text"), batch.column("lang").to_pylist(), cfg)
     return tally.result(part.corpus, WorkRoot(work_root).relative(out), time.perf_counter() - t0)
 
 

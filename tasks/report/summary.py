@@ -75,13 +75,20 @@ def decontam_rows(report: RunReport) -> list[dict]:
             for c in report.corpora if c.decontam for name, n in (c.decontam.by_benchmark or {"(none)": 0}).items()]
 
 
-def rule_drop_rows(cl: ClassifyReport) -> list[dict]:
-    """Per predicted domain, most documents first: documents seen and kept, what the rules dropped and at what rate
-    (a high rate is a rule eating a domain), and which rules, most first."""
+# What classify's counts are grouped by: (documents seen, kept, rule -> dropped) fields of a ClassifyReport.
+GROUPINGS = {"domain": ("docs_by_domain", "domains", "rule_drops"),
+             "language": ("docs_by_lang", "kept_by_lang", "lang_rule_drops")}
+
+
+def rule_drop_rows(cl: ClassifyReport, by: str = "domain") -> list[dict]:
+    """Per predicted domain (or language), most documents first: documents seen and kept, what the rules dropped and
+    at what rate (a high rate is a rule eating a domain, or thresholds wrong for a language), and which rules."""
+    seen_f, kept_f, drops_f = GROUPINGS[by]
+    seen, kept, all_drops = getattr(cl, seen_f), getattr(cl, kept_f), getattr(cl, drops_f)
     rows = []
-    for domain, n in sorted((cl.docs_by_domain or cl.domains).items(), key=lambda kv: -kv[1]):
-        drops = cl.rule_drops.get(domain, {})
-        rows.append({"domain": domain, "docs": n, "kept": cl.domains.get(domain, 0), "rule_drops": sum(drops.values()),
+    for key, n in sorted((seen or kept).items(), key=lambda kv: -kv[1]):
+        drops = all_drops.get(key, {})
+        rows.append({by: key, "docs": n, "kept": kept.get(key, 0), "rule_drops": sum(drops.values()),
                      "drop_rate": round(sum(drops.values()) / max(1, n), 3),
                      "by_rule": sorted(drops.items(), key=lambda kv: -kv[1])})
     return rows
@@ -93,6 +100,13 @@ def classify_rows(report: RunReport) -> list[dict]:
              "mixed_share_of_corpus": round(c.classify.mixed / max(1, c.classify.docs_in), 3),
              "pii_found": sum(c.classify.pii.values())}
             for c in report.corpora if c.classify is not None for row in rule_drop_rows(c.classify)]
+
+
+def language_rows(report: RunReport) -> list[dict]:
+    """Per corpus and language (ingest's language ID): documents classify judged and kept, and what the rules
+    dropped, by rule."""
+    return [{"corpus": c.corpus, **row, "by_rule": "; ".join(f"{r} {k}" for r, k in row["by_rule"])}
+            for c in report.corpora if c.classify is not None for row in rule_drop_rows(c.classify, "language")]
 
 
 def _bar(n: int, most: int, width: int = 30) -> str:
@@ -116,10 +130,13 @@ def classify_markdown(report: RunReport) -> str:
         lines += ["```", ""]
         lines += [f"mixed (unsure of their domain): {cl.mixed:,} of {cl.docs_in:,} ({cl.mixed / max(1, cl.docs_in):.1%}); "
                   f"code-shaped and spared prose rules: {cl.code_shaped:,}", ""]
-        if cl.rule_drops:
-            lines += ["| predicted domain | documents | dropped by rules | rate | by rule |", "|---|---:|---:|---:|---|"]
-            lines += [f"| {r['domain']} | {r['docs']:,} | {r['rule_drops']:,} | {r['drop_rate']:.1%} | "
-                      + ", ".join(f"{name} {k:,}" for name, k in r["by_rule"]) + " |" for r in rule_drop_rows(cl)]
+        for by, heading in (("domain", "predicted domain"), ("language", "language")):
+            if not getattr(cl, GROUPINGS[by][2]) and by == "domain":
+                continue
+            lines += [f"| {heading} | documents | kept | dropped by rules | rate | by rule |",
+                      "|---|---:|---:|---:|---:|---|"]
+            lines += [f"| {r[by]} | {r['docs']:,} | {r['kept']:,} | {r['rule_drops']:,} | {r['drop_rate']:.1%} | "
+                      + ", ".join(f"{name} {k:,}" for name, k in r["by_rule"]) + " |" for r in rule_drop_rows(cl, by)]
             lines.append("")
         if cl.by_reason:
             lines += ["| dropped by | count |", "|---|---:|"]
@@ -171,6 +188,8 @@ TABLES = (
     ("dedup (clusters: size → count)", dedup_rows),
     ("decontamination (documents sharing an n-gram with an evaluation set)", decontam_rows),
     ("classify: per predicted domain (a high rate is a rule eating a domain)", classify_rows),
+    ("classify: per language (a high rate is a language the thresholds do not fit: classify.lang_rule_params)",
+     language_rows),
     ("WARC records that are not documents (counted, not curated)", record_rows),
 )
 
