@@ -68,6 +68,8 @@ RUNS: dict[str, str] = {
     "python tests/benchmarks/bench_ingest.py": "python tests/benchmarks/bench_ingest.py --repeats 1",
     "python tests/benchmarks/bench_langid.py": "python tests/benchmarks/bench_langid.py --chars 400",
     "python tests/benchmarks/bench_dedup.py": "python tests/benchmarks/bench_dedup.py --docs 300 --no-datatrove",
+    "python tests/benchmarks/bench_dedup.py --cjk zh":
+        "python tests/benchmarks/bench_dedup.py --cjk zh --no-datatrove | grep 'recall@0.8'",
     "python tests/benchmarks/bench_classify.py": "python tests/benchmarks/bench_classify.py --docs 40 --repeats 1",
     "python tests/benchmarks/bench_tokenize.py": "python tests/benchmarks/bench_tokenize.py --docs 40 --repeats 1",
     "python tests/benchmarks/bench_memory.py": "python tests/benchmarks/bench_memory.py --records 20000",
