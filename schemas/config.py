@@ -260,8 +260,12 @@ class MixConfig(_Strict):
     enabled: bool = Field(True, description="Write a mixture manifest version after tokenizing.")
     name: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="manifests/<name>/vNNNN.json")
     method: str = Field("natural", pattern="^(natural|uniform|temperature|unimax|manual)$")
+    by: str = Field("domain", pattern=r"^(domain|language|domain\+language)$", description="What a source of the mixture "
+                    "is: a domain, a language (ingest's language ID; with method unimax, UniMax over languages as its "
+                    "paper does), or a domain and language pair (techdocs.zh).")
     alpha: float = Field(0.3, gt=0.0, le=1.0, description="temperature: weights proportional to tokens^alpha.")
-    weights: dict[str, float] | None = Field(None, description="manual: domain -> share of tokens, summing to 1.")
+    weights: dict[str, float] | None = Field(None, description="manual: source (domain, language or domain.language, "
+                                             "as mix.by says) -> share of tokens, summing to 1.")
     total_tokens: int | None = Field(None, gt=0, description="Token budget; null: every available token once.")
     sequence_length: int = Field(2048, gt=0)
     seed: int = Field(0, ge=0, description="The loader's seed, recorded in the manifest.")

@@ -12,7 +12,9 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-MANIFEST_VERSION = "2"  # 2: the fingerprint covers every path the manifest names (its tokenizer's, its exports)
+MANIFEST_VERSION = "3"  # 3: a source may be a language or a (domain, language) pair: its shards then name the
+# domain and language of the documents it takes (ShardRef.domain, .lang); 2: the fingerprint covers every path the
+# manifest names (its tokenizer's, its exports)
 WEIGHT_TOLERANCE = 1e-6
 
 
@@ -22,10 +24,14 @@ class _Model(BaseModel):
 
 class ShardRef(_Model):
     path: str = Field(description="Relative to the manifest's folder; never absolute, never escaping it.")
-    docs: int = Field(ge=0)
-    tokens: int = Field(ge=0)
+    docs: int = Field(ge=0, description="The documents the source takes from the shard (all, or those of `lang`).")
+    tokens: int = Field(ge=0, description="Their tokens.")
     bytes: int = Field(ge=0)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    domain: str | None = Field(None, description="The shard's domain, where the source is not named by one (a source "
+                               "per language, or per domain and language).")
+    lang: str | None = Field(None, description="Only the shard's documents of this language (the shard's `lang` "
+                             "column); null: every document.")
 
     @field_validator("path")
     @classmethod
@@ -58,7 +64,8 @@ class Budget(_Model):
 
 
 class Source(_Model):
-    domain: str
+    domain: str = Field(description="The source's name in the mixture: its domain, or with mix.by its language (zh) "
+                        "or domain and language (techdocs.zh).")
     weight: float = Field(ge=0.0, le=1.0, description="Share of training tokens.")
     available_tokens: int = Field(ge=0)
     available_docs: int = Field(ge=0)

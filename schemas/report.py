@@ -132,6 +132,7 @@ class ShardInfo(BaseModel):
     tokens: int
     bytes: int
     sha256: str
+    langs: dict[str, list[int]] = Field(default_factory=dict)  # language -> [documents, tokens] in the shard
 
 
 class TokenizePartResult(StageResult):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SHARD_FORMAT_VERSION = "3"  # 3: record batches of about 2M tokens (2: one batch; 1: the IPC file format, which HF
+SHARD_FORMAT_VERSION = "4"  # 4: each document's language (`lang`); 3: record batches of about 2M tokens (2: one batch; 1: the IPC file format, which HF
 # cannot memory-map)
 # metadata keys on each shard's schema
 META_TOKENIZER_SHA = b"curate.tokenizer_sha256"
@@ -28,6 +28,7 @@ def token_shard_schema(vocab_size: int) -> pa.Schema:
         pa.field("doc_id", pa.string(), nullable=False),
         pa.field("corpus", pa.string(), nullable=False),
         pa.field("domain", pa.dictionary(pa.int32(), pa.string()), nullable=False),
+        pa.field("lang", pa.dictionary(pa.int32(), pa.string()), nullable=False),  # ingest's language ID
         pa.field("quality", pa.float32(), nullable=False),
         # the document's token ids with the tokenizer's EOS appended
         pa.field("tokens", pa.list_(token_type(vocab_size)), nullable=False),

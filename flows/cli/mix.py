@@ -23,6 +23,8 @@ def mix(
     out: Path = typer.Option(Path("out"), "--out", "-o", help="The work root whose shards to mix."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config: its mix section."),
     method: Optional[str] = typer.Option(None, "--method", help="natural, uniform, temperature, unimax or manual."),
+    by: Optional[str] = typer.Option(None, "--by", help="What a source is: domain, language, or domain+language "
+                                     "(`--by language --method unimax`: UniMax over languages)."),
 ) -> None:
     """Write a new manifest version over every shard of the work root."""
     from curate.schemas.config import ConfigError, load_config
@@ -35,8 +37,13 @@ def mix(
         cfg = load_config(config)
         if method and method not in WEIGHT_STRATEGIES:
             raise ConfigError(f"unknown mix method {method!r}: {', '.join(WEIGHT_STRATEGIES)}")
-        if method:
-            cfg = cfg.model_copy(update={"mix": cfg.mix.model_copy(update={"method": method})})
+        if method or by:
+            update = {k: v for k, v in (("method", method), ("by", by)) if v}
+            try:
+                mix_cfg = cfg.mix.model_validate({**cfg.mix.model_dump(), **update})
+            except ValueError as err:  # (pydantic's ValidationError is one)
+                raise ConfigError(f"--by {by}: not one of domain, language, domain+language") from None
+            cfg = cfg.model_copy(update={"mix": mix_cfg})
         written = run_mix(cfg, out)
         path, new = written.path, written.new
     except (ConfigError, ManifestError, TokenizerError, WorkRootError) as err:

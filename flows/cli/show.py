@@ -46,8 +46,8 @@ def print_manifest(path: str | Path) -> None:
         fail(str(err))
     t = Table(title=f"{m.id}: {m.budget.total_tokens:,} tokens, seq {m.budget.sequence_length}, "
                     f"{m.weights_provenance.method} weights")
-    for col in ("domain", "weight", "available tokens", "docs", "target tokens", "epochs", "shards", "validation"):
-        t.add_column(col, justify="left" if col == "domain" else "right")
+    for col in ("source", "weight", "available tokens", "docs", "target tokens", "epochs", "shards", "validation"):
+        t.add_column(col, justify="left" if col == "source" else "right")
     for s in m.sources:
         t.add_row(s.domain, f"{s.weight:.4f}", f"{s.available_tokens:,}", f"{s.available_docs:,}",
                   f"{s.target_tokens:,}", f"{s.epochs:.2f}", str(len(s.shards)), str(len(s.validation_shards)))

@@ -9,7 +9,7 @@ import torch
 
 from curate.schemas.manifest import Manifest
 from curate.tasks.train.loader import MixtureDataset
-from curate.tasks.train.manifests import open_shard
+from curate.tasks.train.manifests import open_shard, source_rows
 
 
 class ProxyError(ValueError):
@@ -34,7 +34,11 @@ def validation_blocks(manifest: Manifest, manifest_path: Path, seq_len: int, max
         parts, have = [], 0
         for ref in src.validation_shards:
             table = open_shard(manifest_path, manifest, src.domain, ref, "validation")
-            values = table.column("tokens").combine_chunks().values.to_numpy().astype(np.int64)
+            col = table.column("tokens").combine_chunks()
+            rows, offsets = source_rows(table, ref), col.offsets.to_numpy()
+            values = col.values.to_numpy().astype(np.int64)
+            if len(rows) != table.num_rows:  # a source by language: its documents of the shard
+                values = np.concatenate([values[offsets[r]: offsets[r + 1]] for r in rows.tolist()] or [values[:0]])
             parts.append(values[: need - have])
             have += len(parts[-1])
             if have >= need:

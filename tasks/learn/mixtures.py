@@ -11,9 +11,8 @@ from typing import Callable
 from curate.schemas.config import MixConfig
 from curate.schemas.manifest import WeightsProvenance
 from curate.schemas.proxy import CompareResult, CompareRow, LearnConfig, ProxyConfig, ProxyResult
-from curate.schemas.report import ShardInfo
 from curate.schemas.work_root import WorkRoot
-from curate.tasks.mix.manifest import build_manifest, latest_version, write_version
+from curate.tasks.mix.manifest import build_manifest, latest_version, shards_of, write_version
 from curate.tasks.train.manifests import load_manifest, resolve_manifest
 from curate.tasks.learn.batches import ProxyError
 from curate.tasks.report.plots import plot_compare, plot_run
@@ -41,13 +40,10 @@ def write_learned_manifest(manifest: str | Path, weights: dict[str, float], prov
     A domain the weights would repeat beyond max_epochs is capped there (the manifest says so in warnings)."""
     path = resolve_manifest(manifest)
     m = load_manifest(path)
-    shards = [ShardInfo(path=sh.path, domain=s.domain, split=split, docs=sh.docs, tokens=sh.tokens, bytes=sh.bytes,
-                        sha256=sh.sha256)
-              for s in m.sources for split, refs in (("train", s.shards), ("validation", s.validation_shards))
-              for sh in refs]
+    shards, by = shards_of(m)
     tok = TokenizerInfo(m.tokenizer.path, m.tokenizer.sha256, m.tokenizer.vocab_size, m.tokenizer.eos_id)
     cfg = MixConfig(name=m.name, total_tokens=m.budget.total_tokens, sequence_length=m.budget.sequence_length,
-                    seed=m.budget.seed, max_epochs=max(s.max_epochs for s in m.sources), cap_epochs=True)
+                    seed=m.budget.seed, max_epochs=max(s.max_epochs for s in m.sources), cap_epochs=True, by=by)
     root = work_root_of(path)
     learned = build_manifest(shards, tok, cfg, m.producer.config_sha256, latest_version(root, m.name) + 1,
                              weights=weights, provenance=provenance)

@@ -46,8 +46,45 @@ def weights_for(cfg: MixConfig, available: dict[str, int], budget: int) -> tuple
     return WEIGHT_STRATEGIES[cfg.method](cfg, available, budget)
 
 
-def _ref(s: ShardInfo) -> ShardRef:
-    return ShardRef(path=s.path, docs=s.docs, tokens=s.tokens, bytes=s.bytes, sha256=s.sha256)
+def _ref(s: ShardInfo, lang: str | None = None, named: bool = False) -> ShardRef:
+    docs, tokens = s.langs.get(lang, [0, 0]) if lang is not None else (s.docs, s.tokens)
+    return ShardRef(path=s.path, docs=docs, tokens=tokens, bytes=s.bytes, sha256=s.sha256,
+                    domain=s.domain if named else None, lang=lang)
+
+
+# mix.by -> the pieces of a shard that go to each source: (source name, language taken or None for every document)
+SOURCE_KEYS: dict[str, Callable[[ShardInfo], list[tuple[str, str | None]]]] = {
+    "domain": lambda sh: [(sh.domain, None)],
+    "language": lambda sh: [(lang, lang) for lang in sh.langs],
+    "domain+language": lambda sh: [(f"{sh.domain}.{lang}", lang) for lang in sh.langs],
+}
+
+
+def shards_of(m: Manifest) -> tuple[list[ShardInfo], str]:
+    """The shards a manifest names, as the tokenize stage described them, and what its sources are by (mix.by): what
+    a new version over the same shards (learned weights) is built from."""
+    infos: dict[tuple[str, str], ShardInfo] = {}
+    by = "domain"
+    for src in m.sources:
+        for split, refs in (("train", src.shards), ("validation", src.validation_shards)):
+            for ref in refs:
+                info = infos.setdefault((ref.path, split), ShardInfo(
+                    path=ref.path, domain=ref.domain or src.domain, split=split, docs=0, tokens=0, bytes=ref.bytes,
+                    sha256=ref.sha256))
+                info.docs, info.tokens = info.docs + ref.docs, info.tokens + ref.tokens
+                if ref.lang is not None:
+                    info.langs[ref.lang] = [ref.docs, ref.tokens]
+                    by = "domain+language" if src.domain == f"{ref.domain}.{ref.lang}" else "language"
+    return list(infos.values()), by
+
+
+def _pieces(shards: list[ShardInfo], by: str) -> dict[str, dict[str, list[ShardRef]]]:
+    """source name -> split -> its shard refs, in path order."""
+    out: dict[str, dict[str, list[ShardRef]]] = {}
+    for sh in sorted(shards, key=lambda s: s.path):
+        for name, lang in SOURCE_KEYS[by](sh):
+            out.setdefault(name, {}).setdefault(sh.split, []).append(_ref(sh, lang, named=by != "domain"))
+    return out
 
 
 def _git_commit() -> str | None:
@@ -61,33 +98,27 @@ def _git_commit() -> str | None:
 
 def _sources(shards: list[ShardInfo], cfg: MixConfig, weights: dict[str, float] | None,
              provenance: WeightsProvenance | None) -> tuple[list[Source], int, WeightsProvenance, list[str]]:
-    """Per domain: its weight, available and target tokens, epochs and shards; the budget; the weights' provenance;
-    the allocation's warnings."""
-    train = [s for s in shards if s.split == "train"]
-    domains = sorted({s.domain for s in train})
-    if not domains:
+    """Per source (a domain, a language or both, as mix.by says): its weight, available and target tokens, epochs and
+    shards; the budget; the weights' provenance; the allocation's warnings."""
+    pieces = {name: p for name, p in _pieces(shards, cfg.by).items() if sum(r.tokens for r in p.get("train", []))}
+    if not pieces:
         raise ManifestError("no training shards: nothing to mix")
-    available = {d: sum(s.tokens for s in train if s.domain == d) for d in domains}
+    available = {name: sum(r.tokens for r in p["train"]) for name, p in sorted(pieces.items())}
     budget = cfg.total_tokens or sum(available.values())
     try:
         if weights is None:
             weights, params = weights_for(cfg, available, budget)
-            provenance = WeightsProvenance(method=cfg.method, parameters=params)
+            provenance = WeightsProvenance(method=cfg.method, parameters={**params, **({"by": cfg.by} if cfg.by !=
+                                                                                         "domain" else {})})
         alloc = mix_weights.allocate(weights, available, budget, cfg.max_epochs, cap=cfg.cap_epochs)
     except mix_weights.MixError as err:
         raise ManifestError(str(err)) from None
-    sources = [_source(d, sorted((s for s in shards if s.domain == d), key=lambda s: s.path), alloc, available[d], cfg)
-               for d in domains]
+    sources = [Source(domain=name, weight=alloc.weights[name], available_tokens=available[name],
+                      available_docs=sum(r.docs for r in pieces[name]["train"]), target_tokens=alloc.targets[name],
+                      epochs=round(alloc.epochs[name], 6), max_epochs=cfg.max_epochs, shards=pieces[name]["train"],
+                      validation_shards=pieces[name].get("validation", []))
+               for name in available]
     return sources, budget, provenance, alloc.warnings
-
-
-def _source(domain: str, mine: list[ShardInfo], alloc: mix_weights.Allocation, available: int,
-            cfg: MixConfig) -> Source:
-    train = [s for s in mine if s.split == "train"]
-    return Source(domain=domain, weight=alloc.weights[domain], available_tokens=available,
-                  available_docs=sum(s.docs for s in train), target_tokens=alloc.targets[domain],
-                  epochs=round(alloc.epochs[domain], 6), max_epochs=cfg.max_epochs, shards=[_ref(s) for s in train],
-                  validation_shards=[_ref(s) for s in mine if s.split == "validation"])
 
 
 def _producer(config_sha256: str, flow_run_id: str | None) -> Producer:

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
 import xxhash
 
 from curate.schemas.config import TokenizeConfig
@@ -84,20 +85,21 @@ class _ShardSet:
 
     def __init__(self, base: Path, work_root: Path, domain: str, split: str, tok: TokenizerInfo, target: int):
         self.base, self.work_root, self.domain, self.split, self.tok, self.target = base, work_root, domain, split, tok, target
-        self.rows: dict[str, list] = {"doc_id": [], "corpus": [], "quality": [], "length": []}
+        self.rows: dict[str, list] = {"doc_id": [], "corpus": [], "quality": [], "lang": [], "length": []}
         self.n_tokens = 0
         self.shards: list[ShardInfo] = []
         self.np_dtype = np.uint16 if token_type(tok.vocab_size) == pa.uint16() else np.uint32
         self.spill_path = temp_name(base.with_name(base.name + ".spill"))
         self.spill = None
 
-    def add(self, doc_id: str, corpus: str, quality: float, tokens: np.ndarray) -> None:
+    def add(self, doc_id: str, corpus: str, quality: float, lang: str, tokens: np.ndarray) -> None:
         if self.spill is None:
             self.base.parent.mkdir(parents=True, exist_ok=True)
             self.spill = open(self.spill_path, "wb")
         self.rows["doc_id"].append(doc_id)
         self.rows["corpus"].append(corpus)
         self.rows["quality"].append(quality)
+        self.rows["lang"].append(lang)
         self.rows["length"].append(len(tokens))
         self.spill.write(tokens.astype(self.np_dtype).tobytes())
         self.n_tokens += len(tokens)
@@ -121,6 +123,7 @@ class _ShardSet:
                     pa.array(self.rows["corpus"][start:stop], pa.string()),
                     pa.DictionaryArray.from_arrays(pa.array(np.zeros(stop - start, dtype=np.int32)),
                                                    pa.array([self.domain])),
+                    pa.array(self.rows["lang"][start:stop], pa.string()).dictionary_encode(),
                     pa.array(self.rows["quality"][start:stop], pa.float32()),
                     pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=dtype)),
                 ], schema=schema)
@@ -143,8 +146,14 @@ class _ShardSet:
                 with ipc.new_stream(pa.PythonFile(sink, mode="w"), schema) as writer:  # HF memory-maps streams
                     for batch in self._batches(schema, dtype):
                         writer.write_batch(batch)
+        langs: dict[str, list[int]] = {}
+        for lang, length in zip(self.rows["lang"], self.rows["length"]):
+            counts = langs.setdefault(lang, [0, 0])
+            counts[0] += 1
+            counts[1] += length
         self.shards.append(ShardInfo(path=str(path.relative_to(self.work_root)), domain=self.domain, split=self.split,
-                                     docs=n, tokens=self.n_tokens, bytes=sink.size, sha256=sink.sha.hexdigest()))
+                                     docs=n, tokens=self.n_tokens, bytes=sink.size, sha256=sink.sha.hexdigest(),
+                                     langs=dict(sorted(langs.items()))))
         self.rows = {k: [] for k in self.rows}
         self.n_tokens = 0
         Path(self.spill_path).unlink(missing_ok=True)
@@ -221,8 +230,9 @@ def _tokenize(job: Job, key: dict) -> TokenizePartResult:
     content_key = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
     # The kept documents' ids, domains and scores first (validation needs every kept id), their texts a batch at a
     # time (memory: a batch, not the part).
-    _, kept = kept_annotations(work_root, part, job.before)
+    rows, kept = kept_annotations(work_root, part, job.before)
     ids, domains, quality = (kept.column(c).to_pylist() for c in ("id", "domain", "quality_score"))
+    langs = pq.read_table(work_root / part.docs_path, columns=["lang"]).column("lang").take(pa.array(rows)).to_pylist()
     texts_bytes = [0]
     held_out = validation_mask(ids, domains, cfg.validation_fraction, cfg.validation_min_docs, cfg.seed)
     sets: dict[tuple[str, str], _ShardSet] = {}
@@ -233,7 +243,7 @@ def _tokenize(job: Job, key: dict) -> TokenizePartResult:
             if (domains[i], split) not in sets:
                 base = WorkRoot(work_root).tokens(domains[i], split, part.corpus, f"{part.name}-{content_key}")
                 sets[domains[i], split] = _ShardSet(base, work_root, domains[i], split, tok, cfg.shard_tokens)
-            sets[domains[i], split].add(ids[i], part.corpus, quality[i], tokens)
+            sets[domains[i], split].add(ids[i], part.corpus, quality[i], langs[i] or "unknown", tokens)
     res = TokenizePartResult(corpus=part.corpus, docs_path=part.docs_path, docs_in=len(ids), kept=len(ids),
                              tokenizer_sha256=tok.sha256)
     for k in sorted(sets):

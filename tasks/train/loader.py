@@ -27,7 +27,7 @@ import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from curate.tasks.train.manifests import ManifestError, load_manifest, open_shard, resolve_manifest
+from curate.tasks.train.manifests import ManifestError, load_manifest, open_shard, resolve_manifest, source_rows
 from curate.tasks.train.schedule import CHUNK, Schedule, largest_remainder
 
 STATE_VERSION = 1
@@ -35,16 +35,19 @@ GROUP_TOKENS = 1 << 19  # tokens a MixtureLoader worker sends per message (see M
 
 
 class _DomainStream:
-    """One domain's documents, memory-mapped, as an endless stream of epochs in seeded orders."""
+    """One source's documents, memory-mapped, as an endless stream of epochs in seeded orders (a source by language
+    takes some rows of each shard: `rows`)."""
 
-    def __init__(self, tables: list[pa.Table], seed: int, index: int):
-        self.values, self.offsets = [], []
-        for table in tables:
+    def __init__(self, tables: list[pa.Table], seed: int, index: int, rows: list[np.ndarray] | None = None):
+        self.values, self.offsets, self.rows = [], [], []
+        for k, table in enumerate(tables):
             tokens = table.column("tokens").combine_chunks()
             self.values.append(tokens.values.to_numpy(zero_copy_only=True))
             self.offsets.append(tokens.offsets.to_numpy())
-        self.doc_starts = np.cumsum([0] + [len(o) - 1 for o in self.offsets])
-        self.lengths = np.concatenate([np.diff(o) for o in self.offsets]).astype(np.int64)
+            self.rows.append(rows[k] if rows is not None else np.arange(len(self.offsets[-1]) - 1))
+        self.doc_starts = np.cumsum([0] + [len(r) for r in self.rows])
+        self.lengths = np.concatenate([np.diff(o)[r] for o, r in zip(self.offsets, self.rows)]).astype(np.int64) \
+            if self.rows else np.zeros(0, np.int64)
         self.epoch_tokens = int(self.lengths.sum())
         self.seed, self.index = seed, index
         self._epochs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -59,7 +62,7 @@ class _DomainStream:
 
     def _doc(self, g: int) -> np.ndarray:
         s = int(np.searchsorted(self.doc_starts, g, side="right") - 1)
-        local = g - self.doc_starts[s]
+        local = self.rows[s][g - self.doc_starts[s]]
         return self.values[s][self.offsets[s][local]: self.offsets[s][local + 1]]
 
     def read(self, start: int, n: int, out: np.ndarray | None = None) -> np.ndarray:
@@ -138,7 +141,8 @@ class MixtureDataset(IterableDataset):
         if d not in self._streams:  # opened lazily, inside each worker: memory maps are not pickled
             src = self.manifest.sources[d]
             tables = [open_shard(self.manifest_path, self.manifest, src.domain, ref, "train") for ref in src.shards]
-            self._streams[d] = _DomainStream(tables, self.seed, d)
+            rows = [source_rows(t, ref) for t, ref in zip(tables, src.shards)]
+            self._streams[d] = _DomainStream(tables, self.seed, d, rows)
         return self._streams[d]
 
     def _make(self, i: int, d: int, within: int) -> dict[str, torch.Tensor]:

@@ -12,7 +12,9 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 from pydantic import ValidationError
 
@@ -31,7 +33,7 @@ class ManifestError(ValueError):
 def megatron_prefix(domain: str, split: str, refs) -> str:
     """Where a domain's shards go as a Megatron indexed dataset, relative to the work root: named by their sha256s,
     so the same shards always map to the same files (tasks/mix/megatron.py writes them)."""
-    h = hashlib.sha256("".join(r.sha256 for r in refs).encode()).hexdigest()[:12]
+    h = hashlib.sha256("".join(r.sha256 + (r.lang or "") for r in refs).encode()).hexdigest()[:12]
     return f"megatron/{domain}-{split}-{h}"
 
 
@@ -52,7 +54,9 @@ def fingerprint(tokenizer: TokenizerRef, budget: Budget, sources: list[Source], 
     after the manifest was written no longer matches (load_manifest refuses it). Format 1 left the tokenizer's path
     and the exports out."""
     body = {"tokenizer": tokenizer.model_dump(mode="json", exclude=set() if exports is not None else {"path"}),
-            "budget": budget.model_dump(mode="json"), "sources": [s.model_dump(mode="json") for s in sources]}
+            "budget": budget.model_dump(mode="json"),
+            # (fields a source or shard leaves unset are left out: a format-2 manifest keeps its fingerprint)
+            "sources": [s.model_dump(mode="json", exclude_none=True) for s in sources]}
     if exports is not None:
         body["exports"] = exports.model_dump(mode="json")
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
@@ -160,9 +164,22 @@ def open_shard(manifest_path: Path, manifest: Manifest, domain: str, ref: ShardR
     source.seek(0)
     table = ipc.open_stream(source).read_all()
     meta = table.schema.metadata or {}
-    want = {META_DOMAIN: domain, META_SPLIT: split, META_TOKENIZER_SHA: manifest.tokenizer.sha256}
+    want = {META_DOMAIN: ref.domain or domain, META_SPLIT: split, META_TOKENIZER_SHA: manifest.tokenizer.sha256}
     for key, value in want.items():
         got = meta.get(key, b"").decode()
         if got != value:
             raise ManifestError(f"{manifest_path}: shard {p} says {key.decode()}={got!r}, the manifest {value!r}")
+    if ref.lang is not None and (held := len(source_rows(table, ref))) != ref.docs:
+        raise ManifestError(f"{manifest_path}: shard {p} holds {held} documents in {ref.lang!r}, the manifest "
+                            f"{ref.docs}")
     return table
+
+
+def source_rows(table: pa.Table, ref: ShardRef) -> np.ndarray:
+    """The rows of a shard its source takes, in shard order: every row, or those in the ref's language."""
+    if ref.lang is None:
+        return np.arange(table.num_rows)
+    if "lang" not in table.column_names:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(pc.equal(table.column("lang").combine_chunks().cast(pa.string()), ref.lang)
+                          .to_numpy(zero_copy_only=False))
