@@ -102,3 +102,55 @@ def test_chinese_near_duplicates_with_character_edits_are_found(tmp_path):
     must = {i for i, (_, j) in truth.items() if j >= 0.8}
     assert len(must) >= 12 and all(truth[i][1] >= 0.7 for i in twin), (twin, truth)  # precision as bench_dedup
     assert all(twin.get(i) == truth[i][0] for i in must), {i: (twin.get(i), truth[i]) for i in must}
+
+
+@pytest.mark.slow
+def test_a_mixture_by_language_with_unimax_reaches_the_loader_and_megatron(tmp_path):
+    """`curate mix --by language --method unimax`: a source per language, uniform until a language runs out of
+    epochs; the loader streams only that language's documents from shards that hold several, and megatron-core
+    reads the export with the manifest's document counts."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    from curate.tasks.train.loader import MixtureDataset
+    from curate.tasks.train.manifests import load_manifest, resolve_manifest
+
+    bin_dir = Path(sys.executable).parent
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("tokenize:\n  vocab_size: 2000\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    inputs = [f"{lang}={DATA / f'{lang}.jsonl.gz'}" for lang in ("zh", "ko", "en")]
+    run = subprocess.run([str(bin_dir / "curate"), "run", *inputs, "--out", str(tmp_path / "out"), "--config",
+                          str(cfg)], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    mix = subprocess.run([str(bin_dir / "curate"), "mix", "--out", str(tmp_path / "out"), "--by", "language",
+                          "--method", "unimax", "--config", str(cfg)], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert mix.returncode == 0, mix.stdout[-2000:] + mix.stderr[-2000:]
+    path = resolve_manifest(tmp_path / "out" / "manifests" / "default")
+    m = load_manifest(path)
+    names = [s.domain for s in m.sources]
+    assert {"zh", "ko", "en"} <= set(names) and m.weights_provenance.method == "unimax"
+    assert all(ref.lang == s.domain and ref.domain for s in m.sources for ref in s.shards)
+    main = [s for s in m.sources if s.domain in ("zh", "ko", "en")]
+    assert max(s.weight for s in main) - min(s.weight for s in main) < 0.02 or any(s.epochs >= 3.99 for s in main)
+    ds = MixtureDataset(str(path), seq_len=64)
+    for lang, script in (("zh", "\u4e00"), ("ko", "\uac00")):
+        import sentencepiece as spm
+
+        sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "out" / m.tokenizer.path))
+        text = sp.decode(ds.domain_stream(names.index(lang)).read(0, 400).astype(np.int64).tolist())
+        own = sum(script <= c <= chr(ord(script) + 0x5000) for c in text)
+        assert own > 0.3 * sum(c.isalpha() for c in text), (lang, text[:200])
+    export = subprocess.run([str(bin_dir / "curate"), "export", "megatron", "--manifest", str(path)], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert export.returncode == 0, export.stdout[-2000:] + export.stderr[-2000:]
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    zh = next(s for s in m.sources if s.domain == "zh")
+    prefix = next((tmp_path / "out" / "megatron").glob("zh-train-*.idx")).with_suffix("")
+    assert len(IndexedDataset(str(prefix))) == zh.available_docs
