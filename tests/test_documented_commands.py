@@ -45,6 +45,8 @@ RUNS: dict[str, str] = {
         "curate train-classifier quality --data data/labeled/domain.jsonl.gz --out {w}/qual",
     "curate train-tokenizer --work out --out DIR": "curate train-tokenizer --work {w}/out --out {w}/tok --vocab-size 1000",
     "curate mix --out out [--method unimax]": "curate mix --out {w}/out --method unimax",
+    "curate mix --out out --by language --method unimax":  # on a copy: later commands compare the series' versions
+        "cp -r {w}/out {w}/bylang && curate mix --out {w}/bylang --by language --method unimax | grep 'unimax weights'",
     "curate export megatron --manifest out/manifests/default":
         "curate export megatron --manifest {w}/out/manifests/default | grep -- --train-data-path",
     "curate train-tokenizer --work out --out DIR --kind hf-bpe":
