@@ -122,7 +122,7 @@ RUNS: dict[str, str] = {
         'CURATE_WATCH_RRULE="FREQ=SECONDLY;INTERVAL=10" CURATE_CURATION_CRON="0 3 * * *" CURATE_CONFIG={w}/tiny.yaml && '
         'prefect --no-prompt deploy --all --prefect-file deploy/prefect.yaml',
     "prefect worker start --pool curate":
-        'eval "$(cd {w}/svc && curate server env)" && (timeout -s INT 15 prefect worker start --pool curate; true) '
+        'eval "$(cd {w}/svc && curate server env)" && (timeout -s INT 30 prefect worker start --pool curate; true) '
         '2>&1 | grep "started"',
     "touch landing/<name>/_READY": "cd {w}/svc && mkdir -p landing/legal-x && cp {repo}/data/sample/legal.jsonl.gz "
                                    "landing/legal-x/ && touch landing/legal-x/_READY",

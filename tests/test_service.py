@@ -53,10 +53,18 @@ def _headers(info, auth=True):
     return {**headers, **info["csrf"]}
 
 
-def _api(info, path, body=None):
+def _api(info, path, body=None, tries: int = 3):
+    """One API call; a read that times out is tried again (Prefect's SQLite server stalls for tens of seconds when
+    the machine is loaded: the test is of what it answers, not of how fast)."""
     url = info["url"] + path
-    resp = httpx.post(url, json=body, headers=_headers(info), timeout=30) if body is not None else \
-        httpx.get(url, headers=_headers(info), timeout=30)
+    for left in range(tries - 1, -1, -1):
+        try:
+            resp = httpx.post(url, json=body, headers=_headers(info), timeout=30) if body is not None else \
+                httpx.get(url, headers=_headers(info), timeout=30)
+            break
+        except httpx.ReadTimeout:
+            if not left:
+                raise
     resp.raise_for_status()
     return resp.json()
 

@@ -16,6 +16,7 @@ from collections import Counter
 from typing import Callable, Union
 
 from curate.tasks.text import _textscan
+from curate.tasks.text.words import CLOSERS, FULL_STOPS
 
 RuleResult = Union[bool, tuple[bool, str]]
 Rule = Callable[..., RuleResult]
@@ -34,7 +35,7 @@ STOP_WORDS = {
     "ko": ("수", "있습니다", "이", "있는", "또는", "경우", "및", "모든", "대한", "다른", "때", "합니다", "않습니다", "같은",
            "그", "것", "등", "할", "하는", "위해"),
 }
-TERMINAL_PUNCT = (".", "!", "?", '"', "'", "”", "’", "»", "。", "！", "？", ":", ";")
+TERMINAL_PUNCT = (*FULL_STOPS, *CLOSERS, ":", ";")  # a line that ends a sentence, in every script (FineWeb's)
 C4_TERMINAL = (".", "!", "?", '"', "”", "。", "！", "？")
 BULLETS = ("•", "●", "○", "▪", "◦", "‣", "⁃", "-", "*", "–", "—")
 

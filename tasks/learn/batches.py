@@ -9,7 +9,7 @@ import torch
 
 from curate.schemas.manifest import Manifest
 from curate.tasks.train.loader import MixtureDataset
-from curate.tasks.train.manifests import open_shard, source_rows
+from curate.tasks.train.manifests import source_docs
 
 
 class ProxyError(ValueError):
@@ -33,13 +33,8 @@ def validation_blocks(manifest: Manifest, manifest_path: Path, seq_len: int, max
             continue
         parts, have = [], 0
         for ref in src.validation_shards:
-            table = open_shard(manifest_path, manifest, src.domain, ref, "validation")
-            col = table.column("tokens").combine_chunks()
-            rows, offsets = source_rows(table, ref), col.offsets.to_numpy()
-            values = col.values.to_numpy().astype(np.int64)
-            if len(rows) != table.num_rows:  # a source by language: its documents of the shard
-                values = np.concatenate([values[offsets[r]: offsets[r + 1]] for r in rows.tolist()] or [values[:0]])
-            parts.append(values[: need - have])
+            values, _ = source_docs(manifest_path, manifest, src.domain, ref, "validation")
+            parts.append(values[: need - have].astype(np.int64))
             have += len(parts[-1])
             if have >= need:
                 break

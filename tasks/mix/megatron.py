@@ -17,8 +17,8 @@ import numpy as np
 
 from curate.schemas.manifest import Manifest, ShardRef
 from curate.tasks.engine.files import atomic_path, sha256_file
-from curate.tasks.train.manifests import ROOT_FROM_MANIFEST, ManifestError, load_manifest, megatron_prefix, open_shard, \
-    resolve_manifest, source_rows
+from curate.tasks.train.manifests import ROOT_FROM_MANIFEST, ManifestError, load_manifest, megatron_prefix, \
+    resolve_manifest, source_docs
 
 HEADER = b"MMIDIDX\x00\x00"
 DTYPE_CODES = {np.dtype(np.uint16): 8, np.dtype(np.int32): 4}  # megatron.core.datasets.indexed_dataset.DType
@@ -58,16 +58,9 @@ def write_indexed(manifest_path: Path, manifest: Manifest, domain: str, split: s
     lengths = []
     with atomic_path(prefix.with_suffix(".bin")) as tmp, open(tmp, "wb") as out:
         for ref in refs:
-            table = open_shard(manifest_path, manifest, domain, ref, split)
-            col = table.column("tokens").combine_chunks()
-            values, offsets = col.values.to_numpy(zero_copy_only=False), col.offsets.to_numpy()
-            rows = source_rows(table, ref)
-            if len(rows) == table.num_rows:
-                out.write(values.astype(dtype, copy=False).tobytes())
-            else:  # a source by language: its documents of the shard, in shard order
-                for r in rows.tolist():
-                    out.write(values[offsets[r]: offsets[r + 1]].astype(dtype, copy=False).tobytes())
-            lengths.append(np.diff(offsets)[rows])
+            values, doc_lengths = source_docs(manifest_path, manifest, domain, ref, split)
+            out.write(values.astype(dtype, copy=False).tobytes())
+            lengths.append(doc_lengths)
     lengths = np.concatenate(lengths).astype(np.int32) if lengths else np.zeros(0, np.int32)
     pointers = np.concatenate([[0], np.cumsum(lengths[:-1], dtype=np.int64)]).astype(np.int64) * dtype.itemsize
     boundaries = np.arange(len(lengths) + 1, dtype=np.int64)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from curate.tasks.text.words import FULL_STOPS
+
 MAX_LINES = 100  # lines sampled, spread across the text: enough for a stable share, bounded per document
 
 _END = re.compile(r"(?:[{};(\[]|=>|->|\\|\)\s*:|,\s*\)|\{\s*\}|\]\s*,)$")
@@ -30,7 +32,7 @@ _SQL = re.compile(r"^\s*(?:SELECT|FROM|WHERE|AND|OR|JOIN|LEFT JOIN|GROUP BY|ORDE
 
 # Identifiers, calls and assignments are ASCII in the languages measured here: a Han or Kana letter before "(" is
 # prose ("页眉(格式 - 页面)"), and a sentence ends with a full stop of its script.
-_PROSE_ENDS = (".", "!", "?", '"', "。", "！", "？", "．", "」", "』")
+_PROSE_ENDS = (*FULL_STOPS, '"', "」", "』")
 
 
 def _sample(lines: list[str]) -> list[str]:

@@ -32,10 +32,11 @@ UNSPACED = ("\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u31f0-\u31ff\u
 _TOKEN = re.compile(rf"(?=[{UNSPACED}])\w|[^\W{UNSPACED}]+")
 _UNSPACED = re.compile(rf"[{UNSPACED}]")
 
-# A sentence ends with one of these (the last character of a line): Latin, CJK full stops and marks, Devanagari
-# danda, Arabic, Armenian, Ethiopic, Myanmar, Thai has none (a space ends its sentences), closing quotes.
-SENTENCE_ENDS = (".", "!", "?", '"', "'", "”", "’", "»", ":", ";", "。", "！", "？", "．", "」", "』", "）", "｡",
-                 "…", "।", "۔", "؟", "։", "።", "၊", "။")
+# How a sentence ends in each script: Latin, CJK (full-width and half-width), Devanagari danda, Arabic and Urdu,
+# Armenian, Ethiopic, Myanmar. (Thai has no full stop: a space ends its sentences.) Closing quotes and brackets may
+# follow; the quality rules and the code-shape measure build their sets from these.
+FULL_STOPS = (".", "!", "?", "。", "！", "？", "．", "｡", "।", "۔", "؟", "։", "።", "။")
+CLOSERS = ('"', "'", "”", "’", "»", "」", "』")
 
 WORD_CHARS = 24  # longer tokens are hashed by their first 24 code points and their length
 _rng = np.random.RandomState(0x5EED)

@@ -175,6 +175,20 @@ def open_shard(manifest_path: Path, manifest: Manifest, domain: str, ref: ShardR
     return table
 
 
+def source_docs(manifest_path: Path, manifest: Manifest, name: str, ref: ShardRef, split: str
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(token ids, each document's length) of the documents a shard ref takes, in shard order: the whole shard's ids
+    without a copy, or those of the ref's language (checked and opened as `open_shard` does)."""
+    table = open_shard(manifest_path, manifest, name, ref, split)
+    col = table.column("tokens").combine_chunks()
+    values, offsets = col.values.to_numpy(zero_copy_only=False), col.offsets.to_numpy()
+    rows = source_rows(table, ref)
+    if len(rows) == table.num_rows:
+        return values, np.diff(offsets)
+    taken = [values[offsets[r]: offsets[r + 1]] for r in rows.tolist()]
+    return (np.concatenate(taken) if taken else values[:0]), np.diff(offsets)[rows]
+
+
 def source_rows(table: pa.Table, ref: ShardRef) -> np.ndarray:
     """The rows of a shard its source takes, in shard order: every row, or those in the ref's language."""
     if ref.lang is None:
