@@ -2,7 +2,7 @@
 """Dedup benchmark: speed, peak memory, precision and recall, ours against datatrove on the same documents.
 
 Usage: python tests/benchmarks/bench_dedup.py [--docs 10000] [--workers 2] [--no-datatrove] [--keep DIR]
-                                              [--cjk zh|ja]
+                                              [--cjk zh|ja [--repeat K]]
 1. ../shared/bench/make_neardups.py builds real documents with edited copies and their true Jaccard; with --cjk,
    tests/benchmarks/make_cjk_neardups.py does the same in Chinese or Japanese with character edits (data/
    multilingual), and datatrove gets its word tokenizer for the language (spaCy with jieba for Chinese, SudachiPy
@@ -63,10 +63,10 @@ def load_neardups_module(cjk: str | None = None):
     return mod
 
 
-def make_set(out: Path, docs: int, cjk: str | None = None) -> tuple[list[dict], list[dict]]:
+def make_set(out: Path, docs: int, cjk: str | None = None, repeat: int = 1) -> tuple[list[dict], list[dict]]:
     if cjk:
         subprocess.run([sys.executable, str(REPO / "tests" / "benchmarks" / "make_cjk_neardups.py"), str(out),
-                        "--langs", cjk], check=True, stdout=subprocess.DEVNULL)
+                        "--langs", cjk, "--repeat", str(repeat)], check=True, stdout=subprocess.DEVNULL)
     else:
         inputs = [str(SHARED / "corpora" / f"{n}.jsonl.gz") for n in ("code", "techdocs", "legal", "literature",
                                                                        "reference", "multilingual")]
@@ -155,13 +155,14 @@ def main() -> None:
     ap.add_argument("--no-datatrove", action="store_true")
     ap.add_argument("--keep", help="keep the temporary folder here")
     ap.add_argument("--cjk", choices=["zh", "ja"], help="Chinese or Japanese with character edits")
+    ap.add_argument("--repeat", type=int, default=1, help="--cjk: rounds over the pages (a larger set for speed)")
     args = ap.parse_args()
     mod = load_neardups_module(args.cjk)
     tmp = Path(args.keep or tempfile.mkdtemp(prefix="bench-dedup-"))
     if tmp.exists() and args.keep:
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True, exist_ok=True)
-    records, pairs = make_set(tmp / "set", args.docs, args.cjk)
+    records, pairs = make_set(tmp / "set", args.docs, args.cjk, args.repeat)
     mb = sum(len(r["text"].encode()) for r in records) / 1e6
     print(f"near-duplicate set: {len(records):,} documents, {mb:.1f} MB, {len(pairs):,} same-family pairs")
     signature_speed([r["text"] for r in records[:3000]])

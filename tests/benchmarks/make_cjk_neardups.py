@@ -4,7 +4,10 @@ the English one, with the edits that text written without spaces gets: character
 inside clauses, a clause dropped, full-width and half-width punctuation swapped, the text re-wrapped at a fixed
 width (as mail and plain-text archives do), truncation and a boilerplate header and footer.
 
-Usage: python tests/benchmarks/make_cjk_neardups.py OUT_DIR [--langs zh,ja] [--dup-frac 0.8] [--seed 7]
+Usage: python tests/benchmarks/make_cjk_neardups.py OUT_DIR [--langs zh,ja] [--dup-frac 0.8] [--seed 7] [--repeat 1]
+
+--repeat K makes K rounds over the pages (a round after the first starts from a lightly edited copy of each page,
+ids prefixed r1/, r2/ ...): a larger set for throughput; its pairs are listed within each round's families.
 
 Writes OUT_DIR/docs.jsonl.gz ({"id", "text", "domain"}) and OUT_DIR/pairs.jsonl ({"a", "b", "jaccard"} for every
 same-family pair): the true Jaccard of the two texts' sets of character 5-grams (5-grams of words.tokens, where a
@@ -77,18 +80,20 @@ def main() -> None:
     ap.add_argument("--langs", default="zh,ja")
     ap.add_argument("--dup-frac", type=float, default=0.8)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--repeat", type=int, default=1)
     args = ap.parse_args()
     rng = random.Random(args.seed)
     docs, families = [], []
     for lang in args.langs.split(","):
         with gzip.open(DATA / f"{lang}.jsonl.gz", "rt", encoding="utf-8") as f:
-            for rec in map(json.loads, f):
-                if len(rec["text"]) < 300:
-                    continue
-                family = [(f"{lang}/{rec['id']}", rec["text"])]
+            pages = [rec for rec in map(json.loads, f) if len(rec["text"]) >= 300]
+        for rnd in range(args.repeat):
+            for rec in pages:
+                base = f"{lang}/{rec['id']}" if not rnd else f"r{rnd}/{lang}/{rec['id']}"
+                text = rec["text"] if not rnd else edit(rec["text"], lang, rng)
+                family = [(base, text)]
                 if rng.random() < args.dup_frac:
-                    family += [(f"{lang}/{rec['id']}~dup{k}", edit(rec["text"], lang, rng))
-                               for k in range(rng.choice([1, 1, 2, 3]))]
+                    family += [(f"{base}~dup{k}", edit(text, lang, rng)) for k in range(rng.choice([1, 1, 2, 3]))]
                 docs += [{"id": i, "text": t, "domain": lang} for i, t in family]
                 if len(family) > 1:
                     families.append(family)
