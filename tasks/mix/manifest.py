@@ -80,6 +80,10 @@ def shards_of(m: Manifest) -> tuple[list[ShardInfo], str]:
 
 def _pieces(shards: list[ShardInfo], by: str) -> dict[str, dict[str, list[ShardRef]]]:
     """source name -> split -> its shard refs, in path order."""
+    if by != "domain" and (unlabelled := [s.path for s in shards if not s.langs]):
+        raise ManifestError(f"mix.by {by}: {len(unlabelled)} shard(s) were written before shards recorded their "
+                            f"documents' languages (e.g. {unlabelled[0]}): run `curate run` on the work root again to "
+                            "re-tokenize them, or mix by domain")
     out: dict[str, dict[str, list[ShardRef]]] = {}
     for sh in sorted(shards, key=lambda s: s.path):
         for name, lang in SOURCE_KEYS[by](sh):
