@@ -7,14 +7,13 @@ Run: .venv/bin/python -m tests.benchmarks.bench_extract_sandbox [--files 2] [--r
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 
 from curate.tasks.ingest.extract import SandboxedExtractor
 from curate.tasks.ingest.extract import extract
 from curate.tasks.ingest.web import decode_html
+from tests.benchmarks.timing import interleaved_medians
 from tests.conftest import SHARED_CORPORA
 
 
@@ -36,18 +35,13 @@ def main() -> None:
     args = ap.parse_args()
     html = pages(args.files)
     print(f"{len(html)} pages, {sum(map(len, html)) / 1e6:.1f} M characters")
-    direct, sandboxed = [], []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        for page in html:
-            extract(page)
-        direct.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
+
+    def sandboxed() -> None:
         with SandboxedExtractor("resiliparse", 10) as extractor:
             for page in html:
                 extractor(page)
-        sandboxed.append(time.perf_counter() - t0)
-    d, s = statistics.median(direct), statistics.median(sandboxed)
+
+    (d, s), _ = interleaved_medians(args.repeats, lambda: [extract(page) for page in html], sandboxed)
     print(f"in process (floor): {d:.2f} s   sandboxed: {s:.2f} s   ratio {s / d:.2f}   "
           f"({(s - d) / len(html) * 1000:.2f} ms a page more)")
 
