@@ -1,5 +1,6 @@
 """Decontamination throughput on the shared corpora against HumanEval, beside its floor measured in the same run
-(median of repeats): splitting the same text into lower-cased words (`\\w+`), which any n-gram test must do.
+(interleaved, median of repeats): hashing the same text's tokens (tasks/text/words.token_hashes, in C), which any
+n-gram test must do.
 
     python tests/benchmarks/bench_decontam.py [--docs 2000] [--repeats 3]
 """
