@@ -291,27 +291,6 @@ def _guarded(n: int, rec, kind: str, max_bytes: int, text_field: str, id_field: 
                          raw=str(rec.headers.get("WARC-Target-URI") or ""))
 
 
-MAX_DEPTH = 1000  # elements nested deeper than this: extraction time grows with the depth's square (10,000: 3.6 s)
-_TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)[^>]*?(/?)>")
-_VOID = frozenset("area base br col embed hr img input link meta param source track wbr".split())
-
-
-def nesting_depth(html: str, limit: int) -> int:
-    """How deep the page's elements nest (opening less closing tags, void elements aside), up to just past
-    `limit`: a scan of the tags, done long before extraction's time would show it."""
-    depth = deepest = 0
-    for m in _TAG.finditer(html):
-        if m.group(1):
-            depth = max(0, depth - 1)
-        elif not m.group(3) and m.group(2).lower() not in _VOID:
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-                if deepest > limit:
-                    break
-    return deepest
-
-
 def _refusal(rec, kind: str, url: str, max_bytes: int, url_filter: WebFilter) -> tuple[str, str] | None:
     """(reason, detail) when a response or revisit record is not a document, from its headers alone."""
     if kind == "revisit":
@@ -340,9 +319,6 @@ def _document(n: int, rec, kind: str, max_bytes: int, text_field: str, id_field:
     if decoded is None:
         return RawRecord(n, reason=R.UNDECODABLE, detail="no charset decodes the payload", raw=url)
     html, charset = decoded
-    if (depth := nesting_depth(html, MAX_DEPTH)) > MAX_DEPTH:
-        return RawRecord(n, reason=R.TOO_LARGE, detail=f"elements nested more than {MAX_DEPTH} deep: main-content "
-                         "extraction would take minutes (its time grows with the square of the depth)", raw=url)
     text, title = extractor(html)
     if not text.strip():
         return RawRecord(n, reason=R.NO_MAIN_CONTENT, detail=f"nothing left after extraction ({extractor.kind})",
