@@ -136,7 +136,7 @@ def _die_with(parent: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
-    if os.getppid() != parent:  # it ended before the line above
+    if parent and os.getppid() != parent:  # it ended before the line above (0: started by hand, to debug)
         os._exit(0)
 
 
