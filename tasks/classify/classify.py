@@ -109,14 +109,14 @@ class _Tally:
         self.reasons.update(r for r in cols["reason"] if r)
         self.domains.update(d for d, k in zip(cols["domain"], kept) if k)
         self.seen.update(cols["domain"])
-        self._by_language(cols, langs, kept)
+        self._count_drops(cols, langs, kept)
         self.mixed += sum(cols["domain_mixed"])
         self.kept_mixed.update(d for d, k, m in zip(cols["domain"], kept, cols["domain_mixed"]) if k and m)
         self.code_shaped += sum(sh is not None and sh >= cfg.code_shape for sh in cols["code_shape"])
         self.pii.update({t: sum(cols[f"pii_{t}"]) for t in PII_TYPES})
         self.hist += np.histogram(np.asarray(cols["quality_score"]), bins=HIST_BINS, range=(0.0, 1.0))[0]
 
-    def _by_language(self, cols: dict[str, list], langs: list[str], kept: np.ndarray) -> None:
+    def _count_drops(self, cols: dict[str, list], langs: list[str], kept: np.ndarray) -> None:
         """Documents and kept ones per language; rule drops per domain and per language."""
         self.langs.update(langs)
         self.kept_langs.update(lang for lang, k in zip(langs, kept) if k)

@@ -6,8 +6,8 @@ application/xhtml+xml). Every response and revisit record is a record in: kept, 
 detail: `http_status` (not 200: redirects, 404s), `not_html` (images, CSS, JS, PDFs), `revisit` (no payload of its
 own), `url_blocked` (config), `too_large`, `undecodable`, `no_main_content` (nothing left after extraction),
 `timeout` (extraction ran past `ingest.web.extract_timeout_s`: it runs in a child process, tasks/ingest/extract.py),
-`malformed_record`, and `truncated_file` for a record the file ends inside. Other record types (request, warcinfo, metadata, resource) are
-counted by type in the report, not as documents.
+`malformed_record`, and `truncated_file` for a record the file ends inside. Other record types (request, warcinfo,
+metadata, resource) are counted by type in the report, not as documents.
 
 Decoding follows what a browser does: the HTTP header's charset, else a byte-order mark, else the `<meta>` charset,
 else detection (charset_normalizer); ISO-8859-1 and US-ASCII decode as windows-1252, as the HTML standard says.
