@@ -30,8 +30,10 @@ class CorpusSpec(_Strict):
 class WebConfig(_Strict):
     """WARC inputs: which extractor, and which URLs never become documents."""
 
-    extractor: str = Field("resiliparse", pattern="^(resiliparse|trafilatura)$",
-                           description="Main-content extraction (tests/benchmarks/bench_web.py measures both).")
+    extractor: str = Field("hybrid", pattern="^(hybrid|resiliparse|trafilatura)$",
+                           description="Main-content extraction: hybrid (Resiliparse, chrome lines trimmed, "
+                           "trafilatura where that comes out far too short), resiliparse alone, or trafilatura "
+                           "(tests/benchmarks/bench_web.py measures the three).")
     blocklist_files: list[str] = Field(default_factory=list, description="Files of blocked hosts or domains, one "
                                        "per line ('#' comments); a host's parent domains count too. Relative: beside "
                                        "the config file.")

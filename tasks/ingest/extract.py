@@ -10,8 +10,11 @@ The pipe carries a 4-byte length and then the page (UTF-8) one way, and a length
 """
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import os
+import re
 import selectors
 import subprocess
 import sys
@@ -21,30 +24,104 @@ _READY = b"ready\n"
 _START_S = 120  # importing the extractor on a loaded machine: not counted against a page
 
 
-# Page chrome Resiliparse's main-content heuristic can leave in: navigation bars (PostgreSQL's "Prev Up Home Next"
-# tables), site headers and footers, sidebars, breadcrumbs, tables of contents and menus.
+# Page chrome Resiliparse's main-content heuristic can leave in: by tag or ARIA role, and by whole class or id names
+# (PostgreSQL's "Prev Up Home Next" tables, Sphinx's sidebars). Never by class-name substring: "sidebar", "menu" or
+# "toc" inside a name also match the body or article wrapper of some sites ("no-sidebar", "photocaption") and erased
+# whole articles (10 of the 181 pages of ../shared/bench/article-extraction).
 CHROME = ["nav", "header", "footer", "aside", '[role="navigation"]', '[role="banner"]', '[role="contentinfo"]',
-          ".navheader", ".navfooter", '[class*="breadcrumb"]', '[class*="sidebar"]', '[id*="sidebar"]',
-          '[class*="toc"]', '[id*="toc"]', '[class*="menu"]', '[id*="menu"]']
+          ".navheader", ".navfooter", ".breadcrumb", ".breadcrumbs", "#breadcrumbs", ".sidebar", "#sidebar",
+          ".sphinxsidebar", ".toc", "#toc", ".menu", "#menu"]
+
+# A short line that says one of these is site chrome left inside the main block (share bars, ad labels, cookie and
+# newsletter prompts, bylines' "Updated:", photo credits); checked on lines of at most _CHROME_LINE_WORDS words.
+_CHROME_WORDS = re.compile(
+    r"(?i)\b(advertisement|advertising|subscribe|subscribing|newsletter|(uses|accept) cookies|cookie (policy|settings)|read more|related (articles|stories|"
+    r"posts)|sign up|log ?in|follow us|share (this|on)|all rights reserved|copyright|photo:|image \d+ of|caption|"
+    r"loading|breaking news|published:|updated:|tags:|categor(y|ies|ias)|click here|whatsapp|facebook|twitter|"
+    r"pinterest|e-?paper)\b|\u00a9")
+_CHROME_LINE_WORDS = 16
+_CHROME_LINE_CHARS = 200  # longer lines are never that short: they are not searched
+_EDGE_LINE_WORDS = 8  # a line this short without a sentence's end, before or after the text, is a headline or date
+_SENTENCE_END = re.compile(r"[.!?\u3002\uff01\uff1f\u2026:\"'\u201d\u2019)\]]\s*$")
+_WORD = re.compile(r"\w+")
+_LIST_ITEM = re.compile(r"\s*(\u2022|\d+\.)\s")  # a list's items are content at any place
+_CODE = re.compile(r"[(){}\[\]=;<>_]")  # a bracketed line or an assignment is code or data: never trimmed
+# The fast extractor's answer looks wrong when it is this short while the page shows this much more text: then
+# trafilatura reads the page (on ../shared/bench/article-extraction and the Python docs, no page; the sandbox's
+# per-page time limit covers both).
+_SHORT_CHARS, _PAGE_RATIO = 200, 0.1
 
 
-def extract(html: str, extractor: str = "resiliparse") -> tuple[str, str | None]:
-    """(main text, title) of a page."""
-    if extractor == "trafilatura":
-        import trafilatura
+def trim_chrome_lines(text: str) -> str:
+    """The text without chrome lines, and without the short non-sentences (headlines, dates, bylines) at its edges."""
+    lines = text.split("\n")
+    short = [k for k, line in enumerate(lines) if len(line) <= _CHROME_LINE_CHARS]
+    # one scan over the short lines finds the few worth a closer look (a scan per line, or of the whole text, was
+    # a third of the time)
+    starts = list(itertools.accumulate((len(lines[k]) + 1 for k in short), initial=0))
+    suspects = {short[bisect.bisect_right(starts, m.start()) - 1]
+                for m in _CHROME_WORDS.finditer("\n".join(lines[k] for k in short))}
+    lines = [line for k, line in enumerate(lines) if k not in suspects or not _chrome_line(line)]
+    while lines and _edge_line(lines[0]):
+        lines.pop(0)
+    while lines and _edge_line(lines[-1]):
+        lines.pop()
+    return "\n".join(lines)
 
-        text = trafilatura.extract(html, include_comments=False, include_tables=True, include_formatting=False,
-                                   deduplicate=False) or ""
-        meta = trafilatura.extract_metadata(html)
-        return text, (meta.title if meta else None)
+
+def _chrome_line(line: str) -> bool:
+    return not _CODE.search(line) and len(_WORD.findall(line)) <= _CHROME_LINE_WORDS
+
+
+def _edge_line(line: str) -> bool:
+    return not line.strip() or (len(_WORD.findall(line)) <= _EDGE_LINE_WORDS and not _SENTENCE_END.search(line)
+                                and not _LIST_ITEM.match(line))
+
+
+def _resiliparse(html: str, main_content: bool = True) -> tuple[str, str | None, object]:
     from resiliparse.extract.html2text import extract_plain_text
     from resiliparse.parse.html import HTMLTree
 
     tree = HTMLTree.parse(html)
-    title = tree.title or None  # before extraction, which may remove nodes
-    text = extract_plain_text(tree, preserve_formatting=True, main_content=True, list_bullets=True, alt_texts=False,
-                              links=False, form_fields=False, noscript=False, comments=False, skip_elements=CHROME)
+    text = extract_plain_text(tree, preserve_formatting=True, main_content=main_content, list_bullets=True,
+                              alt_texts=False, links=False, form_fields=False, noscript=False, comments=False,
+                              skip_elements=CHROME)
+    return text, tree.title or None, tree
+
+
+def _trafilatura(html: str) -> tuple[str, str | None]:
+    import trafilatura
+
+    text = trafilatura.extract(html, include_comments=False, include_tables=True, include_formatting=False,
+                               deduplicate=False) or ""
+    meta = trafilatura.extract_metadata(html)
+    return text, (meta.title if meta else None)
+
+
+def _hybrid(html: str) -> tuple[str, str | None]:
+    """Resiliparse's main content with chrome lines trimmed; trafilatura where that looks wrong (far too short)."""
+    from resiliparse.extract.html2text import extract_plain_text
+
+    text, title, tree = _resiliparse(html)
+    text = trim_chrome_lines(text)
+    if len(text) < _SHORT_CHARS:
+        shown = extract_plain_text(tree, main_content=False, links=False, form_fields=False, noscript=False,
+                                   comments=False, alt_texts=False)
+        if len(text) < _PAGE_RATIO * len(shown):
+            return _trafilatura(html)[0], title
     return text, title
+
+
+EXTRACTORS = {
+    "hybrid": _hybrid,
+    "resiliparse": lambda html: _resiliparse(html)[:2],
+    "trafilatura": _trafilatura,
+}
+
+
+def extract(html: str, extractor: str = "hybrid") -> tuple[str, str | None]:
+    """(main text, title) of a page."""
+    return EXTRACTORS[extractor](html)
 
 
 class ExtractionTimeout(Exception):
