@@ -50,6 +50,7 @@ _CODE = re.compile(r"[(){}\[\]=;<>_]")  # a bracketed line or an assignment is c
 # trafilatura reads the page (on ../shared/bench/article-extraction and the Python docs, no page; the sandbox's
 # per-page time limit covers both).
 _SHORT_CHARS, _PAGE_RATIO = 200, 0.1
+_MIN_SHOWN = 3000  # a page showing less has little to rescue (a crawl's redirects and indexes: 4.6% of its pages)
 
 
 def trim_chrome_lines(text: str) -> str:
@@ -107,7 +108,7 @@ def _hybrid(html: str) -> tuple[str, str | None]:
     if len(text) < _SHORT_CHARS:
         shown = extract_plain_text(tree, main_content=False, links=False, form_fields=False, noscript=False,
                                    comments=False, alt_texts=False)
-        if len(text) < _PAGE_RATIO * len(shown):
+        if len(shown) >= _MIN_SHOWN and len(text) < _PAGE_RATIO * len(shown):
             return _trafilatura(html)[0], title
     return text, title
 
