@@ -216,3 +216,13 @@ def test_a_page_the_fast_extractor_finds_nothing_in_is_read_by_trafilatura():
     assert len(extract(html, "resiliparse")[0]) < 200
     text, title = extract(html)
     assert text == extract(html, "trafilatura")[0] and "Step 29 tells" in text and title == "Steps"
+
+
+def test_a_page_of_links_is_navigation_and_not_sent_to_trafilatura():
+    """A site map or an index comes out (nearly) empty from the fast extractor, as navigation should; trafilatura
+    would return its link list (at up to 2 s a page on the shared crawl's cross-reference pages)."""
+    links = "".join(f'<li><a href="/page{k}.html">The page about topic number {k}</a></li>' for k in range(200))
+    html = f"<html><head><title>Site map</title></head><body><ul>{links}</ul></body></html>"
+    assert "topic number 199" in extract(html, "trafilatura")[0]
+    text, title = extract(html)
+    assert len(text) < 200 and title == "Site map"
