@@ -276,7 +276,8 @@ SOURCES: list[Source] = [
     # licences of other ecosystems (Ruby's licensee gem vendors choosealicense.com; Perl's Software::License) and
     # a project's constitution and social contract (versions of one text: one family)
     Source("legal/choosealicense", "legal", "MIT (choosealicense.com); licence texts verbatim", files(
-        "ruby-licensee", ("usr/share/rubygems-integration/all/gems/licensee-*/vendor/choosealicense.com/_licenses/*.txt",),
+        "ruby-licensee", ("usr/share/rubygems-integration/all/gems/licensee-*/vendor/choosealicense.com/"
+                          "_licenses/*.txt",),
         text_of=_after_front_matter)),
     Source("legal/perl-software-license", "legal", "Artistic-1.0 or GPL-1.0+; licence texts verbatim", files(
         "libsoftware-license-perl", (f"{X}/perl5/Software/License/*.pm",), text_of=_perl_data_section)),

@@ -35,10 +35,10 @@ CHROME = ["nav", "header", "footer", "aside", '[role="navigation"]', '[role="ban
 # A short line that says one of these is site chrome left inside the main block (share bars, ad labels, cookie and
 # newsletter prompts, bylines' "Updated:", photo credits); checked on lines of at most _CHROME_LINE_WORDS words.
 _CHROME_WORDS = re.compile(
-    r"(?i)\b(advertisement|advertising|subscribe|subscribing|newsletter|(uses|accept) cookies|cookie (policy|settings)|read more|related (articles|stories|"
-    r"posts)|sign up|log ?in|follow us|share (this|on)|all rights reserved|copyright|photo:|image \d+ of|caption|"
-    r"loading|breaking news|published:|updated:|tags:|categor(y|ies|ias)|click here|whatsapp|facebook|twitter|"
-    r"pinterest|e-?paper)\b|\u00a9")
+    r"(?i)\b(advertisement|advertising|subscribe|subscribing|newsletter|(uses|accept) cookies|cookie (policy|settings)|"
+    r"read more|related (articles|stories|posts)|sign up|log ?in|follow us|share (this|on)|all rights reserved|"
+    r"copyright|photo:|image \d+ of|caption|loading|breaking news|published:|updated:|tags:|categor(y|ies|ias)|"
+    r"click here|whatsapp|facebook|twitter|pinterest|e-?paper)\b|\u00a9")
 _CHROME_WORDS_LOWER = re.compile(_CHROME_WORDS.pattern.removeprefix("(?i)"))
 _CHROME_LINE_WORDS = 16
 _CHROME_LINE_CHARS = 200  # longer lines are never that short: they are not searched
@@ -52,7 +52,8 @@ _CODE = re.compile(r"[(){}\[\]=;<>_]")  # a bracketed line or an assignment is c
 # per-page time limit covers both). A page of links (a site map, an index, a table of contents) is navigation:
 # trafilatura would return its link list, at up to 2 s a page (the shared crawl's cross-reference pages).
 _SHORT_CHARS, _PAGE_RATIO, _MIN_SHOWN, _LINK_LIST = 200, 0.1, 1000, 0.5
-_SHOWN = dict(main_content=False, links=False, form_fields=False, noscript=False, comments=False, alt_texts=False)
+_TEXT_ONLY = dict(links=False, form_fields=False, noscript=False, comments=False, alt_texts=False)
+_SHOWN = dict(_TEXT_ONLY, main_content=False)  # all the visible text of a page
 
 
 def trim_chrome_lines(text: str) -> str:
@@ -88,15 +89,16 @@ def _edge_line(line: str) -> bool:
                                 and not _LIST_ITEM.match(line))
 
 
-def _resiliparse(html: str, main_content: bool = True) -> tuple[str, str | None, object]:
+def _resiliparse(html: str) -> tuple[str, str | None, object]:
+    """(main text, title, the parsed page)."""
     from resiliparse.extract.html2text import extract_plain_text
     from resiliparse.parse.html import HTMLTree
 
     tree = HTMLTree.parse(html)
-    text = extract_plain_text(tree, preserve_formatting=True, main_content=main_content, list_bullets=True,
-                              alt_texts=False, links=False, form_fields=False, noscript=False, comments=False,
-                              skip_elements=CHROME)
-    return text, tree.title or None, tree
+    title = tree.title or None  # before extraction, which may remove nodes
+    text = extract_plain_text(tree, preserve_formatting=True, main_content=True, list_bullets=True,
+                              skip_elements=CHROME, **_TEXT_ONLY)
+    return text, title, tree
 
 
 def _trafilatura(html: str) -> tuple[str, str | None]:

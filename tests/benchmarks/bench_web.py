@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from curate.tasks.ingest.extract import EXTRACTORS, extract  # noqa: E402
+from curate.tasks.ingest.web import decode_html  # noqa: E402
 
 WEB = REPO.parent / "shared" / "corpora" / "web"
 ARTICLES = REPO.parent / "shared" / "bench" / "article-extraction"
@@ -47,19 +48,14 @@ PYDOC = REPO / "bench-out" / "python3.11-doc"
 WORD = re.compile(r"\w+")
 _ROLE = re.compile(r":[\w:+-]+:`!?~?([^`<]*?)\s*(?:<[^>]*>)?`")  # :func:`~os.path.join` -> os.path.join
 _HIDDEN = re.compile(r"\.\. (index|_[^:]*|\|[^|]*\||highlight|sectionauthor|moduleauthor|module|currentmodule|"
-                     r"toctree|testsetup|testcleanup|include|impl-detail|only|audit-event|opcode)\b|\.\.\s*$|\.\. [^:]*$")
-
-
-def _decoded(raw: bytes) -> str:
-    from resiliparse.parse.encoding import bytes_to_str, detect_encoding
-
-    return bytes_to_str(raw, detect_encoding(raw))
+                     r"toctree|testsetup|testcleanup|include|impl-detail|only|audit-event|opcode)\b"
+                     r"|\.\.\s*$|\.\. [^:]*$")  # index entries, labels, substitutions, comments, declarations
 
 
 def article_pages() -> list[tuple[str, str]]:
     """(html, article body) of the 181 annotated pages."""
     truth = json.loads((ARTICLES / "ground-truth.json").read_text())
-    return [(_decoded(gzip.open(ARTICLES / "html" / f"{key}.html.gz").read()), truth[key]["articleBody"])
+    return [(decode_html(gzip.open(ARTICLES / "html" / f"{key}.html.gz").read(), None)[0], truth[key]["articleBody"])
             for key in sorted(truth)]
 
 
