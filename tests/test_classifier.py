@@ -148,3 +148,28 @@ def test_leave_one_source_out_tests_each_source_on_a_model_that_never_saw_it(lab
     assert 0.5 <= m["temperature"] <= 8 and 0 <= m["ece"] <= 1
     with pytest.raises(ClassifierError, match="source"):
         leave_one_source_out([LabeledDoc("a", "x", "code", "f")] * 20, TrainParams())
+
+
+def test_a_document_mostly_shaped_like_code_is_code_whatever_its_licence_header(labeled_records):
+    """decide.domain_order: a real Emacs Lisp file that opens with the GPL (the model called half of them legal)
+    is given code when the model puts code second or gives it some weight; a licence, whatever the model says of
+    code, stays what the model says; a document the model gives no weight to code is not measured at all."""
+    import numpy as np
+
+    from curate.tasks.classify.decide import domain_order
+
+    labels = ["code", "legal", "literature", "reference", "techdocs"]
+    lisp = labeled_records["elpa-company/usr/share/emacs/site-lisp/elpa-src/company-0.9.13/company-capf.el"]["text"]
+    licence = next(r["text"] for r in labeled_records.values() if r["source"] == "legal/choosealicense")
+    assert "GNU General Public License" in lisp[:2000]
+    legal_first = np.array([[0.30, 0.60, 0.0, 0.0, 0.10]])  # code second
+    code_slight = np.array([[0.06, 0.10, 0.0, 0.0, 0.84]])  # code third, with some weight
+    no_code = np.array([[0.01, 0.60, 0.0, 0.0, 0.39]])
+    threshold = ClassifyConfig().code_shape
+    assert labels[domain_order(legal_first, [lisp], labels, threshold)[0, 0]] == "code"
+    assert labels[domain_order(code_slight, [lisp], labels, threshold)[0, 0]] == "code"
+    assert labels[domain_order(no_code, [lisp], labels, threshold)[0, 0]] == "legal"
+    assert labels[domain_order(legal_first, [licence], labels, threshold)[0, 0]] == "legal"
+    assert labels[domain_order(legal_first, [lisp], labels, None)[0, 0]] == "legal"  # off
+    order = domain_order(code_slight, [lisp], labels, threshold)[0]
+    assert sorted(order) == list(range(5)) and labels[order[1]] == "techdocs"  # the model's best is the runner-up

@@ -21,6 +21,7 @@ from curate.schemas.annotations import ANNOTATION_SCHEMA, LOW_QUALITY_REASON, PI
 from curate.schemas.config import ClassifyConfig
 from curate.schemas.report import ClassifyPartResult, ClassifyReport, Part
 from curate.schemas.work_root import WorkRoot
+from curate.tasks.classify.decide import domain_order
 from curate.tasks.classify.fasttext_model import LABEL_PREFIX, load_model, model_text, predict_probs
 from curate.tasks.classify.models import QUALITY_LABELS, ModelRefs, resolve_models, rule_set
 from curate.tasks.classify.pii import redact
@@ -47,13 +48,13 @@ def _rules(cfg_json: str) -> RuleSet:
 
 
 def predict_batch(texts: list[str], cfg: ClassifyConfig, models: ModelRefs) -> dict[str, list]:
-    """Domain (top two, calibrated probabilities over windows across each document) and quality score (the first
-    window) for a batch."""
+    """Domain (top two, calibrated probabilities over windows across each document; code first where most of a
+    document is shaped like code) and quality score (the first window) for a batch."""
     domains = sorted(cfg.domains)
     dom = _model(models.domain_path, tuple(domains), "domain model")
     qual = _model(models.quality_path, tuple(sorted(QUALITY_LABELS)), "quality model")
     probs = predict_probs(dom, texts, domains, cfg.window_chars, cfg.windows, models.domain_temperature)
-    order = np.argsort(-probs, axis=1, kind="stable")
+    order = domain_order(probs, texts, domains, cfg.code_shape)
     q_labels, q_probs = qual.predict([model_text(t, cfg.max_chars) for t in texts], k=2)
     n = len(LABEL_PREFIX)
     out: dict[str, list] = {"domain": [], "domain_prob": [], "domain_runner_up": [], "runner_up_prob": [],

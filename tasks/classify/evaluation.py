@@ -15,6 +15,7 @@ from pathlib import Path
 import fasttext
 import numpy as np
 
+from curate.tasks.classify.decide import domain_order
 from curate.tasks.classify.fasttext_model import ClassifierError, LabeledDoc, TrainParams, evaluate, fit, predict_probs, temper
 
 TEMPERATURES = np.round(np.arange(0.5, 8.01, 0.05), 2)
@@ -42,14 +43,14 @@ def expected_calibration_error(probs: np.ndarray, true_idx: np.ndarray) -> float
     return round(float(ece), 4)
 
 
-def _summary(true: list[str], probs: np.ndarray, labels: list[str], threshold: float) -> dict:
+def _summary(true: list[str], probs: np.ndarray, best: np.ndarray, labels: list[str], threshold: float) -> dict:
+    """The decisions' figures (`best`: the label index each document is given), and the probabilities' calibration."""
     true_idx = np.array([labels.index(t) for t in true])
-    m = evaluate(true, [labels[j] for j in probs.argmax(axis=1)], labels)
+    m = evaluate(true, [labels[j] for j in best], labels)
     sure = probs.max(axis=1) >= threshold
     m.update({"ece": expected_calibration_error(probs, true_idx), "threshold": threshold,
               "share_below_threshold": round(float(1 - sure.mean()), 4),
-              "accuracy_above_threshold": round(float((probs.argmax(axis=1) == true_idx)[sure].mean()), 4)
-              if sure.any() else None})
+              "accuracy_above_threshold": round(float((best == true_idx)[sure].mean()), 4) if sure.any() else None})
     return m
 
 
@@ -63,9 +64,10 @@ def fit_temperature(probs: np.ndarray, true_idx: np.ndarray) -> float:
 
 
 def leave_one_source_out(docs: list[LabeledDoc], params: TrainParams, workers: int | None = None,
-                         threshold: float = 0.6) -> dict:
-    """Train without each source and predict it. Returns the pooled figures (macro-F1 over domains, per domain, per
-    source), and the temperature fitted on those out-of-source probabilities with its expected calibration error,
+                         threshold: float = 0.6, code_shape_min: float | None = None) -> dict:
+    """Train without each source and predict it, deciding each document's domain as the classify stage does
+    (decide.domain_order). Returns the pooled figures (macro-F1 over domains, per domain, per source), and the
+    temperature fitted on those out-of-source probabilities with its expected calibration error,
     itself judged leave-one-source-out (each source's probabilities scaled by a temperature fitted on the others)."""
     sources = sorted({d.source for d in docs})
     if len(sources) < 2 or any(not d.source for d in docs):
@@ -74,14 +76,15 @@ def leave_one_source_out(docs: list[LabeledDoc], params: TrainParams, workers: i
     workers = workers or max(1, min(len(sources), os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:  # each fold trains in its own process (fit); threads only wait
         folds = dict(zip(sources, pool.map(lambda s: _fold(docs, s, params, labels), sources)))
-    order = [d for s in sources for d in docs if d.source == s]
+    order = sorted(docs, key=lambda d: d.source)  # stable: each source's documents in their order, as folds has them
     raw = np.vstack([folds[s] for s in sources])
     true = [d.label for d in order]
     y = np.array([labels.index(t) for t in true])
     src = np.array([d.source for d in order])
-    metrics = _summary(true, _calibrated(raw, y, src, sources), labels, threshold)
-    metrics.update({"sources": len(sources), "per_source": _per_source(sources, src, raw, y, true, labels),
-                    "ece_uncalibrated": _summary(true, raw, labels, threshold)["ece"],
+    best = domain_order(raw, [d.text for d in order], labels, code_shape_min)[:, 0]
+    metrics = _summary(true, _calibrated(raw, y, src, sources), best, labels, threshold)
+    metrics.update({"sources": len(sources), "per_source": _per_source(sources, src, best, y, true, labels),
+                    "ece_uncalibrated": expected_calibration_error(raw, y),
                     "temperature": fit_temperature(raw, y), "labels": labels})
     return metrics
 
@@ -94,14 +97,14 @@ def _calibrated(raw: np.ndarray, y: np.ndarray, src: np.ndarray, sources: list[s
     return calibrated
 
 
-def _per_source(sources: list[str], src: np.ndarray, raw: np.ndarray, y: np.ndarray, true: list[str],
+def _per_source(sources: list[str], src: np.ndarray, best: np.ndarray, y: np.ndarray, true: list[str],
                 labels: list[str]) -> dict:
     """Per source: its label, documents, accuracy and what it was predicted as."""
     out = {}
     for s in sources:
         m = src == s
-        pred = [labels[j] for j in raw[m].argmax(axis=1)]
+        pred = [labels[j] for j in best[m]]
         out[s] = {"label": true[int(np.argmax(m))], "docs": int(m.sum()),
-                  "accuracy": round(float((raw[m].argmax(axis=1) == y[m]).mean()), 4),
+                  "accuracy": round(float((best[m] == y[m]).mean()), 4),
                   "predicted": {lab: pred.count(lab) for lab in labels if pred.count(lab)}}
     return out

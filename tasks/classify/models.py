@@ -73,8 +73,8 @@ def train_kind(kind: str, data: Path, out_dir: Path, cfg: ClassifyConfig, label_
     if kind == "domain" and sources_eval and len({d.source for d in docs}) > 1 and all(d.source for d in docs):
         from curate.tasks.classify.evaluation import leave_one_source_out
 
-        metrics["leave_one_source_out"] = loso = leave_one_source_out(docs, params,
-                                                                      threshold=cfg.min_domain_confidence)
+        metrics["leave_one_source_out"] = loso = leave_one_source_out(docs, params, threshold=cfg.min_domain_confidence,
+                                                                      code_shape_min=cfg.code_shape)
         write_json_atomic(Path(out_dir) / "metrics.json", metrics)
         write_json_atomic(Path(out_dir) / CALIBRATION, calibration(loso["temperature"], params, data))
     return metrics
