@@ -2,7 +2,7 @@
 
 A source file that opens with a long licence, or a Lisp the model never saw, reads to a bag-of-words model as a
 licence or as documentation; its lines read as code whatever the language. Measured leave-one-source-out on the
-41 sources of data/labeled: macro-F1 0.760 from the model alone, 0.813 with this (code 0.71 -> 0.87, legal 0.85 ->
+41 sources of data/labeled: macro-F1 0.760 from the model alone, 0.812 with this (code 0.71 -> 0.87, legal 0.85 ->
 0.89). The shape is measured only where the model gives code some weight (a quarter of the seed set's documents,
 fewer in a corpus of prose): measuring every document would cost more than the model.
 """
@@ -14,6 +14,7 @@ from curate.tasks.text.shape import code_shape
 
 CODE = "code"
 CODE_WEIGHT_TO_CHECK = 0.05  # the model's probability of code from which a document's shape is measured
+SHAPE_LINES = 40  # lines sampled for the decision: macro-F1 0.812 against 0.813 with 100, at 55% of the time
 
 
 def domain_order(probs: np.ndarray, texts: list[str], labels: list[str], code_shape_min: float | None) -> np.ndarray:
@@ -25,6 +26,6 @@ def domain_order(probs: np.ndarray, texts: list[str], labels: list[str], code_sh
         return order
     c = labels.index(CODE)
     for i in np.flatnonzero((order[:, 0] != c) & ((order[:, 1] == c) | (probs[:, c] >= CODE_WEIGHT_TO_CHECK))):
-        if code_shape(texts[i]) >= code_shape_min:
+        if code_shape(texts[i], SHAPE_LINES) >= code_shape_min:
             order[i] = [c, *(j for j in order[i] if j != c)]
     return order

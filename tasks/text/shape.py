@@ -35,11 +35,11 @@ _SQL = re.compile(r"^\s*(?:SELECT|FROM|WHERE|AND|OR|JOIN|LEFT JOIN|GROUP BY|ORDE
 _PROSE_ENDS = (*FULL_STOPS, '"', "」", "』")
 
 
-def _sample(lines: list[str]) -> list[str]:
-    if len(lines) <= MAX_LINES:
+def _sample(lines: list[str], n: int) -> list[str]:
+    if len(lines) <= n:
         return lines
-    step = len(lines) / MAX_LINES
-    return [lines[int(i * step)] for i in range(MAX_LINES)]
+    step = len(lines) / n
+    return [lines[int(i * step)] for i in range(n)]
 
 
 def is_code_line(line: str) -> bool:
@@ -49,9 +49,9 @@ def is_code_line(line: str) -> bool:
     return bool(_END.search(s) or _OPERATOR.search(s) or _COMMENT.match(s) or _KEYWORD.match(s) or _FORM.search(s) or _SQL.match(s))
 
 
-def code_shape(text: str) -> float:
-    """Share of the non-empty lines (up to MAX_LINES of them, spread across the text) that are code-shaped."""
-    lines = _sample([ln for ln in text.splitlines() if ln.strip()])
+def code_shape(text: str, max_lines: int = MAX_LINES) -> float:
+    """Share of the non-empty lines (up to `max_lines` of them, spread across the text) that are code-shaped."""
+    lines = _sample([ln for ln in text.splitlines() if ln.strip()], max_lines)
     if not lines:
         return 0.0
     return sum(map(is_code_line, lines)) / len(lines)
