@@ -21,7 +21,7 @@ from curate.schemas.annotations import ANNOTATION_SCHEMA, LOW_QUALITY_REASON, PI
 from curate.schemas.config import ClassifyConfig
 from curate.schemas.report import ClassifyPartResult, ClassifyReport, Part
 from curate.schemas.work_root import WorkRoot
-from curate.tasks.classify.decide import domain_order
+from curate.tasks.classify.decide import DECISION, domain_order
 from curate.tasks.classify.fasttext_model import LABEL_PREFIX, load_model, model_text, predict_probs
 from curate.tasks.classify.models import QUALITY_LABELS, ModelRefs, resolve_models, rule_set
 from curate.tasks.classify.pii import redact
@@ -80,7 +80,8 @@ def _key(job: Job) -> dict:
     models = job.prepared
     return {**verdicts_key(job.root, job.unit, job.before),
             "config": job.settings.model_dump(mode="json", exclude={"warn_drop_rate"}),  # (a warning: no output)
-            "models": [models.domain_sha, models.quality_sha, models.domain_temperature], "words": TOKENS}
+            "models": [models.domain_sha, models.quality_sha, models.domain_temperature], "words": TOKENS,
+            "domain_decision": DECISION}
 
 
 def classify_part(part: Part, cfg: ClassifyConfig, models: ModelRefs, work_root: str | Path,

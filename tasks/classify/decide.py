@@ -15,6 +15,8 @@ from curate.tasks.text.shape import code_shape
 CODE = "code"
 CODE_WEIGHT_TO_CHECK = 0.05  # the model's probability of code from which a document's shape is measured
 SHAPE_LINES = 40  # lines sampled for the decision: macro-F1 0.812 against 0.813 with 100, at 55% of the time
+# What the decision is, for the classify stage's content key: verdicts decided another way are made again
+DECISION = f"model, then code by shape ({SHAPE_LINES} lines) from code weight {CODE_WEIGHT_TO_CHECK} or second"
 
 
 def domain_order(probs: np.ndarray, texts: list[str], labels: list[str], code_shape_min: float | None) -> np.ndarray:
