@@ -122,8 +122,8 @@ RUNS: dict[str, str] = {
         'CURATE_WATCH_RRULE="FREQ=SECONDLY;INTERVAL=10" CURATE_CURATION_CRON="0 3 * * *" CURATE_CONFIG={w}/tiny.yaml && '
         'prefect --no-prompt deploy --all --prefect-file deploy/prefect.yaml',
     "prefect worker start --pool curate":
-        'eval "$(cd {w}/svc && curate server env)" && (timeout -s INT 30 prefect worker start --pool curate; true) '
-        '2>&1 | grep "started"',
+        'eval "$(cd {w}/svc && curate server env)" && (timeout -s INT 45 prefect worker start --pool curate; true) '
+        '2>&1 | tee /dev/stderr | grep "started"',  # the worker's log shown when it does not say it started
     "touch landing/<name>/_READY": "cd {w}/svc && mkdir -p landing/legal-x && cp {repo}/data/sample/legal.jsonl.gz "
                                    "landing/legal-x/ && touch landing/legal-x/_READY",
     "curate server retry <name> --work out": "cd {w}/svc && curate server retry notes-only --work out",
