@@ -1,6 +1,8 @@
 """MixtureDataset: proportions, determinism, worker and rank splits, exact resumption."""
 import itertools
+import time
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -8,6 +10,7 @@ from torch.utils.data import DataLoader
 from curate.schemas.config import MixConfig
 from curate.tasks.train.loader import MixtureDataset
 from curate.tasks.mix.manifest import build_manifest, collect_shards, write_version
+from curate.tasks.engine.storage import StorageError
 from curate.tasks.train.manifests import ManifestError
 from tests.test_shards_manifest import curate_sample
 
@@ -112,3 +115,106 @@ def test_the_fast_loader_resumes_exactly_with_workers(manifest):
     resumed.load_state_dict(ds.state_dict(samples_consumed=5 * 8))
     rest = [b["index"] for b in itertools.islice(resumed.loader(num_workers=2, group=3), 4)]
     assert all(torch.equal(a, b) for a, b in zip(full, first + rest))
+
+
+# --- shuffle windows and a manifest on object storage ------------------------------------------------------------
+
+def _epoch(ds: MixtureDataset, d: int):
+    stream = ds.domain_stream(d)
+    return stream.read(0, stream.epoch_tokens)
+
+
+@pytest.mark.parametrize("window", [1, 2])
+def test_a_shuffle_window_takes_every_document_once_an_epoch(manifest, window):
+    """Shuffling within windows of shards reorders the documents, never drops or repeats one: an epoch holds the same
+    tokens as the whole-domain shuffle's, and the next epoch another order of them."""
+    whole, windowed = MixtureDataset(manifest), MixtureDataset(manifest, shuffle_shards=window)
+    d = max(range(len(whole.domains)), key=lambda k: len(whole.manifest.sources[k].shards))
+    assert len(whole.manifest.sources[d].shards) > window
+    a, b = _epoch(whole, d), _epoch(windowed, d)
+    assert len(a) == len(b) and not np.array_equal(a, b)
+    assert np.array_equal(np.sort(a), np.sort(b))
+    stream = windowed.domain_stream(d)
+    second = stream.read(stream.epoch_tokens, stream.epoch_tokens)
+    assert np.array_equal(np.sort(second), np.sort(b)) and not np.array_equal(second, b)
+    assert len(stream._open) <= 2 * window  # the shards a reader keeps open
+
+
+def test_a_resumed_state_must_have_the_same_shuffle_window(manifest):
+    state = MixtureDataset(manifest, shuffle_shards=2).state_dict(3)
+    with pytest.raises(ValueError, match="shuffle_shards"):
+        MixtureDataset(manifest).load_state_dict(state)
+    MixtureDataset(manifest, shuffle_shards=2).load_state_dict(state)
+
+
+def _to_object_store(manifest, url: str) -> None:
+    """The work root of `manifest` copied onto an fsspec object store (the manifest, its tokenizer and shards)."""
+    import fsspec
+
+    root = manifest.parent.parent.parent
+    fs, base = fsspec.core.url_to_fs(url)
+    for p in root.rglob("*"):
+        rel = p.relative_to(root).as_posix()
+        if p.is_file() and rel.startswith(("manifests/", "tokens/", "tokenizer/")):
+            fs.pipe_file(f"{base}/{rel}", p.read_bytes())
+
+
+def _cached(cache) -> int:
+    return sum(p.stat().st_size for p in cache.rglob("tokens/**/*") if p.is_file())
+
+
+def test_a_manifest_on_object_storage_streams_through_a_bounded_cache(manifest, tmp_path, monkeypatch):
+    """The loader fetches each shard when it first needs it, into a cache that never holds more than
+    CURATE_CACHE_BYTES, and gives the samples the local manifest gives."""
+    from curate.schemas.manifest import Manifest
+
+    _to_object_store(manifest, "memory://bounded")
+    m = Manifest.model_validate_json(manifest.read_text())
+    sizes = sorted((r.bytes for s in m.sources for r in s.shards), reverse=True)
+    limit = sizes[0] + sizes[1]
+    monkeypatch.setenv("CURATE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CURATE_CACHE_BYTES", str(limit))
+    with pytest.warns(UserWarning, match="shard cache holds"):
+        remote = MixtureDataset("memory://bounded/manifests/default", seq_len=63, shuffle_shards=1)
+    local = MixtureDataset(manifest, seq_len=63, shuffle_shards=1)
+    high = 0
+    for i in range(0, len(local), max(1, len(local) // 300)):
+        assert torch.equal(remote.sample(i)["input_ids"], local.sample(i)["input_ids"]), i
+        high = max(high, _cached(tmp_path / "cache"))
+    assert 0 < high <= limit < sum(sizes)
+
+
+def test_the_cache_forgets_the_least_recently_used_shard(tmp_path):
+    import hashlib
+
+    import fsspec
+
+    from curate.tasks.train.shard_cache import ShardCache
+
+    fs = fsspec.filesystem("memory")
+    blobs = {f"tokens/{n}.arrow": (n * 40).encode() for n in "abcd"}
+    for rel, data in blobs.items():
+        fs.pipe_file(f"/lru/{rel}", data)
+    cache = ShardCache("memory://lru", tmp_path / "c", limit=100)
+
+    def get(n):
+        rel = f"tokens/{n}.arrow"
+        return cache.get(rel, hashlib.sha256(blobs[rel]).hexdigest(), len(blobs[rel])).read_bytes()
+
+    assert get("a") == blobs["tokens/a.arrow"] and get("b")
+    time.sleep(0.01)
+    get("a")  # used again: b is now the least recently used
+    get("c")
+    assert sorted(p.name for _, _, p in cache.cached()) == ["a.arrow", "c.arrow"]
+    with pytest.raises(StorageError, match="sha256"):
+        cache.get("tokens/d.arrow", "0" * 64, 40)
+    assert not (tmp_path / "c" / "tokens" / "d.arrow").exists()
+
+
+def test_the_cache_size_reads_as_a_user_writes_it():
+    from curate.tasks.train.shard_cache import DEFAULT_CACHE_BYTES, cache_bytes
+
+    assert cache_bytes("8G") == 8 << 30 and cache_bytes("500M") == 500 << 20 and cache_bytes("1234") == 1234
+    assert cache_bytes("1.5GiB") == int(1.5 * (1 << 30)) and cache_bytes("") == DEFAULT_CACHE_BYTES
+    with pytest.raises(StorageError, match="is not a size"):
+        cache_bytes("lots")

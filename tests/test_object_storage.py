@@ -137,8 +137,29 @@ def test_a_shard_changed_on_s3_is_refused_by_the_loader(s3, runs, tmp_path, monk
     shard = manifest["sources"][0]["shards"][0]["path"]
     s3.pipe_file(f"curate/tampered/{shard}", s3.cat_file(f"curate/tampered/{shard}")[:-8] + b"\0" * 8)
     monkeypatch.setenv("CURATE_CACHE", str(tmp_path / "cache"))
-    with pytest.raises(ManifestError, match="sha256"):
-        MixtureDataset("s3://curate/tampered/manifests/default/v0001.json", seq_len=64)
+    ds = MixtureDataset("s3://curate/tampered/manifests/default/v0001.json", seq_len=64)
+    with pytest.raises(ManifestError, match="sha256"):  # when the shard is first read
+        ds.domain_stream(0).read(0, 64)
+    assert not list((tmp_path / "cache").rglob("*.arrow"))  # never cached
+
+
+def test_dataloader_workers_stream_an_s3_manifest_through_a_bounded_cache(s3, runs, tmp_path, monkeypatch):
+    """Two DataLoader worker processes read the shards from S3 themselves, through one cache folder bounded in
+    bytes, and give the batches the local manifest gives."""
+    from curate.tasks.train.loader import MixtureDataset
+
+    tmp, _ = runs
+    local = MixtureDataset(tmp / "local" / "manifests" / "default", seq_len=64, batch_size=4, shuffle_shards=1)
+    sizes = sorted((r.bytes for s in local.manifest.sources for r in s.shards), reverse=True)
+    monkeypatch.setenv("CURATE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CURATE_CACHE_BYTES", str(sizes[0] + sizes[1]))
+    with pytest.warns(UserWarning, match="shard cache holds"):
+        remote = MixtureDataset("s3://curate/work/manifests/default", seq_len=64, batch_size=4, shuffle_shards=1)
+    want = [b["input_ids"] for b in local.loader(num_workers=0)]
+    got = [b["input_ids"] for b in remote.loader(num_workers=2, persistent_workers=False)]
+    assert len(got) == len(want) > 0 and all(a.equal(b) for a, b in zip(got, want))
+    cached = sum(p.stat().st_size for p in (tmp_path / "cache").rglob("*.arrow"))
+    assert 0 < cached <= sizes[0] + sizes[1] < sum(sizes)
 
 
 def test_two_runs_cannot_share_an_s3_work_root(s3, runs, tmp_path):

@@ -342,7 +342,7 @@ def stage_input(url: str) -> Path:
     return mirror.local
 
 
-def _fetch_verified(fs, remote: str, dest: Path, sha256: str) -> None:
+def fetch_verified(fs, remote: str, dest: Path, sha256: str) -> None:
     """`remote` at `dest`, unless a copy with this sha256 is there already; a download of other bytes is refused."""
 
     if dest.is_file() and sha256_file(dest) == sha256:
@@ -372,11 +372,43 @@ def _newest_version(fs, folder: str, url: str) -> str:
     return f"{folder}/{found[-1]}"
 
 
+REMOTE_RECORD = ".remote"
+
+
+def remote_of(local_root: Path) -> str | None:
+    """The object-storage URL whose dataset cache `local_root` is (fetch_manifest records it beside the folder), or
+    None for a local dataset. A record whose URL does not hash to the folder's name is not believed."""
+    local_root = Path(local_root)
+    try:
+        url = local_root.with_name(local_root.name + REMOTE_RECORD).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return url if cache_dir("datasets", url).resolve() == local_root.resolve() else None
+
+
+def remote_sizes(url: str, rels: list[str]) -> dict[str, int | None]:
+    """Size of each object `url/rel` (None: absent), by one listing per folder rather than a request per object."""
+    fs, root = filesystem(url.rstrip("/"))
+    listed: dict[str, dict[str, int]] = {}
+    out = {}
+    for rel in rels:
+        folder = rel.rsplit("/", 1)[0] if "/" in rel else ""
+        if folder not in listed:
+            try:
+                found = fs.ls(f"{root}/{folder}".rstrip("/"), detail=True)
+            except FileNotFoundError:
+                found = []
+            listed[folder] = {info["name"].rstrip("/").rsplit("/", 1)[-1]: int(info.get("size") or 0)
+                              for info in found if info.get("type", "file") == "file"}
+        out[rel] = listed[folder].get(rel.rsplit("/", 1)[-1])
+    return out
+
+
 def fetch_manifest(url: str) -> Path:
-    """A manifest on object storage (a version file, or a manifests/<name> folder: its newest version) and every
-    shard and the tokenizer it names, in a local cache that mirrors the work root's layout; each file is checked
-    against the manifest's sha256 (a cached copy is used again when it still matches). Returns the local version
-    file, which every reader of a local manifest takes as it is."""
+    """A manifest on object storage (a version file, or a manifests/<name> folder: its newest version) and its
+    tokenizer, in a local cache that mirrors the work root's layout (the tokenizer checked against the manifest's
+    sha256). Its shards are fetched when a reader opens them, through the dataset's bounded cache
+    (tasks/train/shard_cache.py). Returns the local version file, which every reader takes as a local one."""
 
     fs, path = filesystem(url.rstrip("/"))
     if not path.endswith(".json"):
@@ -385,24 +417,26 @@ def fetch_manifest(url: str) -> Path:
     if len(parts) < 4 or parts[-3] != "manifests":
         raise StorageError(f"{url}: a manifest lives at <work root>/manifests/<name>/vNNNN.json")
     root, rel_manifest = "/".join(parts[:-3]), "/".join(parts[-3:])
-    local_root = cache_dir("datasets", f"{fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]}://{root}")
+    root_url = f"{fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]}://{root}"
+    local_root = cache_dir("datasets", root_url)
     local_manifest = local_root / rel_manifest
     try:
         data = fs.cat_file(path)
     except FileNotFoundError:
         raise StorageError(f"manifest not found: {url}") from None
     manifest = Manifest.model_validate_json(data)
-    for source in manifest.sources:
-        for shard in [*source.shards, *source.validation_shards]:
-            _fetch_verified(fs, f"{root}/{shard.path}", inside(local_root, shard.path, f"{url}: a shard path"),
-                            shard.sha256)
     if not Path(manifest.tokenizer.path).is_absolute():
-        _fetch_verified(fs, f"{root}/{manifest.tokenizer.path}",
+        fetch_verified(fs, f"{root}/{manifest.tokenizer.path}",
                         inside(local_root, manifest.tokenizer.path, f"{url}: its tokenizer path"),
                         manifest.tokenizer.sha256)
     local_manifest.parent.mkdir(parents=True, exist_ok=True)
-    if not (local_manifest.is_file() and local_manifest.read_bytes() == data):
-        tmp = local_manifest.with_name(f".{local_manifest.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, local_manifest)
+    _write_if_changed(local_root.with_name(local_root.name + REMOTE_RECORD), root_url.encode())
+    _write_if_changed(local_manifest, data)
     return local_manifest
+
+
+def _write_if_changed(dest: Path, data: bytes) -> None:
+    if not (dest.is_file() and dest.read_bytes() == data):
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, dest)

@@ -20,14 +20,20 @@ from __future__ import annotations
 
 import functools
 import itertools
+import warnings
+from collections import OrderedDict
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from curate.tasks.train.manifests import ManifestError, load_manifest, open_shard, resolve_manifest, source_rows
+from curate.tasks.engine.storage import remote_of
+from curate.tasks.train.manifests import (ManifestError, dataset_root, load_manifest, open_shard, resolve_manifest,
+                                           source_rows)
+from curate.tasks.train.shard_cache import cache_bytes
 from curate.tasks.train.schedule import CHUNK, Schedule, largest_remainder
 
 STATE_VERSION = 1
@@ -35,49 +41,99 @@ GROUP_TOKENS = 1 << 19  # tokens a MixtureLoader worker sends per message (see M
 
 
 class _DomainStream:
-    """One source's documents, memory-mapped, as an endless stream of epochs in seeded orders (a source by language
-    takes some rows of each shard: `rows`)."""
+    """One source's documents as an endless stream of epochs, each in a seeded order. An epoch takes the source's
+    shards in windows of `window` shards (None: one window of them all, in manifest order; else the shards in a seeded
+    order, cut into windows) and each window's documents in a seeded order (Mosaic Streaming's shuffle blocks). Only
+    the windows being read have their shards open (memory-mapped; for a dataset on object storage, fetched through the
+    bounded cache), at most two windows' worth whatever the source's size. Where the stream is in an epoch is found
+    from the manifest's token counts, which each shard is checked against when it opens."""
 
-    def __init__(self, tables: list[pa.Table], seed: int, index: int, rows: list[np.ndarray] | None = None):
-        self.values, self.offsets, self.rows = [], [], []
-        for k, table in enumerate(tables):
-            tokens = table.column("tokens").combine_chunks()
-            self.values.append(tokens.values.to_numpy(zero_copy_only=True))
-            self.offsets.append(tokens.offsets.to_numpy())
-            self.rows.append(rows[k] if rows is not None else np.arange(len(self.offsets[-1]) - 1))
-        self.doc_starts = np.cumsum([0] + [len(r) for r in self.rows])
-        self.lengths = np.concatenate([np.diff(o)[r] for o, r in zip(self.offsets, self.rows)]).astype(np.int64) \
-            if self.rows else np.zeros(0, np.int64)
-        self.epoch_tokens = int(self.lengths.sum())
+    def __init__(self, opener: Callable[[int], tuple[np.ndarray, np.ndarray, np.ndarray]], tokens: list[int],
+                 seed: int, index: int, window: int | None = None):
+        self.opener, self.tokens = opener, np.asarray(tokens, dtype=np.int64)
+        self.window = min(window or len(tokens), len(tokens)) or 1
+        self.epoch_tokens = int(self.tokens.sum())
         self.seed, self.index = seed, index
-        self._epochs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._epochs: dict[int, tuple[list[np.ndarray], np.ndarray]] = {}  # e -> (windows' shards, their token ends)
+        self._windows: dict[tuple[int, int], tuple] = {}  # (e, w) -> (shards, doc starts, order, token ends)
+        self._open: OrderedDict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
 
-    def _epoch(self, e: int) -> tuple[np.ndarray, np.ndarray]:
+    def _shard(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(token values, offsets, rows taken) of shard k, opened when first needed; the least recently used of more
+        than two windows' shards is closed."""
+        if k in self._open:
+            self._open.move_to_end(k)
+            return self._open[k]
+        values, offsets, rows = self.opener(k)
+        if (held := int(np.diff(offsets)[rows].sum())) != self.tokens[k]:
+            raise ManifestError(f"shard {k} of source {self.index} holds {held} tokens, the manifest {self.tokens[k]}")
+        self._open[k] = (values, offsets, rows)
+        while len(self._open) > 2 * self.window:
+            self._open.popitem(last=False)
+        return self._open[k]
+
+    @staticmethod
+    def _keep_two(cache: dict, key) -> None:
+        if len(cache) >= 2 and key not in cache:  # a reader only ever straddles two epochs (windows)
+            cache.pop(min(cache))
+
+    def _epoch(self, e: int) -> tuple[list[np.ndarray], np.ndarray]:
         if e not in self._epochs:
-            if len(self._epochs) >= 2:  # a reader only ever straddles two epochs
-                self._epochs.pop(min(self._epochs))
-            order = np.random.default_rng([self.seed, self.index, e]).permutation(len(self.lengths))
-            self._epochs[e] = (order, np.cumsum(self.lengths[order]))
+            self._keep_two(self._epochs, e)
+            n = len(self.tokens)
+            order = np.arange(n) if self.window >= n else \
+                np.random.default_rng([self.seed, self.index, e, 0]).permutation(n)
+            windows = [order[i: i + self.window] for i in range(0, n, self.window)]
+            self._epochs[e] = (windows, np.cumsum([self.tokens[w].sum() for w in windows]))
         return self._epochs[e]
 
-    def _doc(self, g: int) -> np.ndarray:
-        s = int(np.searchsorted(self.doc_starts, g, side="right") - 1)
-        local = self.rows[s][g - self.doc_starts[s]]
-        return self.values[s][self.offsets[s][local]: self.offsets[s][local + 1]]
+    def _window(self, e: int, w: int) -> tuple:
+        if (e, w) not in self._windows:
+            self._keep_two(self._windows, (e, w))
+            shards = self._epoch(e)[0][w]
+            opened = [self._shard(int(k)) for k in shards]
+            lengths = np.concatenate([np.diff(o)[r] for _, o, r in opened]).astype(np.int64)
+            starts = np.cumsum([0] + [len(r) for _, _, r in opened])
+            # One window (the default): the seeded order of every document, as before windows existed.
+            rng = np.random.default_rng([self.seed, self.index, e] if len(shards) == len(self.tokens)
+                                        else [self.seed, self.index, e, w + 1])
+            order = rng.permutation(len(lengths))
+            self._windows[(e, w)] = (shards, starts, order, np.cumsum(lengths[order]))
+        return self._windows[(e, w)]
 
     def read(self, start: int, n: int, out: np.ndarray | None = None) -> np.ndarray:
         out = np.empty(n, dtype=np.int64) if out is None else out
         filled = 0
         while filled < n:
             e, pos = divmod(start + filled, self.epoch_tokens)
-            order, cum = self._epoch(e)
+            ends = self._epoch(e)[1]
+            w = int(np.searchsorted(ends, pos, side="right"))
+            pos -= int(ends[w - 1]) if w else 0
+            shards, starts, order, cum = self._window(e, w)
             k = int(np.searchsorted(cum, pos, side="right"))
-            begin = pos - (cum[k - 1] if k else 0)
-            doc = self._doc(int(order[k]))[begin:]
+            g = int(order[k])
+            s = int(np.searchsorted(starts, g, side="right") - 1)
+            values, offsets, rows = self._shard(int(shards[s]))
+            row = rows[g - starts[s]]
+            doc = values[offsets[row] + pos - (cum[k - 1] if k else 0): offsets[row + 1]]
             take = min(len(doc), n - filled)
             out[filled: filled + take] = doc[:take]
             filled += take
         return out
+
+
+class _ShardOpener:
+    """Opens a source's k-th shard for its stream (checked as every reader checks it): picklable, so that a stream
+    is made inside each DataLoader worker."""
+
+    def __init__(self, manifest_path: Path, manifest, domain: str, refs: list):
+        self.manifest_path, self.manifest, self.domain, self.refs = manifest_path, manifest, domain, refs
+
+    def __call__(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        table = open_shard(self.manifest_path, self.manifest, self.domain, self.refs[k], "train")
+        tokens = table.column("tokens").combine_chunks()
+        return (tokens.values.to_numpy(zero_copy_only=True), tokens.offsets.to_numpy(),
+                source_rows(table, self.refs[k]))
 
 
 def _sampling_weights(m, weights: list[float] | None, manifest) -> list[float]:
@@ -89,6 +145,19 @@ def _sampling_weights(m, weights: list[float] | None, manifest) -> list[float]:
     if empty := [s.domain for s, w in zip(m.sources, weights) if w > 0 and not s.available_tokens]:
         raise ManifestError(f"{manifest}: weight given to domains without tokens: {empty}")
     return [float(w) for w in weights]
+
+
+def _warn_if_cache_too_small(manifest_path: Path, m, window: int | None) -> None:
+    """For a dataset on object storage: a warning when the shard cache cannot hold two windows of every domain's
+    largest shards (what readers keep open), as shards would then be fetched again and again."""
+    if remote_of(dataset_root(manifest_path)) is None:
+        return
+    need = sum(sum(sorted((r.bytes for r in s.shards), reverse=True)[: 2 * (window or len(s.shards))])
+               for s in m.sources if s.weight > 0)
+    if need > (limit := cache_bytes()):
+        warnings.warn(f"{manifest_path}: the shard cache holds {limit / 2**30:.1f} GiB (CURATE_CACHE_BYTES), the "
+                      f"readers keep up to {need / 2**30:.1f} GiB of shards open: raise it, or shuffle within fewer "
+                      "shards (shuffle_shards)", stacklevel=3)
 
 
 def _rank(rank: int | None, world_size: int | None) -> tuple[int, int, bool]:
@@ -106,9 +175,12 @@ class MixtureDataset(IterableDataset):
     def __init__(self, manifest: str | Path, seq_len: int | None = None, seed: int | None = None,
                  sampling: str = "interleave", batch_size: int = 1, rank: int | None = None,
                  world_size: int | None = None, tokenizer_sha256: str | None = None,
-                 weights: list[float] | None = None):
+                 weights: list[float] | None = None, shuffle_shards: int | None = None):
         """`weights` (in the manifest's source order) replaces the manifest's for sampling: DoReMi's proxy, for
-        one, samples its domains uniformly from the same shards. Every shard is checked when first read."""
+        one, samples its domains uniformly from the same shards. `shuffle_shards`: documents are shuffled within
+        windows of this many shards, the shards in a seeded order each epoch (None: across every shard of a domain).
+        A reader then holds two windows of shards per domain, which is what a dataset on object storage needs in its
+        cache. Every shard is checked when first read."""
         self.manifest_path = resolve_manifest(manifest)
         m = load_manifest(self.manifest_path, tokenizer_sha256=tokenizer_sha256)
         if sampling not in ("interleave", "multinomial"):
@@ -122,6 +194,10 @@ class MixtureDataset(IterableDataset):
         if self.n_samples == 0:
             raise ManifestError(f"{manifest}: a budget of {m.budget.total_tokens} tokens holds no sequence of "
                                 f"{self.seq_len + 1}")
+        if shuffle_shards is not None and shuffle_shards < 1:
+            raise ValueError(f"shuffle_shards must be a number of shards (1 or more), not {shuffle_shards}")
+        self.shuffle_shards = shuffle_shards
+        _warn_if_cache_too_small(self.manifest_path, m, shuffle_shards)
         self.rank, self.world_size, self.distributed = _rank(rank, world_size)
         self.start = 0  # samples of this rank already consumed (load_state_dict sets it)
         self._streams: dict[int, _DomainStream] | None = None
@@ -140,9 +216,8 @@ class MixtureDataset(IterableDataset):
             self._streams = {}
         if d not in self._streams:  # opened lazily, inside each worker: memory maps are not pickled
             src = self.manifest.sources[d]
-            tables = [open_shard(self.manifest_path, self.manifest, src.domain, ref, "train") for ref in src.shards]
-            rows = [source_rows(t, ref) for t, ref in zip(tables, src.shards)]
-            self._streams[d] = _DomainStream(tables, self.seed, d, rows)
+            self._streams[d] = _DomainStream(_ShardOpener(self.manifest_path, self.manifest, src.domain, src.shards),
+                                             [ref.tokens for ref in src.shards], self.seed, d, self.shuffle_shards)
         return self._streams[d]
 
     def _make(self, i: int, d: int, within: int) -> dict[str, torch.Tensor]:
@@ -211,7 +286,7 @@ class MixtureDataset(IterableDataset):
         """What a checkpoint needs: this rank has consumed `samples_consumed` samples since iteration began."""
         return {"version": STATE_VERSION, "fingerprint": self.manifest.fingerprint, "seed": self.seed,
                 "seq_len": self.seq_len, "sampling": self.sampling, "rank": self.rank, "world_size": self.world_size,
-                "weights": self.weights,
+                "weights": self.weights, "shuffle_shards": self.shuffle_shards,
                 "samples_seen": self.start + int(samples_consumed)}
 
     def load_state_dict(self, state: dict, allow_other_manifest: bool = False) -> None:
@@ -227,7 +302,7 @@ class MixtureDataset(IterableDataset):
         if state["fingerprint"] != self.manifest.fingerprint and not allow_other_manifest:
             raise ManifestError(f"the state was saved on manifest {state['fingerprint'][:12]}, this is "
                                 f"{self.manifest.fingerprint[:12]}: pass allow_other_manifest=True to resume anyway")
-        for key in ("seed", "seq_len", "sampling", "world_size", "weights"):
+        for key in ("seed", "seq_len", "sampling", "world_size", "weights", "shuffle_shards"):
             if state.get(key, getattr(self, key)) != getattr(self, key):
                 raise ValueError(f"the state was saved with {key}={state[key]!r}, this loader has {getattr(self, key)!r}")
         self.start = int(state["samples_seen"])

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from curate.schemas.manifest import MANIFEST_VERSION, Budget, Exports, Manifest, ShardRef, Source, TokenizerRef
 from curate.schemas.shards import META_DOMAIN, META_SPLIT, META_TOKENIZER_SHA
 from curate.tasks.engine.files import sha256_file
-from curate.tasks.engine.storage import StorageError, fetch_manifest, is_remote
+from curate.tasks.engine.storage import StorageError, fetch_manifest, is_remote, remote_of, remote_sizes
 
 ROOT_FROM_MANIFEST = "../.."
 
@@ -93,17 +93,36 @@ def versions(folder: Path) -> list[int]:
 
 
 def shard_path(manifest_path: Path, rel: str) -> Path:
-    root = (manifest_path.parent / ROOT_FROM_MANIFEST).resolve()
+    root = dataset_root(manifest_path)
     path = (root / rel).resolve()
     if root not in path.parents:
         raise ManifestError(f"{manifest_path}: the path {rel!r} escapes the dataset root {root}")
     return path
 
 
+def dataset_root(manifest_path: Path) -> Path:
+    return (Path(manifest_path).parent / ROOT_FROM_MANIFEST).resolve()
+
+
+def shard_file(manifest_path: Path, ref: ShardRef) -> Path:
+    """The local file of a shard: in the dataset root, or, for a manifest read from object storage, through the
+    dataset's bounded cache (downloaded and checked on first use: tasks/train/shard_cache.py)."""
+    path = shard_path(manifest_path, ref.path)
+    if (url := remote_of(dataset_root(manifest_path))) is None:
+        return path
+    from curate.tasks.train.shard_cache import ShardCache  # only readers of object storage need it
+
+    try:
+        return ShardCache(url, dataset_root(manifest_path)).get(ref.path, ref.sha256, ref.bytes)
+    except (StorageError, OSError) as err:
+        raise ManifestError(f"{manifest_path}: shard {ref.path} cannot be fetched from {url}: {err}") from None
+
+
 def resolve_manifest(path: str | Path) -> Path:
     """A version file as given, or a manifest folder's newest version file (never a path read from a file: a
     latest.json pointing elsewhere cannot send a reader out of the folder). On object storage (s3://...): the
-    version and its shards fetched into a local cache and checked by sha256 (tasks/engine/storage.py)."""
+    version and its tokenizer fetched into a local cache (tasks/engine/storage.py); its shards are fetched when read
+    (shard_file)."""
     if is_remote(path):
         try:
             return fetch_manifest(str(path))
@@ -138,26 +157,46 @@ def load_manifest(path: str | Path, verify: bool = False, tokenizer_sha256: str 
     if tokenizer_sha256 and tokenizer_sha256 != manifest.tokenizer.sha256:
         raise ManifestError(f"{path}: tokenizer mismatch: the manifest's is {manifest.tokenizer.sha256[:12]}, "
                             f"the caller's {tokenizer_sha256[:12]}")
-    for src in manifest.sources:
-        for sh in src.shards + src.validation_shards:
-            p = shard_path(path, sh.path)
-            if not p.is_file():
-                raise ManifestError(f"{path}: shard of {src.domain!r} missing: {p}")
-            if p.stat().st_size != sh.bytes:
-                raise ManifestError(f"{path}: shard {p} has {p.stat().st_size} bytes, the manifest says {sh.bytes}")
-            if verify and sha256_file(p) != sh.sha256:
-                raise ManifestError(f"{path}: shard {p} is corrupt: its sha256 does not match the manifest")
+    refs = [(src.domain, sh) for src in manifest.sources for sh in src.shards + src.validation_shards]
+    sizes = _shard_sizes(path, [sh for _, sh in refs])
+    for (domain, sh), (where, size) in zip(refs, sizes):
+        if size is None:
+            raise ManifestError(f"{path}: shard of {domain!r} missing: {where}")
+        if size != sh.bytes:
+            raise ManifestError(f"{path}: shard {where} has {size} bytes, the manifest says {sh.bytes}")
+        if verify and sha256_file(shard_file(path, sh)) != sh.sha256:
+            raise ManifestError(f"{path}: shard {where} is corrupt: its sha256 does not match the manifest")
     return manifest
+
+
+def _shard_sizes(path: Path, refs: list[ShardRef]) -> list[tuple[str, int | None]]:
+    """(where, bytes or None when absent) of each shard: a file's size, or on object storage the listed object's."""
+    if (url := remote_of(dataset_root(path))) is not None:
+        try:
+            sizes = remote_sizes(url, [sh.path for sh in refs])
+        except (StorageError, OSError) as err:
+            raise ManifestError(f"{path}: the shards on {url} cannot be listed: {err}") from None
+        return [(f"{url}/{sh.path}", sizes[sh.path]) for sh in refs]
+    out = []
+    for sh in refs:
+        p = shard_path(path, sh.path)
+        out.append((str(p), p.stat().st_size if p.is_file() else None))
+    return out
 
 
 def open_shard(manifest_path: Path, manifest: Manifest, domain: str, ref: ShardRef, split: str) -> pa.Table:
     """A shard, memory-mapped, after checking what is read is what the manifest names: its bytes' sha256, and its
     own metadata's domain, split and tokenizer. Called by every reader when it first opens a shard."""
-    p = shard_path(manifest_path, ref.path)
-    try:
-        source = pa.memory_map(str(p), "r")
-    except OSError as err:
-        raise ManifestError(f"{manifest_path}: shard of {domain!r} cannot be opened: {p} ({err})") from None
+    for attempt in (1, 2):  # a cached shard another reader evicted between the two steps: fetched again
+        p = shard_file(manifest_path, ref)
+        try:
+            source = pa.memory_map(str(p), "r")
+            break
+        except FileNotFoundError as err:
+            if attempt == 2:
+                raise ManifestError(f"{manifest_path}: shard of {domain!r} cannot be opened: {p} ({err})") from None
+        except OSError as err:
+            raise ManifestError(f"{manifest_path}: shard of {domain!r} cannot be opened: {p} ({err})") from None
     if source.size() != ref.bytes or hashlib.sha256(source.read_buffer()).hexdigest() != ref.sha256:
         raise ManifestError(f"{manifest_path}: shard {p} is corrupt or changed: its bytes do not match the manifest's "
                             "sha256")
