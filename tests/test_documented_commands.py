@@ -22,7 +22,8 @@ from tests.conftest import REPO, SAMPLE
 pytestmark = pytest.mark.slow
 DOCS = (REPO / "README.md", REPO / "deploy" / "README.md")
 BIN = Path(sys.executable).parent  # the virtualenv's `curate` and `prefect`, as `make` installs them
-PROGRAMS = ("curate", "make", "prefect", "docker", "touch", "eval", "export", "python", "python3", "pip")
+PROGRAMS = ("curate", "make", "prefect", "docker", "touch", "eval", "export", "python", "python3", "pip",
+            "kubectl")
 TINY = "tokenize:\n  vocab_size: 1000\nproxy:\n  n_layer: 1\n  n_embd: 32\n  seq_len: 64\n  eval_interval: 2\n" \
        "  eval_blocks: 2\n  checkpoint_interval: 2\n  warmup_steps: 1\nlearn:\n  regmix_runs: 6\n"
 
@@ -129,6 +130,11 @@ RUNS: dict[str, str] = {
     "curate server retry <name> --work out": "cd {w}/svc && curate server retry notes-only --work out",
     "curate server down": "cd {w}/svc && curate server down",
     "docker compose -f deploy/docker-compose.yml up -d": "",  # no Docker engine here: checked below
+    # No Slurm here: the scheduler it starts, and the job script run by hand, are tested in tests/test_deploy.py.
+    "python deploy/slurm/slurm_cluster.py --jobs 8 --cores 16 --memory 64GB --queue normal":
+        "(timeout -s INT 20 python deploy/slurm/slurm_cluster.py --jobs 0 --cores 2 --memory 4GB --queue normal "
+        "--port {port2} --host 127.0.0.1; true) | grep 'runner.address tcp://127.0.0.1'",
+    "kubectl apply -n curate -f deploy/kubernetes/daskcluster.yaml": "",  # no cluster here: tests/test_deploy.py
 }
 
 
