@@ -55,7 +55,8 @@ class _DomainStream:
         self.epoch_tokens = int(self.tokens.sum())
         self.seed, self.index = seed, index
         self._epochs: dict[int, tuple[list[np.ndarray], np.ndarray]] = {}  # e -> (windows' shards, their token ends)
-        self._windows: dict[tuple[int, int], tuple] = {}  # (e, w) -> (shards, doc starts, order, token ends)
+        self._windows: dict[tuple[int, int], tuple] = {}  # (e, w) -> (shards opened, doc starts, order, token ends)
+        self._last_key, self._last = None, None  # the window read last
         self._open: OrderedDict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
 
     def _shard(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -88,32 +89,37 @@ class _DomainStream:
         return self._epochs[e]
 
     def _window(self, e: int, w: int) -> tuple:
-        if (e, w) not in self._windows:
-            self._keep_two(self._windows, (e, w))
-            shards = self._epoch(e)[0][w]
-            opened = [self._shard(int(k)) for k in shards]
-            lengths = np.concatenate([np.diff(o)[r] for _, o, r in opened]).astype(np.int64)
-            starts = np.cumsum([0] + [len(r) for _, _, r in opened])
-            # One window (the default): the seeded order of every document, as before windows existed.
-            rng = np.random.default_rng([self.seed, self.index, e] if len(shards) == len(self.tokens)
-                                        else [self.seed, self.index, e, w + 1])
-            order = rng.permutation(len(lengths))
-            self._windows[(e, w)] = (shards, starts, order, np.cumsum(lengths[order]))
-        return self._windows[(e, w)]
+        """(its shards opened, where each one's documents start, the documents' order, token ends in that order)."""
+        if (e, w) != self._last_key:
+            if (e, w) not in self._windows:
+                self._keep_two(self._windows, (e, w))
+                shards = self._epoch(e)[0][w]
+                opened = [self._shard(int(k)) for k in shards]
+                lengths = np.concatenate([np.diff(o)[r] for _, o, r in opened]).astype(np.int64)
+                starts = np.cumsum([0] + [len(r) for _, _, r in opened])
+                # One window (the default): the seeded order of every document, as before windows existed.
+                rng = np.random.default_rng([self.seed, self.index, e] if len(shards) == len(self.tokens)
+                                            else [self.seed, self.index, e, w + 1])
+                order = rng.permutation(len(lengths))
+                self._windows[(e, w)] = (opened, starts, order, np.cumsum(lengths[order]))
+            self._last_key, self._last = (e, w), self._windows[(e, w)]
+        return self._last
 
     def read(self, start: int, n: int, out: np.ndarray | None = None) -> np.ndarray:
         out = np.empty(n, dtype=np.int64) if out is None else out
         filled = 0
         while filled < n:
             e, pos = divmod(start + filled, self.epoch_tokens)
-            ends = self._epoch(e)[1]
-            w = int(np.searchsorted(ends, pos, side="right"))
-            pos -= int(ends[w - 1]) if w else 0
-            shards, starts, order, cum = self._window(e, w)
+            w = 0
+            if self.window < len(self.tokens):
+                ends = self._epoch(e)[1]
+                w = int(np.searchsorted(ends, pos, side="right"))
+                pos -= int(ends[w - 1]) if w else 0
+            opened, starts, order, cum = self._window(e, w)
             k = int(np.searchsorted(cum, pos, side="right"))
             g = int(order[k])
             s = int(np.searchsorted(starts, g, side="right") - 1)
-            values, offsets, rows = self._shard(int(shards[s]))
+            values, offsets, rows = opened[s]
             row = rows[g - starts[s]]
             doc = values[offsets[row] + pos - (cum[k - 1] if k else 0): offsets[row + 1]]
             take = min(len(doc), n - filled)
