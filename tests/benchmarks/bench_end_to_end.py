@@ -91,16 +91,19 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--no-training-run", action="store_true", help="time only the run with a tokenizer supplied")
     ap.add_argument("--curate", help="the command to time instead of this environment's `curate` (another build)")
+    ap.add_argument("--tokenizer", type=Path, help="the tokenizer to supply (default: a first run's on two corpora)")
     args = ap.parse_args()
     if args.curate:
         CURATE[:] = shlex.split(args.curate)
     files = sorted(args.corpora.glob("*.jsonl.gz"))
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:  # a tokenizer to supply: the first run's own
-        subprocess.run([*CURATE, "run", *map(str, files[:2]), "--out", str(Path(tmp) / "w")], check=True,
-                       capture_output=True, env={k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")})
+        if not args.tokenizer:
+            subprocess.run([*CURATE, "run", *map(str, files[:2]), "--out", str(Path(tmp) / "w")], check=True,
+                           capture_output=True,
+                           env={k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")})
         tok = Path(tmp) / "tokenizer.model"
-        tok.write_bytes((Path(tmp) / "w" / "tokenizer" / "tokenizer.model").read_bytes())
+        tok.write_bytes((args.tokenizer or Path(tmp) / "w" / "tokenizer" / "tokenizer.model").read_bytes())
         cfg = Path(tmp) / "tok.yaml"
         cfg.write_text(f"tokenize:\n  tokenizer: {tok}\n")
         parts = floor(files, tok)

@@ -9,6 +9,10 @@
   the first batch) and start-up (time to the first batch) reported apart.
 
 With no --manifest, the work root bench-out/shared is curated from ../shared/corpora first (minutes, once).
+
+`--s3`: the same manifest streamed from object storage (a moto S3 server on loopback, started here), in process,
+beside the local manifest in the same run: a cold cache, a warm one, and a cache of a quarter of the shards with
+`shuffle_shards=1`, each with the bytes downloaded per byte of shards read and the number of downloads.
 """
 from __future__ import annotations
 
@@ -82,9 +86,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batches", type=int, default=2000, help="batches per DataLoader measurement")
+    ap.add_argument("--s3", action="store_true", help="stream the manifest from an S3 server on loopback instead")
     args = ap.parse_args()
     path = resolve_manifest(args.manifest or default_manifest())
     m = load_manifest(path)
+    if args.s3:
+        return streamed(path, m, args)
     seq = args.seq_len - 1  # samples of seq_len tokens: inputs seq, labels seq, block seq + 1
     w = args.workers
     rows: dict[str, list[float]] = {"raw read": [], "+ blocks": [], "in process": [], f"{w} workers": [],
@@ -116,6 +123,76 @@ def main() -> None:
     inproc = statistics.median(rows["in process"])
     print(f"in process / (+ blocks): {inproc / blocks_rate:.2f} (target >= 0.5); {w} workers / in process, median of "
           f"per-repeat ratios: {ratio:.2f} (target >= 1.0)")
+
+
+def _moto(path: Path, m) -> tuple[subprocess.Popen, str]:
+    """A moto S3 server on loopback holding the manifest's work root (the version, its shards, its tokenizer)."""
+    import os
+    import urllib.request
+
+    import fsspec
+
+    from curate.flows.server import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="bench",
+                      AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(os.environ["AWS_ENDPOINT_URL"], timeout=1)
+            break
+        except OSError:
+            time.sleep(0.2)
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    fs.mkdir("bench")
+    root = path.parent.parent.parent
+    rels = [p.relative_to(root).as_posix() for p in (path, root / m.tokenizer.path)]
+    rels += [r.path for s in m.sources for r in s.shards + s.validation_shards]
+    for rel in rels:
+        fs.put_file(str(root / rel), f"bench/work/{rel}")
+    return proc, f"s3://bench/work/{path.relative_to(root).as_posix()}"
+
+
+def streamed(path: Path, m, args) -> None:
+    import os
+    import tempfile
+
+    from curate.tasks.engine import storage
+
+    seq, fetched = args.seq_len - 1, []
+    real = storage.fetch_verified
+
+    def counted(fs, remote, dest, sha256):  # counts what the cache downloads (it calls this once per download)
+        real(fs, remote, dest, sha256)
+        fetched.append(Path(dest).stat().st_size)
+
+    storage.fetch_verified = counted
+    import curate.tasks.train.shard_cache as shard_cache
+
+    shard_cache.fetch_verified = counted
+    proc, url = _moto(path, m)
+    total = sum(r.bytes for s in m.sources for r in s.shards)
+    try:
+        local = statistics.median(through(MixtureDataset(path, seq_len=seq, batch_size=args.batch).loader(),
+                                          args.batches)[0] for _ in range(args.repeats))
+        print(f"manifest {m.id}: {total / 1e6:,.1f} MB of train shards; local in process {local / 1e6:,.1f} M tokens/s")
+        with tempfile.TemporaryDirectory() as cache:
+            os.environ["CURATE_CACHE"] = cache
+            for label, kwargs, limit in (("cold cache", {}, None), ("warm cache", {}, None),
+                                         ("cache of 1/4, shuffle_shards=1", {"shuffle_shards": 1}, total // 4)):
+                if limit:
+                    os.environ["CURATE_CACHE_BYTES"] = str(limit)
+                    os.environ["CURATE_CACHE"] = tempfile.mkdtemp(dir=cache)
+                fetched.clear()
+                rate, start = through(MixtureDataset(url, seq_len=seq, batch_size=args.batch, **kwargs).loader(),
+                                      args.batches)
+                print(f"  s3, {label:<32} {rate / 1e6:8,.1f} M tokens/s ({rate / local:.2f}x local), first batch "
+                      f"{start:.2f} s, {len(fetched)} downloads, {sum(fetched) / 1e6:,.1f} MB")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 if __name__ == "__main__":

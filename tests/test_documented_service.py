@@ -1,0 +1,12 @@
+"""Documented commands, as tests/test_documented_commands.py runs them: the service's commands (deploy/README.md), in order, in a folder of their own. A file of
+their own, so that the suite's two processes run them beside the demo's commands."""
+import pytest
+
+from tests.test_documented_commands import check_documented_command, runnable, world  # noqa: F401 (the fixture)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("documented", runnable("service"))
+def test_documented_command_runs(documented, world):  # noqa: F811 (the fixture)
+    check_documented_command(documented, world)
