@@ -161,8 +161,8 @@ def _warn_if_cache_too_small(manifest_path: Path, m, window: int | None) -> None
     need = sum(sum(sorted((r.bytes for r in s.shards), reverse=True)[: 2 * (window or len(s.shards))])
                for s in m.sources if s.weight > 0)
     if need > (limit := cache_bytes()):
-        warnings.warn(f"{manifest_path}: the shard cache holds {limit / 2**30:.1f} GiB (CURATE_CACHE_BYTES), the "
-                      f"readers keep up to {need / 2**30:.1f} GiB of shards open: raise it, or shuffle within fewer "
+        warnings.warn(f"{manifest_path}: the shard cache holds {limit / 2**20:,.0f} MiB (CURATE_CACHE_BYTES), the "
+                      f"readers keep up to {need / 2**20:,.0f} MiB of shards open: raise it, or shuffle within fewer "
                       "shards (shuffle_shards)", stacklevel=3)
 
 

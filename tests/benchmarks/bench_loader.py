@@ -158,15 +158,18 @@ def _moto(path: Path, m) -> tuple[subprocess.Popen, str]:
 def streamed(path: Path, m, args) -> None:
     import os
     import tempfile
+    import warnings
 
     from curate.tasks.engine import storage
 
     seq, fetched = args.seq_len - 1, []
     real = storage.fetch_verified
 
-    def counted(fs, remote, dest, sha256):  # counts what the cache downloads (it calls this once per download)
+    def counted(fs, remote, dest, sha256):  # counts what is downloaded (a file there already with its sha256 is not)
+        before = Path(dest).stat().st_mtime_ns if Path(dest).is_file() else None
         real(fs, remote, dest, sha256)
-        fetched.append(Path(dest).stat().st_size)
+        if Path(dest).stat().st_mtime_ns != before:
+            fetched.append(Path(dest).stat().st_size)
 
     storage.fetch_verified = counted
     import curate.tasks.train.shard_cache as shard_cache
@@ -186,8 +189,10 @@ def streamed(path: Path, m, args) -> None:
                     os.environ["CURATE_CACHE_BYTES"] = str(limit)
                     os.environ["CURATE_CACHE"] = tempfile.mkdtemp(dir=cache)
                 fetched.clear()
-                rate, start = through(MixtureDataset(url, seq_len=seq, batch_size=args.batch, **kwargs).loader(),
-                                      args.batches)
+                with warnings.catch_warnings():  # the small cache's warning: that is the point here
+                    warnings.simplefilter("ignore")
+                    ds = MixtureDataset(url, seq_len=seq, batch_size=args.batch, **kwargs)
+                rate, start = through(ds.loader(), args.batches)
                 print(f"  s3, {label:<32} {rate / 1e6:8,.1f} M tokens/s ({rate / local:.2f}x local), first batch "
                       f"{start:.2f} s, {len(fetched)} downloads, {sum(fetched) / 1e6:,.1f} MB")
     finally:
