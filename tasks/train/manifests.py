@@ -92,16 +92,16 @@ def versions(folder: Path) -> list[int]:
     return sorted(int(m.group(1)) for p in Path(folder).iterdir() if (m := _VERSION_FILE.match(p.name)))
 
 
+def dataset_root(manifest_path: Path) -> Path:
+    return (Path(manifest_path).parent / ROOT_FROM_MANIFEST).resolve()
+
+
 def shard_path(manifest_path: Path, rel: str) -> Path:
     root = dataset_root(manifest_path)
     path = (root / rel).resolve()
     if root not in path.parents:
         raise ManifestError(f"{manifest_path}: the path {rel!r} escapes the dataset root {root}")
     return path
-
-
-def dataset_root(manifest_path: Path) -> Path:
-    return (Path(manifest_path).parent / ROOT_FROM_MANIFEST).resolve()
 
 
 def shard_file(manifest_path: Path, ref: ShardRef) -> Path:
@@ -157,6 +157,12 @@ def load_manifest(path: str | Path, verify: bool = False, tokenizer_sha256: str 
     if tokenizer_sha256 and tokenizer_sha256 != manifest.tokenizer.sha256:
         raise ManifestError(f"{path}: tokenizer mismatch: the manifest's is {manifest.tokenizer.sha256[:12]}, "
                             f"the caller's {tokenizer_sha256[:12]}")
+    _check_shards(path, manifest, verify)
+    return manifest
+
+
+def _check_shards(path: Path, manifest: Manifest, verify: bool) -> None:
+    """Every shard there with the manifest's size (and, with `verify`, its sha256)."""
     refs = [(src.domain, sh) for src in manifest.sources for sh in src.shards + src.validation_shards]
     sizes = _shard_sizes(path, [sh for _, sh in refs])
     for (domain, sh), (where, size) in zip(refs, sizes):
@@ -166,7 +172,6 @@ def load_manifest(path: str | Path, verify: bool = False, tokenizer_sha256: str 
             raise ManifestError(f"{path}: shard {where} has {size} bytes, the manifest says {sh.bytes}")
         if verify and sha256_file(shard_file(path, sh)) != sh.sha256:
             raise ManifestError(f"{path}: shard {where} is corrupt: its sha256 does not match the manifest")
-    return manifest
 
 
 def _shard_sizes(path: Path, refs: list[ShardRef]) -> list[tuple[str, int | None]]:
