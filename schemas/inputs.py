@@ -11,6 +11,8 @@ class InputFile:
     path: str  # where to read it
     source_file: str  # its name within the corpus, recorded on every row
     refused: tuple[str, str] | None = None  # (reason, detail): never read (a link out of its root, a folder we cannot list)
+    size: int | None = None  # bytes, where a listing gave them (an object on object storage)
+    version: str | None = None  # an object's content key as listed (its ETag and size): reuse without reading it
 
 
 @dataclass

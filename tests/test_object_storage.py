@@ -1,6 +1,7 @@
 """Object storage the way users use it: a real S3-compatible server (moto's server mode) on loopback; inputs read from
 s3://, a work root on s3://, the loader reading the manifest and shards back from it, a corpus landed under an s3://
 landing prefix backfilled, and the commit protocol: one run per work root (lease), versions never replaced."""
+import gzip
 import hashlib
 import json
 import os
@@ -10,9 +11,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
-from tests.conftest import SAMPLE
+from tests.conftest import REPO, SAMPLE
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -90,6 +92,48 @@ def test_a_work_root_on_s3_holds_the_local_runs_outputs(s3, runs):
     report = json.loads(s3.cat_file("curate/work/report.json"))
     assert report["balanced"] and report["docs_in"] == report["kept"] + report["rejected"] > 0
     assert not s3.exists("curate/work/_lease.json")  # released
+
+
+def test_inputs_on_s3_are_streamed_by_the_worker_never_staged_on_disk(s3, runs):
+    """The run above read its s3:// inputs where it ingested them: nothing of them is under the local cache."""
+    cache = Path(os.environ["CURATE_CACHE"])
+    assert not (cache / "inputs").exists(), sorted(p.name for p in (cache / "inputs").rglob("*"))
+    report = json.loads(s3.cat_file("curate/work/report.json"))
+    assert {c["corpus"] for c in report["corpora"]} == {"legal", "code"}
+
+
+@pytest.mark.parametrize("kind", ["warc", "parquet", "zst", "truncated"])
+def test_each_input_format_streamed_from_s3_gives_what_the_local_file_gives(s3, tmp_path, kind):
+    """A WARC crawl (read through its restarts and its tail check), a Parquet file (range reads), a zstd JSONL file
+    and a WARC cut short: the same documents and rejects from the object as from the local file."""
+    import pyarrow.parquet as pq
+    import zstandard
+
+    from curate.schemas.config import IngestConfig
+    from curate.tasks.ingest.ingest import ingest_file
+    from curate.tasks.ingest.inputs import resolve_input
+
+    web = REPO.parent / "shared" / "corpora" / "web"
+    if kind == "warc":
+        local = web / "iana.warc.gz"
+    elif kind == "truncated":
+        local = web / "crawl-truncated.warc.gz"
+    elif kind == "parquet":
+        local = tmp_path / "legal.parquet"
+        rows = [json.loads(line) for line in gzip.open(SAMPLE / "legal.jsonl.gz", "rt")]
+        pq.write_table(pa.Table.from_pylist([{"id": r["id"], "text": r["text"]} for r in rows]), local,
+                       row_group_size=50)
+    else:
+        local = tmp_path / "legal.jsonl.zst"
+        local.write_bytes(zstandard.ZstdCompressor().compress(gzip.open(SAMPLE / "legal.jsonl.gz").read()))
+    s3.put_file(str(local), f"curate/formats/{kind}/{local.name}")
+    results = {}
+    for where, arg in (("local", f"c={local}"), ("s3", f"c=s3://curate/formats/{kind}/{local.name}")):
+        [f] = resolve_input(arg).files
+        res = ingest_file(f, IngestConfig(), tmp_path / where)
+        part = pq.read_table(tmp_path / where / res.parts[0].docs_path, columns=["id", "text"])
+        results[where] = (res.docs_in, res.kept, res.by_reason, part.to_pylist())
+    assert results["s3"] == results["local"] and results["local"][0] > 0
 
 
 def test_a_second_run_on_the_s3_work_root_does_only_the_missing_work(s3, runs, tmp_path):

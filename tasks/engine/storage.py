@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -39,10 +40,14 @@ class StorageError(Exception):
     """A remote location that cannot be used: one line naming it."""
 
 
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def is_remote(url: str | os.PathLike) -> bool:
-    """True for a URL of a protocol other than local files (s3://, gs://, memory://, ...)."""
+    """True for a URL of a protocol other than local files (s3://, gs://, memory://, ...); `name=s3://...` is not
+    one (a corpus named before its URL)."""
     s = str(url)
-    return "://" in s and not s.startswith("file://")
+    return bool(_SCHEME.match(s)) and not s.startswith("file://")
 
 
 def local_path(url: str | os.PathLike) -> Path:
@@ -67,7 +72,7 @@ def cache_dir(kind: str, url: str) -> Path:
     return base / kind / hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16]
 
 
-def _version(info: dict) -> str:
+def object_version(info: dict) -> str:
     """What says an object changed: its ETag where the store has one, else size and modification time."""
     etag = info.get("ETag") or info.get("etag")
     return str(etag) if etag else f"{info.get('size')}-{info.get('mtime') or info.get('LastModified')}"
@@ -154,13 +159,13 @@ class Mirror:
         for rel, info in sorted(self.remote_files(under).items()):
             dest = inside(self.local, rel, f"the object key {self.url}/{rel}")
             seen = record.get(rel)
-            if seen and seen["remote"] == _version(info) and dest.is_file() and _local_state(dest) == seen["local"]:
+            if seen and seen["remote"] == object_version(info) and dest.is_file() and _local_state(dest) == seen["local"]:
                 continue
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = dest.with_name(f".{dest.name}.{os.getpid()}.pull.tmp")
             self.fs.get_file(f"{self.root}/{rel}", str(tmp))
             os.replace(tmp, dest)
-            record[rel] = {"remote": _version(info), "local": _local_state(dest)}
+            record[rel] = {"remote": object_version(info), "local": _local_state(dest)}
             fetched.append(rel)
         self._save(record)
         return fetched
@@ -189,7 +194,7 @@ class Mirror:
             else:
                 self.fs.put_file(str(self.local / rel), target)
             info = self.fs.info(target)
-            record[rel] = {"remote": _version(info), "local": _local_state(self.local / rel)}
+            record[rel] = {"remote": object_version(info), "local": _local_state(self.local / rel)}
             sent.append(rel)
             self._save(record)  # after each object: a push cut short resends only what it had not sent
         return sent
@@ -330,10 +335,10 @@ def stage_input(url: str) -> Path:
         dest = inside(base, name, f"the object key {url}")
         info = fs.info(path)
         marker = base / (name + SYNC_RECORD)
-        if not (dest.is_file() and marker.is_file() and marker.read_text() == _version(info)):
+        if not (dest.is_file() and marker.is_file() and marker.read_text() == object_version(info)):
             base.mkdir(parents=True, exist_ok=True)
             fs.get_file(path, str(dest))
-            marker.write_text(_version(info))
+            marker.write_text(object_version(info))
         return dest
     if not fs.isdir(path):
         raise StorageError(f"input not found: {url}")

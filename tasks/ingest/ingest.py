@@ -29,6 +29,7 @@ from curate.schemas.report import CorpusReport, FileResult, Part, summed
 from curate.schemas.work_root import WorkRoot
 from curate.tasks.text.langid import identify
 from curate.tasks.text.normalize import normalize_text
+from curate.tasks.ingest.remote import input_path
 from curate.tasks.ingest.readers import FileLevelError, RawRecord, input_kind, read_records
 from curate.tasks.ingest.web import WarcTally, WebFilter, read_warc
 from curate.tasks.engine.files import atomic_path, file_fingerprint, read_index, read_json, size_of, write_json_atomic
@@ -219,6 +220,8 @@ class _RecordWriter:
 def _input_key(job: InputFile) -> str:
     if job.refused:  # nothing is read: the refusal itself is the fingerprint
         return f"refused:{job.refused}"
+    if job.version:  # an object on object storage: its version as listed (reading it here would download it)
+        return job.version
     try:
         return file_fingerprint(Path(job.path))
     except OSError as err:
@@ -227,7 +230,9 @@ def _input_key(job: InputFile) -> str:
 
 def _input_bytes(job: InputFile) -> int:
     """The input file's bytes as stored (0 for a refused or unreadable one)."""
-    return 0 if job.refused else size_of(Path(job.path))
+    if job.refused:
+        return 0
+    return job.size if job.size is not None else size_of(Path(job.path))
 
 
 def _key(job: Job) -> dict:
@@ -242,7 +247,7 @@ def ingest_file(file: InputFile, cfg: IngestConfig, work_root: str | Path) -> Fi
 def _ingest(task: Job, key: dict) -> FileResult:
     job, cfg, work_root = task.unit, task.settings, task.root
     base, rejects_path, _ = part_paths(work_root, job)
-    path = Path(job.path)
+    path = input_path(job.path, job.size)  # a local file, or an object streamed from object storage
     bytes_in = _input_bytes(job)
     t0 = time.perf_counter()
     with atomic_path(rejects_path) as rej_tmp, _DocsParts(base, cfg.part_text_bytes) as docs_w:

@@ -18,7 +18,8 @@ from pathlib import Path
 from curate.schemas.documents import RejectReason as R
 from curate.schemas.inputs import Corpus, InputFile
 from curate.tasks.ingest.readers import input_kind
-from curate.tasks.engine.storage import StorageError, is_remote, local_path, stage_input
+from curate.tasks.engine.storage import StorageError, is_remote, local_path
+from curate.tasks.ingest.remote import list_objects, version_key
 
 _SUFFIXES = (".jsonl.gz", ".jsonl.zst", ".ndjson.gz", ".ndjson.zst", ".jsonl", ".ndjson", ".parquet", ".txt", ".warc.gz",
              ".warc")
@@ -148,14 +149,8 @@ def _found(path_s: str, name: str) -> tuple[Corpus, Path, list[Path], list[tuple
 
 def resolve_input(arg: str) -> Corpus:
     name, path_s = _split(arg)
-    if is_remote(path_s):  # s3://... : mirrored to a local cache first, then read as a local file or folder
-        try:
-            local = stage_input(path_s)
-        except StorageError as err:
-            raise InputError(str(err)) from None
-        corpus = resolve_input(f"{name}={local}" if name else str(local))
-        corpus.root = path_s
-        return corpus
+    if is_remote(path_s):  # s3://... : listed here, streamed by the worker that ingests each object
+        return _remote_corpus(path_s, name)
     corpus, root, files, refused, ignored = _found(path_s, name)
     if not name:
         check_corpus_name(corpus.name[:100], path_s)
@@ -174,6 +169,29 @@ def resolve_input(arg: str) -> Corpus:
         raise InputError(
             f"no input files in {path_s}: expected {', '.join(_SUFFIXES)} (found {len(files)} other files)"
         )
+    return corpus
+
+
+def _remote_corpus(url: str, name: str) -> Corpus:
+    """A corpus on object storage: a prefix (every object under it) or one object, listed once; no object is read."""
+    try:
+        objects, hidden, single = list_objects(url)
+    except StorageError as err:
+        raise InputError(str(err)) from None
+    last = url.rstrip("/").rsplit("/", 1)[-1]
+    corpus = Corpus(name or _safe_name(_strip_suffix(last) if single else last), url)
+    if not name:
+        check_corpus_name(corpus.name[:100], url)
+        corpus.name = corpus.name[:100]
+    corpus.ignored += [f"{corpus.name}/{rel}: {why}" for rel, why in hidden]
+    for obj_url, rel, info in objects:
+        if input_kind(Path(rel)) is None:
+            corpus.ignored.append(f"{corpus.name}/{rel}: not an input format")
+        else:
+            corpus.files.append(InputFile(corpus.name, obj_url, rel, size=int(info.get("size") or 0),
+                                          version=version_key(info)))
+    if not corpus.files:
+        raise InputError(f"no input files in {url}: expected {', '.join(_SUFFIXES)} (found {len(objects)} other objects)")
     return corpus
 
 

@@ -206,7 +206,7 @@ def _open_binary(path: Path) -> tuple[io.BufferedIOBase, _Meter]:
     """The file's decompressed bytes, and the meter that holds them to their ceiling (read_jsonl feeds it)."""
     name = path.name.lower()
     try:
-        raw = open(path, "rb")
+        raw = path.open("rb")
     except OSError as err:
         raise FileLevelError(R.UNREADABLE_FILE, f"cannot open: {err.strerror or err}") from None
     if name.endswith(".gz"):
@@ -229,7 +229,7 @@ def _utf16(head: bytes) -> str | None:
 
 def _compressed_magic(path: Path) -> bool:
     try:
-        with open(path, "rb") as f:
+        with path.open("rb") as f:
             return f.read(4).startswith((b"\x1f\x8b", b"(\xb5/\xfd"))
     except OSError:
         return False
@@ -355,13 +355,27 @@ def read_jsonl(path: Path, max_bytes: int) -> Iterator[RawRecord]:
 
 
 def read_parquet(path: Path, batch_size: int, max_bytes: int = 1 << 62) -> Iterator[RawRecord]:
+    """A Parquet file's rows; an object on object storage is read by range requests (its footer, then each row
+    group's column chunks), never whole."""
+    if not isinstance(path, Path):
+        try:
+            source = path.open("rb")
+        except OSError as err:
+            raise FileLevelError(R.UNREADABLE_FILE, f"cannot open: {err}") from None
+        with source:
+            yield from _parquet_rows(source, path.stat().st_size, batch_size, max_bytes)
+        return
+    yield from _parquet_rows(path, None, batch_size, max_bytes)
+
+
+def _parquet_rows(path, stored: int | None, batch_size: int, max_bytes: int) -> Iterator[RawRecord]:
     try:
         pf = pq.ParquetFile(path)
     except OSError as err:
         raise FileLevelError(R.UNREADABLE_FILE, f"cannot open: {getattr(err, 'strerror', None) or err}") from None
     except Exception as err:  # pyarrow raises ArrowInvalid for a file that is not Parquet
         raise FileLevelError(R.UNREADABLE_FILE, f"not a Parquet file: {err}") from None
-    stored = path.stat().st_size
+    stored = stored if stored is not None else path.stat().st_size
     _refuse_bomb(pf.metadata, stored)
     row = expanded = 0
     strings = [f.name for f in pf.schema_arrow if _is_bytes(f.type)]
@@ -434,7 +448,7 @@ def read_txt(path: Path, max_bytes: int, text_field: str) -> Iterator[RawRecord]
     try:
         size = path.stat().st_size
         if size > max_bytes:
-            with open(path, "rb") as f:
+            with path.open("rb") as f:
                 head = f.read(SNIFF_BYTES)
             yield RawRecord(0, reason=R.TOO_LARGE, detail=f"{size} bytes > max_doc_bytes {max_bytes}", raw=head)
             return

@@ -132,7 +132,7 @@ def _tail_complete(path: Path, start: int) -> bool:
     """Whether the file's bytes from `start` (its last record's offset) are whole records: complete gzip members
     to the end for .warc.gz, the record separator at the end for .warc. Decompressed a block at a time: a member that
     expands to gigabytes is read through, never held."""
-    with open(path, "rb") as f:
+    with path.open("rb") as f:
         f.seek(start)
         if not path.name.lower().endswith(".gz"):
             f.seek(max(start, path.stat().st_size - 4))
@@ -174,7 +174,7 @@ def read_warc(path: Path, max_bytes: int, text_field: str, id_field: str, web: W
     back until the file is known to end after it, so that a record the file is cut inside is `truncated_file`. A
     record that cannot be parsed is a `malformed_record` reject and reading goes on at the next record."""
     n, held, last_doc, last_any = 0, None, -1, 0
-    with open(path, "rb") as f, SandboxedExtractor(web.extractor, web.extract_timeout_s) as extractor:
+    with path.open("rb") as f, SandboxedExtractor(web.extractor, web.extract_timeout_s) as extractor:
         for rec in _records(f, path):
             if isinstance(rec, _Malformed):
                 if rec.held_too and held is not None:  # the record before it did not end where it said
