@@ -19,7 +19,9 @@ from curate.flows.publish import publish
 from curate.schemas.report import RunReport
 from curate.flows.runtime import label_flow_run, task_runner
 from curate.schemas.config import load_config
-from curate.tasks.ingest.landing import READY_MARKER, Catalog, LandingError, check_unchanged, local_corpus, plan_watch, scan_landing
+from curate.tasks.engine.storage import is_remote
+from curate.tasks.ingest.landing import (READY_MARKER, Catalog, LandingError, check_unchanged, corpus_name, corpus_ready,
+                                        plan_watch, scan_landing)
 from curate.flows.runner import is_transient
 
 BACKFILL_DEPLOYMENT = "backfill/backfill"
@@ -57,44 +59,46 @@ def backfill(path: str, work_root: str = "out", config_path: str | None = None, 
     """Curate one landed corpus into the work root. Again for the same corpus: nothing to do. A failed backfill
     is started again by `curate server retry NAME` (the next watch starts it; it resumes where it stopped)."""
     logger = get_run_logger()
-    corpus = local_corpus(path)  # a corpus landed on object storage: its local mirror
-    label_flow_run(tags=[f"corpus:{corpus.name}", "backfill"])
-    if not (corpus / READY_MARKER).is_file():
-        raise LandingError(f"{corpus}: no {READY_MARKER} marker (not there, or not completely copied yet)")
-    now = check_unchanged(corpus, fingerprint)  # hashed once: the watcher's fingerprint, if it gave one
+    # A folder, or a prefix on object storage (read where it is ingested: streamed, never mirrored).
+    where = path if is_remote(path) else str(Path(path).resolve())
+    name = corpus_name(where)
+    label_flow_run(tags=[f"corpus:{name}", "backfill"])
+    if not corpus_ready(where):
+        raise LandingError(f"{where}: no {READY_MARKER} marker (not there, or not completely copied yet)")
+    now = check_unchanged(where, fingerprint)  # hashed once: the watcher's fingerprint, if it gave one
     catalog = Catalog(work_root)
-    entry = catalog.entries().get(corpus.name)
+    entry = catalog.entries().get(name)
     if entry and entry.get("status") != "refused" and entry["fingerprint"] != now:
-        raise LandingError(f"{corpus}: the catalog has {corpus.name!r} with other content ({entry['fingerprint'][:12]});"
+        raise LandingError(f"{where}: the catalog has {name!r} with other content ({entry['fingerprint'][:12]});"
                            " land the new version under a new name")
     if entry and entry.get("status") == "done":
-        logger.info("%s is already curated (manifest %s): nothing to do", corpus.name, entry.get("manifest"))
-        return {"corpus": corpus.name, "skipped": True, "manifest": entry.get("manifest")}
+        logger.info("%s is already curated (manifest %s): nothing to do", name, entry.get("manifest"))
+        return {"corpus": name, "skipped": True, "manifest": entry.get("manifest")}
     run_id = str(flow_run.get_id()) if flow_run.get_id() else None
-    catalog.record(corpus.name, fingerprint=now, path=str(corpus.resolve()), status="running", flow_run_id=run_id)
+    catalog.record(name, fingerprint=now, path=where, status="running", flow_run_id=run_id)
     try:
-        report = _curate([f"{corpus.name}={corpus.resolve()}"], work_root, config_path, publish_artifacts=False)
+        report = _curate([f"{name}={where}"], work_root, config_path, publish_artifacts=False)
     except Exception as err:  # the reason on the run's own page: its state message and an artifact
-        catalog.record(corpus.name, status="failed", error=str(err)[:500])
-        create_markdown_artifact(f"# Backfill of `{corpus.name}` failed\n\n{err}\n", key="backfill-summary",
-                                 description=f"Why the backfill of {corpus.name} failed")
-        return Failed(message=f"backfill of {corpus.name} failed: {err}"[:1000])
+        catalog.record(name, status="failed", error=str(err)[:500])
+        create_markdown_artifact(f"# Backfill of `{name}` failed\n\n{err}\n", key="backfill-summary",
+                                 description=f"Why the backfill of {name} failed")
+        return Failed(message=f"backfill of {name} failed: {err}"[:1000])
     # the run's tables and charts on the backfill, the run a person opens (a remote work root's: from its local copy)
     publish(RunReport.model_validate({**report, "manifest": report.get("manifest_local") or report.get("manifest")}))
-    mine = next(c for c in report["corpora"] if c["corpus"] == corpus.name)
-    catalog.record(corpus.name, status="done", manifest=report.get("manifest"), docs_in=mine["docs_in"],
+    mine = next(c for c in report["corpora"] if c["corpus"] == name)
+    catalog.record(name, status="done", manifest=report.get("manifest"), docs_in=mine["docs_in"],
                    kept=mine["kept"], rejected=mine["rejected"], error=None)
     version = Path(report["manifest"]).stem if report.get("manifest") else "no manifest"
-    label_flow_run(f"backfill {corpus.name} → {version}", tags=[f"corpus:{corpus.name}", "backfill"])
+    label_flow_run(f"backfill {name} → {version}", tags=[f"corpus:{name}", "backfill"])
     reasons = "\n".join(f"| {r} | {n:,} |" for r, n in sorted(mine["by_reason"].items(), key=lambda kv: -kv[1]))
     create_markdown_artifact(
-        f"# Backfill of `{corpus.name}`\n\n{mine['docs_in']:,} documents in, {mine['kept']:,} kept, "
+        f"# Backfill of `{name}`\n\n{mine['docs_in']:,} documents in, {mine['kept']:,} kept, "
         f"{mine['rejected']:,} rejected (balanced: {mine['docs_in'] == mine['kept'] + mine['rejected']}).\n\n"
         f"| rejected because | documents |\n|---|---:|\n{reasons}\n\nTokens per domain: "
         + ", ".join(f"{d} {n:,}" for d, n in sorted(mine.get("tokens", {}).items()))
         + f"\n\nManifest: `{report.get('manifest')}`\n", key="backfill-summary",
-        description=f"Backfill of {corpus.name}: documents in, kept, rejected by reason; the new manifest")
-    return {"corpus": corpus.name, "skipped": False, "manifest": report.get("manifest"), "docs_in": mine["docs_in"],
+        description=f"Backfill of {name}: documents in, kept, rejected by reason; the new manifest")
+    return {"corpus": name, "skipped": False, "manifest": report.get("manifest"), "docs_in": mine["docs_in"],
             "kept": mine["kept"], "rejected": mine["rejected"]}
 
 
@@ -184,7 +188,7 @@ def _taken_in(work_root: str, config_path: str | None):
         if c.name not in registered:
             return None
         try:
-            check_names(work_root, resolve_inputs([f"{c.name}={local_corpus(c.path)}"]),
+            check_names(work_root, resolve_inputs([f"{c.name}={c.path}"]),
                         load_config(config_path or None).ingest)
         except (NameTaken, InputError) as err:
             return str(err)

@@ -1,7 +1,9 @@
-"""Object storage (s3:// and the rest of fsspec's protocols) for inputs, work roots, landing prefixes and datasets.
+"""Object storage (s3:// and the rest of fsspec's protocols) for work roots and datasets. (Inputs and landing
+prefixes are listed and streamed where they are read: tasks/ingest/remote.py; a manifest's shards go through the
+loader's bounded cache: tasks/train/shard_cache.py.)
 
 The stages read and write a local directory: they need renames, hard links and locks, which an object store does not
-have. A remote location is mirrored to a local one and back, with a commit protocol that an object store has:
+have. A remote work root is mirrored to a local one and back, with a commit protocol that an object store has:
 
 - **Each object is all-or-nothing**: an S3 PUT is never seen half-written.
 - **Outputs before their markers, markers before manifests** (`push`): a run killed during a push leaves outputs with
@@ -323,28 +325,6 @@ def checked_out(url: str) -> Iterator[Path]:
             mirror.push(lease)
     finally:
         lease.release()
-
-
-def stage_input(url: str) -> Path:
-    """A remote input (a prefix or one object) mirrored locally; returns the local file or folder, named as the
-    remote one so the corpus keeps its name."""
-    fs, path = filesystem(url)
-    name = path.rstrip("/").rsplit("/", 1)[-1]
-    base = cache_dir("inputs", url)
-    if fs.isfile(path):
-        dest = inside(base, name, f"the object key {url}")
-        info = fs.info(path)
-        marker = base / (name + SYNC_RECORD)
-        if not (dest.is_file() and marker.is_file() and marker.read_text() == object_version(info)):
-            base.mkdir(parents=True, exist_ok=True)
-            fs.get_file(path, str(dest))
-            marker.write_text(object_version(info))
-        return dest
-    if not fs.isdir(path):
-        raise StorageError(f"input not found: {url}")
-    mirror = Mirror(url, base / name)
-    mirror.pull()
-    return mirror.local
 
 
 def fetch_verified(fs, remote: str, dest: Path, sha256: str) -> None:

@@ -21,7 +21,8 @@ from typing import Callable
 import xxhash
 
 from curate.tasks.ingest.inputs import CORPUS_NAME, RESERVED_NAMES, walk_folder
-from curate.tasks.engine.storage import StorageError, filesystem, is_remote, stage_input
+from curate.tasks.engine.storage import StorageError, filesystem, is_remote
+from curate.tasks.ingest.remote import list_objects, version_key
 from curate.tasks.engine.files import read_json, write_json_atomic
 
 READY_MARKER = "_READY"
@@ -44,9 +45,12 @@ class LandedCorpus:
     why: str | None = None  # why a watch starts it (set by plan_watch)
 
 
-def fingerprint_corpus(path: Path) -> tuple[str, int, int]:
-    """(fingerprint, files, bytes) over the content of every file under path but the marker. A link that leads
-    out of the folder is never read (its target's name stands for it; ingest rejects it)."""
+def fingerprint_corpus(path: str | Path) -> tuple[str, int, int]:
+    """(fingerprint, files, bytes) of a landed corpus, its marker excluded: over the content of every file of a local
+    folder (a link that leads out of it is never read: its target's name stands for it; ingest rejects it), or over
+    every object's name, ETag and size as a prefix on object storage lists them (nothing is read)."""
+    if is_remote(path):
+        return _fingerprint_objects(str(path))
     h = xxhash.xxh3_128()
     files = size = 0
     found, refused, _ = walk_folder(Path(path))
@@ -62,19 +66,38 @@ def fingerprint_corpus(path: Path) -> tuple[str, int, int]:
     return h.hexdigest(), files, size
 
 
-def local_corpus(path: str | Path) -> Path:
-    """A landed corpus as a local folder: one on object storage (s3://...) is mirrored to a local cache first (only
-    what changed is fetched again), so the fingerprint hashes the same bytes as the backfill then reads."""
-    if not is_remote(path):
-        return Path(path)
+def _fingerprint_objects(url: str) -> tuple[str, int, int]:
     try:
-        return stage_input(str(path))
+        objects, _, _ = list_objects(url)
     except StorageError as err:
         raise LandingError(str(err)) from None
+    h = xxhash.xxh3_128()
+    files = size = 0
+    for _, rel, info in objects:
+        if rel != READY_MARKER:
+            h.update(f"{rel}\0{version_key(info)}\n".encode())
+            files, size = files + 1, size + int(info.get("size") or 0)
+    return h.hexdigest(), files, size
+
+
+def corpus_name(path: str | Path) -> str:
+    """A landed corpus's name: its folder's (or prefix's)."""
+    return str(path).rstrip("/").rsplit("/", 1)[-1]
+
+
+def corpus_ready(path: str | Path) -> bool:
+    """Whether the corpus's `_READY` marker is there (a file in its folder, an object under its prefix)."""
+    if not is_remote(path):
+        return (Path(path) / READY_MARKER).is_file()
+    try:
+        fs, root = filesystem(str(path).rstrip("/"))
+        return fs.exists(f"{root}/{READY_MARKER}")
+    except (StorageError, OSError) as err:
+        raise LandingError(f"{path}: {err}") from None
 
 
 def _scan_remote(landing: str) -> list[LandedCorpus]:
-    """The corpus folders under a landing prefix on object storage; only ready ones are fetched and fingerprinted."""
+    """The corpus folders under a landing prefix on object storage; the ready ones fingerprinted by their listing."""
     try:
         fs, root = filesystem(landing.rstrip("/"))
         entries = fs.ls(root, detail=True) if fs.isdir(root) else None
@@ -88,8 +111,7 @@ def _scan_remote(landing: str) -> list[LandedCorpus]:
         if e.get("type") != "directory" or name.startswith("."):
             continue
         url = f"{landing.rstrip('/')}/{name}"
-        out.append(_landed(name, url, lambda: fs.exists(f"{e['name'].rstrip('/')}/{READY_MARKER}"),
-                           lambda: local_corpus(url)))
+        out.append(_landed(name, url, lambda: fs.exists(f"{e['name'].rstrip('/')}/{READY_MARKER}")))
     return out
 
 
@@ -97,14 +119,14 @@ INVALID_NAME = ("a corpus folder name must be letters, digits, '_', '.' or '-', 
                 "digit, and not index or sigs: rename it")
 
 
-def _landed(name: str, path: str, ready, local) -> LandedCorpus:
+def _landed(name: str, path: str, ready) -> LandedCorpus:
     """One landing folder (local or on object storage): refused for its name, waiting for its _READY marker, or
-    ready, fingerprinted from its local copy (`local()`)."""
+    ready, fingerprinted."""
     if not CORPUS_NAME.match(name) or name in RESERVED_NAMES:
         return LandedCorpus(name, path, False, invalid=INVALID_NAME)
     if not ready():
         return LandedCorpus(name, path, False)
-    fp, files, size = fingerprint_corpus(local())
+    fp, files, size = fingerprint_corpus(path)
     return LandedCorpus(name, path, True, fp, files, size)
 
 
@@ -120,7 +142,7 @@ def scan_landing(landing: str | Path) -> list[LandedCorpus]:
             out.append(LandedCorpus(d.name, str(d), False, invalid=f"a link that leads out of {landing} (to "
                                     f"{d.resolve()}): land the corpus itself, not a link to it"))
             continue
-        out.append(_landed(d.name, str(d.resolve()), (d / READY_MARKER).is_file, lambda: d))
+        out.append(_landed(d.name, str(d.resolve()), (d / READY_MARKER).is_file))
     return out
 
 
@@ -209,7 +231,7 @@ def _decide(c: LandedCorpus, entry: dict, failed_runs: set[str], taken) -> tuple
 def check_unchanged(path: str | Path, fingerprint: str | None) -> str:
     """A backfill's guard: the corpus is still what the watcher fingerprinted (if it did). Returns the
     current fingerprint."""
-    now, _, _ = fingerprint_corpus(Path(path))
+    now, _, _ = fingerprint_corpus(path)
     if fingerprint and now != fingerprint:
         raise LandingError(f"{path}: its files changed after it was fingerprinted ({fingerprint[:12]} -> {now[:12]}); "
                            "refused: land the new version under a new name")
