@@ -86,6 +86,8 @@ RUNS: dict[str, str] = {
     "python tests/benchmarks/bench_rss.py": "python tests/benchmarks/bench_rss.py --corpora {w}/small --scales 1",
     "python tests/benchmarks/bench_runner.py": "python tests/benchmarks/bench_runner.py --corpora {w}/small --runners local",
     "python tests/benchmarks/bench_web.py": "python tests/benchmarks/bench_web.py --no-quality --repeats 1",
+    "python tests/benchmarks/bench_object_storage.py":
+        "python tests/benchmarks/bench_object_storage.py --corpora {w}/small | grep 'per GB of text'",
     "python tests/benchmarks/bench_outputs.py digest out":
         "python tests/benchmarks/bench_outputs.py digest {w}/out | grep bytes_per_text_byte",
     "python tests/benchmarks/bench_mixtures.py":
