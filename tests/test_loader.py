@@ -1,6 +1,7 @@
 """MixtureDataset: proportions, determinism, worker and rank splits, exact resumption."""
 import itertools
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -218,3 +219,47 @@ def test_the_cache_size_reads_as_a_user_writes_it():
     assert cache_bytes("1.5GiB") == int(1.5 * (1 << 30)) and cache_bytes("") == DEFAULT_CACHE_BYTES
     with pytest.raises(StorageError, match="is not a size"):
         cache_bytes("lots")
+
+
+def _hammer(url: str, local: str, limit: int, blobs: dict, rounds: int, seed: int) -> int:
+    """One reader process: shards asked in a seeded order, each read back and checked; returns the reads."""
+    import hashlib
+    import random
+
+    from curate.tasks.train.shard_cache import ShardCache
+
+    cache, rng, reads = ShardCache(url, Path(local), limit=limit), random.Random(seed), 0
+    for _ in range(rounds):
+        rel = rng.choice(sorted(blobs))
+        data, sha = blobs[rel]
+        for attempt in (1, 2):  # evicted by the other reader between get and read: fetched again, as open_shard does
+            try:
+                got = cache.get(rel, sha, len(data)).read_bytes()
+                break
+            except FileNotFoundError:
+                assert attempt == 1
+        assert hashlib.sha256(got).hexdigest() == sha
+        reads += 1
+    return reads
+
+
+def test_readers_in_several_processes_share_one_bounded_cache(tmp_path):
+    """Two processes (DataLoader workers, or ranks on one machine) read through one cache folder with room for two
+    of six shards: every read is the shard's bytes, and the folder never ends over its limit."""
+    import hashlib
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    src = tmp_path / "store" / "tokens"
+    src.mkdir(parents=True)
+    blobs = {}
+    for k in range(6):
+        data = np.random.default_rng(k).integers(0, 255, 50_000 + k, dtype=np.uint8).tobytes()
+        (src / f"s{k}.arrow").write_bytes(data)
+        blobs[f"tokens/s{k}.arrow"] = (data, hashlib.sha256(data).hexdigest())
+    limit = 2 * 50_010
+    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
+        jobs = [pool.submit(_hammer, f"file://{tmp_path / 'store'}", str(tmp_path / "cache"), limit, blobs, 60, s)
+                for s in range(2)]
+        assert [j.result() for j in jobs] == [60, 60]
+    assert 0 < _cached(tmp_path / "cache") <= limit

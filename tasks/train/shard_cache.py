@@ -4,8 +4,9 @@ whole shards under the dataset's cache folder ($CURATE_CACHE/datasets/<hash of t
 - A shard is downloaded when a reader first needs it, checked against the manifest's sha256 before it enters the
   cache (a download of other bytes is refused, never cached), and opened memory-mapped like a local one.
 - The cache holds at most `CURATE_CACHE_BYTES` (default 16 GiB; `500M`, `8G`, `1T` or a number of bytes): before a
-  download, the least recently used shards are deleted until the new one fits. Using a shard marks it used (its
-  mtime). A shard a reader still has mapped stays readable after it is deleted (its pages are freed when the reader
+  download, the least recently used shards are deleted until the new one fits, and again after it (readers on one
+  machine download side by side: between the two, the folder can hold the limit plus the downloads in flight). Using
+  a shard marks it used (its mtime). A shard a reader still has mapped stays readable after it is deleted (its pages are freed when the reader
   drops it), so the disk in use is the limit plus the shards open at that moment; the loader keeps only a window of
   shards open per domain (MixtureDataset's `shuffle_shards`).
 - DataLoader workers and ranks on one machine share the folder: the choice of what to delete is made under a lock
@@ -54,7 +55,9 @@ class ShardCache:
                 return dest
         with self._lock():
             self._make_room(size, dest)
-        fetch_verified(self.fs, f"{self.root}/{rel}", dest, sha256)
+        fetch_verified(self.fs, f"{self.root}/{rel}", dest, sha256)  # outside the lock: readers fetch side by side
+        with self._lock():  # what others fetched meanwhile may have taken the room: back under the limit
+            self._make_room(0, dest)
         return dest
 
     def cached(self) -> list[tuple[float, int, Path]]:
