@@ -19,9 +19,8 @@ from curate.flows.publish import publish
 from curate.schemas.report import RunReport
 from curate.flows.runtime import label_flow_run, task_runner
 from curate.schemas.config import load_config
-from curate.tasks.engine.storage import is_remote
-from curate.tasks.ingest.landing import (READY_MARKER, Catalog, LandingError, check_unchanged, corpus_name, corpus_ready,
-                                        plan_watch, scan_landing)
+from curate.tasks.ingest.landing import (READY_MARKER, Catalog, LandingError, check_unchanged, plan_watch, ready_corpus,
+                                        scan_landing)
 from curate.flows.runner import is_transient
 
 BACKFILL_DEPLOYMENT = "backfill/backfill"
@@ -59,12 +58,8 @@ def backfill(path: str, work_root: str = "out", config_path: str | None = None, 
     """Curate one landed corpus into the work root. Again for the same corpus: nothing to do. A failed backfill
     is started again by `curate server retry NAME` (the next watch starts it; it resumes where it stopped)."""
     logger = get_run_logger()
-    # A folder, or a prefix on object storage (read where it is ingested: streamed, never mirrored).
-    where = path if is_remote(path) else str(Path(path).resolve())
-    name = corpus_name(where)
+    where, name = ready_corpus(path)  # a folder, or a prefix on object storage (streamed where it is ingested)
     label_flow_run(tags=[f"corpus:{name}", "backfill"])
-    if not corpus_ready(where):
-        raise LandingError(f"{where}: no {READY_MARKER} marker (not there, or not completely copied yet)")
     now = check_unchanged(where, fingerprint)  # hashed once: the watcher's fingerprint, if it gave one
     catalog = Catalog(work_root)
     entry = catalog.entries().get(name)

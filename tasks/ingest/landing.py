@@ -85,6 +85,15 @@ def corpus_name(path: str | Path) -> str:
     return str(path).rstrip("/").rsplit("/", 1)[-1]
 
 
+def ready_corpus(path: str) -> tuple[str, str]:
+    """(where, name) of a landed corpus a backfill curates: its folder, resolved, or its prefix on object storage; a
+    LandingError when its _READY marker is not there."""
+    where = path if is_remote(path) else str(Path(path).resolve())
+    if not corpus_ready(where):
+        raise LandingError(f"{where}: no {READY_MARKER} marker (not there, or not completely copied yet)")
+    return where, corpus_name(where)
+
+
 def corpus_ready(path: str | Path) -> bool:
     """Whether the corpus's `_READY` marker is there (a file in its folder, an object under its prefix)."""
     if not is_remote(path):

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
