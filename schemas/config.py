@@ -248,6 +248,9 @@ class TokenizeConfig(_Strict):
                                          "(sentencepiece holds the sample in memory: about 750 MB at 5 x 5M, "
                                          "1 GB at 5 x 10M, in a process of its own).")
     threads: int = Field(1, ge=1, le=64, description="sentencepiece encode threads per task (tasks run in parallel).")
+    train_threads: int = Field(2, ge=1, le=64, description="sentencepiece training threads. Its model depends on the "
+                               "count, so it is a setting of its own, never the worker count: a run resumed or redone "
+                               "with other workers trains the same tokenizer.")
     batch_docs: int = Field(256, gt=0, description="Documents per encode call.")
     shard_tokens: int = Field(50_000_000, gt=0, description="Target tokens per shard (about 100 MB as uint16).")
     validation_fraction: float = Field(0.01, ge=0.0, lt=1.0,

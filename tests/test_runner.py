@@ -106,3 +106,69 @@ def test_workers_that_do_not_see_the_work_root_stop_the_run_before_any_stage(tmp
         for p in reversed(procs):
             os.killpg(p.pid, signal.SIGTERM)
             p.wait(timeout=30)
+
+
+def test_a_dask_worker_killed_during_a_stage_costs_its_task_not_the_run(tmp_path, local):
+    """A worker process killed (SIGKILL) while it runs a classify task: Dask runs the task again on a worker (its
+    nanny starts a new one), the run completes, and its outputs are the local run's byte for byte."""
+    from distributed import Client
+
+    from curate.flows.server import free_port
+
+    port = free_port()
+    procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)]
+    try:
+        time.sleep(3)
+        procs.append(subprocess.Popen([str(BIN / "dask"), "worker", f"tcp://127.0.0.1:{port}", "--nworkers", "2",
+                                       "--nthreads", "1", "--no-dashboard"], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL, start_new_session=True))
+        with Client(f"tcp://127.0.0.1:{port}", timeout="30s") as client:
+            client.wait_for_workers(2, timeout=120)
+            (tmp_path / "c.yaml").write_text(f"tokenize:\n  vocab_size: 1000\nrunner:\n  kind: dask\n  address: "
+                                             f"tcp://127.0.0.1:{port}\n")
+            env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+            run = subprocess.Popen([str(BIN / "curate"), "run", *INPUTS, "--out", str(tmp_path / "out"), "--config",
+                                    str(tmp_path / "c.yaml")], env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+            killed, deadline = None, time.monotonic() + 300
+            while run.poll() is None and killed is None and time.monotonic() < deadline:
+                busy = [w for w, tasks in client.processing().items() if tasks]
+                if busy and (tmp_path / "out" / "classify").exists():
+                    pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
+                    os.kill(pid, signal.SIGKILL)
+                    killed = pid
+                time.sleep(0.05)
+            out, _ = run.communicate(timeout=600)
+        assert killed, "no worker was busy during classify"
+        assert run.returncode == 0, out[-3000:]
+        assert _outputs(tmp_path / "out") == local
+    finally:
+        for p in reversed(procs):
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(timeout=30)
+
+
+def test_a_run_killed_during_a_stage_resumes_with_another_worker_count(tmp_path, local):
+    """The flow and its two workers killed (SIGKILL, the whole process group) while classify runs; the run started
+    again with one worker finishes it, and the outputs are the uninterrupted two-worker run's byte for byte."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    for workers in (2, 1):
+        cfg = tmp_path / f"w{workers}.yaml"
+        cfg.write_text(f"tokenize:\n  vocab_size: 1000\nrunner:\n  kind: local\n  workers: {workers}\n")
+        run = subprocess.Popen([str(BIN / "curate"), "run", *INPUTS, "--out", str(tmp_path / "out"), "--config",
+                                str(cfg)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+        if workers == 2:
+            deadline = time.monotonic() + 300
+            while run.poll() is None and not list((tmp_path / "out" / "classify").glob("*/*")):
+                assert time.monotonic() < deadline, "classify never started"
+                time.sleep(0.05)
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait(timeout=60)
+            assert not (tmp_path / "out" / "report.json").exists()  # killed before the run's end
+            continue
+        out, _ = run.communicate(timeout=600)
+        assert run.returncode == 0, out[-3000:]
+    assert _outputs(tmp_path / "out") == local

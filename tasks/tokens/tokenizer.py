@@ -392,7 +392,7 @@ def _jobs(run: Run) -> list[Job]:
         _use(run, found)
         return []
     parts = tuple(p for ps in run.parts.values() for p in ps)
-    return [run.job(parts, run.cfg.tokenize, run.cfg.runner.workers, label="tokenizer")]
+    return [run.job(parts, run.cfg.tokenize, run.cfg.tokenize.train_threads, label="tokenizer")]
 
 
 def _use(run: Run, tok: TokenizerInfo) -> None:
