@@ -189,6 +189,23 @@ def _shard_sizes(path: Path, refs: list[ShardRef]) -> list[tuple[str, int | None
     return out
 
 
+_VERIFIED: set[tuple] = set()  # (path, inode, mtime, size, sha256) of the files this process has hashed
+
+
+def _verified(p: Path, source, ref: ShardRef) -> bool:
+    """Whether the mapped file's bytes have the manifest's sha256: hashed the first time this process opens this file
+    (the same path, inode, modification time and size), not again when a reader opens it again (a loader that shuffles
+    within windows of shards reopens them every epoch)."""
+    st = p.stat()
+    seen = (str(p), st.st_ino, st.st_mtime_ns, st.st_size, ref.sha256)
+    if seen in _VERIFIED:
+        return source.size() == ref.bytes
+    if source.size() != ref.bytes or hashlib.sha256(source.read_buffer()).hexdigest() != ref.sha256:
+        return False
+    _VERIFIED.add(seen)
+    return True
+
+
 def open_shard(manifest_path: Path, manifest: Manifest, domain: str, ref: ShardRef, split: str) -> pa.Table:
     """A shard, memory-mapped, after checking what is read is what the manifest names: its bytes' sha256, and its
     own metadata's domain, split and tokenizer. Called by every reader when it first opens a shard."""
@@ -202,7 +219,7 @@ def open_shard(manifest_path: Path, manifest: Manifest, domain: str, ref: ShardR
                 raise ManifestError(f"{manifest_path}: shard of {domain!r} cannot be opened: {p} ({err})") from None
         except OSError as err:
             raise ManifestError(f"{manifest_path}: shard of {domain!r} cannot be opened: {p} ({err})") from None
-    if source.size() != ref.bytes or hashlib.sha256(source.read_buffer()).hexdigest() != ref.sha256:
+    if not _verified(p, source, ref):
         raise ManifestError(f"{manifest_path}: shard {p} is corrupt or changed: its bytes do not match the manifest's "
                             "sha256")
     source.seek(0)
