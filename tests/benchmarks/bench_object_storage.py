@@ -1,7 +1,7 @@
 """`curate run` with its inputs and work root on object storage beside the same run on local disk, and what it sends
 to the store: requests by kind and bytes each way, per GB of input text, and their price per TB.
 
-    python tests/benchmarks/bench_object_storage.py [--corpora DIR] [--repeats 1]
+    python tests/benchmarks/bench_object_storage.py [--corpora DIR] [--repeats 1] [--workers 2]
 
 The store is moto's S3 server on loopback (one Python process: slower per request than S3, so the time ratio is a
 floor), reached through a small counting proxy started here, so every request the run makes is seen as S3 would see
@@ -131,6 +131,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpora", type=Path, default=CORPORA)
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=2, help="runner.workers of both runs")
     args = ap.parse_args()
     files = sorted(args.corpora.glob("*.jsonl.gz"))
     moto, port = _moto()
@@ -150,17 +151,21 @@ def main() -> None:
     try:
         for k in range(args.repeats):
             with tempfile.TemporaryDirectory() as tmp:
-                wall = _run([*map(str, files), "--out", f"{tmp}/local"], env)
+                cfg = Path(tmp) / "runner.yaml"
+                cfg.write_text(f"runner:\n  workers: {args.workers}\n")
+                wall = _run([*map(str, files), "--out", f"{tmp}/local", "--config", str(cfg)], env)
                 local_s.append(wall)
                 report = json.loads(Path(f"{tmp}/local/report.json").read_text())
                 text_bytes = sum(c["text_bytes"] for c in report["corpora"])
                 proxy.reset()
                 cache = Path(tmp) / "cache"
-                wall = _run([f"s3://bench/in/{f.name}" for f in files] + ["--out", f"s3://bench/work{k}"],
+                wall = _run([f"s3://bench/in/{f.name}" for f in files] + ["--out", f"s3://bench/work{k}", "--config",
+                                                                          str(cfg)],
                                {**env, "CURATE_CACHE": str(cache)})
                 remote_s.append(wall)
                 disk = _du(cache)
-        print(f"{len(files)} corpora, {text_bytes / 1e6:,.1f} MB of text; wall, median of {args.repeats}: local "
+        print(f"{len(files)} corpora, {text_bytes / 1e6:,.1f} MB of text, {args.workers} workers; wall, median of "
+              f"{args.repeats}: local "
               f"{statistics.median(local_s):.1f} s, s3 {statistics.median(remote_s):.1f} s: s3 throughput "
               f"{statistics.median(local_s) / statistics.median(remote_s):.2f}x local (target >= 0.8)")
         gb = text_bytes / 1e9
