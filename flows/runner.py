@@ -13,6 +13,7 @@ carries the corpus tags.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from typing import Callable
@@ -98,8 +99,11 @@ class Progress:
 def worker_init(poll_s: float = 1.0) -> None:
     """Run once in each worker process of a process pool: it exits when the process that started it is gone. A
     flow process killed with SIGKILL leaves no worker behind to go on writing into the work root while the next
-    run resumes there (nor holding the killed run's output pipes open)."""
+    run resumes there (nor holding the killed run's output pipes open). It ignores Ctrl-C, which a terminal sends to
+    the whole process group: the flow process stops its workers itself (runtime.stop_on_signals); a worker that
+    raised KeyboardInterrupt in a task had its traceback printed by the pool's thread first."""
     parent = os.getppid()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
         while os.getppid() == parent:
