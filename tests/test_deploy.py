@@ -47,7 +47,8 @@ def _strict(schema):
 def _crd_schema(kind: str) -> dict:
     import dask_kubernetes
 
-    crds = Path(dask_kubernetes.__file__).parent / "operator" / "deployment" / "helm" / "dask-kubernetes-operator" / "crds"
+    helm = Path(dask_kubernetes.__file__).parent / "operator" / "deployment" / "helm"
+    crds = helm / "dask-kubernetes-operator" / "crds"
     crd = yaml.safe_load((crds / f"{kind.lower()}.yaml").read_text())
     version = next(v for v in crd["spec"]["versions"] if v["served"])
     schema = _strict(version["schema"]["openAPIV3Schema"])

@@ -1,5 +1,6 @@
 """The same flow on a Dask cluster (Prefect's DaskTaskRunner): a local cluster of two worker processes, and an
 existing scheduler with its workers started as the README shows, give the local runner's outputs byte for byte."""
+import contextlib
 import hashlib
 import json
 import os
@@ -47,9 +48,9 @@ def test_a_local_dask_cluster_gives_the_local_runners_outputs(tmp_path, local):
     assert dask == local and len(local["files"]) > 10
 
 
-def test_an_existing_scheduler_and_its_workers(tmp_path, local):
-    """Three workers where the local run had two: dedup splits its candidate pairs into a band group per worker
-    thread of the cluster, and a different split must not change what is kept."""
+@contextlib.contextmanager
+def _cluster(workers: int):
+    """A scheduler and `workers` worker processes started as the README shows; yields (address, a client)."""
     from distributed import Client
 
     from curate.flows.server import free_port
@@ -60,17 +61,24 @@ def test_an_existing_scheduler_and_its_workers(tmp_path, local):
                               start_new_session=True)]
     try:
         time.sleep(3)
-        procs.append(subprocess.Popen([str(BIN / "dask"), "worker", f"tcp://127.0.0.1:{port}", "--nworkers", "3",
-                                       "--nthreads", "1", "--no-dashboard"], stdout=subprocess.DEVNULL,
+        procs.append(subprocess.Popen([str(BIN / "dask"), "worker", f"tcp://127.0.0.1:{port}", "--nworkers",
+                                       str(workers), "--nthreads", "1", "--no-dashboard"], stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL, start_new_session=True))
         with Client(f"tcp://127.0.0.1:{port}", timeout="30s") as client:
-            client.wait_for_workers(3, timeout=120)
-        remote = _run(tmp_path, "remote", f"  kind: dask\n  address: tcp://127.0.0.1:{port}\n")
-        assert remote == local
+            client.wait_for_workers(workers, timeout=120)
+            yield f"tcp://127.0.0.1:{port}", client
     finally:
         for p in reversed(procs):
             os.killpg(p.pid, signal.SIGTERM)
             p.wait(timeout=30)
+
+
+def test_an_existing_scheduler_and_its_workers(tmp_path, local):
+    """Three workers where the local run had two: dedup splits its candidate pairs into a band group per worker
+    thread of the cluster, and a different split must not change what is kept."""
+    with _cluster(3) as (address, _):
+        remote = _run(tmp_path, "remote", f"  kind: dask\n  address: {address}\n")
+    assert remote == local
 
 
 def test_workers_that_do_not_see_the_work_root_stop_the_run_before_any_stage(tmp_path):
@@ -111,43 +119,24 @@ def test_workers_that_do_not_see_the_work_root_stop_the_run_before_any_stage(tmp
 def test_a_dask_worker_killed_during_a_stage_costs_its_task_not_the_run(tmp_path, local):
     """A worker process killed (SIGKILL) while it runs a classify task: Dask runs the task again on a worker (its
     nanny starts a new one), the run completes, and its outputs are the local run's byte for byte."""
-    from distributed import Client
-
-    from curate.flows.server import free_port
-
-    port = free_port()
-    procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                               "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)]
-    try:
-        time.sleep(3)
-        procs.append(subprocess.Popen([str(BIN / "dask"), "worker", f"tcp://127.0.0.1:{port}", "--nworkers", "2",
-                                       "--nthreads", "1", "--no-dashboard"], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL, start_new_session=True))
-        with Client(f"tcp://127.0.0.1:{port}", timeout="30s") as client:
-            client.wait_for_workers(2, timeout=120)
-            (tmp_path / "c.yaml").write_text(f"tokenize:\n  vocab_size: 1000\nrunner:\n  kind: dask\n  address: "
-                                             f"tcp://127.0.0.1:{port}\n")
-            env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-            run = subprocess.Popen([str(BIN / "curate"), "run", *INPUTS, "--out", str(tmp_path / "out"), "--config",
-                                    str(tmp_path / "c.yaml")], env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True)
-            killed, deadline = None, time.monotonic() + 300
-            while run.poll() is None and killed is None and time.monotonic() < deadline:
-                busy = [w for w, tasks in client.processing().items() if tasks]
-                if busy and (tmp_path / "out" / "classify").exists():
-                    pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
-                    os.kill(pid, signal.SIGKILL)
-                    killed = pid
-                time.sleep(0.05)
-            out, _ = run.communicate(timeout=600)
-        assert killed, "no worker was busy during classify"
-        assert run.returncode == 0, out[-3000:]
-        assert _outputs(tmp_path / "out") == local
-    finally:
-        for p in reversed(procs):
-            os.killpg(p.pid, signal.SIGTERM)
-            p.wait(timeout=30)
+    with _cluster(2) as (address, client):
+        (tmp_path / "c.yaml").write_text(f"tokenize:\n  vocab_size: 1000\nrunner:\n  kind: dask\n  address: "
+                                         f"{address}\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+        run = subprocess.Popen([str(BIN / "curate"), "run", *INPUTS, "--out", str(tmp_path / "out"), "--config",
+                                str(tmp_path / "c.yaml")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+        killed, deadline = None, time.monotonic() + 300
+        while run.poll() is None and killed is None and time.monotonic() < deadline:
+            busy = [w for w, tasks in client.processing().items() if tasks]
+            if busy and (tmp_path / "out" / "classify").exists():
+                killed = client.run(os.getpid, workers=[busy[0]])[busy[0]]
+                os.kill(killed, signal.SIGKILL)
+            time.sleep(0.05)
+        out, _ = run.communicate(timeout=600)
+    assert killed, "no worker was busy during classify"
+    assert run.returncode == 0, out[-3000:]
+    assert _outputs(tmp_path / "out") == local
 
 
 def test_a_run_killed_during_a_stage_resumes_with_another_worker_count(tmp_path, local):
