@@ -73,12 +73,29 @@ def _cluster(workers: int):
             p.wait(timeout=30)
 
 
-def test_an_existing_scheduler_and_its_workers(tmp_path, local):
+def test_an_existing_scheduler_and_its_workers_one_killed_during_a_stage(tmp_path, local):
     """Three workers where the local run had two: dedup splits its candidate pairs into a band group per worker
-    thread of the cluster, and a different split must not change what is kept."""
-    with _cluster(3) as (address, _):
-        remote = _run(tmp_path, "remote", f"  kind: dask\n  address: {address}\n")
-    assert remote == local
+    thread of the cluster, and a different split must not change what is kept. And one worker process killed
+    (SIGKILL) while it runs a classify task: Dask runs the task again (its nanny starts a new worker), the run
+    completes, and its outputs are still the local run's byte for byte."""
+    with _cluster(3) as (address, client):
+        (tmp_path / "c.yaml").write_text(f"tokenize:\n  vocab_size: 1000\nrunner:\n  kind: dask\n  address: "
+                                         f"{address}\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+        run = subprocess.Popen([str(BIN / "curate"), "run", *INPUTS, "--out", str(tmp_path / "out"), "--config",
+                                str(tmp_path / "c.yaml")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+        killed, deadline = None, time.monotonic() + 300
+        while run.poll() is None and killed is None and time.monotonic() < deadline:
+            busy = [w for w, tasks in client.processing().items() if tasks]
+            if busy and (tmp_path / "out" / "classify").exists():
+                killed = client.run(os.getpid, workers=[busy[0]])[busy[0]]
+                os.kill(killed, signal.SIGKILL)
+            time.sleep(0.05)
+        out, _ = run.communicate(timeout=600)
+    assert killed, "no worker was busy during classify"
+    assert run.returncode == 0, out[-3000:]
+    assert _outputs(tmp_path / "out") == local
 
 
 def test_workers_that_do_not_see_the_work_root_stop_the_run_before_any_stage(tmp_path):
@@ -114,29 +131,6 @@ def test_workers_that_do_not_see_the_work_root_stop_the_run_before_any_stage(tmp
         for p in reversed(procs):
             os.killpg(p.pid, signal.SIGTERM)
             p.wait(timeout=30)
-
-
-def test_a_dask_worker_killed_during_a_stage_costs_its_task_not_the_run(tmp_path, local):
-    """A worker process killed (SIGKILL) while it runs a classify task: Dask runs the task again on a worker (its
-    nanny starts a new one), the run completes, and its outputs are the local run's byte for byte."""
-    with _cluster(2) as (address, client):
-        (tmp_path / "c.yaml").write_text(f"tokenize:\n  vocab_size: 1000\nrunner:\n  kind: dask\n  address: "
-                                         f"{address}\n")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-        run = subprocess.Popen([str(BIN / "curate"), "run", *INPUTS, "--out", str(tmp_path / "out"), "--config",
-                                str(tmp_path / "c.yaml")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
-        killed, deadline = None, time.monotonic() + 300
-        while run.poll() is None and killed is None and time.monotonic() < deadline:
-            busy = [w for w, tasks in client.processing().items() if tasks]
-            if busy and (tmp_path / "out" / "classify").exists():
-                killed = client.run(os.getpid, workers=[busy[0]])[busy[0]]
-                os.kill(killed, signal.SIGKILL)
-            time.sleep(0.05)
-        out, _ = run.communicate(timeout=600)
-    assert killed, "no worker was busy during classify"
-    assert run.returncode == 0, out[-3000:]
-    assert _outputs(tmp_path / "out") == local
 
 
 def test_a_run_killed_during_a_stage_resumes_with_another_worker_count(tmp_path, local):
