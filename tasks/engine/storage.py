@@ -68,6 +68,11 @@ def filesystem(url: str):
         raise StorageError(f"{url}: {err}") from None
 
 
+def protocol_of(fs) -> str:
+    """A filesystem's URL scheme (fsspec gives a name or a tuple of them)."""
+    return fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+
+
 def cache_dir(kind: str, url: str) -> Path:
     """The local mirror of a remote location: $CURATE_CACHE (default ~/.cache/curate)/<kind>/<hash of the URL>."""
     base = Path(os.environ.get("CURATE_CACHE") or Path.home() / ".cache" / "curate")
@@ -161,7 +166,8 @@ class Mirror:
         for rel, info in sorted(self.remote_files(under).items()):
             dest = inside(self.local, rel, f"the object key {self.url}/{rel}")
             seen = record.get(rel)
-            if seen and seen["remote"] == object_version(info) and dest.is_file() and _local_state(dest) == seen["local"]:
+            if seen and seen["remote"] == object_version(info) and dest.is_file() \
+                    and _local_state(dest) == seen["local"]:
                 continue
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = dest.with_name(f".{dest.name}.{os.getpid()}.pull.tmp")
@@ -402,7 +408,7 @@ def fetch_manifest(url: str) -> Path:
     if len(parts) < 4 or parts[-3] != "manifests":
         raise StorageError(f"{url}: a manifest lives at <work root>/manifests/<name>/vNNNN.json")
     root, rel_manifest = "/".join(parts[:-3]), "/".join(parts[-3:])
-    root_url = f"{fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]}://{root}"
+    root_url = f"{protocol_of(fs)}://{root}"
     local_root = cache_dir("datasets", root_url)
     local_manifest = local_root / rel_manifest
     try:

@@ -120,7 +120,7 @@ def _scan_remote(landing: str) -> list[LandedCorpus]:
         if e.get("type") != "directory" or name.startswith("."):
             continue
         url = f"{landing.rstrip('/')}/{name}"
-        out.append(_landed(name, url, lambda: fs.exists(f"{e['name'].rstrip('/')}/{READY_MARKER}")))
+        out.append(_landed(name, url, lambda: corpus_ready(url)))
     return out
 
 

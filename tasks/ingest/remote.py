@@ -6,11 +6,12 @@ fsspec, a block at a time with read-ahead (Parquet by range reads). Nothing is d
 checks and its rejects are the same for a local file and an object."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-from curate.tasks.engine.storage import StorageError, filesystem, object_version
+from curate.tasks.engine.storage import StorageError, filesystem, is_remote, local_path, object_version, protocol_of
 
 BLOCK_BYTES = 8 << 20  # read-ahead per open object: what a worker holds of an input besides what it parses
 
@@ -27,7 +28,6 @@ class RemoteFile:
         self.url = url
         self.name = PurePosixPath(url.rstrip("/")).name
         self._size = size
-        self._fs = None
 
     def __str__(self) -> str:
         return self.url
@@ -35,21 +35,22 @@ class RemoteFile:
     def __repr__(self) -> str:
         return f"RemoteFile({self.url!r})"
 
-    @property
-    def fs(self):
-        if self._fs is None:
-            self._fs, self._path = filesystem(self.url)
-        return self._fs
+    @functools.cached_property
+    def _target(self) -> tuple[Any, str]:
+        """(filesystem, path within it): made in the process that reads, not where the file was listed."""
+        return filesystem(self.url)
 
     def stat(self) -> _Stat:
         if self._size is None:
-            self._size = int(self.fs.info(self._path)["size"])
+            fs, path = self._target
+            self._size = int(fs.info(path)["size"])
         return _Stat(self._size)
 
     def open(self, mode: str = "rb") -> Any:
         if mode != "rb":
             raise ValueError("inputs are read only")
-        return self.fs.open(self._path, "rb", block_size=BLOCK_BYTES, cache_type="readahead")
+        fs, path = self._target
+        return fs.open(path, "rb", block_size=BLOCK_BYTES, cache_type="readahead")
 
     def read_bytes(self) -> bytes:
         with self.open() as f:
@@ -58,8 +59,6 @@ class RemoteFile:
 
 def input_path(path: str, size: int | None = None):
     """What the readers read: a local Path, or a RemoteFile for an object's URL."""
-    from curate.tasks.engine.storage import is_remote, local_path
-
     return RemoteFile(path, size) if is_remote(path) else local_path(path)
 
 
@@ -68,7 +67,7 @@ def list_objects(url: str) -> tuple[list[tuple[str, str, dict]], list[tuple[str,
     (name, why) of those left out (hidden names: a segment starting with '.'), and whether the URL names one object.
     One listing; no object is read."""
     fs, path = filesystem(url.rstrip("/"))
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    protocol = protocol_of(fs)
     try:
         if fs.isfile(path):
             return [(url, PurePosixPath(path).name, fs.info(path))], [], True
@@ -92,4 +91,3 @@ def list_objects(url: str) -> tuple[list[tuple[str, str, dict]], list[tuple[str,
 def version_key(info: dict) -> str:
     """An object's content key for reuse: its store's version (ETag) and size, as listed."""
     return f"object:{object_version(info)}-{info.get('size')}"
-

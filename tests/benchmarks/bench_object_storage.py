@@ -173,7 +173,8 @@ def main() -> None:
         print(f"requests to the store (last run): {total:,} ({', '.join(f'{k} {v:,}' for k, v in proxy.requests.most_common())}); "
               f"{proxy.sent / 1e6:,.1f} MB sent, {proxy.received / 1e6:,.1f} MB received")
         per_gb = {k: v / gb for k, v in proxy.requests.items()}
-        cost_tb = sum(n * 1000 / 1000 * PRICE_PER_1000.get(k, 0.0004) for k, n in per_gb.items())  # x1000 GB, /1000
+        # per GB x 1,000 GB a TB x the price per 1,000 requests / 1,000: the count per GB times that price
+        cost_tb = sum(n * PRICE_PER_1000.get(k, 0.0004) for k, n in per_gb.items())
         print(f"per GB of text: {total / gb:,.0f} requests, {proxy.sent / gb / 1e9:.2f} GB sent, "
               f"{proxy.received / gb / 1e9:.2f} GB received; requests per TB of text at S3 Standard's prices: "
               f"${cost_tb:,.2f}")
