@@ -22,7 +22,8 @@ from curate.tasks.classify.decontam import DECONTAM
 from curate.tasks.dedup.dedup import DEDUP
 from curate.tasks.engine.files import clean_orphans
 from curate.tasks.engine.stage import Run, run_pipeline
-from curate.tasks.engine.storage import checked_out, is_remote, local_path
+from curate.tasks.engine.spool import SendingFirst, leased_spool, spool_of
+from curate.tasks.engine.storage import fetch_manifest, is_remote, local_path
 from curate.tasks.ingest.ingest import INGEST, check_names
 from curate.tasks.ingest.inputs import InputError, default_inputs, resolve_inputs
 from curate.tasks.mix.manifest import MIX
@@ -49,10 +50,10 @@ def curate(inputs: list[str] | None = None, out: str = "out", config_path: str |
     corpora = resolve_inputs(inputs if inputs is not None else default_inputs(cfg))
     names = [c.name for c in corpora]
     label_flow_run(f"curate {'+'.join(names)}"[:120], tags=[f"corpus:{n}" for n in names])
-    if is_remote(out):  # object storage: run on a local copy under the work root's lease, then push (tasks/engine/storage.py)
-        with checked_out(out) as local:
-            report = _curate_into(corpora, cfg, local, t0, publish_artifacts)
-        return _remote_paths(report, local, out)
+    if is_remote(out):  # object storage: read and written through spools, under the work root's lease (tasks/engine/spool.py)
+        with leased_spool(out) as spool:
+            report = _curate_into(corpora, cfg, spool.local, t0, publish_artifacts, url=spool.url)
+        return _remote_paths(report, spool.local, out)
     return _curate_into(corpora, cfg, local_path(out).resolve(), t0, publish_artifacts)
 
 
@@ -61,11 +62,12 @@ def _remote_paths(report: dict, local: Path, url: str) -> dict:
     def remote(p: str | None) -> str | None:
         return p and (url.rstrip("/") + "/" + Path(p).relative_to(local).as_posix() if Path(p).is_relative_to(local)
                       else p)
-    return {**report, "work_root": url, "manifest": remote(report.get("manifest")), "manifest_local": report.get("manifest")}
+    manifest = remote(report.get("manifest"))  # (its local copy, for the tables printed and published after the run)
+    return {**report, "work_root": url, "manifest": manifest, "manifest_local": manifest and str(fetch_manifest(manifest))}
 
 
 def _curate_into(corpora: list[Corpus], cfg: CurateConfig, work_root: Path, t0: float,
-                 publish_artifacts: bool = True) -> dict:
+                 publish_artifacts: bool = True, url: str | None = None) -> dict:
     names = [c.name for c in corpora]
     report = RunReport(
         flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None, work_root=str(work_root),
@@ -73,12 +75,14 @@ def _curate_into(corpora: list[Corpus], cfg: CurateConfig, work_root: Path, t0: 
         ignored_files=[f for c in corpora for f in c.ignored],
     )
     check_names(work_root, corpora, cfg.ingest)  # a name the work root holds with other content: refused, nothing written
-    check_workers_see(work_root, cfg.runner)  # before any part goes to a worker that would write it elsewhere
+    if url is None:  # (a work root on object storage is seen by every worker that can reach the store)
+        check_workers_see(work_root, cfg.runner)  # before any part goes to a worker that would write it elsewhere
     if orphans := clean_orphans(work_root):  # temporary files of writers that were killed
         get_run_logger().info("removed %d temporary files left by killed runs", len(orphans))
     progress = Progress()
-    run = Run(cfg, work_root, PrefectRunner(worker_slots(cfg.runner), cfg.runner.retries), report, inputs=corpora,
-              progress=progress, log=lambda message: get_run_logger().info(message))
+    runner = PrefectRunner(worker_slots(cfg.runner), cfg.runner.retries)
+    run = Run(cfg, work_root, SendingFirst(runner, spool_of(url)) if url else runner, report, inputs=corpora,
+              progress=progress, log=lambda message: get_run_logger().info(message), url=url)
     try:
         run_pipeline(PIPELINE, run)
     finally:

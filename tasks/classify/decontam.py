@@ -31,6 +31,7 @@ from curate.schemas.report import DecontamPartResult, DecontamReport, Part
 from curate.schemas.work_root import WorkRoot
 from curate.tasks.text.words import TOKENS, is_unspaced, ngram_hashes, token_hashes, tokens, word_hashes
 from curate.tasks.engine.files import atomic_path
+from curate.tasks.engine.spool import present, readable
 from curate.tasks.engine.stage import Job, Run, Stage, part_step
 from curate.tasks.engine.verdicts import alive, documents, verdict_table, verdicts_key, verdicts_path
 
@@ -85,11 +86,11 @@ def _set_texts(spec: EvalSetSpec) -> list[str]:
 class EvalIndex:
     """Every n-gram of the evaluation sets: sorted hashes, and per hash the benchmark and the words."""
 
-    path: str  # an .npz under the work root, named by the sets' content
+    path: str  # an .npz under the work root (its path within it), named by the sets' content
     key: str
 
-    def load(self) -> tuple[np.ndarray, dict[int, tuple[str, tuple[str, ...]]]]:
-        with np.load(self.path, allow_pickle=False) as z:
+    def load(self, work_root: Path) -> tuple[np.ndarray, dict[int, tuple[str, tuple[str, ...]]]]:
+        with np.load(readable(Path(work_root) / self.path), allow_pickle=False) as z:
             hashes, names, grams = z["hashes"], z["names"].tolist(), z["grams"].tolist()
         return hashes, {int(h): (n, tuple(g.split(" "))) for h, n, g in zip(hashes.tolist(), names, grams)}
 
@@ -102,7 +103,7 @@ def build_index(cfg: DecontamConfig, work_root: Path) -> EvalIndex | None:
     key = hashlib.sha256(json.dumps({"n": cfg.ngram, "tokens": TOKENS, "sets": sets}, sort_keys=True).encode()
                          ).hexdigest()[:16]
     path = WorkRoot(work_root).evalset(key)
-    if not path.exists():
+    if not present(path):
         table: dict[int, tuple[str, str]] = {}
         for name, texts in sets.items():
             for text in texts:
@@ -115,7 +116,7 @@ def build_index(cfg: DecontamConfig, work_root: Path) -> EvalIndex | None:
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, hashes=hashes, names=np.array([table[int(h)][0] for h in hashes]),
                      grams=np.array([table[int(h)][1] for h in hashes]))
-    return EvalIndex(str(path), key)
+    return EvalIndex(WorkRoot(work_root).relative(path), key)
 
 
 def match(text: str, n: int, hashes: np.ndarray, grams: dict) -> tuple[str, str] | None:
@@ -148,7 +149,7 @@ def _decontaminate(job: Job, key: dict) -> DecontamPartResult:
     part, cfg, work_root = job.unit, job.settings, job.root
     out = verdicts_path(work_root, STAGE, part)
     t0 = time.perf_counter()
-    hashes, grams = job.prepared.load()
+    hashes, grams = job.prepared.load(work_root)
     res = DecontamPartResult(corpus=part.corpus, verdicts_path=WorkRoot(work_root).relative(out))
     by_set: Counter[str] = Counter()
     with atomic_path(out) as tmp, pq.ParquetWriter(tmp, VERDICT_SCHEMA, compression="zstd") as writer:

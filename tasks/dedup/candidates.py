@@ -24,6 +24,7 @@ from curate.schemas.work_root import WorkRoot
 from curate.tasks.dedup.index import DedupIndex
 from curate.tasks.dedup.minhash import text_shingles
 from curate.tasks.engine.files import atomic_path, open_parquet
+from curate.tasks.engine.spool import readable
 
 
 
@@ -156,7 +157,7 @@ def load_keys(parts: list[Part], work_root: Path, sig_path, bands: range | None 
     of all documents) over a corpus's parts, in part order."""
     keys, rows, counts = [], [], []
     for part, start in zip(parts, part_starts(parts)):
-        with np.load(sig_path(work_root, part)) as z:
+        with np.load(readable(sig_path(work_root, part))) as z:
             k = z["keys"]
             keys.append(k[:, bands.start:bands.stop] if bands is not None else k)
             rows.append(z["rows"] + start)
@@ -176,7 +177,7 @@ def near_candidates(corpus: str, parts: list[Part], cfg: DedupConfig, work_root:
     Reads what the coordinator prepared (alive documents, id ranks) and the index as it is now (the coordinator holds
     the index lock for the whole corpus)."""
     root = Path(work_root)
-    with np.load(WorkRoot(root).near_prep(corpus)) as z:
+    with np.load(readable(WorkRoot(root).near_prep(corpus))) as z:
         alive, id_rank = z["alive"], z["id_rank"]
     n = len(alive)
     index = DedupIndex(root, params)
@@ -190,4 +191,4 @@ def near_candidates(corpus: str, parts: list[Part], cfg: DedupConfig, work_root:
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, new=new_s, old=old_s)
-    return str(out)
+    return WorkRoot(root).relative(out)

@@ -33,6 +33,7 @@ from curate.tasks.dedup.candidates import (ShingleSets, band_groups, candidate_p
 from curate.tasks.dedup.index import DedupIndex, DedupIndexError, index_lock
 from curate.tasks.dedup.minhash import LSHParams, MinHasher, band_keys, lsh_params
 from curate.tasks.engine.files import atomic_path, file_fingerprint, open_parquet, read_json, size_of, write_json_atomic
+from curate.tasks.engine.spool import discard, present, readable
 from curate.tasks.engine.stage import Job, Run, Stage, StageProgress, Step, TaskPool
 from curate.tasks.engine.verdicts import verdict_table, verdicts_path
 from curate.tasks.text.words import TOKENS
@@ -151,7 +152,7 @@ def _cluster(job: Job, key: dict) -> DedupReport:
         report = _decide_and_write(_CorpusDocs.read(unit, work_root), cfg, index, fingerprint)
         write_json_atomic(out_dir / "_done.json", report.model_dump(mode="json"))
         for path in [WorkRoot(work_root).near_prep(unit.corpus), *(unit.candidates or [])]:  # hand-over, used up
-            Path(path).unlink(missing_ok=True)
+            discard(Path(work_root) / path)
         return report
 
 
@@ -167,7 +168,7 @@ def _registered(unit: CorpusParts, index: DedupIndex, fingerprint: str, work_roo
     if done is None:
         raise DedupIndexError(f"corpus {unit.corpus!r} is in the dedup index without its report: remove "
                               f"{index.root} to rebuild the index")
-    missing = [p for p in unit.parts if not verdicts_path(work_root, STAGE, p).exists()]
+    missing = [p for p in unit.parts if not present(verdicts_path(work_root, STAGE, p))]
     if missing:
         raise DedupIndexError(f"corpus {unit.corpus!r} is in the dedup index but its verdicts are missing "
                               f"({verdicts_path(work_root, STAGE, missing[0])}): a work root of an earlier layout, "
@@ -197,7 +198,7 @@ class _Fates:
 
 def _meta(parts: list[Part] | tuple[Part, ...], work_root: Path) -> pa.Table:
     """id, content hash, url and crawl date of every document of a corpus, in part order."""
-    return pa.concat_tables([pq.read_table(work_root / p.docs_path, columns=["id", "content_hash", "url", "crawl_date"])
+    return pa.concat_tables([pq.read_table(readable(work_root / p.docs_path), columns=["id", "content_hash", "url", "crawl_date"])
                              for p in parts])
 
 
@@ -284,7 +285,7 @@ def _near_pairs(docs: _CorpusDocs, cfg: DedupConfig, index: DedupIndex, alive: n
     else:
         groups = []
         for path in candidates:
-            with np.load(path) as z:
+            with np.load(readable(docs.work_root / path)) as z:
                 groups.append((z["new"], z["old"]))
         new_s = np.unique(np.concatenate([g[0] for g in groups]), axis=0)
         old_s = np.unique(np.concatenate([g[1] for g in groups]), axis=0)
@@ -475,7 +476,8 @@ def _cluster_steps(job: Job, slots: int):
     follows the corpus, and the flow's stays flat."""
     unit, cfg = job.unit, job.settings
     with index_lock(job.root, cfg.lock_wait_seconds):
-        groups = prepare_near(unit.corpus, list(unit.parts), cfg, job.root, slots) if slots > 1 else []
+        groups = (yield [(PREPARE_NEAR, _with_unit(job, NearPrep(unit.corpus, unit.parts, slots)))])[0].groups \
+            if slots > 1 else []
         pairs = (yield [(NEAR_GROUP, _with_unit(job, NearGroup(unit.corpus, unit.parts, lo, hi)))
                         for lo, hi in groups]) if groups else None
         locked = CorpusParts(unit.corpus, unit.parts, tuple(p.path for p in pairs) if pairs is not None else None,
@@ -486,6 +488,28 @@ def _cluster_steps(job: Job, slots: int):
 
 def _with_unit(job: Job, unit) -> Job:
     return Job(unit, job.settings, job.work_root, job.prepared, job.before, f"{job.label}:{type(unit).__name__}")
+
+
+@dataclass(frozen=True)
+class NearPrep:
+    """What the band groups of a corpus read (its documents still candidates, their id ranks): one task, on a worker,
+    where the corpus's parts are read."""
+
+    corpus: str
+    parts: tuple[Part, ...]
+    groups: int
+
+
+class _Groups(BaseModel):
+    groups: list[tuple[int, int]]
+
+
+def _prepare_near(job: Job, key: dict) -> _Groups:
+    g = job.unit
+    return _Groups(groups=prepare_near(g.corpus, list(g.parts), job.settings, job.root, g.groups))
+
+
+PREPARE_NEAR = Step("near-prepare", __name__, _Groups, _prepare_near)
 
 
 @dataclass(frozen=True)
@@ -500,7 +524,7 @@ class NearGroup:
 
 def _near_group(job: Job, key: dict) -> "_PairsFile":
     g = job.unit
-    return _PairsFile(path=near_candidates(g.corpus, list(g.parts), job.settings, job.work_root, g.lo, g.hi,
+    return _PairsFile(path=near_candidates(g.corpus, list(g.parts), job.settings, str(job.root), g.lo, g.hi,
                                            index_params(job.settings), sig_path))
 
 

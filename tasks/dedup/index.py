@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.tasks.engine.files import atomic_path, write_json_atomic
+from curate.tasks.engine.spool import present, readable
 
 
 class DedupIndexError(RuntimeError):
@@ -42,10 +43,10 @@ class DedupIndex:
         self._rows: dict[int, np.ndarray] = {}  # corpus rank -> its kept documents' rows in the corpus
 
     def _load_registry(self) -> dict:
-        if not self.registry_path.exists():
+        if not present(self.registry_path):
             return {"params": self.params, "corpora": []}
         try:
-            reg = json.loads(self.registry_path.read_text(encoding="utf-8"))
+            reg = json.loads(readable(self.registry_path).read_text(encoding="utf-8"))
             names = [c["name"] for c in reg["corpora"]]
         except (ValueError, KeyError, TypeError) as err:
             raise DedupIndexError(f"dedup index registry is corrupt: {self.registry_path} ({err}); "
@@ -68,9 +69,9 @@ class DedupIndex:
     def _read(self, path: Path, columns: list[str]) -> pa.Table:
         """An index file, checked against the sha256 its corpus's registration recorded: a file replaced by another
         valid one would change decisions silently."""
-        if not path.exists():
+        if not present(path):
             raise DedupIndexError(f"dedup index file missing: {path} (the registry lists its corpus)")
-        data = path.read_bytes()
+        data = readable(path).read_bytes()
         want = self._sha256.get(path.relative_to(self.root).as_posix())
         if want and hashlib.sha256(data).hexdigest() != want:
             raise DedupIndexError(f"dedup index file changed: {path} is not the file its corpus registered (sha256 "
@@ -127,7 +128,7 @@ class DedupIndex:
         for rel, rows in entry["parts"]:
             if row < rows:
                 path = work_root / rel
-                if not path.exists():
+                if not present(path):
                     raise DedupIndexError(f"kept documents of corpus {entry['name']!r} missing: {path}")
                 return path, row
             row -= rows

@@ -23,10 +23,9 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import xxhash
-
 from curate.schemas.report import Part
 from curate.schemas.work_root import WorkRoot, part_name
+from curate.tasks.engine.spool import content_fingerprint, listed, readable, stored_fingerprint, stored_size
 
 _HOST = socket.gethostname().replace(".", "_")
 ORPHAN_AGE_S = 24 * 3600  # a temporary file of another host (or of an unknown writer) older than this is an orphan
@@ -91,7 +90,7 @@ def holds_text(path: str, text: str) -> bool:
 def read_json(path: Path) -> Any | None:
     """A stage's record: None when it is absent or unreadable (the work it records is redone)."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        return json.loads(readable(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 
@@ -104,7 +103,7 @@ def read_index(path: Path) -> Any | None:
     """A file that says what the work root holds (a corpus index): None when absent; damaged, it is an error (read as
     absent, every part ever ingested would count again)."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        return json.loads(readable(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as err:
@@ -128,26 +127,24 @@ def current_parts(work_root: str | Path) -> Callable[[str, str], bool]:
 def corpus_parts(work_root: str | Path) -> dict[str, list[Part]]:
     """Every corpus of the work root and the parts of its latest ingest, by its corpus index."""
     out = {}
-    for path in sorted(WorkRoot(work_root).stage("ingest").glob("*/_corpus.json")):
+    for path in listed(WorkRoot(work_root).stage("ingest"), "*/_corpus.json"):
         index = read_index(path)
         out[index["corpus"]] = [Part.model_validate(p) for f in index["files"] for p in f["parts"]]
     return out
 
 
 def file_fingerprint(path: Path) -> str:
-    """xxh3-128 of the file's bytes and size: content, not mtime, decides whether work is reused."""
-    h = xxhash.xxh3_128()
-    size = 0
+    """xxh3-128 of the file's bytes and size: content, not mtime, decides whether work is reused. (A file of a
+    remote work root: its ETag and size, read without fetching it.)"""
+    if (stored := stored_fingerprint(path)) is not None:
+        return stored
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-            size += len(chunk)
-    return f"{h.hexdigest()}-{size}"
+        return content_fingerprint(f)
 
 
 def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(readable(path), "rb") as f:
         while chunk := f.read(1 << 22):
             h.update(chunk)
     return h.hexdigest()
@@ -193,12 +190,13 @@ def open_parquet(path: Path):
     part's size rather than the batch's."""
     import pyarrow.parquet as pq
 
-    return pq.ParquetFile(path, pre_buffer=False)
+    return pq.ParquetFile(readable(path), pre_buffer=False)
 
 
 def size_of(path: Path) -> int:
     """Bytes of a file; 0 when it cannot be read (the stage that reads it reports why)."""
     try:
-        return Path(path).stat().st_size
+        stored = stored_size(path)
+        return Path(path).stat().st_size if stored is None else stored
     except OSError:
         return 0

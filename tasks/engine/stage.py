@@ -31,6 +31,7 @@ from curate.schemas.report import RunReport, StageResult, StageTiming, add_stage
 from curate.schemas.work_root import WorkRoot
 from curate.tasks.engine.files import read_json, size_of, write_json_atomic
 from curate.tasks.engine.memory import tune_memory
+from curate.tasks.engine.spool import local_root, present, spooled
 
 tune_memory()  # in whatever process runs the stages (a hand-started Dask worker too)
 
@@ -51,7 +52,9 @@ class Job:
 
     @property
     def root(self) -> Path:
-        return Path(self.work_root)
+        """The work root's folder here: the work root itself, or for one on object storage, this task's spool of it
+        (tasks/engine/spool.py)."""
+        return local_root(self.work_root)
 
 
 def _load_step(module: str, name: str) -> "Step":
@@ -87,14 +90,19 @@ class Step:
             result = self.result.model_validate(done["result"]) if done else None
         except (ValidationError, KeyError, TypeError):  # a record of another version: made again
             return None
-        if result is None or not all(p.exists() for p in self.outputs(result, job.root)) \
+        if result is None or not all(present(p) for p in self.outputs(result, job.root)) \
                 or done.get("key") != self.key(job):
             return None
         result.reused = True
         return result
 
     def run(self, job: Job):
-        """The recorded result when it can be reused, else computed, then committed by writing its record."""
+        """The recorded result when it can be reused, else computed, then committed by writing its record. A task of
+        a work root on object storage runs in a spool of its own, sent to the store when it is done."""
+        with spooled(job.work_root):
+            return self._run(job)
+
+    def _run(self, job: Job):
         if (done := self.reused(job)) is not None:
             return done
         key = self.key(job)  # before the work: the inputs it was made from, not what they became
@@ -158,7 +166,7 @@ class Run:
     hand each other (the ingest parts of each corpus, the filter stages done, what a stage prepared)."""
 
     cfg: Any  # CurateConfig
-    work_root: Path
+    work_root: Path  # the folder the flow reads and writes (for a work root on object storage, the flow's spool)
     runner: Runner
     report: RunReport
     inputs: list = field(default_factory=list)  # the corpora to ingest (schemas/inputs.Corpus)
@@ -167,13 +175,14 @@ class Run:
     prepared: dict[str, Any] = field(default_factory=dict)  # stage name -> what it prepared (a tokenizer, models)
     progress: ProgressListener = lambda stage, done, total, message: None
     log: Callable[[str], None] = lambda message: None
+    url: str | None = None  # a work root on object storage: what the tasks get, each making its own spool of it
 
     def warn(self, message: str) -> None:
         self.report.warnings.append(message)
         self.log(f"warning: {message}")
 
     def job(self, unit, settings, prepared=None, label: str = "") -> Job:
-        return Job(unit, settings, str(self.work_root), prepared, tuple(self.filters), label)
+        return Job(unit, settings, self.url or str(self.work_root), prepared, tuple(self.filters), label)
 
     def part_jobs(self, settings, prepared=None) -> list[Job]:
         """A job per ingest part of every corpus, all sharing what the stage prepared."""

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Iterator
 
 from curate.schemas.manifest import Manifest
-from curate.tasks.engine.files import sha256_file
 
 SYNC_RECORD = ".sync.json"
 LEASE = "_lease.json"
@@ -335,6 +334,7 @@ def checked_out(url: str) -> Iterator[Path]:
 
 def fetch_verified(fs, remote: str, dest: Path, sha256: str) -> None:
     """`remote` at `dest`, unless a copy with this sha256 is there already; a download of other bytes is refused."""
+    from curate.tasks.engine.files import sha256_file  # (files reads through spools, which use this module)
 
     if dest.is_file() and sha256_file(dest) == sha256:
         return

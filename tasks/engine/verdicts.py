@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from curate.schemas.documents import REJECT_SCHEMA, VERDICT_SCHEMA, excerpt
 from curate.schemas.report import Part
 from curate.schemas.work_root import WorkRoot
+from curate.tasks.engine.spool import readable
 from curate.tasks.engine.files import file_fingerprint, open_parquet
 
 
@@ -51,7 +52,7 @@ def alive(work_root: str | Path, part: Part, stages: Sequence[str]) -> np.ndarra
     rows = np.arange(part.rows, dtype=np.int64)
     for stage in stages:
         path = verdicts_path(work_root, stage, part)
-        table = pq.read_table(path, columns=["row", "kept"])
+        table = pq.read_table(readable(path), columns=["row", "kept"])
         judged = table.column("row").to_numpy()
         if not np.array_equal(judged, rows):
             raise VerdictError(f"{path} judged {len(judged)} documents where the stages before it kept {len(rows)}: "
@@ -82,7 +83,7 @@ def documents(work_root: str | Path, part: Part, rows: np.ndarray, columns: list
 def rejects(work_root: str | Path, stage: str, part: Part) -> pa.Table:
     """The documents of a part that `stage` rejected, as a person reads them (REJECT_SCHEMA): reason, detail and twin
     from the verdicts; source file, line and an excerpt from the part."""
-    table = pq.read_table(verdicts_path(work_root, stage, part))
+    table = pq.read_table(readable(verdicts_path(work_root, stage, part)))
     table = table.filter(pc.invert(table.column("kept")))
     rows = table.column("row").to_numpy()
     sources, lines, excerpts = [], [], []

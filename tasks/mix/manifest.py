@@ -20,6 +20,7 @@ from curate.schemas.manifest import Budget, Manifest, Producer, ShardRef, Source
 from curate.schemas.report import ShardInfo, TokenizePartResult
 from curate.schemas.work_root import WorkRoot
 from curate.tasks.engine.files import commit_new, current_parts, read_json, temp_name, write_json_atomic
+from curate.tasks.engine.spool import listed, readable
 from curate.tasks.engine.stage import Job, Run, Stage, Step
 from curate.tasks.mix import weights as mix_weights
 from curate.tasks.tokens.tokenizer import TokenizerInfo, load_tokenizer, verified, work_root_tokenizer
@@ -188,7 +189,7 @@ def write_version(work_root: Path, manifest: Manifest) -> tuple[Path, bool]:
         current = latest_version(work_root, manifest.name)
         if current:
             prev_path = folder / f"v{current:04d}.json"
-            prev = Manifest.model_validate_json(prev_path.read_text(encoding="utf-8"))
+            prev = Manifest.model_validate_json(readable(prev_path).read_text(encoding="utf-8"))
             if prev.fingerprint == manifest.fingerprint and prev.weights_provenance == manifest.weights_provenance:
                 _point_latest(folder, prev, prev_path)
                 return prev_path, False
@@ -209,7 +210,7 @@ def collect_shards(work_root: Path) -> list[ShardInfo]:
     """Every shard the work root's tokenize stage has completed for the current parts of each corpus, all corpora (a
     backfill's new ones and the old ones alike); shards of more than one tokenizer are an error."""
     shards, toks, current = [], set(), current_parts(work_root)
-    for done in sorted(WorkRoot(work_root).stage("tokenize").glob("*/*.done.json")):
+    for done in listed(WorkRoot(work_root).stage("tokenize"), "*/*.done.json"):
         if not current(done.parent.name, done.name.removesuffix(".done.json")):
             continue  # a part of an earlier ingest of its corpus: the latest ingest's parts hold its documents
         data = read_json(done)

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 from curate.schemas.work_root import WorkRoot
 from curate.tasks.engine.files import corpus_parts, read_index
+from curate.tasks.engine.spool import present, readable
 from curate.tasks.engine.verdicts import rejects as verdict_rejects
 from curate.tasks.engine.verdicts import verdicts_path
 
@@ -35,9 +36,10 @@ def _tables(work_root: str | Path, corpus: str, parts: list, stage: str | None) 
     """One corpus's rejects tables: ingest's per input file, then each filter's per part."""
     if stage in (None, "ingest"):
         index = read_index(WorkRoot(work_root).corpus_index(corpus)) or {"files": []}
-        yield from (pq.read_table(Path(work_root) / f["rejects_path"]) for f in index["files"] if f["rejects_path"])
+        yield from (pq.read_table(readable(Path(work_root) / f["rejects_path"])) for f in index["files"]
+                    if f["rejects_path"])
     for step in (s for s in FILTERS if stage in (None, s)):
-        yield from (verdict_rejects(work_root, step, p) for p in parts if verdicts_path(work_root, step, p).exists())
+        yield from (verdict_rejects(work_root, step, p) for p in parts if present(verdicts_path(work_root, step, p)))
 
 
 def rejected_fields(work_root: str | Path, report) -> list[str]:

@@ -29,6 +29,7 @@ from curate.schemas.shards import META_DOCS, META_DOMAIN, META_FORMAT, META_SPLI
     SHARD_FORMAT_VERSION, token_shard_schema, token_type
 from curate.schemas.work_root import WorkRoot
 from curate.tasks.engine.files import atomic_path, sha256_file, temp_name
+from curate.tasks.engine.spool import readable
 from curate.tasks.engine.stage import Job, Run, Stage, part_step
 from curate.tasks.engine.verdicts import verdicts_key
 from curate.tasks.tokens.tokenizer import HFTokenizer, TokenizerInfo, kept_annotations, kept_batches, load_tokenizer
@@ -209,8 +210,15 @@ def _encoded_batches(sp, batches, threads: int):
             start += len(encoded)
 
 
+def _tokenizer_file(job: Job) -> Path:
+    """The tokenizer a task encodes with: the user's file, or the work root's own (a path within it, read through
+    the task's spool when the work root is on object storage)."""
+    path = Path(job.prepared)
+    return path if path.is_absolute() else readable(job.root / path)
+
+
 def _key(job: Job) -> dict:
-    return {**verdicts_key(job.root, job.unit, job.before), "tokenizer": _tokenizer_sha(job.prepared),
+    return {**verdicts_key(job.root, job.unit, job.before), "tokenizer": _tokenizer_sha(_tokenizer_file(job)),
             "format": SHARD_FORMAT_VERSION, "config": job.settings.model_dump(mode="json", exclude={"tokenizer", "threads"})}
 
 
@@ -223,7 +231,7 @@ def tokenize_part(part: Part, tokenizer_path: str, cfg: TokenizeConfig, work_roo
 
 def _tokenize(job: Job, key: dict) -> TokenizePartResult:
     part, cfg, work_root = job.unit, job.settings, job.root
-    sp, tok = _tokenizer(job.prepared)
+    sp, tok = _tokenizer(_tokenizer_file(job))
     t0 = time.perf_counter()
     # Shard names carry the hash of what made them (input parts, tokenizer, settings): other settings write other
     # names, so a shard a manifest version names is never rewritten and every version stays loadable.
@@ -232,7 +240,7 @@ def _tokenize(job: Job, key: dict) -> TokenizePartResult:
     # time (memory: a batch, not the part).
     rows, kept = kept_annotations(work_root, part, job.before)
     ids, domains, quality = (kept.column(c).to_pylist() for c in ("id", "domain", "quality_score"))
-    langs = pq.read_table(work_root / part.docs_path, columns=["lang"]).column("lang").take(pa.array(rows)).to_pylist()
+    langs = pq.read_table(readable(work_root / part.docs_path), columns=["lang"]).column("lang").take(pa.array(rows)).to_pylist()
     texts_bytes = [0]
     held_out = validation_mask(ids, domains, cfg.validation_fraction, cfg.validation_min_docs, cfg.seed)
     sets: dict[tuple[str, str], _ShardSet] = {}
@@ -271,7 +279,9 @@ def _jobs(run: Run) -> list[Job]:
     tok = run.prepared.get("tokenizer")
     if tok is None:  # nothing was kept: no tokenizer was made
         return []
-    return run.part_jobs(run.cfg.tokenize, tok.path)
+    path = Path(tok.path)  # the work root's own by its path within it: each task finds it in its own folder
+    return run.part_jobs(run.cfg.tokenize, str(path.relative_to(run.work_root) if path.is_relative_to(run.work_root)
+                                               else path))
 
 
 def _fold(run: Run, results: list[TokenizePartResult]) -> None:

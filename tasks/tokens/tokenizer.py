@@ -22,6 +22,7 @@ from curate.schemas.config import TokenizeConfig
 from curate.schemas.report import Part
 from curate.schemas.work_root import WorkRoot
 from curate.tasks.engine.files import atomic_path, corpus_parts, open_parquet, read_json, sha256_file, write_json_atomic
+from curate.tasks.engine.spool import present, readable, spooled
 from curate.tasks.engine.stage import Job, Run, Stage, Step
 from curate.tasks.engine.verdicts import VerdictColumn, alive, documents, verdicts_path
 
@@ -79,7 +80,7 @@ def _load_hf(path: Path) -> tuple[HFTokenizer, TokenizerInfo]:
 
 def load_tokenizer(path: str | Path):
     """(model, info): a SentencePieceProcessor for a .model, an HFTokenizer for a tokenizer.json."""
-    path = Path(path)
+    path = readable(path)
     if not path.is_file():
         raise TokenizerError(f"tokenizer model not found: {path}")
     with open(path, "rb") as f:
@@ -105,7 +106,7 @@ def kept_annotations(work_root: str | Path, part: Part, before: tuple[str, ...])
         raise TokenizerError(f"documents are tokenized after classify (its verdicts give their domains), not after "
                              f"{', '.join(before) or 'ingest alone'}")
     rows = alive(work_root, part, before)
-    ann = pq.read_table(verdicts_path(work_root, CLASSIFY, part), columns=["row", "id", "domain", "quality_score"])
+    ann = pq.read_table(readable(verdicts_path(work_root, CLASSIFY, part)), columns=["row", "id", "domain", "quality_score"])
     return rows, ann.take(pa.array(np.searchsorted(ann.column("row").to_numpy(), rows)))
 
 
@@ -201,9 +202,9 @@ def _sample_keys(work_root: Path, part: Part, before: tuple[str, ...], seed: int
     """(sampling key, domain, characters, row) of every kept document of a part: its length is the redacted text's
     where classify redacted it, else `n_chars`; no text of the part is read."""
     rows = alive(work_root, part, before)
-    ann = pq.read_table(verdicts_path(work_root, CLASSIFY, part), columns=["row", "domain"])
+    ann = pq.read_table(readable(verdicts_path(work_root, CLASSIFY, part)), columns=["row", "domain"])
     domains = ann.column("domain").take(pa.array(np.searchsorted(ann.column("row").to_numpy(), rows))).to_pylist()
-    docs = pq.read_table(work_root / part.docs_path, columns=["id", "n_chars"]).take(pa.array(rows))
+    docs = pq.read_table(readable(work_root / part.docs_path), columns=["id", "n_chars"]).take(pa.array(rows))
     lengths = dict(zip(rows.tolist(), docs.column("n_chars").to_pylist()))
     for batch in open_parquet(verdicts_path(work_root, CLASSIFY, part)).iter_batches(columns=["row", "text_redacted"]):
         has = pc.is_valid(batch.column(1))
@@ -224,7 +225,7 @@ def classified_parts(work_root: str | Path) -> list[tuple[Part, tuple[str, ...]]
     out = []
     for parts in corpus_parts(work_root).values():
         for part in parts:
-            before = tuple(s for s in FILTERS if verdicts_path(work_root, s, part).exists())
+            before = tuple(s for s in FILTERS if present(verdicts_path(work_root, s, part)))
             if CLASSIFY in before:
                 out.append((part, before))
     return out
@@ -313,7 +314,7 @@ def work_root_tokenizer(work_root: Path, kind: str | None = None) -> Path:
     """The work root's own tokenizer file: the one there, else where one of `kind` would go."""
     folder = WorkRoot(work_root).tokenizer_dir()
     for name in MODEL_FILES.values():
-        if (folder / name).is_file():
+        if present(folder / name):
             return folder / name
     return folder / MODEL_FILES[kind or "sentencepiece"]
 
@@ -342,7 +343,7 @@ def _existing(work_root: Path, cfg: TokenizeConfig) -> TokenizerInfo | None:
     if cfg.tokenizer:
         return load_tokenizer(cfg.tokenizer)[1]
     own = work_root_tokenizer(work_root, cfg.kind)
-    return verified(work_root, load_tokenizer(own)[1]) if own.is_file() else None
+    return verified(work_root, load_tokenizer(own)[1]) if present(own) else None
 
 
 def verified(work_root: Path, tok: TokenizerInfo) -> TokenizerInfo:
@@ -372,6 +373,11 @@ def _train(job: Job, key: dict) -> TokenizerInfo:
 
 
 def _sample_and_train(job: Job) -> TokenizerInfo:
+    with spooled(job.work_root):  # (a process of its own: a spool of its own, for a work root on object storage)
+        return _sample_and_train_here(job)
+
+
+def _sample_and_train_here(job: Job) -> TokenizerInfo:
     cfg = job.settings
     sample = balanced_sample(job.root, list(job.unit), job.before, cfg.sample_chars_per_domain, cfg.seed)
     return train_tokenizer(sample, work_root_tokenizer(job.root, cfg.kind).parent, vocab_size=cfg.vocab_size,
@@ -405,7 +411,7 @@ def _use(run: Run, tok: TokenizerInfo) -> None:
 def _trained(run: Run, results: list[TokenizerInfo]) -> None:
     """The tokenizer trained now decides the work root's for good: said when a small first run decided it."""
     for tok in results:
-        _use(run, tok)
+        _use(run, _existing(run.work_root, run.cfg.tokenize) or tok)  # (the flow's copy of one a task trained)
         corpora = [c.corpus for c in run.report.corpora if c.kept]
         domains = {d for c in run.report.corpora if c.classify for d, n in c.classify.domains.items() if n}
         if len(corpora) < 2 or len(domains) < 3:

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from curate.schemas.manifest import MANIFEST_VERSION, Budget, Exports, Manifest, ShardRef, Source, TokenizerRef
 from curate.schemas.shards import META_DOMAIN, META_SPLIT, META_TOKENIZER_SHA
 from curate.tasks.engine.files import sha256_file
+from curate.tasks.engine.spool import listed
 from curate.tasks.engine.storage import StorageError, fetch_manifest, is_remote, remote_of, remote_sizes
 
 ROOT_FROM_MANIFEST = "../.."
@@ -87,9 +88,7 @@ _VERSION_FILE = re.compile(r"^v(\d{4,})\.json$")
 
 def versions(folder: Path) -> list[int]:
     """The version numbers whose files exist in a manifest folder, ascending."""
-    if not Path(folder).is_dir():
-        return []
-    return sorted(int(m.group(1)) for p in Path(folder).iterdir() if (m := _VERSION_FILE.match(p.name)))
+    return sorted(int(m.group(1)) for p in listed(folder, "v*.json") if (m := _VERSION_FILE.match(p.name)))
 
 
 def dataset_root(manifest_path: Path) -> Path:

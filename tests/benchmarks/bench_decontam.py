@@ -40,7 +40,7 @@ def main() -> None:
     mb = sum(len(t.encode()) for t in texts) / 1e6
     cfg = DecontamConfig()
     with tempfile.TemporaryDirectory() as tmp:
-        hashes, grams = build_index(cfg, Path(tmp)).load()
+        hashes, grams = build_index(cfg, Path(tmp)).load(Path(tmp))
     (f, o), (_, hits) = interleaved_medians(
         args.repeats, lambda: [token_hashes(t) for t in texts],
         lambda: sum(match(t, cfg.ngram, hashes, grams) is not None for t in texts))

@@ -1,0 +1,361 @@
+"""A work root on object storage, read and written through local spools: nothing is mirrored whole.
+
+The stages read and write files under `job.root`. For an `s3://` (any fsspec URL) work root, each process that runs
+them has a spool: a local folder that stands for the work root and holds only what that process has read or
+written. A file is fetched when it is first read (`readable`: a Parquet part, a verdict table, a record) and a file
+is there when the store has it (`present`); what a job writes stays in its spool until the job is done, then goes
+to the store in commit order (storage._push_order: outputs, then the records naming them, then manifest versions,
+created and never replaced, then pointers), and the spool is deleted.
+
+- **A task's spool** (`job_spool`, made by `Step.run` on whichever worker runs the task, in that task's context):
+  lives for one task, so a worker's local disk holds the parts it is working on, whatever the corpus's size.
+- **The flow's spool** (`flow_spool`, for the run): the records the flow reads to decide what is reused, what the
+  in-flow steps write (the corpus index, manifest versions, the report). What it wrote goes to the store before each
+  task is sent (workers read it from there), and a file it read is checked against the store again before each later
+  read (a worker may have written it since).
+
+A local work root has no spool: every helper here returns the path as it is.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import fnmatch
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import xxhash
+
+from curate.tasks.engine.storage import (_local_state, _push_order, _skipped, Lease, StorageError, filesystem,
+                                         is_remote, object_version, protocol_of)
+
+FINGERPRINT_META = "curate-xxh3"  # user metadata of an object a spool sent: its content's fingerprint
+
+
+def content_fingerprint(f) -> str:
+    """xxh3-128 of a binary stream's bytes, and their count."""
+    h = xxhash.xxh3_128()
+    size = 0
+    while chunk := f.read(1 << 22):
+        h.update(chunk)
+        size += len(chunk)
+    return f"{h.hexdigest()}-{size}"
+
+
+class Spool:
+    """A remote work root (`url`) and the local folder standing for it in one process or task."""
+
+    def __init__(self, url: str, local: Path, revalidate: bool):
+        self.url = url.rstrip("/")
+        self.fs, self.root = filesystem(self.url)
+        self.local = Path(local)
+        self.revalidate = revalidate  # the flow's: files read may since have been written by a worker
+        self.seen: dict[str, tuple[str, list[int]]] = {}  # rel -> (object version, local state) as fetched or sent
+        self.pid = os.getpid()
+
+    def rel(self, path: str | Path) -> str | None:
+        """`path` relative to the spool, or None when it is not under it."""
+        p = Path(path)
+        if not p.is_absolute() or not p.is_relative_to(self.local):
+            return None
+        rel = p.relative_to(self.local).as_posix()
+        return rel if rel != "." else None
+
+    def _info(self, rel: str) -> dict | None:
+        try:
+            self.fs.invalidate_cache(f"{self.root}/{rel}")  # (a listing cached earlier in this process may be stale)
+            return self.fs.info(f"{self.root}/{rel}")
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise StorageError(f"{self.url}/{rel}: {err}") from None
+
+    def _mine(self, rel: str, dest: Path) -> bool:
+        """Written (or changed) here and not sent yet: the local file is the one to read."""
+        seen = self.seen.get(rel)
+        return seen is None or _local_state(dest) != seen[1]
+
+    def fetch(self, rel: str) -> None:
+        """The object at `rel` in the spool, when the store has it (fetched again where the flow's copy is stale)."""
+        dest = self.local / rel
+        if dest.is_file() and (self._mine(rel, dest) or not self.revalidate):
+            return
+        info = self._info(rel)
+        if info is None or info.get("type", "file") != "file":
+            return
+        if dest.is_file() and object_version(info) == self.seen[rel][0]:
+            return
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.fetch.tmp")
+        try:
+            self.fs.get_file(f"{self.root}/{rel}", str(tmp))
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        self.seen[rel] = (object_version(info), _local_state(dest))
+
+    def exists(self, rel: str) -> bool:
+        dest = self.local / rel
+        if dest.is_file() and self._mine(rel, dest):
+            return True
+        info = self._info(rel)
+        return info is not None and info.get("type", "file") == "file"
+
+    def listing(self, folder: str, pattern: str) -> list[str]:
+        """Relative paths under `folder` matching `pattern` (relative to the folder), the store's and this spool's."""
+        base = f"{self.root}/{folder}".rstrip("/")
+        try:
+            remote = {p[len(self.root):].lstrip("/") for p in self.fs.find(base)}
+        except FileNotFoundError:
+            remote = set()
+        local_base = self.local / folder
+        here = {p.relative_to(self.local).as_posix() for p in local_base.rglob("*") if p.is_file()} \
+            if local_base.is_dir() else set()
+        return sorted(r for r in remote | here
+                      if not _skipped(r) and fnmatch.fnmatch(r[len(folder):].lstrip("/"), pattern))
+
+    def remove(self, rel: str) -> None:
+        (self.local / rel).unlink(missing_ok=True)
+        self.seen.pop(rel, None)
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(f"{self.root}/{rel}")
+
+    def unsent(self) -> list[str]:
+        """Files written or changed here since they were fetched or sent."""
+        out = []
+        for dirpath, _, names in os.walk(self.local):
+            for name in names:
+                dest = Path(dirpath) / name
+                rel = dest.relative_to(self.local).as_posix()
+                if not _skipped(rel) and self._mine(rel, dest):
+                    out.append(rel)
+        return out
+
+    def push(self, lease: Lease | None = None) -> list[str]:
+        """Send what was written here, in commit order; a manifest version or a tokenizer file is created, never
+        replaced (a different one there already is an error)."""
+        todo = sorted(self.unsent(), key=lambda r: (_push_order(r), r))
+        if todo and lease:
+            lease.check_mine()
+        for rel in todo:
+            if lease:
+                lease.renew(force=_push_order(rel) > 0)
+            target = f"{self.root}/{rel}"
+            if _push_order(rel) == 2 or rel.startswith("tokenizer/"):
+                _create(self.fs, self.local / rel, target, f"{self.url}/{rel}")
+            else:
+                self._put(rel, target)
+            version = object_version(self.fs.info(target)) if self.revalidate else ""
+            self.seen[rel] = (version, _local_state(self.local / rel))
+        return todo
+
+
+    def _put(self, rel: str, target: str) -> None:
+        """Send a file; on S3 with its content's fingerprint as metadata, so that a later key is computed from it
+        without reading the object (stored_fingerprint)."""
+        src = self.local / rel
+        if protocol_of(self.fs) in ("s3", "s3a"):
+            with open(src, "rb") as f:
+                self.fs.put_file(str(src), target, Metadata={FINGERPRINT_META: content_fingerprint(f)})
+        else:
+            self.fs.put_file(str(src), target)
+
+    def fingerprint(self, rel: str, info: dict) -> str:
+        """The content fingerprint of a stored object: from its metadata where a spool sent it to S3, else read."""
+        path = f"{self.root}/{rel}"
+        if protocol_of(self.fs) in ("s3", "s3a"):
+            with contextlib.suppress(OSError, AttributeError):
+                if found := self.fs.metadata(path).get(FINGERPRINT_META):
+                    return found
+        key = (rel, object_version(info))
+        if key not in _READ_FINGERPRINTS:
+            with self.fs.open(path, "rb", block_size=1 << 22) as f:
+                _READ_FINGERPRINTS[key] = content_fingerprint(f)
+        return _READ_FINGERPRINTS[key]
+
+
+_READ_FINGERPRINTS: dict[tuple[str, str], str] = {}
+
+
+def _create(fs, src: Path, target: str, url: str) -> None:
+    """Create `target` with the bytes of `src` (a conditional PUT); the same bytes there already are fine."""
+    data = src.read_bytes()
+    try:
+        fs.pipe_file(target, data, mode="create")
+    except FileExistsError:
+        if fs.cat_file(target) != data:
+            raise StorageError(f"{url} exists with other content: a published version is never replaced") from None
+    except TypeError:  # a filesystem without conditional writes: check, then write (the run's lease excludes others)
+        if fs.exists(target) and fs.cat_file(target) != data:
+            raise StorageError(f"{url} exists with other content") from None
+        fs.pipe_file(target, data)
+
+
+_TASK: contextvars.ContextVar[Spool | None] = contextvars.ContextVar("curate_task_spool", default=None)
+_FLOW: dict[tuple[int, str], Spool] = {}  # (pid, url) -> the flow's spool in that process
+
+
+def spool_of(url: str) -> Spool | None:
+    """The spool that stands for the work root `url` here: this task's, else this process's flow's."""
+    url = url.rstrip("/")
+    task = _TASK.get()
+    if task is not None and task.url == url and task.pid == os.getpid():
+        return task
+    return _FLOW.get((os.getpid(), url))
+
+
+def _owner(path: str | Path) -> tuple[Spool, str] | None:
+    for spool in (_TASK.get(), *[s for (pid, _), s in _FLOW.items() if pid == os.getpid()]):
+        if spool is not None and spool.pid == os.getpid() and (rel := spool.rel(path)) is not None:
+            return spool, rel
+    return None
+
+
+def local_root(work_root: str | Path) -> Path:
+    """The folder that stands for a work root here: itself when local, else its spool in this task or flow."""
+    if not is_remote(work_root):
+        return Path(work_root)
+    spool = spool_of(str(work_root))
+    if spool is None:
+        raise StorageError(f"{work_root}: no spool in this process (a task reads a remote work root inside "
+                           "Step.run, which makes one)")
+    return spool.local
+
+
+def readable(path: str | Path) -> Path:
+    """`path`, fetched first when it is a file of a remote work root that this spool does not hold yet."""
+    if (found := _owner(path)) is not None:
+        found[0].fetch(found[1])
+    return Path(path)
+
+
+def present(path: str | Path) -> bool:
+    """Whether the file is there: on the local disk, or in the remote work root the path's spool stands for."""
+    if (found := _owner(path)) is not None:
+        return found[0].exists(found[1])
+    return Path(path).is_file()
+
+
+def listed(folder: str | Path, pattern: str) -> list[Path]:
+    """Files under `folder` matching the glob `pattern`, for a spooled folder the store's as well as this spool's."""
+    if (found := _owner(Path(folder) / "x")) is not None:
+        spool, rel = found
+        return [spool.local / r for r in spool.listing(rel.rsplit("/", 1)[0] if "/" in rel else "", pattern)]
+    return sorted(p for p in Path(folder).glob(pattern) if p.is_file())
+
+
+def _stored(path: str | Path) -> tuple[Spool, str, dict] | None:
+    """(spool, rel, the store's info) for a spooled file this spool did not write; None for any other file."""
+    found = _owner(path)
+    if found is None:
+        return None
+    spool, rel = found
+    dest = spool.local / rel
+    if dest.is_file() and spool._mine(rel, dest):
+        return None
+    info = spool._info(rel)
+    if info is None:
+        raise FileNotFoundError(str(path))
+    return spool, rel, info
+
+
+def stored_size(path: str | Path) -> int | None:
+    """The size of a spooled file as the store has it (without fetching it); None for a local or unsent file."""
+    found = _stored(path)
+    return None if found is None else int(found[2].get("size") or 0)
+
+
+def stored_fingerprint(path: str | Path) -> str | None:
+    """The content fingerprint of a spooled file that this spool did not write, without fetching it (the same value
+    as for the file on a local disk); None for a local or unsent file (hashed by the caller)."""
+    found = _stored(path)
+    return None if found is None else found[0].fingerprint(found[1], found[2])
+
+
+def discard(path: str | Path) -> None:
+    """Remove a file, from the store too when it is a spooled one."""
+    if (found := _owner(path)) is not None:
+        found[0].remove(found[1])
+    else:
+        Path(path).unlink(missing_ok=True)
+
+
+def spool_base() -> Path:
+    """Where spools are made: $CURATE_SPOOL, else the system's temporary folder."""
+    return Path(os.environ.get("CURATE_SPOOL") or tempfile.gettempdir())
+
+
+@contextlib.contextmanager
+def spooled(work_root: str) -> Iterator[None]:
+    """A block that reads and writes the work root: in a spool of its own when the work root is on object storage
+    and this task or flow has none (a task on a worker, a process a task started); else as it is."""
+    if is_remote(work_root) and spool_of(work_root) is None:
+        with job_spool(work_root):
+            yield
+    else:
+        yield
+
+
+@contextlib.contextmanager
+def job_spool(url: str) -> Iterator[Spool]:
+    """A task's spool of the work root `url`: fetched on read, sent when the block succeeds, deleted either way (a
+    failed task's outputs are never sent: it is done again)."""
+    base = spool_base()
+    base.mkdir(parents=True, exist_ok=True)
+    spool = Spool(url, Path(tempfile.mkdtemp(prefix="curate-task-", dir=base)).resolve(), revalidate=False)
+    token = _TASK.set(spool)
+    try:
+        yield spool
+        spool.push()
+    finally:
+        _TASK.reset(token)
+        shutil.rmtree(spool.local, ignore_errors=True)
+
+
+class SendingFirst:
+    """A runner that sends what the flow wrote to the store before it sends a task (whose worker reads it there)."""
+
+    def __init__(self, runner, spool: Spool):
+        self.runner, self.spool, self.width = runner, spool, runner.width
+
+    def submit(self, step, job):
+        self.spool.push()
+        return self.runner.submit(step, job)
+
+    def next_done(self, futures: list):
+        return self.runner.next_done(futures)
+
+
+@contextlib.contextmanager
+def flow_spool(url: str, lease: Lease | None = None) -> Iterator[Spool]:
+    """The flow's spool of the work root `url` for one run: sent at the end (also after a failed run: its finished
+    parts are kept), then deleted."""
+    base = spool_base()
+    base.mkdir(parents=True, exist_ok=True)
+    spool = Spool(url, Path(tempfile.mkdtemp(prefix="curate-flow-", dir=base)).resolve(), revalidate=True)
+    key = (os.getpid(), spool.url)
+    _FLOW[key] = spool
+    try:
+        try:
+            yield spool
+        finally:
+            spool.push(lease)
+    finally:
+        _FLOW.pop(key, None)
+        shutil.rmtree(spool.local, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def leased_spool(url: str) -> Iterator[Spool]:
+    """A run on the work root `url`: its one-writer lease taken (storage.Lease) and kept alive while the run goes on,
+    the flow's spool for it, everything sent before the lease is released."""
+    lease = Lease(url)
+    lease.acquire()
+    try:
+        with flow_spool(url, lease) as spool, lease.heartbeat():
+            yield spool
+    finally:
+        lease.release()
