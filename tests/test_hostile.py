@@ -37,21 +37,23 @@ def test_a_name_from_data_never_leads_out_of_its_root(tmp_path):
             inside(tmp_path, rel, "the object key s3://b/in/" + rel)
 
 
-def test_an_object_key_with_dot_dot_segments_is_refused_by_the_mirror(tmp_path, monkeypatch):
-    """An object store holds keys, not paths: `in/../../../x` is a valid key, which the mirror once wrote twelve levels
-    up. (memory:// is fsspec's in-process object store: the same code as s3://.)"""
+def test_an_object_key_with_dot_dot_segments_is_refused_by_a_spool(tmp_path):
+    """An object store holds keys, not paths: `in/../../../x` is a valid key, which a local copy once wrote twelve
+    levels up. (memory:// is fsspec's in-process object store: the same code as s3://.)"""
     import fsspec
 
-    from curate.tasks.engine.storage import Mirror, StorageError
+    from curate.tasks.engine.spool import Spool
+    from curate.tasks.engine.storage import StorageError
 
     fs = fsspec.filesystem("memory")
-    fs.pipe("/bucket/in/ok.jsonl", b'{"text": "fine"}\n')
-    mirror = Mirror("memory://bucket/in", tmp_path / "copy")
-    monkeypatch.setattr(mirror, "remote_files", lambda under="": {"ok.jsonl": {"size": 17}, "../../../escape.txt":
-                                                                  {"size": 3}})
+    fs.pipe("/bucket/wr/ingest/c/_corpus.json", b"{}")
+    fs.pipe("/bucket/wr/ingest/c/../../../../escape/_corpus.json", b"{}")
+    spool = Spool("memory://bucket/wr", tmp_path / "a" / "b" / "spool", revalidate=False)
     with pytest.raises(StorageError, match="leads out of"):
-        mirror.pull()
-    assert not (tmp_path.parent.parent / "escape.txt").exists()
+        spool.listing("ingest", "*/_corpus.json")
+    with pytest.raises(StorageError, match="leads out of"):
+        spool.fetch("ingest/c/../../../../escape/_corpus.json")
+    assert not list(tmp_path.rglob("escape"))
 
 
 def test_a_manifest_cannot_send_its_fetch_out_of_the_cache(tmp_path, monkeypatch):
@@ -283,7 +285,8 @@ def test_a_run_that_lost_its_lease_pushes_nothing_and_a_published_tokenizer_is_n
     """A second run that took an expired lease once pushed its tokenizer over the published one."""
     import fsspec
 
-    from curate.tasks.engine.storage import LEASE, Lease, Mirror, StorageError, WorkRootBusy
+    from curate.tasks.engine.spool import Spool
+    from curate.tasks.engine.storage import LEASE, Lease, StorageError, WorkRootBusy
 
     fs = fsspec.filesystem("memory")
     fs.pipe("/wr1/tokenizer/tokenizer.model", b"the published model")
@@ -294,13 +297,13 @@ def test_a_run_that_lost_its_lease_pushes_nothing_and_a_published_tokenizer_is_n
     (local / "tokenizer" / "tokenizer.model").write_bytes(b"another model")
     (local / "tokens").mkdir()
     (local / "tokens" / "a.arrow").write_bytes(b"shard")
-    mirror = Mirror("memory://wr1", local)
+    spool = Spool("memory://wr1", local, revalidate=True)
     fs.pipe(f"/wr1/{LEASE}", json.dumps({"holder": "another run", "expires": time.time() + 60}).encode())
     with pytest.raises(WorkRootBusy, match="lease was lost to another run"):
-        mirror.push(lease)
+        spool.push(lease)
     assert not fs.exists("/wr1/tokens/a.arrow"), "nothing pushed"
     fs.rm(f"/wr1/{LEASE}")
     lease.acquire()
     with pytest.raises(StorageError, match="tokenizer.model exists with other content"):
-        mirror.push(lease)
+        spool.push(lease)
     assert fs.cat("/wr1/tokenizer/tokenizer.model") == b"the published model"

@@ -223,19 +223,20 @@ def test_two_runs_cannot_share_an_s3_work_root(s3, runs, tmp_path):
 
 
 def test_a_published_version_is_never_replaced(s3, tmp_path):
-    from curate.tasks.engine.storage import Mirror, StorageError
+    from curate.tasks.engine.spool import Spool
+    from curate.tasks.engine.storage import StorageError
 
     work = tmp_path / "w"
     (work / "manifests" / "x").mkdir(parents=True)
     version = work / "manifests" / "x" / "v0001.json"
     version.write_text('{"a": 1}')
     (work / "shard.arrow").write_bytes(b"shard")
-    assert Mirror("s3://curate/pv", work).push() == ["shard.arrow", "manifests/x/v0001.json"]  # data first
+    assert Spool("s3://curate/pv", work, revalidate=False).push() == ["shard.arrow", "manifests/x/v0001.json"]  # data first
     other = tmp_path / "other"
     (other / "manifests" / "x").mkdir(parents=True)
     (other / "manifests" / "x" / "v0001.json").write_text('{"a": 2}')
     with pytest.raises(StorageError, match="never replaced"):
-        Mirror("s3://curate/pv", other).push()
+        Spool("s3://curate/pv", other, revalidate=False).push()
     assert s3.cat_file("curate/pv/manifests/x/v0001.json") == b'{"a": 1}'
 
 

@@ -103,13 +103,15 @@ def _slow_checks(out: str, cfg) -> None:
     from curate.tasks.classify.fasttext_model import ClassifierError
     from curate.tasks.classify.models import resolve_models
     from curate.tasks.classify.rules import RuleConfigError
-    from curate.tasks.engine.storage import Lease, StorageError, cache_dir, is_remote, local_path
+    from curate.tasks.engine.storage import Lease, StorageError, is_remote, local_path
 
     try:
         if is_remote(out):
             Lease(out).check_free()
-        # Before anything runs: Dask workers on other machines must see the work root (an s3:// one's local copy).
-        check_workers_see(cache_dir("work", out) if is_remote(out) else local_path(out).resolve(), cfg.runner)
+        # Before anything runs: Dask workers on other machines must see a local work root (each reads and writes one
+        # on object storage through spools of its own).
+        if not is_remote(out):
+            check_workers_see(local_path(out).resolve(), cfg.runner)
         if cfg.classify.enabled:
             with console.status("classifier models (the defaults train once, about 20 s, then come from the cache)…"):
                 resolve_models(cfg.classify)

@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator
 
 from curate.schemas.report import Part
 from curate.schemas.work_root import WorkRoot, part_name
+from curate.tasks.engine import storage
 from curate.tasks.engine.spool import content_fingerprint, listed, readable, stored_fingerprint, stored_size
 
 _HOST = socket.gethostname().replace(".", "_")
@@ -143,11 +144,8 @@ def file_fingerprint(path: Path) -> str:
 
 
 def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(readable(path), "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
+    """sha256 of a file's bytes (a file of a remote work root: fetched first)."""
+    return storage.sha256_file(readable(path))
 
 
 def _alive(pid: int) -> bool:

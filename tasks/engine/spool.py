@@ -29,7 +29,7 @@ from typing import Iterator
 
 import xxhash
 
-from curate.tasks.engine.storage import (_local_state, _push_order, _skipped, Lease, StorageError, filesystem,
+from curate.tasks.engine.storage import (_local_state, _push_order, _skipped, Lease, StorageError, filesystem, inside,
                                          is_remote, object_version, protocol_of)
 
 FINGERPRINT_META = "curate-xxh3"  # user metadata of an object a spool sent: its content's fingerprint
@@ -80,7 +80,7 @@ class Spool:
 
     def fetch(self, rel: str) -> None:
         """The object at `rel` in the spool, when the store has it (fetched again where the flow's copy is stale)."""
-        dest = self.local / rel
+        dest = inside(self.local, rel, f"the object key {self.url}/{rel}")
         if dest.is_file() and (self._mine(rel, dest) or not self.revalidate):
             return
         info = self._info(rel)
@@ -114,8 +114,11 @@ class Spool:
         local_base = self.local / folder
         here = {p.relative_to(self.local).as_posix() for p in local_base.rglob("*") if p.is_file()} \
             if local_base.is_dir() else set()
-        return sorted(r for r in remote | here
-                      if not _skipped(r) and fnmatch.fnmatch(r[len(folder):].lstrip("/"), pattern))
+        found = sorted(r for r in remote | here
+                       if not _skipped(r) and fnmatch.fnmatch(r[len(folder):].lstrip("/"), pattern))
+        for r in found:  # an object store holds keys, not paths: `a/../../x` is a valid key
+            inside(self.local, r, f"the object key {self.url}/{r}")
+        return found
 
     def remove(self, rel: str) -> None:
         (self.local / rel).unlink(missing_ok=True)

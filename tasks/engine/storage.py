@@ -2,11 +2,11 @@
 prefixes are listed and streamed where they are read: tasks/ingest/remote.py; a manifest's shards go through the
 loader's bounded cache: tasks/train/shard_cache.py.)
 
-The stages read and write a local directory: they need renames, hard links and locks, which an object store does not
-have. A remote work root is mirrored to a local one and back, with a commit protocol that an object store has:
+A work root on object storage is read and written through local spools (tasks/engine/spool.py), with a commit
+protocol that an object store has:
 
 - **Each object is all-or-nothing**: an S3 PUT is never seen half-written.
-- **Outputs before their markers, markers before manifests** (`push`): a run killed during a push leaves outputs with
+- **Outputs before their markers, markers before manifests** (`Spool.push`): a task killed during a push leaves outputs with
   no `*.done.json` marker (redone by the next run) or shards with no manifest naming them (read by nobody); a reader
   that trusts only manifests never sees a partial result.
 - **Versions are created, never replaced**: a manifest version is written with a conditional PUT (`If-None-Match:
@@ -15,9 +15,7 @@ have. A remote work root is mirrored to a local one and back, with a commit prot
   together one gets it and the other is refused with the holder named. A lease left by a killed run expires after
   `CURATE_LEASE_S` (6 hours by default, renewed at every push).
 
-What was pulled or pushed is recorded beside the local copy (`<local>.sync.json`) (object ETag and local size and mtime), so a pull
-fetches only objects that changed and a push sends only files that changed. The endpoint and credentials are
-fsspec's and botocore's usual ones (AWS_ENDPOINT_URL or FSSPEC_S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...).
+The endpoint and credentials are fsspec's and botocore's usual ones (AWS_ENDPOINT_URL or FSSPEC_S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...).
 """
 from __future__ import annotations
 
@@ -33,7 +31,6 @@ from typing import Iterator
 
 from curate.schemas.manifest import Manifest
 
-SYNC_RECORD = ".sync.json"
 LEASE = "_lease.json"
 
 
@@ -119,105 +116,6 @@ def _skipped(rel: str) -> bool:
     """Local bookkeeping that is not part of the work root: temporary files, lock files, the sync record."""
     name = rel.rsplit("/", 1)[-1]
     return name == LEASE or name.endswith((".tmp", ".lock")) or name == ".lock"
-
-
-class Mirror:
-    """A remote prefix and its local copy."""
-
-    def __init__(self, url: str, local: Path):
-        self.url = url.rstrip("/")
-        self.fs, self.root = filesystem(self.url)
-        self.local = Path(local)
-        self._record_path = self.local.with_name(self.local.name + SYNC_RECORD)  # beside it: not one of its files
-
-    def _record(self) -> dict:
-        try:
-            return json.loads(self._record_path.read_text())
-        except (OSError, ValueError):
-            return {}
-
-    def _save(self, record: dict) -> None:
-        self.local.mkdir(parents=True, exist_ok=True)
-        tmp = self._record_path.with_name(f".{self._record_path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(record, sort_keys=True))
-        os.replace(tmp, self._record_path)
-
-    def remote_files(self, under: str = "") -> dict[str, dict]:
-        """rel path -> info of every object under the prefix (or under `under` within it)."""
-        base = f"{self.root}/{under}".rstrip("/")
-        try:
-            found = self.fs.find(base, detail=True)
-        except FileNotFoundError:
-            return {}
-        except OSError as err:
-            raise StorageError(f"{self.url}: cannot list: {err}") from None
-        out = {}
-        for path, info in found.items():
-            rel = path[len(self.root):].lstrip("/")
-            if info.get("type", "file") == "file" and rel and not _skipped(rel):
-                out[rel] = info
-        return out
-
-    def pull(self, under: str = "") -> list[str]:
-        """Fetch every object that is new or changed since the last pull; returns the relative paths fetched."""
-        record = self._record()
-        fetched = []
-        for rel, info in sorted(self.remote_files(under).items()):
-            dest = inside(self.local, rel, f"the object key {self.url}/{rel}")
-            seen = record.get(rel)
-            if seen and seen["remote"] == object_version(info) and dest.is_file() \
-                    and _local_state(dest) == seen["local"]:
-                continue
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(f".{dest.name}.{os.getpid()}.pull.tmp")
-            self.fs.get_file(f"{self.root}/{rel}", str(tmp))
-            os.replace(tmp, dest)
-            record[rel] = {"remote": object_version(info), "local": _local_state(dest)}
-            fetched.append(rel)
-        self._save(record)
-        return fetched
-
-    def push(self, lease: "Lease | None" = None) -> list[str]:
-        """Send every local file that is new or changed since the last sync, in commit order (data, markers,
-        manifest versions, pointers); a manifest version is created, never replaced."""
-        record = self._record()
-        todo = []
-        for p in self.local.rglob("*"):
-            rel = p.relative_to(self.local).as_posix()
-            if not p.is_file() or _skipped(rel):
-                continue
-            seen = record.get(rel)
-            if not seen or seen["local"] != _local_state(p):
-                todo.append(rel)
-        sent = []
-        if lease:
-            lease.check_mine()  # a run that lost its lease (paused past it, say) pushes nothing
-        for rel in sorted(todo, key=lambda r: (_push_order(r), r)):
-            if lease:
-                lease.renew(force=_push_order(rel) > 0)  # ownership checked before every commit point
-            target = f"{self.root}/{rel}"
-            if _push_order(rel) == 2 or rel.startswith("tokenizer/"):  # published once, never replaced
-                self._create(rel, target)
-            else:
-                self.fs.put_file(str(self.local / rel), target)
-            info = self.fs.info(target)
-            record[rel] = {"remote": object_version(info), "local": _local_state(self.local / rel)}
-            sent.append(rel)
-            self._save(record)  # after each object: a push cut short resends only what it had not sent
-        return sent
-
-    def _create(self, rel: str, target: str) -> None:
-        data = (self.local / rel).read_bytes()
-        try:
-            self.fs.pipe_file(target, data, mode="create")
-        except FileExistsError:
-            if self.fs.cat_file(target) != data:
-                raise StorageError(f"{self.url}/{rel} exists with other content: a published version is never "
-                                   "replaced") from None
-        except TypeError:  # a filesystem without conditional writes: check, then write (the lease excludes others)
-            if self.fs.exists(target) and self.fs.cat_file(target) != data:
-                raise StorageError(f"{self.url}/{rel} exists with other content") from None
-            self.fs.pipe_file(target, data)
 
 
 class WorkRootBusy(StorageError):
@@ -314,27 +212,16 @@ class Lease:
                 self.fs.rm_file(self.path)
 
 
-@contextlib.contextmanager
-def checked_out(url: str) -> Iterator[Path]:
-    """A remote work root as a local directory for one run: take the lease, pull what changed, yield the local copy,
-    push what the run wrote (also after a failed run: its finished parts are kept), release the lease."""
-    lease = Lease(url)
-    lease.acquire()
-    try:
-        mirror = Mirror(url, cache_dir("work", url))
-        mirror.pull()
-        try:
-            with lease.heartbeat():
-                yield mirror.local
-        finally:
-            mirror.push(lease)
-    finally:
-        lease.release()
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def fetch_verified(fs, remote: str, dest: Path, sha256: str) -> None:
     """`remote` at `dest`, unless a copy with this sha256 is there already; a download of other bytes is refused."""
-    from curate.tasks.engine.files import sha256_file  # (files reads through spools, which use this module)
 
     if dest.is_file() and sha256_file(dest) == sha256:
         return
