@@ -5,6 +5,7 @@ import gzip
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -256,3 +257,103 @@ def test_a_corpus_landed_under_an_s3_prefix_is_backfilled(s3, tmp_path):
                    fingerprint=landed["legal"].fingerprint)
     assert out["corpus"] == "legal" and not out["skipped"] and out["docs_in"] == out["kept"] + out["rejected"] > 0
     assert Path(out["manifest"]).is_file()
+
+
+def _private_worker(address: str, tag: str) -> subprocess.Popen:
+    """A Dask worker (as the README starts one) on a "machine" of its own: a mount namespace with an empty tmpfs over
+    /tmp and over ~/.cache, so it sees neither the flow's disk (its spool, caches and models, this test's files)
+    nor another worker's; only the code (the repository and its virtual environment, put back where they were when
+    they live under /tmp) and the S3 server."""
+    home_cache = Path.home() / ".cache"
+    home_cache.mkdir(exist_ok=True)
+    keep = REPO.resolve()
+    under_tmp = keep.is_relative_to("/tmp")
+    script = " && ".join([
+        *([f"mount --bind {keep} /mnt"] if under_tmp else []),
+        "mount -t tmpfs tmpfs /tmp", f"mount -t tmpfs tmpfs {home_cache}",
+        *([f"mkdir -p {keep}", f"mount --bind /mnt {keep}"] if under_tmp else []),
+        f"exec {BIN / 'dask'} worker {address} --nworkers 1 --nthreads 1 --no-dashboard --name {tag}"])
+    env = {**os.environ, "TMPDIR": "/tmp", "CURATE_CACHE": "/tmp/cache", "CURATE_MODEL_CACHE": "/tmp/models"}
+    env.pop("CURATE_SPOOL", None)
+    return subprocess.Popen(["unshare", "-m", "sh", "-c", script], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _cluster_run(tmp_path, address: str, out: str, **popen) -> subprocess.Popen:
+    cfg = tmp_path / "cluster.yaml"
+    cfg.write_text(f"tokenize:\n  vocab_size: 1000\nrunner:\n  kind: dask\n  address: {address}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    return subprocess.Popen([str(BIN / "curate"), "run", "s3://curate/in/legal.jsonl.gz", "s3://curate/in/code",
+                             "--out", out, "--config", str(cfg)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def _when_classify_runs(s3, out: str, run: subprocess.Popen, client) -> list:
+    """Wait until classify's tasks are out (the flow publishes the models in the work root just before sending the
+    first) and a worker is busy; the busy workers' addresses."""
+    deadline = time.monotonic() + 300
+    while run.poll() is None and time.monotonic() < deadline:
+        s3.invalidate_cache()
+        busy = [w for w, tasks in client.processing().items() if tasks]
+        if busy and s3.exists(f"{out.removeprefix('s3://')}/classify/models"):
+            return busy
+        time.sleep(0.05)
+    raise AssertionError("classify never ran on a worker: " + (run.communicate()[0][-3000:] if run.poll() else ""))
+
+
+def _remote_outputs(s3, out: str) -> tuple:
+    m = json.loads(s3.cat_file(f"{out.removeprefix('s3://')}/manifests/default/v0001.json"))
+    report = json.loads(s3.cat_file(f"{out.removeprefix('s3://')}/report.json"))
+    return m["fingerprint"], _shards(m), [(c["corpus"], c["docs_in"], c["kept"], c["rejected"], c["by_reason"])
+                                          for c in report["corpora"]]
+
+
+def test_workers_that_share_no_disk_run_every_stage_on_s3_through_kills(s3, runs, tmp_path):
+    """A scheduler and two workers started as the README shows, each in a mount namespace of its own (no view of the
+    flow's disk or of each other's), inputs and work root on S3. A worker SIGKILLed while it runs classify: Dask
+    runs its task again, and the outputs are the local run's. Then the flow killed during classify (its whole
+    process group) and the run started again with a third worker: the same outputs again."""
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        pytest.skip("this machine gives no mount namespaces (unshare -m), so no worker can be given its own disk")
+    from distributed import Client
+
+    from curate.flows.server import free_port
+
+    tmp, _ = runs
+    local_manifest = json.loads((tmp / "local" / "manifests" / "default" / "v0001.json").read_text())
+    local_report = json.loads((tmp / "local" / "report.json").read_text())
+    want = (local_manifest["fingerprint"], _shards(local_manifest),
+            [(c["corpus"], c["docs_in"], c["kept"], c["rejected"], c["by_reason"]) for c in local_report["corpora"]])
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)]
+    try:
+        time.sleep(3)
+        procs += [_private_worker(address, f"w{k}") for k in (1, 2)]
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(2, timeout=120)
+            run = _cluster_run(tmp_path, address, "s3://curate/cluster")
+            busy = _when_classify_runs(s3, "s3://curate/cluster", run, client)
+            os.kill(client.run(os.getpid, workers=[busy[0]])[busy[0]], signal.SIGKILL)
+            out, _ = run.communicate(timeout=600)
+            assert run.returncode == 0, out[-3000:]
+            assert _remote_outputs(s3, "s3://curate/cluster") == want
+            # the flow killed; the run again with three workers
+            run = _cluster_run(tmp_path, address, "s3://curate/resumed", start_new_session=True)
+            _when_classify_runs(s3, "s3://curate/resumed", run, client)
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait(timeout=60)
+            assert not s3.exists("curate/resumed/report.json")
+            procs.append(_private_worker(address, "w3"))
+            client.wait_for_workers(3, timeout=120)
+            s3.rm_file("curate/resumed/_lease.json")  # the killed run's (else it expires after CURATE_LEASE_S)
+            run = _cluster_run(tmp_path, address, "s3://curate/resumed")
+            out, _ = run.communicate(timeout=600)
+            assert run.returncode == 0, out[-3000:]
+            assert _remote_outputs(s3, "s3://curate/resumed") == want
+    finally:
+        for p in reversed(procs):
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(timeout=30)

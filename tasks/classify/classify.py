@@ -23,7 +23,7 @@ from curate.schemas.report import ClassifyPartResult, ClassifyReport, Part
 from curate.schemas.work_root import WorkRoot
 from curate.tasks.classify.decide import DECISION, domain_order
 from curate.tasks.classify.fasttext_model import LABEL_PREFIX, load_model, model_text, predict_probs
-from curate.tasks.classify.models import QUALITY_LABELS, ModelRefs, resolve_models, rule_set
+from curate.tasks.classify.models import QUALITY_LABELS, ModelRefs, local_models, publish_models, resolve_models, rule_set
 from curate.tasks.classify.pii import redact
 from curate.tasks.classify.rules import RuleSet
 from curate.tasks.engine.files import atomic_path
@@ -146,13 +146,14 @@ def _classify(job: Job, key: dict) -> ClassifyPartResult:
     out = verdicts_path(work_root, STAGE, part)
     t0 = time.perf_counter()
     rules = _rules(cfg.model_dump_json())
+    models = local_models(job.prepared, job.work_root)
     tally = _Tally()
     with atomic_path(out) as tmp, pq.ParquetWriter(
             tmp, ANNOTATION_SCHEMA, compression="zstd", compression_level=1,
             use_dictionary=["domain", "domain_runner_up", "failed_rule", "reason"]) as writer:
         for rows, batch in documents(work_root, part, alive(work_root, part, job.before), ["id", "text", "lang"],
                                      cfg.batch_size):
-            cols = _judge_batch(batch, cfg, job.prepared, rules)
+            cols = _judge_batch(batch, cfg, models, rules)
             writer.write_table(pa.Table.from_pydict({"row": rows.tolist(), **cols}, schema=ANNOTATION_SCHEMA))
             tally.add(cols, batch.column("text"), batch.column("lang").to_pylist(), cfg)
     return tally.result(part.corpus, WorkRoot(work_root).relative(out), time.perf_counter() - t0)
@@ -213,6 +214,8 @@ def _jobs(run: Run) -> list[Job]:
     """A job per part; the default models train here, once, before any task needs them."""
     models = resolve_models(run.cfg.classify)
     run.log(f"classify models: domain {models.domain_path}, quality {models.quality_path}")
+    if run.url:  # workers on other machines fetch them from the work root
+        models = publish_models(models, run.work_root)
     return run.part_jobs(run.cfg.classify, models)
 
 

@@ -7,19 +7,23 @@ rules into a score in [0, 1] that also ranks the documents the rules let through
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
-from dataclasses import dataclass
+import shutil
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from curate.schemas.annotations import QUALITY_LABEL_HIGH, QUALITY_LABEL_LOW
 from curate.schemas.config import ClassifyConfig
 from curate.tasks.text import _textscan
 from curate.tasks.classify import rules as quality_rules
-from curate.tasks.classify.fasttext_model import ClassifierError, LabeledDoc, TrainParams, cached_model, family_of, load_model, \
-    model_text, read_labeled, train, windows
-from curate.tasks.engine.files import write_json_atomic
+from curate.tasks.classify.fasttext_model import ClassifierError, LabeledDoc, TrainParams, cache_root, cached_model, \
+    family_of, load_model, model_text, read_labeled, train, windows
+from curate.tasks.engine.files import atomic_path, write_json_atomic
+from curate.tasks.engine.spool import present
+from curate.tasks.engine.storage import fetch_verified, filesystem, is_remote
 from curate.tasks.classify.rules import RuleSet
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -162,3 +166,37 @@ def resolve_models(cfg: ClassifyConfig) -> ModelRefs:
     load_model(domain, cfg.domains, what="domain model")
     load_model(quality, QUALITY_LABELS, what="quality model")
     return ModelRefs(str(domain), _sha256(domain), str(quality), _sha256(quality), domain_temperature(domain))
+
+
+PUBLISHED = "classify/models"  # models published in a work root on object storage, by sha256
+
+
+def publish_models(models: ModelRefs, work_root: Path) -> ModelRefs:
+    """The models put in the work root (`classify/models/<sha256>.bin`), named by their paths within it: the run's
+    workers on other machines fetch them from there (`local_models`)."""
+    paths = {}
+    for field, path, sha in (("domain_path", models.domain_path, models.domain_sha),
+                             ("quality_path", models.quality_path, models.quality_sha)):
+        rel = f"{PUBLISHED}/{sha}.bin"
+        if not present(Path(work_root) / rel):
+            with atomic_path(Path(work_root) / rel) as tmp:
+                shutil.copyfile(path, tmp)
+        paths[field] = rel
+    return replace(models, **paths)
+
+
+def local_models(models: ModelRefs, work_root: str) -> ModelRefs:
+    """The models as files on this machine: as named, or, published in a work root on object storage, fetched once per
+    machine into the model cache and checked against their sha256."""
+    return replace(models, domain_path=_local_model(work_root, models.domain_path, models.domain_sha),
+                   quality_path=_local_model(work_root, models.quality_path, models.quality_sha))
+
+
+@functools.lru_cache(maxsize=8)
+def _local_model(work_root: str, path: str, sha: str) -> str:
+    if Path(path).is_absolute() or not is_remote(work_root):
+        return path
+    fs, root = filesystem(work_root.rstrip("/"))
+    dest = cache_root() / "published" / f"{sha}.bin"
+    fetch_verified(fs, f"{root}/{path}", dest, sha)
+    return str(dest)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import functools
-import hashlib
 import json
 import os
 import signal
