@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from curate.tasks.engine.storage import is_remote
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PREFECT_FILE = REPO_ROOT / "deploy" / "prefect.yaml"
@@ -54,7 +55,12 @@ def auth_string(home: Path) -> str:
     return path.read_text().strip()
 
 
-def service_env(home: Path, port: int, work_root: Path, landing: Path, corpora: Path | None,
+def _where(p: str | Path) -> str:
+    """A folder as an absolute path, or a URL (object storage) as it is."""
+    return str(p) if is_remote(p) else str(Path(p).resolve())
+
+
+def service_env(home: Path, port: int, work_root: str | Path, landing: str | Path, corpora: str | Path | None,
                 config: Path | None, watch_seconds: int = WATCH_SECONDS, curation_cron: str = CURATION_CRON) -> dict[str, str]:
     """The variables the server, the worker and `prefect deploy` (deploy/prefect.yaml's templates) share."""
     env = dict(os.environ)
@@ -65,8 +71,10 @@ def service_env(home: Path, port: int, work_root: Path, landing: Path, corpora: 
         "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": f"http://127.0.0.1:{port}",
         "PREFECT_HOME": str(home), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "PREFECT_UI_ENABLED": "true",
-        "CURATE_HOME": str(REPO_ROOT), "CURATE_WORK_ROOT": str(work_root.resolve()),
-        "CURATE_LANDING": str(landing.resolve()), "CURATE_CORPORA": str((corpora or landing).resolve()),
+        "CURATE_HOME": str(REPO_ROOT), "CURATE_WORK_ROOT": _where(work_root),
+        "CURATE_LANDING": _where(landing), "CURATE_CORPORA": _where(corpora or landing),
+        # A work root on object storage has one run at a time (its lease): backfills landed together queue for it.
+        "CURATE_LEASE_WAIT_S": os.environ.get("CURATE_LEASE_WAIT_S") or "21600",
         # The landing folder as corpora root: only corpora whose copy is complete (their _READY marker).
         "CURATE_CORPORA_READY_ONLY": "false" if corpora else "true",
         "CURATE_CONFIG": str(config.resolve()) if config else "",
@@ -120,7 +128,7 @@ def _run(cmd: list[str], env: dict, what: str) -> None:
         raise ServerError(f"{what} failed ({res.returncode}):\n{(res.stdout + res.stderr)[-3000:]}")
 
 
-def server_up(home: Path, port: int, work_root: Path, landing: Path, corpora: Path | None = None,
+def server_up(home: Path, port: int, work_root: str | Path, landing: str | Path, corpora: str | Path | None = None,
               config: Path | None = None, worker: bool = True, timeout: float = 120, heartbeat_seconds: int = 30,
               watch_seconds: int = WATCH_SECONDS, curation_cron: str = CURATION_CRON) -> dict:
     home = home.resolve()

@@ -22,6 +22,8 @@ from curate.schemas.config import load_config
 from curate.tasks.ingest.landing import (READY_MARKER, Catalog, LandingError, check_unchanged, plan_watch, ready_corpus,
                                         scan_landing)
 from curate.flows.runner import is_transient
+from curate.tasks.engine.spool import local_root, spooled
+from curate.tasks.engine.storage import is_remote
 
 BACKFILL_DEPLOYMENT = "backfill/backfill"
 TRANSIENT_ATTEMPTS = 3  # a flaky disk or network; bad input and bad config fail at once, never retried
@@ -120,11 +122,12 @@ def watch_corpora(landing: str, work_root: str = "out", config_path: str | None 
     retry) is started again. A refused corpus fails the run, after the others are handled."""
     landed = scan_landing(landing)
     catalog = Catalog(work_root)
-    with catalog.locked():  # decide and record as one step: two watches never start one corpus twice
+    # (a work root on object storage: its dedup registry and corpus indexes read through a spool, deleted after)
+    with spooled(work_root), catalog.locked():  # decide and record as one step: two watches never start one corpus twice
         entries = catalog.entries()
         crashed = _crashed_runs([e["flow_run_id"] for e in entries.values()
                                  if e.get("status") in ("triggered", "running") and e.get("flow_run_id")])
-        plan = plan_watch(landed, entries, crashed, _taken_in(work_root, config_path))
+        plan = plan_watch(landed, entries, crashed, _taken_in(str(local_root(work_root)), config_path))
         triggered = [_start_backfill(c, c in plan.retry, catalog, work_root, config_path, deployment)
                      for c in plan.trigger + plan.retry]
         _record_refusals(plan, landed, entries, catalog)
@@ -191,9 +194,14 @@ def _taken_in(work_root: str, config_path: str | None):
     return taken
 
 
-def corpora_of(root: Path, ready_only: bool) -> tuple[list[str], list[tuple[str, str]]]:
+def corpora_of(root: str | Path, ready_only: bool) -> tuple[list[str], list[tuple[str, str]]]:
     """(inputs, skipped with why) of a corpora root: each file or folder in it is a corpus; with ready_only (the
-    root is a landing folder), only folders with their _READY marker."""
+    root is a landing folder), only folders with their _READY marker. (A root on object storage: each prefix in it.)"""
+    if is_remote(root):
+        landed = scan_landing(str(root))
+        return ([c.path for c in landed if c.ready or not ready_only],
+                [(c.name, f"no {READY_MARKER} marker") for c in landed if ready_only and not c.ready])
+    root = Path(root)
     inputs, skipped = [], []
     for p in sorted(root.iterdir()):
         if p.name.startswith((".", "_")):
@@ -210,8 +218,8 @@ def scheduled_curation(corpora_root: str, work_root: str = "out", config_path: s
                        ready_only: bool = False) -> dict:
     """Curate every corpus of a root (each file or folder in it is a corpus); finished work is reused. With
     nothing to curate it does nothing, and says so."""
-    root = Path(corpora_root)
-    if not root.is_dir():
+    root = corpora_root if is_remote(corpora_root) else Path(corpora_root)
+    if not is_remote(root) and not root.is_dir():
         raise LandingError(f"corpora root {root} does not exist (or is not a directory)")
     inputs, skipped = corpora_of(root, ready_only)
     if not inputs:

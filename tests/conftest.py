@@ -1,7 +1,12 @@
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -91,3 +96,31 @@ def head_lines(src: Path, n: int) -> list[bytes]:
             if len(out) == n:
                 break
     return out
+
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "curate-test", "AWS_SECRET_ACCESS_KEY": "curate-test", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@contextlib.contextmanager
+def moto_s3(bucket: str = "curate"):
+    """A moto S3 server (its server mode: a real HTTP endpoint) on a free loopback port with one bucket; yields the
+    variables that point boto and fsspec at it (AWS_ENDPOINT_URL and test credentials)."""
+    from curate.flows.server import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(endpoint, timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        env = {**S3_ENV, "AWS_ENDPOINT_URL": endpoint}
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/{bucket}", method="PUT"), timeout=10)
+        yield env
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

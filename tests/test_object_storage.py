@@ -9,52 +9,36 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
-from tests.conftest import REPO, SAMPLE
+from tests.conftest import REPO, SAMPLE, moto_s3
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
-S3_ENV = {"AWS_ACCESS_KEY_ID": "curate-test", "AWS_SECRET_ACCESS_KEY": "curate-test", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """A moto S3 server on a free loopback port, this process's env pointed at it, a bucket with two corpora."""
-    from curate.flows.server import free_port
+    with moto_s3() as s3_env:
+        saved = {k: os.environ.get(k) for k in [*s3_env, "CURATE_CACHE"]}
+        os.environ.update(s3_env, CURATE_CACHE=str(tmp_path_factory.mktemp("cache")))
+        import fsspec
 
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(100):
+        fs = fsspec.filesystem("s3", skip_instance_cache=True)
+        fs.put_file(str(SAMPLE / "legal.jsonl.gz"), "curate/in/legal.jsonl.gz")
+        fs.put_file(str(SAMPLE / "code.jsonl.gz"), "curate/in/code/code.jsonl.gz")  # the local input's relative name
         try:
-            urllib.request.urlopen(endpoint, timeout=1)
-            break
-        except OSError:
-            time.sleep(0.2)
-    saved = {k: os.environ.get(k) for k in [*S3_ENV, "AWS_ENDPOINT_URL", "CURATE_CACHE"]}
-    os.environ.update(S3_ENV, AWS_ENDPOINT_URL=endpoint, CURATE_CACHE=str(tmp_path_factory.mktemp("cache")))
-    import fsspec
-
-    fs = fsspec.filesystem("s3", skip_instance_cache=True)
-    fs.mkdir("curate")
-    fs.put_file(str(SAMPLE / "legal.jsonl.gz"), "curate/in/legal.jsonl.gz")
-    fs.put_file(str(SAMPLE / "code.jsonl.gz"), "curate/in/code/code.jsonl.gz")  # the same relative name as the local input
-    try:
-        yield fs
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+            yield fs
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
 def _curate(tmp_path, *args: str, **env_extra: str) -> subprocess.CompletedProcess:

@@ -1,8 +1,10 @@
 """The service on a Prefect server backed by PostgreSQL, as deploy/README.md's production section sets it up: a real
 PostgreSQL server from Debian's package, started here on loopback with password authentication only, the server's
-database named by PREFECT_API_DATABASE_CONNECTION_URL, and `curate server up` on it. The watch schedule fires by
-itself, backfills a landed corpus, and its runs are rows of PostgreSQL's tables."""
+database named by PREFECT_API_DATABASE_CONNECTION_URL, and `curate server up` on it with its landing prefix and work
+root on S3 (moto's server). The watch schedule fires by itself, backfills a landed corpus, and its runs are rows of
+PostgreSQL's tables."""
 import glob
+import json
 import os
 import pwd
 import secrets
@@ -16,8 +18,7 @@ from pathlib import Path
 import pytest
 
 from curate.flows.server import free_port
-from curate.tasks.ingest.landing import Catalog
-from tests.conftest import SAMPLE
+from tests.conftest import SAMPLE, moto_s3
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 BIN = Path(sys.executable).parent
@@ -83,36 +84,50 @@ def test_the_database_requires_its_password(postgres):
     assert _psql(postgres, "select 1", password="wrong").returncode != 0
 
 
-def test_the_service_on_postgresql_backfills_a_landed_corpus_on_its_schedule(postgres, tmp_path):
-    """`curate server up` with the database URL of the production section; nobody starts a run: the watch schedule
-    (every 10 s) finds the corpus whose _READY marker is there and its backfill curates it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PATH=f"{BIN}{os.pathsep}{env['PATH']}", PREFECT_API_DATABASE_CONNECTION_URL=postgres["url"])
-    (tmp_path / "tiny.yaml").write_text("tokenize:\n  vocab_size: 1000\n")
-    landing = tmp_path / "landing" / "legal-pg"
-    landing.mkdir(parents=True)
-    shutil.copy(SAMPLE / "legal.jsonl.gz", landing)
+def test_the_service_on_postgresql_and_s3_backfills_a_landed_corpus_on_its_schedule(postgres, tmp_path):
+    """`curate server up` with the database URL of the production section, and its landing prefix, catalog and work
+    root on S3 (moto's server); nobody starts a run: the watch schedule (every 10 s) finds the corpus whose _READY
+    marker is there and its backfill, in the worker's process, curates it through spools that are gone when it ends:
+    no copy of the work root on this disk."""
+    import fsspec
 
-    def curate(*args):
-        return subprocess.run([str(BIN / "curate"), "server", *args], cwd=tmp_path, env=env, capture_output=True,
-                              text=True, timeout=600)
+    spools, cache = tmp_path / "spools", tmp_path / "cache"
+    with moto_s3() as s3_env:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        env.update(s3_env, PATH=f"{BIN}{os.pathsep}{env['PATH']}", PREFECT_API_DATABASE_CONNECTION_URL=postgres["url"],
+                   CURATE_SPOOL=str(spools), CURATE_CACHE=str(cache))
+        (tmp_path / "tiny.yaml").write_text("tokenize:\n  vocab_size: 1000\n")
+        s3 = fsspec.filesystem("s3", skip_instance_cache=True, endpoint_url=s3_env["AWS_ENDPOINT_URL"],
+                               key=s3_env["AWS_ACCESS_KEY_ID"], secret=s3_env["AWS_SECRET_ACCESS_KEY"])
+        s3.put_file(str(SAMPLE / "legal.jsonl.gz"), "curate/landing/legal-pg/legal.jsonl.gz")
 
-    up = curate("up", "--port", str(free_port()), "--config", str(tmp_path / "tiny.yaml"), "--watch-every", "10")
-    try:
-        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
-        (landing / "_READY").touch()
-        deadline, entry = time.monotonic() + 420, {}
-        while time.monotonic() < deadline and entry.get("status") not in ("done", "failed"):
-            time.sleep(2)
-            entry = Catalog(tmp_path / "out").entries().get("legal-pg", {})
-        assert entry.get("status") == "done", (entry, (tmp_path / ".curate-server" / "worker.log").read_text()[-3000:])
-        assert (tmp_path / "out" / "manifests" / "default" / "v0001.json").is_file()
-        runs = _psql(postgres, "select f.name, count(*) from flow_run r join flow f on f.id = r.flow_id "
-                               "where r.state_type = 'COMPLETED' group by f.name order by f.name")
-        assert runs.returncode == 0, runs.stderr
-        completed = dict(line.split("|") for line in runs.stdout.split())
-        assert int(completed.get("watch-corpora", 0)) >= 1 and int(completed.get("backfill", 0)) == 1, completed
-        assert not (tmp_path / ".curate-server" / "prefect.db").exists()  # SQLite was not used
-    finally:
-        down = curate("down")
-        assert "stopped" in down.stdout, down.stdout + down.stderr
+        def curate(*args):
+            return subprocess.run([str(BIN / "curate"), "server", *args], cwd=tmp_path, env=env, capture_output=True,
+                                  text=True, timeout=600)
+
+        up = curate("up", "--port", str(free_port()), "--config", str(tmp_path / "tiny.yaml"), "--watch-every", "10",
+                    "--landing", "s3://curate/landing", "--work", "s3://curate/work")
+        try:
+            assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+            s3.pipe_file("curate/landing/legal-pg/_READY", b"")
+            deadline, entry = time.monotonic() + 420, {}
+            while time.monotonic() < deadline and entry.get("status") not in ("done", "failed"):
+                time.sleep(2)
+                s3.invalidate_cache()
+                entry = json.loads(s3.cat_file("curate/work/catalog/corpora.json")).get("corpora", {}).get(
+                    "legal-pg", {}) if s3.exists("curate/work/catalog/corpora.json") else {}
+            log = (tmp_path / ".curate-server" / "worker.log").read_text()[-3000:]
+            assert entry.get("status") == "done", (entry, log)
+            assert entry["manifest"] == "s3://curate/work/manifests/default/v0001.json"
+            assert s3.exists("curate/work/manifests/default/v0001.json") and not s3.exists("curate/work/_lease.json")
+            runs = _psql(postgres, "select f.name, count(*) from flow_run r join flow f on f.id = r.flow_id "
+                                   "where r.state_type = 'COMPLETED' group by f.name order by f.name")
+            assert runs.returncode == 0, runs.stderr
+            completed = dict(line.split("|") for line in runs.stdout.split())
+            assert int(completed.get("watch-corpora", 0)) >= 1 and int(completed.get("backfill", 0)) == 1, completed
+            assert not (tmp_path / ".curate-server" / "prefect.db").exists()  # SQLite was not used
+            assert not list(spools.glob("*")), "a spool outlived its run"
+            assert not (cache / "work").exists() and not (tmp_path / "out").exists()  # no copy of the work root
+        finally:
+            down = curate("down")
+            assert "stopped" in down.stdout, down.stdout + down.stderr

@@ -17,17 +17,19 @@ HOME_HELP = "PREFECT_HOME of the server: its SQLite database, logs and the PIDs 
 def up(
     home: Path = typer.Option(Path(".curate-server"), "--home", help=HOME_HELP),
     port: int = typer.Option(4200, "--port"),
-    work: Path = typer.Option(Path("out"), "--work", help="Work root the deployments curate into."),
-    landing: Path = typer.Option(Path("landing"), "--landing", help="Where new corpora land (watch-corpora)."),
-    corpora: Optional[Path] = typer.Option(None, "--corpora", help="Corpora root of the scheduled curation."),
+    work: str = typer.Option("out", "--work", help="Work root the deployments curate into (a folder or s3://...)."),
+    landing: str = typer.Option("landing", "--landing", help="Where new corpora land (watch-corpora; or s3://...)."),
+    corpora: Optional[str] = typer.Option(None, "--corpora", help="Corpora root of the scheduled curation."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config the flows use."),
     watch_every: int = typer.Option(300, "--watch-every", min=5, help="Seconds between watch-corpora runs."),
     curation_cron: str = typer.Option("0 3 * * *", "--curation-cron", help="Cron (UTC) of the scheduled curation."),
 ) -> None:
     """Start the server on 127.0.0.1, create the `curate` work pool, deploy deploy/prefect.yaml, start a worker."""
     from curate.flows.server import ServerError, server_up
+    from curate.tasks.engine.storage import is_remote
 
-    landing.mkdir(parents=True, exist_ok=True)
+    if not is_remote(landing):
+        Path(landing).mkdir(parents=True, exist_ok=True)
     try:
         with console.status("starting the Prefect server, deploying, starting a worker…"):
             info = server_up(home, port, work, landing, corpora, config, watch_seconds=watch_every,
@@ -70,7 +72,7 @@ def down(home: Path = typer.Option(Path(".curate-server"), "--home", help=HOME_H
 @server_app.command("retry")
 def retry(
     name: str = typer.Argument(..., help="The corpus (its landing folder's name)."),
-    work: Path = typer.Option(Path("out"), "--work", help="Work root whose catalog holds it."),
+    work: str = typer.Option("out", "--work", help="Work root whose catalog holds it."),
 ) -> None:
     """Start a failed backfill again: the next watch-corpora run starts it, and it resumes where it stopped."""
     from curate.tasks.ingest.landing import RETRY_STATUS, Catalog

@@ -356,7 +356,7 @@ def leased_spool(url: str) -> Iterator[Spool]:
     """A run on the work root `url`: its one-writer lease taken (storage.Lease) and kept alive while the run goes on,
     the flow's spool for it, everything sent before the lease is released."""
     lease = Lease(url)
-    lease.acquire()
+    lease.acquire(float(os.environ.get("CURATE_LEASE_WAIT_S") or 0))  # the service's backfills queue for it
     try:
         with flow_spool(url, lease) as spool, lease.heartbeat():
             yield spool

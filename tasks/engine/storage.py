@@ -123,12 +123,13 @@ class WorkRootBusy(StorageError):
 
 
 class Lease:
-    """The one-writer lease of a remote work root: `<url>/_lease.json`, created with a conditional PUT."""
+    """The one-writer lease of a remote work root (`<url>/_lease.json`), or of one thing in it (`name`: the service's
+    catalog), created with a conditional PUT."""
 
-    def __init__(self, url: str, ttl_s: float | None = None):
+    def __init__(self, url: str, ttl_s: float | None = None, name: str = LEASE):
         self.fs, root = filesystem(url.rstrip("/"))
-        self.path = f"{root}/{LEASE}"
-        self.url = url
+        self.path = f"{root}/{name}"
+        self.url, self.name = url, name
         self.ttl_s = ttl_s if ttl_s is not None else float(os.environ.get("CURATE_LEASE_S", 6 * 3600))
         self.token = f"{socket.gethostname()}-{os.getpid()}-{time.time_ns()}"
         self._renewed = 0.0
@@ -150,9 +151,20 @@ class Lease:
     def _busy(self, held: dict) -> str:
         return (f"{self.url} is in use by another run ({held.get('holder')}, lease until "
                 f"{time.strftime('%H:%M:%S', time.localtime(held['expires']))}); try later, or delete "
-                f"{self.url}/{LEASE} if that run is dead")
+                f"{self.url}/{self.name} if that run is dead")
 
-    def acquire(self) -> None:
+    def acquire(self, wait_s: float = 0.0) -> None:
+        """Take the lease; held by another run, wait for it up to `wait_s` seconds, then WorkRootBusy."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return self._acquire()
+            except WorkRootBusy:
+                if time.monotonic() >= deadline:
+                    raise
+            time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+
+    def _acquire(self) -> None:
         for _ in range(2):
             try:
                 self.fs.pipe_file(self.path, self._body(), mode="create")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from curate.schemas.work_root import WorkRoot
 
 import fcntl
+import json
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -21,7 +22,7 @@ from typing import Callable
 import xxhash
 
 from curate.tasks.ingest.inputs import CORPUS_NAME, RESERVED_NAMES, walk_folder
-from curate.tasks.engine.storage import StorageError, filesystem, is_remote
+from curate.tasks.engine.storage import Lease, StorageError, filesystem, is_remote, local_path
 from curate.tasks.ingest.remote import list_objects, version_key
 from curate.tasks.engine.files import read_json, write_json_atomic
 
@@ -156,14 +157,30 @@ def scan_landing(landing: str | Path) -> list[LandedCorpus]:
 
 
 class Catalog:
-    """<work root>/catalog/corpora.json: name -> fingerprint, path, status, flow run, manifest, times."""
+    """<work root>/catalog/corpora.json: name -> fingerprint, path, status, flow run, manifest, times. On object
+    storage it is one object, read and written under a lease object of its own (catalog/_lease.json, held for a
+    read-decide-write); on a disk, under a lock file."""
 
     def __init__(self, work_root: str | Path):
-        self.dir = WorkRoot(work_root).catalog()
-        self.path = self.dir / "corpora.json"
+        self.remote = str(work_root).rstrip("/") if is_remote(work_root) else None
+        self.dir = WorkRoot(local_path(work_root)).catalog() if self.remote is None else None
+        self.path = self.dir / "corpora.json" if self.dir else f"{self.remote}/catalog/corpora.json"
 
     def entries(self) -> dict[str, dict]:
-        return (read_json(self.path) or {}).get("corpora", {})
+        if self.remote is None:
+            return (read_json(self.path) or {}).get("corpora", {})
+        fs, path = filesystem(self.path)
+        try:
+            return json.loads(fs.cat_file(path)).get("corpora", {})
+        except FileNotFoundError:
+            return {}
+
+    def _write(self, entries: dict) -> None:
+        if self.remote is None:
+            write_json_atomic(self.path, {"corpora": entries})
+        else:
+            fs, path = filesystem(self.path)
+            fs.pipe_file(path, (json.dumps({"corpora": entries}, indent=2, sort_keys=True) + "\n").encode())
 
     @contextmanager
     def locked(self):
@@ -171,14 +188,29 @@ class Catalog:
         if getattr(self, "_held", False):
             yield
             return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with self._lease() if self.remote else self._flock():
             self._held = True
             try:
                 yield
             finally:
                 self._held = False
+
+    @contextmanager
+    def _flock(self):
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    @contextmanager
+    def _lease(self):
+        lease = Lease(self.remote, ttl_s=CATALOG_LEASE_S, name="catalog/_lease.json")
+        lease.acquire(wait_s=CATALOG_LEASE_S)
+        try:
+            with lease.heartbeat():
+                yield
+        finally:
+            lease.release()
 
     def record(self, name: str, **fields) -> dict:
         with self.locked():
@@ -186,8 +218,11 @@ class Catalog:
             entry = {**entries.get(name, {}), **fields,
                      "updated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
             entries[name] = entry
-            write_json_atomic(self.path, {"corpora": entries})
+            self._write(entries)
             return entry
+
+
+CATALOG_LEASE_S = 120.0  # a read-decide-write takes seconds; a holder killed frees it after this
 
 
 @dataclass(frozen=True)
