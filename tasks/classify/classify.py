@@ -215,7 +215,7 @@ def _jobs(run: Run) -> list[Job]:
     models = resolve_models(run.cfg.classify)
     run.log(f"classify models: domain {models.domain_path}, quality {models.quality_path}")
     if run.url:  # workers on other machines fetch them from the work root
-        models = publish_models(models, run.work_root)
+        models = publish_models(models, run.url)
     return run.part_jobs(run.cfg.classify, models)
 
 

@@ -11,7 +11,6 @@ import functools
 import hashlib
 import inspect
 import json
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,8 +20,7 @@ from curate.tasks.text import _textscan
 from curate.tasks.classify import rules as quality_rules
 from curate.tasks.classify.fasttext_model import ClassifierError, LabeledDoc, TrainParams, cache_root, cached_model, \
     family_of, load_model, model_text, read_labeled, train, windows
-from curate.tasks.engine.files import atomic_path, write_json_atomic
-from curate.tasks.engine.spool import present
+from curate.tasks.engine.files import write_json_atomic
 from curate.tasks.engine.storage import fetch_verified, filesystem, is_remote
 from curate.tasks.classify.rules import RuleSet
 
@@ -41,6 +39,8 @@ class ModelRefs:
     quality_path: str
     quality_sha: str
     domain_temperature: float = 1.0  # from the model's calibration (leave-one-source-out); 1.0: uncalibrated
+    domain_origin: str = ""  # published in a work root on object storage: the files on the flow's machine
+    quality_origin: str = ""
 
 
 def rule_set(cfg: ClassifyConfig) -> RuleSet:
@@ -171,31 +171,33 @@ def resolve_models(cfg: ClassifyConfig) -> ModelRefs:
 PUBLISHED = "classify/models"  # models published in a work root on object storage, by sha256
 
 
-def publish_models(models: ModelRefs, work_root: Path) -> ModelRefs:
-    """The models put in the work root (`classify/models/<sha256>.bin`), named by their paths within it: the run's
-    workers on other machines fetch them from there (`local_models`)."""
-    paths = {}
-    for field, path, sha in (("domain_path", models.domain_path, models.domain_sha),
-                             ("quality_path", models.quality_path, models.quality_sha)):
-        rel = f"{PUBLISHED}/{sha}.bin"
-        if not present(Path(work_root) / rel):
-            with atomic_path(Path(work_root) / rel) as tmp:
-                shutil.copyfile(path, tmp)
-        paths[field] = rel
-    return replace(models, **paths)
+def publish_models(models: ModelRefs, url: str) -> ModelRefs:
+    """The models put in a work root on object storage (`classify/models/<sha256>.bin`, once per work root), named
+    by their paths within it: the run's workers on other machines fetch them from there (`local_models`); those on
+    the flow's machine read the flow's files."""
+    fs, root = filesystem(url.rstrip("/"))
+    for path, sha in ((models.domain_path, models.domain_sha), (models.quality_path, models.quality_sha)):
+        if not fs.exists(f"{root}/{PUBLISHED}/{sha}.bin"):
+            fs.put_file(path, f"{root}/{PUBLISHED}/{sha}.bin")
+    return replace(models, domain_path=f"{PUBLISHED}/{models.domain_sha}.bin", domain_origin=models.domain_path,
+                   quality_path=f"{PUBLISHED}/{models.quality_sha}.bin", quality_origin=models.quality_path)
 
 
 def local_models(models: ModelRefs, work_root: str) -> ModelRefs:
     """The models as files on this machine: as named, or, published in a work root on object storage, fetched once per
     machine into the model cache and checked against their sha256."""
-    return replace(models, domain_path=_local_model(work_root, models.domain_path, models.domain_sha),
-                   quality_path=_local_model(work_root, models.quality_path, models.quality_sha))
+    return replace(models, domain_path=_local_model(work_root, models.domain_path, models.domain_sha,
+                                                    models.domain_origin),
+                   quality_path=_local_model(work_root, models.quality_path, models.quality_sha,
+                                             models.quality_origin))
 
 
 @functools.lru_cache(maxsize=8)
-def _local_model(work_root: str, path: str, sha: str) -> str:
+def _local_model(work_root: str, path: str, sha: str, origin: str) -> str:
     if Path(path).is_absolute() or not is_remote(work_root):
         return path
+    if origin and Path(origin).is_file():  # a worker on the flow's machine
+        return origin
     fs, root = filesystem(work_root.rstrip("/"))
     dest = cache_root() / "published" / f"{sha}.bin"
     fetch_verified(fs, f"{root}/{path}", dest, sha)

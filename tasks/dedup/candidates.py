@@ -102,6 +102,7 @@ def candidate_pairs(keys: np.ndarray, key_pos: np.ndarray, alive: np.ndarray, id
     `bands` only, or all); key_pos maps a document to its row there."""
     new, old = [np.zeros((0, 2), np.int64)], [np.zeros((0, 3), np.int64)]
     live = np.flatnonzero(alive)
+    index.prefetch(bands)  # (on object storage: every band file of the group fetched at once)
     for col, band in enumerate(bands):
         if not len(live):
             break

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.tasks.engine.files import atomic_path, write_json_atomic
-from curate.tasks.engine.spool import present, readable
+from curate.tasks.engine.spool import present, readable, readable_all
 
 
 class DedupIndexError(RuntimeError):
@@ -43,10 +43,12 @@ class DedupIndex:
         self._rows: dict[int, np.ndarray] = {}  # corpus rank -> its kept documents' rows in the corpus
 
     def _load_registry(self) -> dict:
-        if not present(self.registry_path):
+        try:
+            text = readable(self.registry_path).read_text(encoding="utf-8")
+        except FileNotFoundError:
             return {"params": self.params, "corpora": []}
         try:
-            reg = json.loads(readable(self.registry_path).read_text(encoding="utf-8"))
+            reg = json.loads(text)
             names = [c["name"] for c in reg["corpora"]]
         except (ValueError, KeyError, TypeError) as err:
             raise DedupIndexError(f"dedup index registry is corrupt: {self.registry_path} ({err}); "
@@ -69,9 +71,10 @@ class DedupIndex:
     def _read(self, path: Path, columns: list[str]) -> pa.Table:
         """An index file, checked against the sha256 its corpus's registration recorded: a file replaced by another
         valid one would change decisions silently."""
-        if not present(path):
-            raise DedupIndexError(f"dedup index file missing: {path} (the registry lists its corpus)")
-        data = readable(path).read_bytes()
+        try:  # (one read, no existence check first: on object storage each is a request)
+            data = readable(path).read_bytes()
+        except FileNotFoundError:
+            raise DedupIndexError(f"dedup index file missing: {path} (the registry lists its corpus)") from None
         want = self._sha256.get(path.relative_to(self.root).as_posix())
         if want and hashlib.sha256(data).hexdigest() != want:
             raise DedupIndexError(f"dedup index file changed: {path} is not the file its corpus registered (sha256 "
@@ -94,8 +97,16 @@ class DedupIndex:
             tmp.write_bytes(data)
         return hashlib.sha256(data).hexdigest()
 
+    def prefetch(self, bands: range | None = None) -> None:
+        """The index files that `exact` (bands None) or `band` for each of `bands` will read, fetched together where
+        the work root is on object storage (a local one: nothing to do)."""
+        names = [f"exact/{name}.parquet" for name in self.corpora] if bands is None else \
+            [f"bands/band={b:02d}/{name}.parquet" for b in bands for name in self.corpora]
+        readable_all([self.root / rel for rel in names])
+
     def exact(self) -> pa.Table:
         """content_hash, id, corpus rank of every kept document of every registered corpus."""
+        self.prefetch()
         parts = []
         for rank, name in enumerate(self.corpora):
             t = self._read(self.root / "exact" / f"{name}.parquet", ["content_hash", "id"])
@@ -107,6 +118,7 @@ class DedupIndex:
 
     def band(self, band: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(keys sorted, corpus rank, row) of one band over every registered corpus."""
+        self.prefetch(range(band, band + 1))
         keys, ranks, rows = [], [], []
         for rank, name in enumerate(self.corpora):
             t = self._read(self.root / "bands" / f"band={band:02d}" / f"{name}.parquet", ["key", "row"])

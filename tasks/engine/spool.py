@@ -55,6 +55,7 @@ class Spool:
         self.revalidate = revalidate  # the flow's: files read may since have been written by a worker
         self.seen: dict[str, tuple[str, list[int]]] = {}  # rel -> (object version, local state) as fetched or sent
         self.pid = os.getpid()
+        self._s3 = protocol_of(self.fs) in ("s3", "s3a")
 
     def rel(self, path: str | Path) -> str | None:
         """`path` relative to the spool, or None when it is not under it."""
@@ -65,9 +66,16 @@ class Spool:
         return rel if rel != "." else None
 
     def _info(self, rel: str) -> dict | None:
+        """The store's info of an object, one HEAD (on S3 with its user metadata); None when it is not there."""
+        path = f"{self.root}/{rel}"
         try:
-            self.fs.invalidate_cache(f"{self.root}/{rel}")  # (a listing cached earlier in this process may be stale)
-            return self.fs.info(f"{self.root}/{rel}")
+            if self._s3:
+                bucket, key, _ = self.fs.split_path(path)
+                head = self.fs.call_s3("head_object", Bucket=bucket, Key=key)
+                return {"ETag": head.get("ETag"), "size": head.get("ContentLength"), "type": "file",
+                        "metadata": head.get("Metadata") or {}}
+            self.fs.invalidate_cache(path)  # (a listing cached earlier in this process may be stale)
+            return self.fs.info(path)
         except FileNotFoundError:
             return None
         except OSError as err:
@@ -83,19 +91,24 @@ class Spool:
         dest = inside(self.local, rel, f"the object key {self.url}/{rel}")
         if dest.is_file() and (self._mine(rel, dest) or not self.revalidate):
             return
-        info = self._info(rel)
-        if info is None or info.get("type", "file") != "file":
-            return
-        if dest.is_file() and object_version(info) == self.seen[rel][0]:
-            return
+        version = None
+        if dest.is_file():  # the flow's copy: fetched again only if the object changed since
+            info = self._info(rel)
+            if info is None or object_version(info) == self.seen[rel][0]:
+                return
+            version = object_version(info)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.fetch.tmp")
         try:
-            self.fs.get_file(f"{self.root}/{rel}", str(tmp))
+            self.fs.get_file(f"{self.root}/{rel}", str(tmp))  # one GET; an absent object is no file here
             os.replace(tmp, dest)
+        except FileNotFoundError:
+            return
         finally:
             tmp.unlink(missing_ok=True)
-        self.seen[rel] = (object_version(info), _local_state(dest))
+        if self.revalidate and version is None:
+            version = object_version(self._info(rel) or {})
+        self.seen[rel] = (version or "", _local_state(dest))
 
     def exists(self, rel: str) -> bool:
         dest = self.local / rel
@@ -160,7 +173,7 @@ class Spool:
         """Send a file; on S3 with its content's fingerprint as metadata, so that a later key is computed from it
         without reading the object (stored_fingerprint)."""
         src = self.local / rel
-        if protocol_of(self.fs) in ("s3", "s3a"):
+        if self._s3:
             with open(src, "rb") as f:
                 self.fs.put_file(str(src), target, Metadata={FINGERPRINT_META: content_fingerprint(f)})
         else:
@@ -169,10 +182,8 @@ class Spool:
     def fingerprint(self, rel: str, info: dict) -> str:
         """The content fingerprint of a stored object: from its metadata where a spool sent it to S3, else read."""
         path = f"{self.root}/{rel}"
-        if protocol_of(self.fs) in ("s3", "s3a"):
-            with contextlib.suppress(OSError, AttributeError):
-                if found := self.fs.metadata(path).get(FINGERPRINT_META):
-                    return found
+        if found := (info.get("metadata") or {}).get(FINGERPRINT_META):
+            return found
         key = (rel, object_version(info))
         if key not in _READ_FINGERPRINTS:
             with self.fs.open(path, "rb", block_size=1 << 22) as f:
@@ -233,6 +244,20 @@ def readable(path: str | Path) -> Path:
     if (found := _owner(path)) is not None:
         found[0].fetch(found[1])
     return Path(path)
+
+
+def readable_all(paths: list[str | Path], threads: int = 16) -> None:
+    """Fetch the spooled files among `paths` that this spool does not hold yet, `threads` at a time (an object store
+    answers many requests at once; one after another, each costs its round trip)."""
+    todo = [found for p in paths if (found := _owner(p)) is not None]
+    if len(todo) < 2:
+        for spool, rel in todo:
+            spool.fetch(rel)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(threads, len(todo))) as pool:
+        list(pool.map(lambda found: found[0].fetch(found[1]), todo))
 
 
 def present(path: str | Path) -> bool:
