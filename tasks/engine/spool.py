@@ -8,7 +8,10 @@ to the store in commit order (storage._push_order: outputs, then the records nam
 created and never replaced, then pointers), and the spool is deleted.
 
 - **A task's spool** (`job_spool`, made by `Step.run` on whichever worker runs the task, in that task's context):
-  lives for one task, so a worker's local disk holds the parts it is working on, whatever the corpus's size.
+  lives for one task, so a worker's local disk holds the parts it is working on, whatever the corpus's size. What
+  a spool fetched is kept under `CURATE_SPOOL_BYTES` (default 4 GiB), the least recently fetched file deleted first
+  (a task over a whole corpus, the tokenizer's sample or a corpus's clustering, reads it a part at a time; a file
+  deleted while open stays readable, and one read again is fetched again).
 - **The flow's spool** (`flow_spool`, for the run): the records the flow reads to decide what is reused, what the
   in-flow steps write (the corpus index, manifest versions, the report). What it wrote goes to the store before each
   task is sent (workers read it from there), and a file it read is checked against the store again before each later
@@ -24,14 +27,16 @@ import fnmatch
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterator
 
 import xxhash
 
 from curate.tasks.engine.storage import (_local_state, _push_order, _skipped, Lease, StorageError, filesystem, inside,
-                                         is_remote, object_version, protocol_of)
+                                         is_remote, object_version, protocol_of, size_setting)
 
+DEFAULT_SPOOL_BYTES = 4 << 30
 FINGERPRINT_META = "curate-xxh3"  # user metadata of an object a spool sent: its content's fingerprint
 
 
@@ -56,6 +61,9 @@ class Spool:
         self.seen: dict[str, tuple[str, list[int]]] = {}  # rel -> (object version, local state) as fetched or sent
         self.pid = os.getpid()
         self._s3 = protocol_of(self.fs) in ("s3", "s3a")
+        self.limit = size_setting("CURATE_SPOOL_BYTES", DEFAULT_SPOOL_BYTES)
+        self._fetched: dict[str, int] = {}  # rel -> bytes, least recently fetched first
+        self._lock = threading.Lock()
 
     def rel(self, path: str | Path) -> str | None:
         """`path` relative to the spool, or None when it is not under it."""
@@ -109,6 +117,22 @@ class Spool:
         if self.revalidate and version is None:
             version = object_version(self._info(rel) or {})
         self.seen[rel] = (version or "", _local_state(dest))
+        self._keep_under_limit(rel, dest.stat().st_size)
+
+    def _keep_under_limit(self, rel: str, size: int) -> None:
+        """Account a fetched file; delete the least recently fetched others while the fetched bytes pass the limit."""
+        with self._lock:
+            self._fetched.pop(rel, None)
+            self._fetched[rel] = size
+            total = sum(self._fetched.values())
+            for old in list(self._fetched):
+                if total <= self.limit or old == rel:
+                    break
+                dest = self.local / old
+                if dest.is_file() and not self._mine(old, dest):
+                    dest.unlink()
+                    self.seen.pop(old, None)
+                total -= self._fetched.pop(old)
 
     def exists(self, rel: str) -> bool:
         dest = self.local / rel

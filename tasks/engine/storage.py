@@ -48,6 +48,20 @@ def is_remote(url: str | os.PathLike) -> bool:
     return bool(_SCHEME.match(s)) and not s.startswith("file://")
 
 
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def size_setting(name: str, default: int, value: str | None = None) -> int:
+    """A size limit: `value`, else the environment variable `name`, else `default` ("8G", "500M", "1T", or bytes)."""
+    text = (value if value is not None else os.environ.get(name, "")).strip().upper()
+    if not text:
+        return default
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)I?B?", text)
+    if not m or float(m.group(1)) <= 0:
+        raise StorageError(f"{name}={text!r} is not a size (a number of bytes, or like 500M, 8G, 1T)")
+    return int(float(m.group(1)) * _UNITS[m.group(2)])
+
+
 def local_path(url: str | os.PathLike) -> Path:
     """A local path or file:// URL as a Path."""
     s = str(url)

@@ -18,24 +18,16 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import re
 from pathlib import Path
 
-from curate.tasks.engine.storage import StorageError, fetch_verified, filesystem, inside
+from curate.tasks.engine.storage import fetch_verified, filesystem, inside, size_setting
 
 DEFAULT_CACHE_BYTES = 16 << 30
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 def cache_bytes(value: str | None = None) -> int:
     """The cache's limit: `value`, else $CURATE_CACHE_BYTES, else 16 GiB ("8G", "500M", "1T", or bytes)."""
-    text = (value if value is not None else os.environ.get("CURATE_CACHE_BYTES", "")).strip().upper()
-    if not text:
-        return DEFAULT_CACHE_BYTES
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)I?B?", text)
-    if not m or float(m.group(1)) <= 0:
-        raise StorageError(f"CURATE_CACHE_BYTES={text!r} is not a size (a number of bytes, or like 500M, 8G, 1T)")
-    return int(float(m.group(1)) * _UNITS[m.group(2)])
+    return size_setting("CURATE_CACHE_BYTES", DEFAULT_CACHE_BYTES, value)
 
 
 class ShardCache:

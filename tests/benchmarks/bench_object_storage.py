@@ -2,6 +2,7 @@
 to the store: requests by kind and bytes each way, per GB of input text, and their price per TB.
 
     python tests/benchmarks/bench_object_storage.py [--corpora DIR] [--repeats 1] [--workers 2] [--scales 1]
+        [--spool-bytes 64M]
 
 The store is moto's S3 server on loopback (one Python process: slower per request than S3, so the time ratio is a
 floor), reached through a small counting proxy started here, so every request the run makes is seen as S3 would see
@@ -198,11 +199,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--workers", type=int, default=2, help="runner.workers of both runs")
     ap.add_argument("--scales", default="1", help="comma-separated: the s3 run again on k times the corpora")
+    ap.add_argument("--spool-bytes", help="CURATE_SPOOL_BYTES of the s3 runs (what a spool keeps of what it fetched)")
     args = ap.parse_args()
     files = sorted(args.corpora.glob("*.jsonl.gz"))
     moto, port = _moto()
     proxy = Counting(port)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update({"CURATE_SPOOL_BYTES": args.spool_bytes} if args.spool_bytes else {})
     env.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{proxy.port}", AWS_ACCESS_KEY_ID="bench",
                AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
     os.environ.update({k: env[k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",

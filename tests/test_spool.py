@@ -1,0 +1,47 @@
+"""The spool a task or the flow reads and writes a work root on object storage through (tasks/engine/spool.py), on
+fsspec's in-process object store (memory://: the same code as s3://): what it fetches, keeps, sends and lists."""
+import fsspec
+import pytest
+
+from curate.tasks.engine.spool import Spool, job_spool, listed, present, readable, stored_fingerprint
+
+
+@pytest.fixture
+def store():
+    fs = fsspec.filesystem("memory")
+    for k in range(3):
+        fs.pipe(f"/wr/ingest/c/p{k}.docs.parquet", bytes([k]) * 1000)
+    yield fs
+    fs.rm("/wr", recursive=True)
+
+
+def test_a_file_is_fetched_when_first_read_and_the_oldest_fetched_go_past_the_limit(store, tmp_path, monkeypatch):
+    monkeypatch.setenv("CURATE_SPOOL_BYTES", "2500")
+    spool = Spool("memory://wr", tmp_path, revalidate=False)
+    for k in range(3):
+        spool.fetch(f"ingest/c/p{k}.docs.parquet")
+    assert sorted(p.name for p in tmp_path.rglob("*.parquet")) == ["p1.docs.parquet", "p2.docs.parquet"]
+    spool.fetch("ingest/c/p0.docs.parquet")  # read again: fetched again, and p1 goes
+    assert (tmp_path / "ingest/c/p0.docs.parquet").read_bytes() == bytes([0]) * 1000
+    assert not (tmp_path / "ingest/c/p1.docs.parquet").exists()
+    assert spool.unsent() == []  # what was fetched is never sent back
+
+
+def test_a_task_sends_what_it_wrote_in_commit_order_and_leaves_no_spool(store, tmp_path, monkeypatch):
+    monkeypatch.setenv("CURATE_SPOOL", str(tmp_path))
+    with job_spool("memory://wr") as spool:
+        assert readable(spool.local / "ingest/c/p1.docs.parquet").read_bytes() == bytes([1]) * 1000
+        assert present(spool.local / "ingest/c/p2.docs.parquet") and not present(spool.local / "nothing/here")
+        assert stored_fingerprint(spool.local / "ingest/c/p2.docs.parquet")  # (read from the store, not fetched)
+        assert not (spool.local / "ingest/c/p2.docs.parquet").exists()
+        (spool.local / "classify/c").mkdir(parents=True)
+        (spool.local / "classify/c/p1.done.json").write_text("{}")
+        (spool.local / "classify/c/p1.verdicts.parquet").write_bytes(b"v")
+        assert [p.name for p in listed(spool.local / "classify", "*/*.json")] == ["p1.done.json"]
+        assert spool.unsent() and sorted(spool.unsent())[0] == "classify/c/p1.done.json"
+        order = []
+        real_put = spool._put
+        monkeypatch.setattr(spool, "_put", lambda rel, target: (order.append(rel), real_put(rel, target)))
+    assert order == ["classify/c/p1.verdicts.parquet", "classify/c/p1.done.json"]  # the output before its record
+    assert store.cat("/wr/classify/c/p1.done.json") == b"{}"
+    assert not list(tmp_path.glob("curate-task-*"))  # deleted when the task is done
