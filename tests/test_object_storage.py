@@ -132,6 +132,18 @@ def test_a_second_run_on_the_s3_work_root_does_only_the_missing_work(s3, runs, t
     assert all(t["parts_reused"] == t["parts"] for t in report["stage_times"] if t["parts"]), report["stage_times"]
 
 
+def test_the_rejects_of_an_s3_work_root_are_listed_as_the_run_says(s3, runs):
+    """The run's last lines name `curate rejects --out s3://...`: it lists what the local run's rejects list."""
+    tmp, remote = runs
+    assert "curate rejects --out s3://curate/work" in remote.stdout
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    got = [subprocess.run([str(BIN / "curate"), "rejects", "--out", out, "--limit", "0"], env=env,
+                          capture_output=True, text=True, timeout=300) for out in ("s3://curate/work",
+                                                                                   str(tmp / "local"))]
+    assert got[0].returncode == 0, got[0].stdout[-2000:] + got[0].stderr[-2000:]
+    assert got[0].stdout.split("\n")[-2] == got[1].stdout.split("\n")[-2] and "rejected" in got[0].stdout
+
+
 def test_the_loader_reads_the_manifest_and_shards_from_s3(s3, runs):
     from curate.tasks.train.loader import MixtureDataset
 

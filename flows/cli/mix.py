@@ -110,7 +110,7 @@ def export_megatron_cmd(
 
 @app.command()
 def rejects(
-    out: Path = typer.Option(Path("out"), "--out", "-o", help="The work root."),
+    out: str = typer.Option("out", "--out", "-o", help="The work root (a folder, or s3://...)."),
     corpus: Optional[str] = typer.Option(None, "--corpus", help="Only this corpus."),
     stage: Optional[str] = typer.Option(None, "--stage", help="Only this stage: ingest, dedup, decontam or classify."),
     reason: Optional[str] = typer.Option(None, "--reason", help="Only this reason (e.g. near_duplicate)."),
@@ -118,13 +118,23 @@ def rejects(
     parquet: Optional[Path] = typer.Option(None, "--parquet", help="Write every matching reject to this Parquet file."),
 ) -> None:
     """The documents a work root rejected, with stage, reason, detail, source line and an excerpt."""
+    from curate.tasks.engine.spool import spooled
+
+    with spooled(out):  # (a work root on object storage: what is read, fetched into a spool deleted after)
+        _print_rejects(out, corpus, stage, reason, limit, parquet)
+
+
+def _print_rejects(out: str, corpus: str | None, stage: str | None, reason: str | None, limit: int,
+                   parquet: Path | None) -> None:
     import pyarrow.parquet as pq
 
     from curate.schemas.documents import REJECT_SCHEMA
     from curate.tasks.engine.files import WorkRootError
+    from curate.tasks.engine.spool import local_root, present
     from curate.tasks.report.rejects import rejects as find_rejects
 
-    if not (out / "ingest").is_dir():
+    root = local_root(out)
+    if not present(root / "report.json") and not (root / "ingest").is_dir():
         fail(f"no work root at {out}: run `curate run --out {out}` first")
     shown, total = 0, 0
     t = Table(title=f"rejected documents in {out}" + "".join(f", {k} {v}" for k, v in
@@ -133,7 +143,7 @@ def rejects(
         t.add_column(col, overflow="fold")
     writer = pq.ParquetWriter(parquet, REJECT_SCHEMA, compression="zstd") if parquet else None
     try:
-        for table in find_rejects(out, corpus, stage, reason):
+        for table in find_rejects(root, corpus, stage, reason):
             total += table.num_rows
             if writer:
                 writer.write_table(table)

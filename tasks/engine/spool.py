@@ -106,7 +106,7 @@ class Spool:
                 return
             version = object_version(info)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.fetch.tmp")
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}-{threading.get_ident()}.fetch.tmp")
         try:
             self.fs.get_file(f"{self.root}/{rel}", str(tmp))  # one GET; an absent object is no file here
             os.replace(tmp, dest)
