@@ -90,7 +90,7 @@ def _quick_checks(inputs, out: str, config: Optional[Path]):
     try:
         cfg = load_config(config)
         corpora = resolve_inputs(list(inputs) if inputs else default_inputs(cfg))
-        if not is_remote(out):  # (a remote work root's names are checked on its copy, by the flow)
+        if not is_remote(out):  # (a remote work root's names are checked by the flow, through its spool)
             check_names(local_path(out), corpora, cfg.ingest)
     except (ConfigError, InputError, NameTaken, WorkRootError) as err:
         fail(str(err))

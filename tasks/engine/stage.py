@@ -15,7 +15,8 @@ its results add to the run (`fold`). A `Step` is a plain function of one `Job` w
 
 Reuse by key and the commit (`Step.run`), mapping jobs over the runner with their progress (`map_jobs`), the reject
 accounting and the stage's line in the timing table (`account`) are written here once. The runner is the flow's
-(local processes or Dask, through Prefect, flows/runner.py): the engine sees only `Runner`.
+(local processes or Dask, through Prefect, flows/runner.py): the engine sees only `Runner`. A work root on object
+storage is a URL in `Job.work_root`; `Job.root` is then the folder of the task's spool (tasks/engine/spool.py).
 """
 from __future__ import annotations
 
