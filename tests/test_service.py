@@ -288,8 +288,14 @@ def test_the_backfill_run_page_shows_its_summary_in_the_prefect_ui(service, tmp_
     if not chromium:
         pytest.skip("chromium is not installed (Debian: apt-get install chromium; .ci/run installs it)")
     run_id = Catalog(base / "work").entries()["legal-a"]["flow_run_id"]
-    arts = _api(info, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run_id]}}, "limit": 10, "offset": 0})
-    summary = next(a for a in arts if a["key"] == "backfill-summary")
+    deadline, summary = time.monotonic() + 60, None
+    while summary is None and time.monotonic() < deadline:  # (the catalog says done just before the summary is made)
+        arts = _api(info, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run_id]}}, "limit": 10,
+                                                "offset": 0})
+        summary = next((a for a in arts if a["key"] == "backfill-summary"), None)
+        if summary is None:
+            time.sleep(1)
+    assert summary is not None, "the backfill made no summary artifact"
     assert "documents in" in summary["data"] and "Manifest" in summary["data"]
     out = request.config.rootpath / "test-output"  # screenshots for a person to look at
     out.mkdir(exist_ok=True)

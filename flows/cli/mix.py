@@ -124,6 +124,12 @@ def rejects(
         _print_rejects(out, corpus, stage, reason, limit, parquet)
 
 
+def _add_rows(t: Table, rows: list[dict]) -> None:
+    for r in rows:
+        t.add_row(r["stage"], r["corpus"], f"{r['source_file']}:{r['line']}", r["reason"], r["detail"] or "",
+                  (r["excerpt"] or "")[:80].replace("\n", " "))
+
+
 def _print_rejects(out: str, corpus: str | None, stage: str | None, reason: str | None, limit: int,
                    parquet: Path | None) -> None:
     import pyarrow.parquet as pq
@@ -134,7 +140,7 @@ def _print_rejects(out: str, corpus: str | None, stage: str | None, reason: str 
     from curate.tasks.report.rejects import rejects as find_rejects
 
     root = local_root(out)
-    if not present(root / "report.json") and not (root / "ingest").is_dir():
+    if not (present(root / "report.json") or (root / "ingest").is_dir()):
         fail(f"no work root at {out}: run `curate run --out {out}` first")
     shown, total = 0, 0
     t = Table(title=f"rejected documents in {out}" + "".join(f", {k} {v}" for k, v in
@@ -147,9 +153,7 @@ def _print_rejects(out: str, corpus: str | None, stage: str | None, reason: str 
             total += table.num_rows
             if writer:
                 writer.write_table(table)
-            for r in table.slice(0, max(0, limit - shown)).to_pylist():
-                t.add_row(r["stage"], r["corpus"], f"{r['source_file']}:{r['line']}", r["reason"], r["detail"] or "",
-                          (r["excerpt"] or "")[:80].replace("\n", " "))
+            _add_rows(t, table.slice(0, max(0, limit - shown)).to_pylist())
             shown = min(limit, total)
     except WorkRootError as err:
         fail(str(err))

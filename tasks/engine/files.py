@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 from curate.schemas.report import Part
 from curate.schemas.work_root import WorkRoot, part_name
 from curate.tasks.engine import storage
-from curate.tasks.engine.spool import content_fingerprint, listed, readable, stored_fingerprint, stored_size
+from curate.tasks.engine.spool import committed, content_fingerprint, listed, readable, stored_fingerprint, stored_size
 
 _HOST = socket.gethostname().replace(".", "_")
 ORPHAN_AGE_S = 24 * 3600  # a temporary file of another host (or of an unknown writer) older than this is an orphan
@@ -36,6 +36,7 @@ def temp_name(final: Path) -> Path:
 
 
 def _before_commit(final: Path) -> None:
+    committed(final)  # (a file of a work root on object storage: sent before the flow's next task)
     if log := os.environ.get("CURATE_COMMIT_LOG"):
         with open(log, "a") as f:  # one short line per write: O_APPEND keeps lines whole across processes
             f.write(f"{final}\n")

@@ -63,6 +63,7 @@ class Spool:
         self._s3 = protocol_of(self.fs) in ("s3", "s3a")
         self.limit = size_setting("CURATE_SPOOL_BYTES", DEFAULT_SPOOL_BYTES)
         self._fetched: dict[str, int] = {}  # rel -> bytes, least recently fetched first
+        self._committed: set[str] = set()  # files committed here since the last push
         self._lock = threading.Lock()
 
     def rel(self, path: str | Path) -> str | None:
@@ -174,10 +175,16 @@ class Spool:
                     out.append(rel)
         return out
 
-    def push(self, lease: Lease | None = None) -> list[str]:
+    def push(self, lease: Lease | None = None, committed_only: bool = False) -> list[str]:
         """Send what was written here, in commit order; a manifest version or a tokenizer file is created, never
-        replaced (a different one there already is an error)."""
-        todo = sorted(self.unsent(), key=lambda r: (_push_order(r), r))
+        replaced (a different one there already is an error). `committed_only`: only the files committed since the
+        last push (engine/files.commit tells `committed`), without walking the spool."""
+        if committed_only:
+            noted, self._committed = self._committed, set()
+            found = [r for r in noted if (self.local / r).is_file() and self._mine(r, self.local / r)]
+        else:
+            found, self._committed = self.unsent(), set()
+        todo = sorted(found, key=lambda r: (_push_order(r), r))
         if todo and lease:
             lease.check_mine()
         for rel in todo:
@@ -188,10 +195,9 @@ class Spool:
                 _create(self.fs, self.local / rel, target, f"{self.url}/{rel}")
             else:
                 self._put(rel, target)
-            version = object_version(self.fs.info(target)) if self.revalidate else ""
+            version = object_version(self._info(rel) or {}) if self.revalidate else ""
             self.seen[rel] = (version, _local_state(self.local / rel))
         return todo
-
 
     def _put(self, rel: str, target: str) -> None:
         """Send a file; on S3 with its content's fingerprint as metadata, so that a later key is computed from it
@@ -327,6 +333,12 @@ def stored_fingerprint(path: str | Path) -> str | None:
     return None if found is None else found[0].fingerprint(found[1], found[2])
 
 
+def committed(path: str | Path) -> None:
+    """A file is being committed under a spool (engine/files.commit): the flow sends it before its next task."""
+    if (found := _owner(path)) is not None:
+        found[0]._committed.add(found[1])
+
+
 def discard(path: str | Path) -> None:
     """Remove a file, from the store too when it is a spooled one."""
     if (found := _owner(path)) is not None:
@@ -374,7 +386,7 @@ class SendingFirst:
         self.runner, self.spool, self.width = runner, spool, runner.width
 
     def submit(self, step, job):
-        self.spool.push()
+        self.spool.push(committed_only=True)
         return self.runner.submit(step, job)
 
     def next_done(self, futures: list):
