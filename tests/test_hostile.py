@@ -257,7 +257,7 @@ def test_a_tokenizer_copied_over_the_work_roots_is_refused(tmp_path):
 
 def test_commit_points_are_pushed_after_the_outputs_they_name():
     """A push cut after the dedup registry, before the outputs it names, once wedged the work root for every machine."""
-    from curate.tasks.engine.storage import _push_order
+    from curate.tasks.engine.spool import _push_order
 
     files = ["dedup/index/registry.json", "dedup/index/bands/band=00/c.parquet", "dedup/c/c.jsonl.gz-ab.00000."
              "verdicts.parquet", "ingest/c/_corpus.json", "ingest/c/c.jsonl.gz-ab.00000.docs.parquet",

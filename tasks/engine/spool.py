@@ -33,11 +33,39 @@ from typing import Iterator
 
 import xxhash
 
-from curate.tasks.engine.storage import (_local_state, _push_order, _skipped, Lease, StorageError, filesystem, inside,
-                                         is_remote, object_version, protocol_of, size_setting)
+from curate.tasks.engine.storage import (LEASE, Lease, StorageError, filesystem, inside, is_remote, object_version,
+                                         protocol_of, size_setting)
 
 DEFAULT_SPOOL_BYTES = 4 << 30
 FINGERPRINT_META = "curate-xxh3"  # user metadata of an object a spool sent: its content's fingerprint
+
+
+def _local_state(p: Path) -> list[int]:
+    st = p.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+COMMIT_POINTS = ("done.json", "_corpus.json", "registry.json")  # each names outputs that must be there before it
+
+
+def _push_order(rel: str) -> int:
+    """0: data; 1: commit points (completion records, a corpus's index, the dedup registry: each names outputs sent
+    before it); 2: manifest versions; 3: pointers read first by others (latest, report). A push cut anywhere leaves
+    outputs no commit point names yet, never a commit point naming what is not there."""
+    name = rel.rsplit("/", 1)[-1]
+    if rel.startswith("manifests/") and name.startswith("v") and name.endswith(".json"):
+        return 2
+    if name in ("latest.json", "report.json") or rel.startswith("catalog/"):
+        return 3
+    if name.endswith(COMMIT_POINTS):
+        return 1
+    return 0
+
+
+def _skipped(rel: str) -> bool:
+    """Local bookkeeping that is not part of the work root: temporary files, lock files, leases."""
+    name = rel.rsplit("/", 1)[-1]
+    return name == LEASE or name.endswith((".tmp", ".lock"))
 
 
 def content_fingerprint(f) -> str:
@@ -242,20 +270,19 @@ _TASK: contextvars.ContextVar[Spool | None] = contextvars.ContextVar("curate_tas
 _FLOW: dict[tuple[int, str], Spool] = {}  # (pid, url) -> the flow's spool in that process
 
 
+def _active() -> list[Spool]:
+    """The spools of this process: this task's first, then the flow's (a forked worker inherits neither)."""
+    pid = os.getpid()
+    return [s for s in (_TASK.get(), *_FLOW.values()) if s is not None and s.pid == pid]
+
+
 def spool_of(url: str) -> Spool | None:
     """The spool that stands for the work root `url` here: this task's, else this process's flow's."""
-    url = url.rstrip("/")
-    task = _TASK.get()
-    if task is not None and task.url == url and task.pid == os.getpid():
-        return task
-    return _FLOW.get((os.getpid(), url))
+    return next((s for s in _active() if s.url == url.rstrip("/")), None)
 
 
 def _owner(path: str | Path) -> tuple[Spool, str] | None:
-    for spool in (_TASK.get(), *[s for (pid, _), s in _FLOW.items() if pid == os.getpid()]):
-        if spool is not None and spool.pid == os.getpid() and (rel := spool.rel(path)) is not None:
-            return spool, rel
-    return None
+    return next(((s, rel) for s in _active() if (rel := s.rel(path)) is not None), None)
 
 
 def local_root(work_root: str | Path) -> Path:

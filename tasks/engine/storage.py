@@ -95,28 +95,6 @@ def object_version(info: dict) -> str:
     return str(etag) if etag else f"{info.get('size')}-{info.get('mtime') or info.get('LastModified')}"
 
 
-def _local_state(p: Path) -> list[int]:
-    st = p.stat()
-    return [st.st_size, st.st_mtime_ns]
-
-
-COMMIT_POINTS = ("done.json", "_corpus.json", "registry.json")  # each names outputs that must be there before it
-
-
-def _push_order(rel: str) -> int:
-    """0: data; 1: commit points (completion records, a corpus's index, the dedup registry: each names outputs sent
-    before it); 2: manifest versions; 3: pointers read first by others (latest, report). A push cut anywhere leaves
-    outputs no commit point names yet, never a commit point naming what is not there."""
-    name = rel.rsplit("/", 1)[-1]
-    if rel.startswith("manifests/") and name.startswith("v") and name.endswith(".json"):
-        return 2
-    if name in ("latest.json", "report.json") or rel.startswith("catalog/"):
-        return 3
-    if name.endswith(COMMIT_POINTS):
-        return 1
-    return 0
-
-
 def inside(root: Path, rel: str, what: str) -> Path:
     """`root / rel` when it stays under root; a name that leads out of it (`..` segments, an absolute path) comes from
     data (an object key, a manifest) and is refused in one line, never written or read."""
@@ -124,12 +102,6 @@ def inside(root: Path, rel: str, what: str) -> Path:
     if not rel or Path(rel).is_absolute() or not dest.is_relative_to(Path(root).resolve()):
         raise StorageError(f"{what}: {rel!r} leads out of {root}: refused")
     return dest
-
-
-def _skipped(rel: str) -> bool:
-    """Local bookkeeping that is not part of the work root: temporary files, lock files, the sync record."""
-    name = rel.rsplit("/", 1)[-1]
-    return name == LEASE or name.endswith((".tmp", ".lock")) or name == ".lock"
 
 
 class WorkRootBusy(StorageError):
