@@ -76,14 +76,15 @@ def backfill(path: str, work_root: str = "out", config_path: str | None = None, 
     try:
         report = _curate([f"{name}={where}"], work_root, config_path, publish_artifacts=False)
     except Exception as err:  # the reason on the run's own page: its state message and an artifact
-        catalog.record(name, status="failed", error=str(err)[:500])
+        catalog.record(name, status="failed", error=str(err)[:500], flow_run_id=run_id)
         create_markdown_artifact(f"# Backfill of `{name}` failed\n\n{err}\n", key="backfill-summary",
                                  description=f"Why the backfill of {name} failed")
         return Failed(message=f"backfill of {name} failed: {err}"[:1000])
     # the run's tables and charts on the backfill, the run a person opens (a remote work root's: from its local copy)
     publish(RunReport.model_validate({**report, "manifest": report.get("manifest_local") or report.get("manifest")}))
     mine = next(c for c in report["corpora"] if c["corpus"] == name)
-    catalog.record(name, status="done", manifest=report.get("manifest"), docs_in=mine["docs_in"],
+    # (with this run's id: a watch that took this run for crashed, under load, may have started another meanwhile)
+    catalog.record(name, status="done", flow_run_id=run_id, manifest=report.get("manifest"), docs_in=mine["docs_in"],
                    kept=mine["kept"], rejected=mine["rejected"], error=None)
     version = Path(report["manifest"]).stem if report.get("manifest") else "no manifest"
     label_flow_run(f"backfill {name} → {version}", tags=[f"corpus:{name}", "backfill"])
