@@ -2,10 +2,13 @@
 
     ingest/<corpus>/<file>.NNNNN.docs.parquet (parts: the only copy of the text), <file>.rejects.parquet, .done.json;
         ingest/<corpus>/_corpus.json (the corpus's current parts)
-    <filter>/<corpus>/<part>.verdicts.parquet (dedup, decontam, classify: a row per document it judged), .done.json
+    <filter>/<corpus>/<part>.verdicts.parquet (dedup, decontam, classify: a row per document it judged)
+    <stage>/<corpus>/<part>.<key>.done.json: a job's record, named by its content key, created once (and
+        ingest/<corpus>/<file>.<key>.done.json, dedup/sigs/<corpus>/<part>.bands.<key>.done.json)
     dedup/sigs/<corpus>/<part>.bands.npz   dedup/<corpus>/ (_done.json, band-group hand-over)
     dedup/index/ (registry.json, exact/, bands/band=NN/)   dedup/index.lock   decontam/evalsets/<key>.npz
-    tokenize/<corpus>/<part>.done.json   tokens/<domain>/<split>/<corpus>/<part>-<key>.arrow   tokenizer/
+    tokenize/<corpus>/_corpus.json (the corpus's current shards)
+    tokens/<domain>/<split>/<corpus>/<part>-<key>.arrow   tokenizer/
     manifests/<name>/vNNNN.json   proxy/<run id>/   proxy/compare-<digest>/   catalog/   report.json   runs/<stamp>.json
 
 A contract between stages (which reads what another wrote), so it lives with the schemas and imports nothing of ours.
@@ -48,6 +51,10 @@ class WorkRoot:
     def corpus_index(self, corpus: str) -> Path:
         """The files and parts of a corpus's latest ingest: what later stages and the manifest take of it."""
         return self.root / "ingest" / corpus / "_corpus.json"
+
+    def tokens_index(self, corpus: str) -> Path:
+        """The shards of each part of a corpus as its latest tokenize made them: what the manifest takes of it."""
+        return self.root / "tokenize" / corpus / "_corpus.json"
 
     # dedup
     def signatures(self, corpus: str, name: str) -> Path:

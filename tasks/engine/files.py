@@ -11,21 +11,26 @@ before it commits a file whose path ends so, and CURATE_COMMIT_LOG=<file> lists 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import fnmatch
 import functools
 import json
 import os
 import signal
 import socket
+import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import xxhash
+
 from curate.schemas.report import Part
 from curate.schemas.work_root import WorkRoot, part_name
 from curate.tasks.engine import storage
-from curate.tasks.engine.spool import committed, content_fingerprint, listed, readable, stored_fingerprint, stored_size
+from curate.tasks.engine.spool import (committed, content_fingerprint, discard, listed, present, readable,
+                                       stored_fingerprint, stored_size)
 
 _HOST = socket.gethostname().replace(".", "_")
 ORPHAN_AGE_S = 24 * 3600  # a temporary file of another host (or of an unknown writer) older than this is an orphan
@@ -77,6 +82,63 @@ def atomic_path(final: Path) -> Iterator[Path]:
 def write_json_atomic(path: Path, obj: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def key_digest(key: dict) -> str:
+    """A content key's short hash: it names the record (and the shards) made under the key."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def keyed_record(record: Path, key: dict) -> Path:
+    """The record of a job made under `key`, beside the name the step gives it: `<part>.done.json` ->
+    `<part>.<key digest>.done.json`."""
+    base = record.name.removesuffix(".json").removesuffix(".done")
+    return record.with_name(f"{base}.{key_digest(key)}.done.json")
+
+
+def create_record(path: Path, record: dict) -> None:
+    """Create a job's record, never replacing one: a record there already naming the same outputs is the same commit
+    (a task that ran twice); one naming other bytes is stale (its outputs were made again since) and is replaced."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    for _ in range(2):
+        tmp = temp_name(path)
+        tmp.write_text(text, encoding="utf-8")
+        try:
+            return commit_new(tmp, path)
+        except FileExistsError:
+            there = read_json(path) or {}
+            if there.get("outputs") == record["outputs"] and there.get("key") == record["key"]:
+                return None
+            discard(path)
+    raise WorkRootError(f"{path}: written by another writer while this one was being made")
+
+
+def output_digests(outputs: list[Path], root: Path) -> dict[str, dict]:
+    """What a record says of each output: its bytes, sha256 and content fingerprint (one read of each)."""
+    out = {}
+    for p in outputs:
+        sha, fp = hashlib.sha256(), xxhash.xxh3_128()
+        with open(readable(p), "rb") as f:
+            while chunk := f.read(1 << 22):
+                sha.update(chunk)
+                fp.update(chunk)
+            size = f.tell()
+        out[WorkRoot(root).relative(p)] = {"bytes": size, "sha256": sha.hexdigest(), "xxh3": f"{fp.hexdigest()}-{size}"}
+    return out
+
+
+def outputs_hold(record: dict, outputs: list[Path], root: Path) -> bool:
+    """Whether every output of a recorded result is there with the bytes the record names (a record of an earlier
+    layout names none: each output being there is enough)."""
+    named = record.get("outputs")
+    if named is None:
+        return all(present(p) for p in outputs)
+    try:
+        return all((n := named.get(WorkRoot(root).relative(p))) is not None and file_fingerprint(p) == n["xxh3"]
+                   for p in outputs)
+    except (OSError, KeyError, TypeError):
+        return False
 
 
 def holds_text(path: str, text: str) -> bool:
@@ -136,11 +198,24 @@ def corpus_parts(work_root: str | Path) -> dict[str, list[Part]]:
 
 def file_fingerprint(path: Path) -> str:
     """xxh3-128 of the file's bytes and size: content, not mtime, decides whether work is reused. (A file of a
-    remote work root: its ETag and size, read without fetching it.)"""
+    remote work root: as its object's metadata names it, read without fetching it.) A local file is hashed once per
+    process while it is the same file (inode, size and mtime): the stages' keys and records name a part many times."""
     if (stored := stored_fingerprint(path)) is not None:
         return stored
     with open(path, "rb") as f:
-        return content_fingerprint(f)
+        st = os.fstat(f.fileno())
+        state = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+        if (known := _FINGERPRINTS.get(state)) is None:
+            known = content_fingerprint(f)
+            with _FINGERPRINTS_LOCK:
+                _FINGERPRINTS[state] = known
+                while len(_FINGERPRINTS) > 100_000:
+                    _FINGERPRINTS.pop(next(iter(_FINGERPRINTS)))
+        return known
+
+
+_FINGERPRINTS: dict[tuple, str] = {}
+_FINGERPRINTS_LOCK = threading.Lock()
 
 
 def sha256_file(path: str | Path) -> str:

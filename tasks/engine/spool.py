@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import fnmatch
+import json
 import os
 import shutil
 import tempfile
@@ -45,6 +46,7 @@ def _local_state(p: Path) -> list[int]:
     return [st.st_size, st.st_mtime_ns]
 
 
+RECORD_SUFFIX = ".done.json"  # a job's record (engine/files.create_record): created, never replaced
 COMMIT_POINTS = ("done.json", "_corpus.json", "registry.json")  # each names outputs that must be there before it
 
 
@@ -219,7 +221,7 @@ class Spool:
             if lease:
                 lease.renew(force=_push_order(rel) > 0)
             target = f"{self.root}/{rel}"
-            if _push_order(rel) == 2 or rel.startswith("tokenizer/"):
+            if _push_order(rel) == 2 or rel.startswith("tokenizer/") or rel.endswith(RECORD_SUFFIX):
                 _create(self.fs, self.local / rel, target, f"{self.url}/{rel}")
             else:
                 self._put(rel, target)
@@ -252,16 +254,32 @@ class Spool:
 _READ_FINGERPRINTS: dict[tuple[str, str], str] = {}
 
 
+def _same(there: bytes, data: bytes, url: str) -> bool:
+    """Whether an object already there is the one being created: the same bytes, or for a job's record the same key
+    and outputs (its result's timings may differ: the same job run twice, a task Dask ran again)."""
+    if there == data:
+        return True
+    if not url.endswith(RECORD_SUFFIX):
+        return False
+    try:
+        a, b = json.loads(there), json.loads(data)
+    except ValueError:
+        return False
+    return (a.get("key"), a.get("outputs")) == (b.get("key"), b.get("outputs"))
+
+
 def _create(fs, src: Path, target: str, url: str) -> None:
-    """Create `target` with the bytes of `src` (a conditional PUT); the same bytes there already are fine."""
+    """Create `target` with the bytes of `src` (a conditional PUT, `If-None-Match: *`); the same object there already
+    is fine, another one an error: a published version or a record is never replaced."""
     data = src.read_bytes()
     try:
         fs.pipe_file(target, data, mode="create")
     except FileExistsError:
-        if fs.cat_file(target) != data:
-            raise StorageError(f"{url} exists with other content: a published version is never replaced") from None
+        if not _same(fs.cat_file(target), data, url):
+            raise StorageError(f"{url} exists with other content: a published version or a record is never "
+                               "replaced") from None
     except TypeError:  # a filesystem without conditional writes: check, then write (the run's lease excludes others)
-        if fs.exists(target) and fs.cat_file(target) != data:
+        if fs.exists(target) and not _same(fs.cat_file(target), data, url):
             raise StorageError(f"{url} exists with other content") from None
         fs.pipe_file(target, data)
 

@@ -7,8 +7,9 @@ its results add to the run (`fold`). A `Step` is a plain function of one `Job` w
 - `compute(job, key)` does the work and writes the outputs, each atomically (engine/files.atomic_path); it gets the
   content key, computed once, to name what it writes by it;
 - `key(job)` is the content key the outputs are made under (input fingerprints, settings, models);
-- `record(job)` is where the result is recorded with its key, written last: the job's commit point (None for a step
-  that commits otherwise: the dedup registry, a manifest version);
+- `record(job)` names the job's record: its result, its key and its outputs with their sha256, created last and
+  named by the key (`<part>.<key hash>.done.json`, never rewritten): the job's commit point (None for a step that
+  commits otherwise: the dedup registry, a manifest version);
 - `outputs(result, work_root)` lists the files a recorded result needs, to be reused;
 - `describe(result)` is the line logged when a job is done; `size(job)` its input bytes (largest first);
 - `in_flow`: light work that runs where the flow runs, never sent to a worker (a run with nothing new starts none).
@@ -22,7 +23,8 @@ from __future__ import annotations
 
 import importlib
 import time
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Generator, Protocol
 
@@ -30,9 +32,10 @@ from pydantic import BaseModel, ValidationError
 
 from curate.schemas.report import RunReport, StageResult, StageTiming, add_stage, summed
 from curate.schemas.work_root import WorkRoot
-from curate.tasks.engine.files import read_json, size_of, write_json_atomic
+from curate.tasks.engine.files import (create_record, keyed_record, output_digests, outputs_hold, read_json,
+                                       size_of)
 from curate.tasks.engine.memory import tune_memory
-from curate.tasks.engine.spool import local_root, present, spooled
+from curate.tasks.engine.spool import local_root, spooled
 
 tune_memory()  # in whatever process runs the stages (a hand-started Dask worker too)
 
@@ -50,6 +53,7 @@ class Job:
     prepared: Any = None
     before: tuple[str, ...] = ()
     label: str = ""  # corpus and part, for task names and log lines
+    key: dict | None = None  # the content key, once computed (Step.keyed)
 
     @property
     def root(self) -> Path:
@@ -81,36 +85,54 @@ class Step:
     def __reduce__(self):
         return _load_step, (self.module, self.name)
 
+    def marker(self, job: Job, key: dict) -> Path:
+        """The record of this job made under `key`: named by the key, so it is created once and never rewritten (a
+        part redone under another key gets a record of its own)."""
+        return keyed_record(self.record(job), key)
+
+    def keyed(self, job: Job) -> Job:
+        """The job with its content key (computed once: by the flow, deciding what to send, or by the task)."""
+        return job if job.key is not None else replace(job, key=self.key(job))
+
     def reused(self, job: Job):
-        """The recorded result of this job, marked reused, when it was made under the same content key and its
-        outputs are all there; else None. (The key, which reads the inputs, is computed only when both hold.)"""
+        """The recorded result of this job under its content key, marked reused, when every output it names is there
+        with the bytes it names; else None."""
         if self.record is None:
             return None
-        done = read_json(self.record(job))
+        key = self.keyed(job).key
+        done = read_json(self.marker(job, key)) or _legacy_record(read_json(self.record(job)), key)
         try:
             result = self.result.model_validate(done["result"]) if done else None
         except (ValidationError, KeyError, TypeError):  # a record of another version: made again
             return None
-        if result is None or not all(present(p) for p in self.outputs(result, job.root)) \
-                or done.get("key") != self.key(job):
+        if result is None or not outputs_hold(done, self.outputs(result, job.root), job.root):
             return None
         result.reused = True
         return result
 
     def run(self, job: Job):
-        """The recorded result when it can be reused, else computed, then committed by writing its record. A task of
+        """The recorded result when it can be reused, else computed, then committed by creating its record. A task of
         a work root on object storage runs in a spool of its own, sent to the store when it is done."""
         with spooled(job.work_root):
             return self._run(job)
 
     def _run(self, job: Job):
+        job = self.keyed(job)  # before the work: the inputs it was made from, not what they became
         if (done := self.reused(job)) is not None:
             return done
-        key = self.key(job)  # before the work: the inputs it was made from, not what they became
+        key = job.key
         result = self.compute(job, key)
         if self.record is not None:
-            write_json_atomic(self.record(job), {"key": key, "result": result.model_dump(mode="json")})
+            outputs = self.outputs(result, job.root)
+            create_record(self.marker(job, key), {"key": key, "result": result.model_dump(mode="json"),
+                                                  "outputs": output_digests(outputs, job.root)})
         return result
+
+
+def _legacy_record(done: dict | None, key: dict) -> dict | None:
+    """A record of a work root from before records were named by their key (`<part>.done.json`), when it was made
+    under this key: reused, so that such a work root is not curated again."""
+    return done if done and done.get("key") == key else None
 
 
 def part_step(name: str, module: str, result: type[BaseModel], compute: Callable[[Job, dict], BaseModel],
@@ -225,7 +247,12 @@ def map_jobs(step: Step, run: Run, jobs: list[Job], stage: str | None = None) ->
     """Run `step` for every job on the run's runner, with its progress shown. A job whose outputs exist under the same
     content key is not sent to a worker at all: a run with nothing new to do starts none. The largest jobs go first
     (a large one started last leaves the other workers idle at the end). Results come back in the order of `jobs`."""
-    results = [step.run(job) if step.in_flow else step.reused(job) for job in jobs]
+    if step.in_flow:
+        results = [step.run(job) for job in jobs]
+    else:  # each job's key and record looked up here, a few at a time (on object storage: a request or two each)
+        with ThreadPoolExecutor(8) as pool:
+            jobs = list(pool.map(step.keyed, jobs)) if step.record is not None else jobs
+            results = list(pool.map(step.reused, jobs))
     todo = sorted((k for k, r in enumerate(results) if r is None), key=lambda k: -step.size(jobs[k]))
     shown = StageProgress(run, stage or step.name, len(jobs), len(jobs) - len(todo), step.describe)
     pending = [(k, run.runner.submit(step, jobs[k])) for k in todo]

@@ -18,8 +18,9 @@ from pydantic import BaseModel
 from curate.schemas.config import MixConfig
 from curate.schemas.manifest import Budget, Manifest, Producer, ShardRef, Source, TokenizerRef, WeightsProvenance
 from curate.schemas.report import ShardInfo, TokenizePartResult
-from curate.schemas.work_root import WorkRoot
-from curate.tasks.engine.files import commit_new, current_parts, read_json, temp_name, write_json_atomic
+from curate.schemas.work_root import WorkRoot, part_name
+from curate.tasks.engine.files import (commit_new, corpus_parts, current_parts, read_index, read_json, temp_name,
+                                       write_json_atomic)
 from curate.tasks.engine.spool import listed, readable
 from curate.tasks.engine.stage import Job, Run, Stage, Step
 from curate.tasks.mix import weights as mix_weights
@@ -206,17 +207,27 @@ def write_version(work_root: Path, manifest: Manifest) -> tuple[Path, bool]:
         return path, True
 
 
+def tokenized_parts(work_root: Path) -> list[TokenizePartResult]:
+    """The tokenize results of every corpus's current parts, by each corpus's tokens index (a work root from before
+    the index: by the records of its parts)."""
+    out, wr, current = [], WorkRoot(work_root), current_parts(work_root)
+    for corpus in corpus_parts(work_root):
+        index = read_index(wr.tokens_index(corpus))
+        if index is not None:
+            found = [TokenizePartResult.model_validate(r) for r in index["parts"]]
+        else:
+            found = [TokenizePartResult.model_validate(data["result"]) for done in listed(wr.stage("tokenize", corpus),
+                     "*.done.json") if (data := read_json(done)) and "outputs" not in data]
+        # a part of an earlier ingest of its corpus is skipped: the latest ingest's parts hold its documents
+        out.extend(r for r in found if current(corpus, part_name(r.docs_path)))
+    return out
+
+
 def collect_shards(work_root: Path) -> list[ShardInfo]:
     """Every shard the work root's tokenize stage has completed for the current parts of each corpus, all corpora (a
     backfill's new ones and the old ones alike); shards of more than one tokenizer are an error."""
-    shards, toks, current = [], set(), current_parts(work_root)
-    for done in listed(WorkRoot(work_root).stage("tokenize"), "*/*.done.json"):
-        if not current(done.parent.name, done.name.removesuffix(".done.json")):
-            continue  # a part of an earlier ingest of its corpus: the latest ingest's parts hold its documents
-        data = read_json(done)
-        if not data:
-            continue
-        res = TokenizePartResult.model_validate(data["result"])
+    shards, toks = [], set()
+    for res in tokenized_parts(work_root):
         toks.add(res.tokenizer_sha256)
         shards.extend(res.shards)
     if len(toks) > 1:

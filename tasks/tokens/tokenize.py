@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,7 +27,7 @@ from curate.schemas.report import Part, ShardInfo, TokenizePartResult
 from curate.schemas.shards import META_DOCS, META_DOMAIN, META_FORMAT, META_SPLIT, META_TOKENIZER_SHA, META_TOKENS, \
     SHARD_FORMAT_VERSION, token_shard_schema, token_type
 from curate.schemas.work_root import WorkRoot
-from curate.tasks.engine.files import atomic_path, sha256_file, temp_name
+from curate.tasks.engine.files import atomic_path, key_digest, sha256_file, temp_name, write_json_atomic
 from curate.tasks.engine.spool import readable
 from curate.tasks.engine.stage import Job, Run, Stage, part_step
 from curate.tasks.engine.verdicts import verdicts_key
@@ -235,7 +234,7 @@ def _tokenize(job: Job, key: dict) -> TokenizePartResult:
     t0 = time.perf_counter()
     # Shard names carry the hash of what made them (input parts, tokenizer, settings): other settings write other
     # names, so a shard a manifest version names is never rewritten and every version stays loadable.
-    content_key = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+    content_key = key_digest(key)[:10]
     # The kept documents' ids, domains and scores first (validation needs every kept id), their texts a batch at a
     # time (memory: a batch, not the part).
     rows, kept = kept_annotations(work_root, part, job.before)
@@ -285,12 +284,17 @@ def _jobs(run: Run) -> list[Job]:
 
 
 def _fold(run: Run, results: list[TokenizePartResult]) -> None:
-    """Tokens per domain of each corpus, in its report."""
+    """Tokens per domain of each corpus, in its report; each corpus's tokens index (the shards of its current parts,
+    which the manifest takes: a part's records may be several, one per key it was made under)."""
     by_corpus = {c.corpus: c for c in run.report.corpora}
     for res in results:
         for sh in res.shards:
             tokens = by_corpus[res.corpus].tokens
             tokens[sh.domain] = tokens.get(sh.domain, 0) + sh.tokens
+    for corpus in sorted({r.corpus for r in results}):
+        mine = sorted((r for r in results if r.corpus == corpus), key=lambda r: r.docs_path)
+        write_json_atomic(WorkRoot(run.work_root).tokens_index(corpus), {
+            "corpus": corpus, "parts": [r.model_dump(mode="json", exclude={"reused", "seconds"}) for r in mine]})
 
 
 TOKENIZE = Stage(STAGE, TOKENIZE_PART, _jobs, enabled=lambda cfg: cfg.classify.enabled and cfg.tokenize.enabled,
