@@ -85,10 +85,10 @@ def test_every_kind_of_commit_is_covered(setup):
 
 # The kinds whose commit ends a stage or joins two files (the suite's budget); CURATE_ALL_KILL_POINTS=1 kills before
 # every kind (all of them passed when this was written).
-KEY_KINDS = ("ingest/<c>/<c>.jsonl.gz-<h>.done.json", "dedup/<c>/<c>.jsonl.gz-<h>.<n>.verdicts.parquet",
+KEY_KINDS = ("ingest/<c>/<c>.jsonl.gz-<h>.<h>.done.json", "dedup/<c>/<c>.jsonl.gz-<h>.<n>.verdicts.parquet",
              "dedup/index/registry.json", "dedup/<c>/_done.json", "classify/<c>/<c>.jsonl.gz-<h>.<n>.verdicts.parquet",
              "tokenizer/tokenizer.model", "tokens/<c>/train/<c>/<c>.jsonl.gz-<h>.<n>-<h>-<n>.arrow",
-             "tokenize/<c>/<c>.jsonl.gz-<h>.<n>.done.json", "manifests/default/v<n>.json", "manifests/default/latest.json")
+             "tokenize/<c>/<c>.jsonl.gz-<h>.<n>.<h>.done.json", "tokenize/<c>/_corpus.json", "manifests/default/v<n>.json", "manifests/default/latest.json")
 
 
 def test_a_kill_before_any_commit_resumes_to_the_same_outputs(setup):

@@ -1,9 +1,14 @@
 """The spool a task or the flow reads and writes a work root on object storage through (tasks/engine/spool.py), on
 fsspec's in-process object store (memory://: the same code as s3://): what it fetches, keeps, sends and lists."""
+import contextlib
+import json
+
 import fsspec
 import pytest
 
+from curate.tasks.engine import spool as spool_module
 from curate.tasks.engine.spool import Spool, job_spool, listed, present, readable, stored_fingerprint
+from curate.tasks.engine.storage import StorageError
 
 
 @pytest.fixture
@@ -35,13 +40,31 @@ def test_a_task_sends_what_it_wrote_in_commit_order_and_leaves_no_spool(store, t
         assert stored_fingerprint(spool.local / "ingest/c/p2.docs.parquet")  # (read from the store, not fetched)
         assert not (spool.local / "ingest/c/p2.docs.parquet").exists()
         (spool.local / "classify/c").mkdir(parents=True)
-        (spool.local / "classify/c/p1.done.json").write_text("{}")
+        (spool.local / "classify/c/p1.k1.done.json").write_text(RECORD)
         (spool.local / "classify/c/p1.verdicts.parquet").write_bytes(b"v")
-        assert [p.name for p in listed(spool.local / "classify", "*/*.json")] == ["p1.done.json"]
-        assert spool.unsent() and sorted(spool.unsent())[0] == "classify/c/p1.done.json"
+        assert [p.name for p in listed(spool.local / "classify", "*/*.json")] == ["p1.k1.done.json"]
+        assert spool.unsent() and sorted(spool.unsent())[0] == "classify/c/p1.k1.done.json"
         order = []
-        real_put = spool._put
+        real_put, real_create = spool._put, spool_module._create
         monkeypatch.setattr(spool, "_put", lambda rel, target: (order.append(rel), real_put(rel, target)))
-    assert order == ["classify/c/p1.verdicts.parquet", "classify/c/p1.done.json"]  # the output before its record
-    assert store.cat("/wr/classify/c/p1.done.json") == b"{}"
+        monkeypatch.setattr(spool_module, "_create", lambda fs, src, target, url: (
+            order.append(target.removeprefix("/wr/")), real_create(fs, src, target, url)))
+    assert order == ["classify/c/p1.verdicts.parquet", "classify/c/p1.k1.done.json"]  # the output before its record
+    assert store.cat("/wr/classify/c/p1.k1.done.json") == RECORD.encode()
     assert not list(tmp_path.glob("curate-task-*"))  # deleted when the task is done
+
+
+RECORD = json.dumps({"key": {"k": 1}, "result": {"seconds": 1.0}, "outputs": {"classify/c/p1.verdicts.parquet": "x"}})
+
+
+@pytest.mark.parametrize("other,taken", [({"result": {"seconds": 2.0}}, True), ({"outputs": {}}, False)])
+def test_a_record_is_created_once_and_never_replaced(store, tmp_path, monkeypatch, other, taken):
+    """A job's record is created with a conditional write: the same job run twice (its key and outputs the same, its
+    timing not) finds its record there; a record naming other outputs is never written over."""
+    store.pipe("/wr/classify/c/p1.k1.done.json", RECORD.encode())
+    monkeypatch.setenv("CURATE_SPOOL", str(tmp_path))
+    with pytest.raises(StorageError, match="never replaced") if not taken else contextlib.nullcontext():
+        with job_spool("memory://wr") as spool:
+            (spool.local / "classify/c").mkdir(parents=True)
+            (spool.local / "classify/c/p1.k1.done.json").write_text(json.dumps({**json.loads(RECORD), **other}))
+    assert store.cat("/wr/classify/c/p1.k1.done.json") == RECORD.encode()

@@ -92,7 +92,8 @@ def cache_dir(kind: str, url: str) -> Path:
 def object_version(info: dict) -> str:
     """What says an object changed: its ETag where the store has one, else size and modification time."""
     etag = info.get("ETag") or info.get("etag")
-    return str(etag) if etag else f"{info.get('size')}-{info.get('mtime') or info.get('LastModified')}"
+    when = info.get("mtime") or info.get("LastModified") or info.get("created")
+    return str(etag) if etag else f"{info.get('size')}-{when}"
 
 
 def inside(root: Path, rel: str, what: str) -> Path:

@@ -34,6 +34,7 @@ from curate.tasks.ingest.readers import FileLevelError, RawRecord, input_kind, r
 from curate.tasks.ingest.web import WarcTally, WebFilter, read_warc
 from curate.tasks.engine.files import atomic_path, file_fingerprint, read_index, read_json, size_of, write_json_atomic
 from curate.tasks.engine.stage import Job, Run, Stage, Step
+from curate.tasks.engine.spool import present
 
 STAGE = "ingest"
 # Parquet settings are fixed so that the same input and config give byte-identical parts.
@@ -324,10 +325,7 @@ def check_names(work_root: str | Path, corpora: list[Corpus], cfg: IngestConfig)
     for corpus in corpora:
         if corpus.name not in registered:
             continue
-        recorded = _recorded_inputs(Path(work_root), corpus.name)
-        now = {f.source_file: _key(Job(f, cfg, str(work_root))) for f in corpus.files}
-        if recorded != now:
-            changed = sorted(k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k))
+        if changed := _changed_inputs(Path(work_root), corpus, cfg):
             raise NameTaken(
                 f"corpus {corpus.name!r} is already curated in {work_root} with other content ({len(changed)} input "
                 f"file(s) differ, e.g. {changed[0]!r}, or other ingest settings): earlier decisions never change, so "
@@ -341,14 +339,19 @@ def registered_names(work_root: str | Path) -> set[str]:
     return {c["name"] for c in registry.get("corpora", [])} if isinstance(registry, dict) else set()
 
 
-def _recorded_inputs(work_root: Path, corpus: str) -> dict[str, dict]:
-    """{source file: the content key it was ingested under} of a corpus's latest ingest (its done records)."""
-    index = read_index(WorkRoot(work_root).corpus_index(corpus)) or {"files": []}
-    out = {}
-    for f in index["files"]:
-        done = read_json(part_paths(work_root, InputFile(corpus, "", f["source_file"]))[2]) or {}
-        out[f["source_file"]] = done.get("key")
-    return out
+def _changed_inputs(work_root: Path, corpus: Corpus, cfg: IngestConfig) -> list[str]:
+    """The input files of `corpus` that its latest ingest (its index) did not take under the content key they have
+    now (other bytes, other settings), and those it took that are gone."""
+    index = read_index(WorkRoot(work_root).corpus_index(corpus.name)) or {"files": []}
+    recorded = {f["source_file"] for f in index["files"]}
+    changed = set(recorded) - {f.source_file for f in corpus.files}
+    for f in corpus.files:
+        job = INGEST_FILE.keyed(Job(f, cfg, str(work_root)))
+        record = INGEST_FILE.record(job)
+        if f.source_file not in recorded or not (present(INGEST_FILE.marker(job, job.key))
+                                                 or (read_json(record) or {}).get("key") == job.key):
+            changed.add(f.source_file)
+    return sorted(changed)
 
 
 @functools.lru_cache(maxsize=4)
