@@ -261,10 +261,11 @@ def test_commit_points_are_pushed_after_the_outputs_they_name():
 
     files = ["dedup/index/registry.json", "dedup/index/bands/band=00/c.parquet", "dedup/c/c.jsonl.gz-ab.00000."
              "verdicts.parquet", "ingest/c/_corpus.json", "ingest/c/c.jsonl.gz-ab.00000.docs.parquet",
-             "ingest/c/c.jsonl.gz-ab.done.json", "tokens/code/train/c/x.arrow", "tokenize/c/x.done.json",
-             "manifests/default/v0001.json", "manifests/default/latest.json", "report.json"]
+             "ingest/c/c.jsonl.gz-ab.0123.done.json", "tokens/code/train/c/x.arrow", "tokenize/c/x.0123.done.json",
+             "tokenize/c/_corpus.json", "manifests/default/v0001.json", "manifests/default/latest.json", "report.json"]
     order = sorted(files, key=lambda r: (_push_order(r), r))
-    for marker in ("dedup/index/registry.json", "ingest/c/_corpus.json", "tokenize/c/x.done.json"):
+    for marker in ("dedup/index/registry.json", "ingest/c/_corpus.json", "tokenize/c/x.0123.done.json",
+                   "tokenize/c/_corpus.json"):
         assert all(order.index(data) < order.index(marker) for data in files if _push_order(data) == 0)
     assert order[-2:] == ["manifests/default/latest.json", "report.json"]
 

@@ -68,3 +68,41 @@ def test_a_record_is_created_once_and_never_replaced(store, tmp_path, monkeypatc
             (spool.local / "classify/c").mkdir(parents=True)
             (spool.local / "classify/c/p1.k1.done.json").write_text(json.dumps({**json.loads(RECORD), **other}))
     assert store.cat("/wr/classify/c/p1.k1.done.json") == RECORD.encode()
+
+
+@pytest.mark.server
+def test_a_pointer_is_written_back_only_over_the_generation_it_was_read_at(tmp_path, monkeypatch):
+    """The dedup registry and a manifest folder's latest are read, changed and written back: on S3 the write is
+    conditional on the ETag read (If-Match), so a writer that another wrote after is refused, not a lost update."""
+    import s3fs
+
+    from tests.conftest import moto_s3
+
+    with moto_s3() as env:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        s3fs.S3FileSystem.clear_instance_cache()
+        fs = s3fs.S3FileSystem()
+        rel = "dedup/index/registry.json"
+        fs.pipe(f"curate/wr/{rel}", b'{"corpora": []}')
+        late = Spool("s3://curate/wr", tmp_path / "late", revalidate=False)
+        late.fetch(rel)
+        (late.local / rel).write_text('{"corpora": ["late"]}')
+        fs.pipe(f"curate/wr/{rel}", b'{"corpora": ["other"]}')  # another writer, after `late` read it
+        with pytest.raises(StorageError, match="another writer after this one read it"):
+            late.push()
+        assert fs.cat(f"curate/wr/{rel}") == b'{"corpora": ["other"]}'
+        on_time = Spool("s3://curate/wr", tmp_path / "on-time", revalidate=False)
+        on_time.fetch(rel)
+        (on_time.local / rel).write_text('{"corpora": ["other", "on time"]}')
+        assert on_time.push() == [rel] and fs.cat(f"curate/wr/{rel}") == b'{"corpora": ["other", "on time"]}'
+        blind = Spool("s3://curate/wr", tmp_path / "blind", revalidate=False)  # wrote it without reading it
+        (blind.local / "manifests/m").mkdir(parents=True)
+        (blind.local / "manifests/m/latest.json").write_text("{}")
+        assert blind.push() == ["manifests/m/latest.json"]  # none there: created
+        (blind.local / "manifests/m/latest.json").write_text('{"v": 2}')
+        blind.seen.clear()
+        blind.generation.clear()
+        with pytest.raises(StorageError, match="another writer"):
+            blind.push()
+    s3fs.S3FileSystem.clear_instance_cache()

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import fnmatch
+import io
 import json
 import os
 import shutil
@@ -47,7 +49,8 @@ def _local_state(p: Path) -> list[int]:
 
 
 RECORD_SUFFIX = ".done.json"  # a job's record (engine/files.create_record): created, never replaced
-COMMIT_POINTS = ("done.json", "_corpus.json", "registry.json")  # each names outputs that must be there before it
+COMMIT_POINTS = ("done.json", "_corpus.json", "registry.json")
+READ_THEN_WRITTEN = ("dedup/index/registry.json", "/latest.json")  # single writers' pointers: written conditionally  # each names outputs that must be there before it
 
 
 def _push_order(rel: str) -> int:
@@ -94,6 +97,7 @@ class Spool:
         self.limit = size_setting("CURATE_SPOOL_BYTES", DEFAULT_SPOOL_BYTES)
         self._fetched: dict[str, int] = {}  # rel -> bytes, least recently fetched first
         self._committed: set[str] = set()  # files committed here since the last push
+        self.generation: dict[str, str | None] = {}  # a pointer read here -> its ETag as read (None: there was none)
         self._lock = threading.Lock()
 
     def rel(self, path: str | Path) -> str | None:
@@ -131,9 +135,11 @@ class Spool:
         if dest.is_file() and (self._mine(rel, dest) or not self.revalidate):
             return
         version = None
-        if dest.is_file():  # the flow's copy: fetched again only if the object changed since
+        if dest.is_file() or self._tracked(rel):  # the flow's copy: fetched again only if the object changed since
             info = self._info(rel)
-            if info is None or object_version(info) == self.seen[rel][0]:
+            if self._tracked(rel):  # (a pointer: read at a generation, written back only over that one: push)
+                self.generation[rel] = info.get("ETag") if info else None
+            if info is None or (dest.is_file() and object_version(info) == self.seen[rel][0]):
                 return
             version = object_version(info)
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -223,6 +229,8 @@ class Spool:
             target = f"{self.root}/{rel}"
             if _push_order(rel) == 2 or rel.startswith("tokenizer/") or rel.endswith(RECORD_SUFFIX):
                 _create(self.fs, self.local / rel, target, f"{self.url}/{rel}")
+            elif self._tracked(rel):
+                self._put_over_generation(rel, target)
             else:
                 self._put(rel, target)
             version = object_version(self._info(rel) or {}) if self.revalidate else ""
@@ -238,6 +246,27 @@ class Spool:
                 self.fs.put_file(str(src), target, Metadata={FINGERPRINT_META: content_fingerprint(f)})
         else:
             self.fs.put_file(str(src), target)
+
+    def _tracked(self, rel: str) -> bool:
+        return self._s3 and rel.endswith(READ_THEN_WRITTEN)
+
+    def _put_over_generation(self, rel: str, target: str) -> None:
+        """Send a pointer that is read, changed and written back (the dedup registry, a manifest folder's latest) only
+        over the generation this spool read (`If-Match` its ETag; `If-None-Match: *` where it read none): a writer
+        that another wrote after is refused, never a lost update."""
+        bucket, key, _ = self.fs.split_path(target)
+        data = (self.local / rel).read_bytes()
+        read = self.generation.get(rel)
+        condition = {"IfMatch": read} if read else {"IfNoneMatch": "*"}
+        try:
+            sent = self.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, **condition,
+                                   Metadata={FINGERPRINT_META: content_fingerprint(io.BytesIO(data))})
+        except OSError as err:
+            if isinstance(err, FileExistsError) or err.errno == errno.EINVAL:  # (s3fs's 412 Precondition Failed)
+                raise StorageError(f"{self.url}/{rel} was written by another writer after this one read it: not "
+                                   "replaced (run again: it reads the new one)") from None
+            raise StorageError(f"{self.url}/{rel}: {err}") from None
+        self.generation[rel] = sent.get("ETag")
 
     def fingerprint(self, rel: str, info: dict) -> str:
         """The content fingerprint of a stored object: from its metadata where a spool sent it to S3, else read."""
