@@ -19,8 +19,7 @@ from curate.schemas.config import MixConfig
 from curate.schemas.manifest import Budget, Manifest, Producer, ShardRef, Source, TokenizerRef, WeightsProvenance
 from curate.schemas.report import ShardInfo, TokenizePartResult
 from curate.schemas.work_root import WorkRoot, part_name
-from curate.tasks.engine.files import (commit_new, corpus_parts, current_parts, read_index, read_json, temp_name,
-                                       write_json_atomic)
+from curate.tasks.engine.files import commit_new, current_parts, read_index, read_json, temp_name, write_json_atomic
 from curate.tasks.engine.spool import listed, readable
 from curate.tasks.engine.stage import Job, Run, Stage, Step
 from curate.tasks.mix import weights as mix_weights
@@ -208,19 +207,25 @@ def write_version(work_root: Path, manifest: Manifest) -> tuple[Path, bool]:
 
 
 def tokenized_parts(work_root: Path) -> list[TokenizePartResult]:
-    """The tokenize results of every corpus's current parts, by each corpus's tokens index (a work root from before
-    the index: by the records of its parts)."""
-    out, wr, current = [], WorkRoot(work_root), current_parts(work_root)
-    for corpus in corpus_parts(work_root):
-        index = read_index(wr.tokens_index(corpus))
-        if index is not None:
-            found = [TokenizePartResult.model_validate(r) for r in index["parts"]]
-        else:
-            found = [TokenizePartResult.model_validate(data["result"]) for done in listed(wr.stage("tokenize", corpus),
-                     "*.done.json") if (data := read_json(done)) and "outputs" not in data]
-        # a part of an earlier ingest of its corpus is skipped: the latest ingest's parts hold its documents
-        out.extend(r for r in found if current(corpus, part_name(r.docs_path)))
-    return out
+    """The tokenize results of every corpus's current parts: by the corpus's tokens index (which its run's tokenize
+    wrote), else by its parts' records (tokenize_part called as a function, or a work root from before the index),
+    one record per part."""
+    current, found = current_parts(work_root), {}
+    listing = listed(WorkRoot(work_root).stage("tokenize"), "*/*.json")  # (one listing of the folder)
+    for path in (p for p in listing if p.name == "_corpus.json"):
+        found[path.parent.name] = [TokenizePartResult.model_validate(r) for r in read_index(path)["parts"]]
+    records: dict[tuple[str, str], list[TokenizePartResult]] = {}
+    for path in (p for p in listing if p.name.endswith(".done.json") and p.parent.name not in found):
+        if data := read_json(path):
+            res = TokenizePartResult.model_validate(data["result"])
+            records.setdefault((path.parent.name, res.docs_path), []).append(res)
+    for (corpus, docs_path), made in sorted(records.items()):
+        if len(made) > 1 and current(corpus, part_name(docs_path)):
+            raise ManifestError(f"{docs_path} was tokenized under {len(made)} keys and its corpus has no tokens index "
+                                "to say which is current: run `curate run` on its corpus, which writes one")
+        found.setdefault(corpus, []).extend(made)
+    # a part of an earlier ingest of its corpus is skipped: the latest ingest's parts hold its documents
+    return [r for corpus in sorted(found) for r in found[corpus] if current(corpus, part_name(r.docs_path))]
 
 
 def collect_shards(work_root: Path) -> list[ShardInfo]:
