@@ -129,19 +129,25 @@ class Spool:
         seen = self.seen.get(rel)
         return seen is None or _local_state(dest) != seen[1]
 
+    def _changed(self, rel: str, dest: Path) -> str | None:
+        """The object's version when it is there to fetch (for the flow's copy: only if it changed since), else None.
+        A pointer's generation is noted first: it is written back only over that one (push)."""
+        info = self._info(rel)
+        if self._tracked(rel):
+            self.generation[rel] = info.get("ETag") if info else None
+        if info is None or (dest.is_file() and object_version(info) == self.seen[rel][0]):
+            return None
+        return object_version(info)
+
     def fetch(self, rel: str) -> None:
         """The object at `rel` in the spool, when the store has it (fetched again where the flow's copy is stale)."""
         dest = inside(self.local, rel, f"the object key {self.url}/{rel}")
         if dest.is_file() and (self._mine(rel, dest) or not self.revalidate):
             return
         version = None
-        if dest.is_file() or self._tracked(rel):  # the flow's copy: fetched again only if the object changed since
-            info = self._info(rel)
-            if self._tracked(rel):  # (a pointer: read at a generation, written back only over that one: push)
-                self.generation[rel] = info.get("ETag") if info else None
-            if info is None or (dest.is_file() and object_version(info) == self.seen[rel][0]):
+        if dest.is_file() or self._tracked(rel):
+            if (version := self._changed(rel, dest)) is None:
                 return
-            version = object_version(info)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}-{threading.get_ident()}.fetch.tmp")
         try:

@@ -25,6 +25,7 @@ import importlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Generator, Protocol
 
@@ -125,8 +126,14 @@ class Step:
         if self.record is not None:
             outputs = self.outputs(result, job.root)
             create_record(self.marker(job, key), {"key": key, "result": result.model_dump(mode="json"),
-                                                  "outputs": output_digests(outputs, job.root)})
+                                                  "outputs": output_digests(outputs, job.root), "made": _now()})
         return result
+
+
+def _now() -> str:
+    """When a record is made (of a part's records under several keys, the last made is its current one to a reader
+    with no index: engine/files and mix/manifest.tokenized_parts)."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _legacy_record(done: dict | None, key: dict) -> dict | None:

@@ -209,23 +209,27 @@ def write_version(work_root: Path, manifest: Manifest) -> tuple[Path, bool]:
 def tokenized_parts(work_root: Path) -> list[TokenizePartResult]:
     """The tokenize results of every corpus's current parts: by the corpus's tokens index (which its run's tokenize
     wrote), else by its parts' records (tokenize_part called as a function, or a work root from before the index),
-    one record per part."""
+    the one made last of each part."""
     current, found = current_parts(work_root), {}
     listing = listed(WorkRoot(work_root).stage("tokenize"), "*/*.json")  # (one listing of the folder)
     for path in (p for p in listing if p.name == "_corpus.json"):
         found[path.parent.name] = [TokenizePartResult.model_validate(r) for r in read_index(path)["parts"]]
-    records: dict[tuple[str, str], list[TokenizePartResult]] = {}
-    for path in (p for p in listing if p.name.endswith(".done.json") and p.parent.name not in found):
-        if data := read_json(path):
-            res = TokenizePartResult.model_validate(data["result"])
-            records.setdefault((path.parent.name, res.docs_path), []).append(res)
-    for (corpus, docs_path), made in sorted(records.items()):
-        if len(made) > 1 and current(corpus, part_name(docs_path)):
-            raise ManifestError(f"{docs_path} was tokenized under {len(made)} keys and its corpus has no tokens index "
-                                "to say which is current: run `curate run` on its corpus, which writes one")
-        found.setdefault(corpus, []).extend(made)
+    for (corpus, _), res in sorted(_last_made([p for p in listing if p.name.endswith(".done.json")
+                                               and p.parent.name not in found]).items(), key=lambda kv: kv[0]):
+        found.setdefault(corpus, []).append(res)
     # a part of an earlier ingest of its corpus is skipped: the latest ingest's parts hold its documents
     return [r for corpus in sorted(found) for r in found[corpus] if current(corpus, part_name(r.docs_path))]
+
+
+def _last_made(records: list[Path]) -> dict[tuple[str, str], TokenizePartResult]:
+    """{(corpus, part): the result of its record made last}, of tokenize records."""
+    latest: dict[tuple[str, str], tuple[str, TokenizePartResult]] = {}
+    for path in records:
+        if data := read_json(path):
+            res, made = TokenizePartResult.model_validate(data["result"]), data.get("made", "")
+            if made >= latest.get((path.parent.name, res.docs_path), ("",))[0]:
+                latest[path.parent.name, res.docs_path] = made, res
+    return {k: res for k, (_, res) in latest.items()}
 
 
 def collect_shards(work_root: Path) -> list[ShardInfo]:
