@@ -26,11 +26,13 @@ import contextvars
 import errno
 import fnmatch
 import io
+import itertools
 import json
 import os
 import shutil
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -40,6 +42,7 @@ from curate.tasks.engine.storage import (LEASE, Lease, StorageError, filesystem,
                                          protocol_of, size_setting)
 
 DEFAULT_SPOOL_BYTES = 4 << 30
+PUSH_THREADS = 8
 FINGERPRINT_META = "curate-xxh3"  # user metadata of an object a spool sent: its content's fingerprint
 
 
@@ -229,19 +232,23 @@ class Spool:
         todo = sorted(found, key=lambda r: (_push_order(r), r))
         if todo and lease:
             lease.check_mine()
-        for rel in todo:
+        for order, group in itertools.groupby(todo, key=_push_order):  # each kind after the one before it is sent
             if lease:
-                lease.renew(force=_push_order(rel) > 0)
-            target = f"{self.root}/{rel}"
-            if _push_order(rel) == 2 or rel.startswith("tokenizer/") or rel.endswith(RECORD_SUFFIX):
-                _create(self.fs, self.local / rel, target, f"{self.url}/{rel}")
-            elif self._tracked(rel):
-                self._put_over_generation(rel, target)
-            else:
-                self._put(rel, target)
-            version = object_version(self._info(rel) or {}) if self.revalidate else ""
-            self.seen[rel] = (version, _local_state(self.local / rel))
+                lease.renew(force=order > 0)
+            with ThreadPoolExecutor(PUSH_THREADS) as pool:  # (within a kind, together: outputs need no order)
+                list(pool.map(self._send, group))
         return todo
+
+    def _send(self, rel: str) -> None:
+        target = f"{self.root}/{rel}"
+        if _push_order(rel) == 2 or rel.startswith("tokenizer/") or rel.endswith(RECORD_SUFFIX):
+            _create(self.fs, self.local / rel, target, f"{self.url}/{rel}")
+        elif self._tracked(rel):
+            self._put_over_generation(rel, target)
+        else:
+            self._put(rel, target)
+        version = object_version(self._info(rel) or {}) if self.revalidate else ""
+        self.seen[rel] = (version, _local_state(self.local / rel))
 
     def _put(self, rel: str, target: str) -> None:
         """Send a file; on S3 with its content's fingerprint as metadata, so that a later key is computed from it
