@@ -187,10 +187,21 @@ def _s3_run(fs, files: list[Path], out: str, cfg: Path, env: dict, tmp: Path) ->
         if not fs.exists(f"bench/in/{f.parent.name}/{f.name}"):
             fs.put_file(str(f), f"bench/in/{f.parent.name}/{f.name}")
     spools, cache = tmp / "spools", tmp / "cache"
+    store_cpu = (_cpu_seconds(STORE_PID[0]), time.process_time())
     with DiskHighWater(spools, cache) as disk:
         wall = _run([f"s3://bench/in/{f.parent.name}/{f.name}" for f in files] + ["--out", out, "--config", str(cfg)],
                     {**env, "CURATE_CACHE": str(cache), "CURATE_SPOOL": str(spools)})
+    STORE_CPU[:] = [_cpu_seconds(STORE_PID[0]) - store_cpu[0], time.process_time() - store_cpu[1]]
     return wall, disk, _du(spools)
+
+
+STORE_PID, STORE_CPU = [0], [0.0, 0.0]  # the S3 server's pid; (its CPU seconds, the proxy's) in the last s3 run
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -203,6 +214,7 @@ def main() -> None:
     args = ap.parse_args()
     files = sorted(args.corpora.glob("*.jsonl.gz"))
     moto, port = _moto()
+    STORE_PID[0] = moto.pid
     proxy = Counting(port)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     env.update({"CURATE_SPOOL_BYTES": args.spool_bytes} if args.spool_bytes else {})
@@ -254,6 +266,8 @@ def _report(args, files, local_s, remote_s, text_bytes, proxy, disk, left) -> No
     print(f"{len(files)} corpora, {text_bytes / 1e6:,.1f} MB of text, {args.workers} workers; wall, median of "
           f"{args.repeats}: local {statistics.median(local_s):.1f} s, s3 {statistics.median(remote_s):.1f} s: s3 "
           f"throughput {statistics.median(local_s) / statistics.median(remote_s):.2f}x local (target >= 0.8)")
+    print(f"the store's own CPU in the last s3 run, on this machine's {os.cpu_count()} cores beside the workers (a real "
+          f"store's is elsewhere): the S3 server {STORE_CPU[0]:.1f} s, the counting proxy {STORE_CPU[1]:.1f} s")
     gb = text_bytes / 1e9
     total = sum(proxy.requests.values())
     print(f"requests to the store (last run): {total:,} ({', '.join(f'{k} {v:,}' for k, v in proxy.requests.most_common())}); "
