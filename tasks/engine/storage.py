@@ -6,14 +6,21 @@ A work root on object storage is read and written through local spools (tasks/en
 protocol that an object store has:
 
 - **Each object is all-or-nothing**: an S3 PUT is never seen half-written.
-- **Outputs before their markers, markers before manifests** (`Spool.push`): a task killed during a push leaves outputs with
-  no `*.done.json` marker (redone by the next run) or shards with no manifest naming them (read by nobody); a reader
-  that trusts only manifests never sees a partial result.
-- **Versions are created, never replaced**: a manifest version is written with a conditional PUT (`If-None-Match:
-  *`); a version that exists already with other bytes is an error, not an overwrite.
-- **One writer per work root** (`Lease`): `_lease.json` is created with a conditional PUT, so of two runs starting
-  together one gets it and the other is refused with the holder named. A lease left by a killed run expires after
-  `CURATE_LEASE_S` (6 hours by default, renewed at every push).
+- **Outputs before their records, records before manifests** (`Spool.push`): a task killed during a push leaves
+  outputs with no record (redone by the next run) or shards with no manifest naming them (read by nobody); a reader
+  that trusts only records and manifests never sees a partial result.
+- **Records and versions are created, never replaced**: a job's record is named by its content key
+  (`<part>.<key>.done.json`) and names each output with its sha256 and fingerprint; it is created with a conditional
+  PUT (`If-None-Match: *`), as a manifest version and the tokenizer's files are. One there already is the same
+  commit when it names the same outputs (a task run twice), else an error; reuse trusts a record only while each
+  output it names has those bytes.
+- **Pointers read and written back are generation-conditioned**: the dedup registry and a manifest folder's
+  `latest.json` are sent with `If-Match` on the ETag they were read at (`If-None-Match: *` where there was none), so
+  a writer that another wrote after is refused, never a lost update.
+- **One run per work root** (`Lease`): `_lease.json` is created with a conditional PUT, so of two runs starting
+  together one gets it and the other is refused with the holder named (or waits: `CURATE_LEASE_WAIT_S`). A lease
+  left by a killed run expires after `CURATE_LEASE_S` (6 hours by default, renewed by a heartbeat while the run
+  lives and at every push).
 
 The endpoint and credentials are fsspec's and botocore's usual ones (AWS_ENDPOINT_URL or FSSPEC_S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...).
 """
