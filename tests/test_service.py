@@ -104,12 +104,14 @@ def _final(info, run_id, timeout=60):
     return run
 
 
-def _wait_watch_after(info, t0, state="COMPLETED", timeout=120):
-    """The first watch-corpora run that started after t0 (an ISO time) and reached a final state."""
+def _wait_watch_after(info, t0, state="COMPLETED", timeout=120, first=True):
+    """The first watch-corpora run that started after t0 (an ISO time) and reached a final state (`first=False`: the
+    first in `state`, where runs that started before a change and saw the landing before it may come first)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         done = sorted((r for r in _runs(info, "watch-corpora") if (r["start_time"] or "") > t0
-                       and r["state_type"] in ("COMPLETED", "FAILED", "CRASHED")), key=lambda r: r["start_time"])
+                       and r["state_type"] in ("COMPLETED", "FAILED", "CRASHED")
+                       and (first or r["state_type"] == state)), key=lambda r: r["start_time"])
         if done:
             assert done[0]["state_type"] == state, done[0]["state"]
             return done[0]
@@ -179,8 +181,9 @@ def test_schedules_fire_by_themselves_and_landed_corpora_are_backfilled(service)
     _wait_watch_after(info, _utc_now())
     assert {r["id"] for r in _runs(info, "backfill")} == before, "a watch with nothing new triggers nothing"
 
+    changed = _utc_now()  # (before the change: a watch that started just before it may be the one that sees it)
     (landing / "code-b" / "extra.jsonl").write_text('{"id": "x", "text": "changed after landing"}\n')
-    run = _wait_watch_after(info, _utc_now(), state="FAILED")
+    run = _wait_watch_after(info, changed, state="FAILED", first=False)
     assert "code-b" in run["state"]["message"], "a refusal is a failed run that says why"
     arts = _api(info, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run["id"]]}}, "limit": 10,
                                             "offset": 0})
@@ -290,7 +293,9 @@ def test_the_backfill_run_page_shows_its_summary_in_the_prefect_ui(service, tmp_
     run_id = Catalog(base / "work").entries()["legal-a"]["flow_run_id"]
     deadline, summary = time.monotonic() + 60, None
     while summary is None and time.monotonic() < deadline:  # (the catalog says done just before the summary is made)
-        arts = _api(info, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run_id]}}, "limit": 10,
+        # (by key: a backfill has a dozen artifacts, more than a page of 10, in no order that puts this one first)
+        arts = _api(info, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run_id]},
+                                                              "key": {"any_": ["backfill-summary"]}}, "limit": 10,
                                                 "offset": 0})
         summary = next((a for a in arts if a["key"] == "backfill-summary"), None)
         if summary is None:
