@@ -207,6 +207,21 @@ def test_code_lists_and_tables_are_kept_as_text_and_code_is_never_trimmed():
         "The first sentence.\nfor cookie in jar:\n  sign_up(cookie)"
 
 
+def test_a_gallery_caption_a_photo_credit_and_the_headline_are_not_the_article():
+    """A news page's text as Resiliparse gives it: a slideshow's caption three times, its photo credit, the page title
+    as the headline; the article's sentences and a repeated line of code stay."""
+    from curate.tasks.ingest.extract import trim_chrome_lines
+
+    caption = "U.S. Defense Secretary Mark Esper, left, and Vietnam's Defense Minister shake hands in Hanoi."
+    lead = "HANOI, Vietnam (AP) \u2014 The Secretary spoke on Wednesday at the academy in the city."
+    later = "He met several officials and visited the prison the soldiers once called the Hanoi Hilton."
+    code = "x = load_the_configuration_from(path, strict=True)"
+    text = "\n".join([f"  \u2022 {caption}", f"    {caption}", "    Photo: Hau Dinh, AP",
+                      "Esper urges Vietnam to push back against China at sea", lead, caption, later, code, code])
+    trimmed = trim_chrome_lines(text, "Esper urges Vietnam to push back against China at sea | AP News").split("\n")
+    assert trimmed == [f"  \u2022 {caption}", lead, later, code, code]
+
+
 def test_a_page_the_fast_extractor_finds_nothing_in_is_read_by_trafilatura():
     """Resiliparse's main-content rule drops every <ul> (menus are lists of links): a page that is one bulleted list
     of prose comes out empty, and trafilatura reads it instead."""

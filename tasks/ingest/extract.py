@@ -38,13 +38,15 @@ _CHROME_WORDS = re.compile(
     r"(?i)\b(advertisement|advertising|subscribe|subscribing|newsletter|(uses|accept) cookies|cookie (policy|settings)|"
     r"read more|related (articles|stories|posts)|sign up|log ?in|follow us|share (this|on)|all rights reserved|"
     r"copyright|photo:|image \d+ of|caption|loading|breaking news|published:|updated:|tags:|categor(y|ies|ias)|"
-    r"click here|whatsapp|facebook|twitter|pinterest|e-?paper)\b|\u00a9")
+    r"click here|whatsapp|facebook|twitter|pinterest|e-?paper)(?:\b|(?<=:))|\u00a9")  # ("photo:" ends in no \b)
 _CHROME_WORDS_LOWER = re.compile(_CHROME_WORDS.pattern.removeprefix("(?i)"))
 _CHROME_LINE_WORDS = 16
 _CHROME_LINE_CHARS = 200  # longer lines are never that short: they are not searched
 _EDGE_LINE_WORDS = 8  # a line this short without a sentence's end, before or after the text, is a headline or date
 _SENTENCE_END = re.compile(r"[.!?\u3002\uff01\uff1f\u2026:\"'\u201d\u2019)\]]\s*$")
 _WORD = re.compile(r"\w+")
+_REPEAT_CHARS = 40  # a prose line this long said twice on a page is said once too often
+_TITLE_PARTS, _TITLE_CHARS, _TITLE_LINES = re.compile(r"\s[|\-\u2013\u2014:]\s"), 15, 10
 _LIST_ITEM = re.compile(r"\s*(\u2022|\d+\.)\s")  # a list's items are content at any place
 _CODE = re.compile(r"[(){}\[\]=;<>_]")  # a bracketed line or an assignment is code or data: never trimmed
 # The fast extractor's answer looks wrong when it is this short while the page shows at least _MIN_SHOWN characters
@@ -56,9 +58,11 @@ _TEXT_ONLY = dict(links=False, form_fields=False, noscript=False, comments=False
 _SHOWN = dict(_TEXT_ONLY, main_content=False)  # all the visible text of a page
 
 
-def trim_chrome_lines(text: str) -> str:
-    """The text without chrome lines, and without the short non-sentences (headlines, dates, bylines) at its edges."""
-    lines = text.split("\n")
+def trim_chrome_lines(text: str, title: str | None = None) -> str:
+    """The text without chrome lines, without a line said again (a gallery's captions, a teaser of the lead: the
+    first one stays), without the page's title as its headline, and without the short non-sentences (headlines,
+    dates, bylines) at its edges."""
+    lines = _without_headline(_first_of_each(text.split("\n")), title)
     short = [k for k, line in enumerate(lines) if len(line) <= _CHROME_LINE_CHARS]
     # one scan over the short lines finds the few worth a closer look (a scan per line, or of the whole text, was
     # a third of the time)
@@ -71,6 +75,31 @@ def trim_chrome_lines(text: str) -> str:
     while lines and _edge_line(lines[-1]):
         lines.pop()
     return "\n".join(lines)
+
+
+def _first_of_each(lines: list[str]) -> list[str]:
+    """Each prose line of at least _REPEAT_CHARS once: the first time it comes (code repeats itself, and is kept)."""
+    seen, out = set(), []
+    for line in lines:
+        if len(line) >= _REPEAT_CHARS and not _CODE.search(line):
+            key = " ".join(line.split()).lstrip("\u2022 ")
+            if key in seen:
+                continue
+            seen.add(key)
+        out.append(line)
+    return out
+
+
+def _without_headline(lines: list[str], title: str | None) -> list[str]:
+    """The lines without the page's title where it heads the text (the title as the page has it, or one part of it:
+    "Headline | Site", "Headline - Site"), among its first lines."""
+    if not title:
+        return lines
+    whole = " ".join(title.split())
+    parts = {p for p in (" ".join(x.split()) for x in _TITLE_PARTS.split(title)) if len(p) > _TITLE_CHARS}
+    heads = [k for k, line in enumerate(lines[:_TITLE_LINES])
+             if len(key := " ".join(line.split())) > _TITLE_CHARS and (key in parts or key in whole)]
+    return [line for k, line in enumerate(lines) if k not in heads]
 
 
 def _chrome_words(text: str):
@@ -125,7 +154,7 @@ def _looks_wrong(text: str, tree) -> bool:
 def _hybrid(html: str) -> tuple[str, str | None]:
     """Resiliparse's main content with chrome lines trimmed; trafilatura where that looks wrong."""
     text, title, tree = _resiliparse(html)
-    text = trim_chrome_lines(text)
+    text = trim_chrome_lines(text, title)
     return (_trafilatura(html)[0] if _looks_wrong(text, tree) else text), title
 
 
