@@ -1,6 +1,7 @@
 """A job's record (tasks/engine/stage.Step, engine/files.create_record): the commit point of a job, named by its
 content key and created once, naming each output with its sha256; reuse trusts a record only while every output it
 names has those bytes. The same code on a local disk and on an object store (fsspec's memory://, as s3://)."""
+import contextlib
 import hashlib
 import json
 from pathlib import Path
@@ -90,3 +91,17 @@ def test_a_record_of_the_earlier_layout_is_reused_under_its_key(tmp_path):
     (tmp_path / "toy/p1.done.json").write_text(json.dumps({"key": {"settings": "a"}, "result": {"path": "toy/p1.bin"}}))
     assert TOY.run(Job("p1", "a", str(tmp_path))).reused and CALLS == []
     assert not TOY.run(Job("p1", "b", str(tmp_path))).reused and CALLS == ["b"]
+
+
+def test_the_flow_looks_up_only_the_jobs_that_have_a_record(root):
+    """A job with no record under any key is sent as it is (its task computes its key where it runs, reading its
+    inputs there); one with a record is reused without a task."""
+    from curate.tasks.engine.stage import _looked_up
+    from curate.tasks.engine.spool import flow_spool
+
+    url, _, _ = root
+    TOY.run(Job("p1", "a", url))
+    with flow_spool(url) if url.startswith("memory://") else contextlib.nullcontext():
+        jobs, results = _looked_up(TOY, [Job("p1", "a", url), Job("p2", "a", url)])
+    assert results[0].reused and results[1] is None
+    assert jobs[0].key == {"settings": "a"} and jobs[1].key is None

@@ -36,7 +36,7 @@ from curate.schemas.work_root import WorkRoot
 from curate.tasks.engine.files import (create_record, keyed_record, output_digests, outputs_hold, read_json,
                                        size_of)
 from curate.tasks.engine.memory import tune_memory
-from curate.tasks.engine.spool import local_root, spooled
+from curate.tasks.engine.spool import listed, local_root, spooled
 
 tune_memory()  # in whatever process runs the stages (a hand-started Dask worker too)
 
@@ -254,12 +254,7 @@ def map_jobs(step: Step, run: Run, jobs: list[Job], stage: str | None = None) ->
     """Run `step` for every job on the run's runner, with its progress shown. A job whose outputs exist under the same
     content key is not sent to a worker at all: a run with nothing new to do starts none. The largest jobs go first
     (a large one started last leaves the other workers idle at the end). Results come back in the order of `jobs`."""
-    if step.in_flow:
-        results = [step.run(job) for job in jobs]
-    else:  # each job's key and record looked up here, a few at a time (on object storage: a request or two each)
-        with ThreadPoolExecutor(8) as pool:
-            jobs = list(pool.map(step.keyed, jobs)) if step.record is not None else jobs
-            results = list(pool.map(step.reused, jobs))
+    jobs, results = (jobs, [step.run(job) for job in jobs]) if step.in_flow else _looked_up(step, jobs)
     todo = sorted((k for k, r in enumerate(results) if r is None), key=lambda k: -step.size(jobs[k]))
     shown = StageProgress(run, stage or step.name, len(jobs), len(jobs) - len(todo), step.describe)
     pending = [(k, run.runner.submit(step, jobs[k])) for k in todo]
@@ -270,6 +265,35 @@ def map_jobs(step: Step, run: Run, jobs: list[Job], stage: str | None = None) ->
         results[k] = _result(fut, step, jobs[k])
         shown.finished(results[k], jobs[k].label)
     return results
+
+
+def _looked_up(step: Step, jobs: list[Job]) -> tuple[list[Job], list]:
+    """(the jobs, each one's reused result or None): the key and record of each job that has a record, looked up a few
+    at a time (on object storage: a request or two each). A job with none is sent as it is, and its task computes its
+    key (reading its inputs) where it runs."""
+    recorded = _recorded(step, jobs)
+    with ThreadPoolExecutor(8) as pool:
+        keyed = list(pool.map(lambda k: step.keyed(jobs[k]) if k in recorded else jobs[k], range(len(jobs))))
+        return keyed, list(pool.map(lambda k: step.reused(keyed[k]) if k in recorded else None, range(len(jobs))))
+
+
+def _recorded(step: Step, jobs: list[Job]) -> set[int]:
+    """The jobs (by position) with a record under any key, by one listing of each folder records go in: on a fresh work
+    root none, so no input is read in the flow to compute a key that names no record."""
+    if step.record is None:
+        return set()
+    places = [(job, step.record(job)) for job in jobs]
+    found: dict[Path, set[str]] = {}  # folder -> the names of its records, and what each is the record of
+    for folder in {rec.parent for _, rec in places}:
+        names = {p.name for p in listed(folder, "*.json")}
+        found[folder] = names | {_record_of(n) for n in names if n.endswith(".done.json")}
+    return {k for k, (_, rec) in enumerate(places) if rec.name in found[rec.parent]
+            or _record_of(keyed_record(rec, {}).name) in found[rec.parent]}
+
+
+def _record_of(name: str) -> str:
+    """What a record named by its key is the record of: `<base>.<digest>.done.json` -> `<base>`."""
+    return name.rsplit(".", 3)[0]
 
 
 class WorkerDied(RuntimeError):
