@@ -24,13 +24,12 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import xxhash
 
 from curate.schemas.report import Part
 from curate.schemas.work_root import WorkRoot, part_name
 from curate.tasks.engine import storage
 from curate.tasks.engine.spool import (committed, content_fingerprint, discard, listed, present, readable,
-                                       stored_fingerprint, stored_size)
+                                       same_record, stored_fingerprint, stored_size)
 
 _HOST = socket.gethostname().replace(".", "_")
 ORPHAN_AGE_S = 24 * 3600  # a temporary file of another host (or of an unknown writer) older than this is an orphan
@@ -107,8 +106,7 @@ def create_record(path: Path, record: dict) -> None:
         try:
             return commit_new(tmp, path)
         except FileExistsError:
-            there = read_json(path) or {}
-            if there.get("outputs") == record["outputs"] and there.get("key") == record["key"]:
+            if same_record(read_json(path) or {}, record):
                 return None
             discard(path)
     raise WorkRootError(f"{path}: written by another writer while this one was being made")
@@ -118,13 +116,10 @@ def output_digests(outputs: list[Path], root: Path) -> dict[str, dict]:
     """What a record says of each output: its bytes, sha256 and content fingerprint (one read of each)."""
     out = {}
     for p in outputs:
-        sha, fp = hashlib.sha256(), xxhash.xxh3_128()
+        sha = hashlib.sha256()
         with open(readable(p), "rb") as f:
-            while chunk := f.read(1 << 22):
-                sha.update(chunk)
-                fp.update(chunk)
-            size = f.tell()
-        out[WorkRoot(root).relative(p)] = {"bytes": size, "sha256": sha.hexdigest(), "xxh3": f"{fp.hexdigest()}-{size}"}
+            fingerprint = content_fingerprint(f, sha)
+            out[WorkRoot(root).relative(p)] = {"bytes": f.tell(), "sha256": sha.hexdigest(), "xxh3": fingerprint}
     return out
 
 

@@ -52,8 +52,8 @@ def _local_state(p: Path) -> list[int]:
 
 
 RECORD_SUFFIX = ".done.json"  # a job's record (engine/files.create_record): created, never replaced
-COMMIT_POINTS = ("done.json", "_corpus.json", "registry.json")
-READ_THEN_WRITTEN = ("dedup/index/registry.json", "/latest.json")  # single writers' pointers: written conditionally  # each names outputs that must be there before it
+COMMIT_POINTS = ("done.json", "_corpus.json", "registry.json")  # each names outputs that must be there before it
+READ_THEN_WRITTEN = ("dedup/index/registry.json", "/latest.json")  # single writers' pointers: written conditionally
 
 
 def _push_order(rel: str) -> int:
@@ -76,12 +76,14 @@ def _skipped(rel: str) -> bool:
     return name == LEASE or name.endswith((".tmp", ".lock"))
 
 
-def content_fingerprint(f) -> str:
-    """xxh3-128 of a binary stream's bytes, and their count."""
+def content_fingerprint(f, *also) -> str:
+    """xxh3-128 of a binary stream's bytes, and their count; `also`: other hashes fed the same bytes (one read)."""
     h = xxhash.xxh3_128()
     size = 0
     while chunk := f.read(1 << 22):
         h.update(chunk)
+        for other in also:
+            other.update(chunk)
         size += len(chunk)
     return f"{h.hexdigest()}-{size}"
 
@@ -304,9 +306,13 @@ def _same(there: bytes, data: bytes, url: str) -> bool:
     if not url.endswith(RECORD_SUFFIX):
         return False
     try:
-        a, b = json.loads(there), json.loads(data)
+        return same_record(json.loads(there), json.loads(data))
     except ValueError:
         return False
+
+
+def same_record(a: dict, b: dict) -> bool:
+    """Two records of a job are one commit when they name the same key and outputs (timings may differ)."""
     return (a.get("key"), a.get("outputs")) == (b.get("key"), b.get("outputs"))
 
 

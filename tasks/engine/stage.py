@@ -95,13 +95,18 @@ class Step:
         """The job with its content key (computed once: by the flow, deciding what to send, or by the task)."""
         return job if job.key is not None else replace(job, key=self.key(job))
 
-    def reused(self, job: Job):
-        """The recorded result of this job under its content key, marked reused, when every output it names is there
-        with the bytes it names; else None."""
+    def recorded(self, job: Job) -> dict | None:
+        """The record of this job under its content key (of a work root from before records were named by key: the
+        one under the old name, when it was made under this key), or None."""
         if self.record is None:
             return None
         key = self.keyed(job).key
-        done = read_json(self.marker(job, key)) or _legacy_record(read_json(self.record(job)), key)
+        return read_json(self.marker(job, key)) or _legacy_record(read_json(self.record(job)), key)
+
+    def reused(self, job: Job):
+        """The recorded result of this job under its content key, marked reused, when every output it names is there
+        with the bytes it names; else None."""
+        done = self.recorded(job)
         try:
             result = self.result.model_validate(done["result"]) if done else None
         except (ValidationError, KeyError, TypeError):  # a record of another version: made again
@@ -132,7 +137,7 @@ class Step:
 
 def _now() -> str:
     """When a record is made (of a part's records under several keys, the last made is its current one to a reader
-    with no index: engine/files and mix/manifest.tokenized_parts)."""
+    with no index: mix/manifest.tokenized_parts)."""
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 

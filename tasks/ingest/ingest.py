@@ -32,9 +32,8 @@ from curate.tasks.text.normalize import normalize_text
 from curate.tasks.ingest.remote import input_path
 from curate.tasks.ingest.readers import FileLevelError, RawRecord, input_kind, read_records
 from curate.tasks.ingest.web import WarcTally, WebFilter, read_warc
-from curate.tasks.engine.files import atomic_path, file_fingerprint, read_index, read_json, size_of, write_json_atomic
+from curate.tasks.engine.files import atomic_path, file_fingerprint, read_index, size_of, write_json_atomic
 from curate.tasks.engine.stage import Job, Run, Stage, Step
-from curate.tasks.engine.spool import present
 
 STAGE = "ingest"
 # Parquet settings are fixed so that the same input and config give byte-identical parts.
@@ -346,10 +345,7 @@ def _changed_inputs(work_root: Path, corpus: Corpus, cfg: IngestConfig) -> list[
     recorded = {f["source_file"] for f in index["files"]}
     changed = set(recorded) - {f.source_file for f in corpus.files}
     for f in corpus.files:
-        job = INGEST_FILE.keyed(Job(f, cfg, str(work_root)))
-        record = INGEST_FILE.record(job)
-        if f.source_file not in recorded or not (present(INGEST_FILE.marker(job, job.key))
-                                                 or (read_json(record) or {}).get("key") == job.key):
+        if f.source_file not in recorded or INGEST_FILE.recorded(Job(f, cfg, str(work_root))) is None:
             changed.add(f.source_file)
     return sorted(changed)
 
