@@ -120,9 +120,18 @@ def _crashed_runs(run_ids: list[str]) -> set[str]:
 def watch_corpora(landing: str, work_root: str = "out", config_path: str | None = None,
                   deployment: str = BACKFILL_DEPLOYMENT) -> dict:
     """One backfill run per new ready corpus in the landing directory; a crashed backfill (or one marked for a
-    retry) is started again. A refused corpus fails the run, after the others are handled."""
-    landed = scan_landing(landing)
+    retry) is started again. A refused corpus fails the run, after the others are handled. A watch that comes while
+    another runs does nothing (a slow landing, a loaded machine: watches never queue up)."""
     catalog = Catalog(work_root)
+    with catalog.watching() as alone:
+        if not alone:
+            label_flow_run("watch: another watch is running, nothing to do")
+            return {"triggered": [], "skipped": [], "refused": [], "busy": True}
+        return _watch(landing, catalog, work_root, config_path, deployment)
+
+
+def _watch(landing: str, catalog: Catalog, work_root: str, config_path: str | None, deployment: str) -> dict:
+    landed = scan_landing(landing)
     # (a work root on object storage: its dedup registry and corpus indexes read through a spool, deleted after)
     with spooled(work_root), catalog.locked():  # decide and record as one step: two watches never start one corpus twice
         entries = catalog.entries()

@@ -299,7 +299,9 @@ def _wait_catalog(work: Path, name: str, status: str, timeout: float) -> dict:
         if entry.get("status") == status:
             return entry
         time.sleep(1)
-    pytest.fail(f"{name} did not become {status} in {timeout} s: {Catalog(work).entries().get(name)}")
+    logs = "".join(f"\n--- {log.name}:\n" + log.read_text(errors="replace")[-3000:]
+                   for log in sorted((work.parent / ".curate-server").glob("*.log")))
+    pytest.fail(f"{name} did not become {status} in {timeout} s: {Catalog(work).entries().get(name)}{logs}")
 
 
 def test_the_readme_python_blocks_run_as_scripts(world):

@@ -69,3 +69,52 @@ def test_one_bad_landing_folder_is_refused_alone_and_links_out_are_not_read(tmp_
 
     [corpus] = resolve_inputs([str(linked)])
     assert [j.refused[0] for j in corpus.files if j.refused] == ["symlink_outside_root"]
+
+
+def _second_watch(work_root: str) -> bool:
+    with Catalog(work_root).watching() as alone:
+        return alone
+
+
+def _held_by_a_process(work_root) -> "subprocess.Popen":
+    """Another process that holds the watch (a watch run on the worker) until it is killed."""
+    import subprocess
+    import sys
+
+    code = ("import sys, time\nfrom curate.tasks.ingest.landing import Catalog\n"
+            "with Catalog(sys.argv[1]).watching() as alone:\n    print(alone, flush=True)\n    time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(work_root)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "True"
+    return proc
+
+
+def test_one_watch_at_a_time_and_a_killed_one_frees_it_at_once(tmp_path):
+    """A watch that comes while another runs is told so at once (it does nothing), rather than waiting behind it: on a
+    loaded machine waiting watches piled up and kept the backfills from recording. A killed watch frees it."""
+    work = tmp_path / "work"
+    with Catalog(work).watching() as first:
+        assert first and not _second_watch(work)
+        with Catalog(work).locked():  # the catalog itself stays free for the backfills' records
+            pass
+    assert _second_watch(work), "freed when the watch ended"
+    proc = _held_by_a_process(work)
+    assert not _second_watch(work)
+    proc.kill()
+    proc.wait()
+    assert _second_watch(work), "a killed watch's lock goes with its process"
+
+
+def test_one_watch_at_a_time_on_object_storage(tmp_path, monkeypatch):
+    import s3fs
+
+    from tests.conftest import moto_s3
+
+    with moto_s3() as env:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        s3fs.S3FileSystem.clear_instance_cache()
+        with Catalog("s3://curate/wr").watching() as first:
+            assert first and not _second_watch("s3://curate/wr")
+            assert s3fs.S3FileSystem().exists("curate/wr/catalog/_watch.json")
+        assert _second_watch("s3://curate/wr") and not s3fs.S3FileSystem().exists("curate/wr/catalog/_watch.json")
+    s3fs.S3FileSystem.clear_instance_cache()

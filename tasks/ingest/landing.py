@@ -17,12 +17,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import xxhash
 
 from curate.tasks.ingest.inputs import CORPUS_NAME, RESERVED_NAMES, walk_folder
-from curate.tasks.engine.storage import Lease, StorageError, filesystem, is_remote, local_path
+from curate.tasks.engine.storage import Lease, StorageError, WorkRootBusy, filesystem, is_remote, local_path
 from curate.tasks.ingest.remote import list_objects, version_key
 from curate.tasks.engine.files import read_json, write_json_atomic
 
@@ -209,6 +209,40 @@ class Catalog:
         try:
             with lease.heartbeat():
                 yield
+        finally:
+            lease.release()
+
+    @contextmanager
+    def watching(self) -> Iterator[bool]:
+        """One watch at a time: True to the watch that holds this, False at once to one that comes while another runs
+        (the running one sees the same landing). Watches that waited instead piled up on a loaded machine, a process
+        each, and kept the catalog from the backfills that record in it. A killed watch frees it: a lock file with its
+        process, a lease object (catalog/_watch.json) after CATALOG_LEASE_S."""
+        with self._watch_lease() if self.remote else self._watch_flock() as alone:
+            yield alone
+
+    @contextmanager
+    def _watch_flock(self) -> Iterator[bool]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / ".watch.lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+
+    @contextmanager
+    def _watch_lease(self) -> Iterator[bool]:
+        lease = Lease(self.remote, ttl_s=CATALOG_LEASE_S, name="catalog/_watch.json")
+        try:
+            lease.acquire()
+        except WorkRootBusy:
+            yield False
+            return
+        try:
+            with lease.heartbeat():
+                yield True
         finally:
             lease.release()
 
