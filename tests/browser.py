@@ -39,8 +39,10 @@ class _Page:
 
 
 def screenshots(chromium: str, port: int, user_data: Path, origin: str, auth: str | None,
-                pages: dict[Path, str], settle_s: float = 8.0) -> None:
-    """Save a PNG of each page (path -> URL); `auth` is the server's user:password, or None for an open server."""
+                pages: dict[Path, str], settle_s: float = 8.0, drawn_bytes: int = 20_000, wait_s: float = 60.0) -> None:
+    """Save a PNG of each page (path -> URL); `auth` is the server's user:password, or None for an open server. A page
+    is taken again every 2 s after `settle_s`, up to `wait_s`, while its PNG is under `drawn_bytes` (a page not drawn
+    yet is a few KB of blank: on a loaded machine the UI takes longer than the settle time to draw)."""
     proc = subprocess.Popen([chromium, *CHROMIUM_FLAGS, f"--remote-debugging-port={port}",
                              f"--user-data-dir={user_data}", "about:blank"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -64,8 +66,11 @@ def screenshots(chromium: str, port: int, user_data: Path, origin: str, auth: st
         for path, url in pages.items():
             tab.call("Page.navigate", url=url)
             time.sleep(settle_s)
-            shot = tab.call("Page.captureScreenshot", format="png")
-            path.write_bytes(base64.b64decode(shot["data"]))
+            drawn_by = time.monotonic() + wait_s - settle_s
+            while len(png := base64.b64decode(tab.call("Page.captureScreenshot", format="png")["data"])) < drawn_bytes \
+                    and time.monotonic() < drawn_by:
+                time.sleep(2)
+            path.write_bytes(png)
         tab.ws.close()
     finally:
         proc.terminate()
