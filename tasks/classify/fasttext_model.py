@@ -81,6 +81,8 @@ class TrainParams:
     lr: float = 0.5
     dim: int = 32
     word_ngrams: int = 2
+    minn: int = 0  # character n-grams of each word, from minn to maxn characters (0: words only)
+    maxn: int = 0
     min_count: int = 2
     bucket: int = 200_000
     holdout: float = 0.2
@@ -223,7 +225,8 @@ def _fit(train_path: str, params: dict, lr: float, out_dir: str, quantize: bool)
     """Runs in a fresh process: fastText 0.9.3 can diverge (NaN) on a second training in one process."""
     model = fasttext.train_supervised(
         input=train_path, epoch=params["epoch"], lr=lr, dim=params["dim"], wordNgrams=params["word_ngrams"],
-        minCount=params["min_count"], bucket=params["bucket"], loss="softmax", seed=params["seed"], verbose=0,
+        minCount=params["min_count"], bucket=params["bucket"], minn=params["minn"], maxn=params["maxn"],
+        loss="softmax", seed=params["seed"], verbose=0,
         thread=1)  # one thread: fastText's training is deterministic for a seed only single-threaded
     model.save_model(str(Path(out_dir) / "model.bin"))
     if quantize:
