@@ -152,3 +152,21 @@ def test_each_language_is_judged_by_its_own_thresholds():
     assert cfg.lang_rule_params["zh"]["fineweb_short_lines"] == {"short_chars": 10}  # its other defaults stay
     with pytest.raises(RuleConfigError, match="lang_rule_params.ja.gopher_word_count"):
         RuleSet({"d": ["gopher_word_count"]}, {}, {"ja": {"gopher_word_count": {"min_wrds": 3}}})
+
+
+@pytest.mark.parametrize("line, code", [
+    ("if (x) {", True), ("    return x;", True), ("foo(", True), ("a \\", True), ("x => y =>", True),
+    ("def f(a, b) :", True), ("call(a, b, \u2003)", True), ("{   }", True), ("[1, 2] ,", True),
+    ("a == b", True), ("x := 1", True), ("ns::name", True), ("${HOME}", True), ("f()", True), ("a[i]", True),
+    ("foo) {", True), ("  $x = 1", True), ("(defun x (y) y)", True), ("end", True), ("  print(x)", True),
+    ("# a comment", True), ("SELECT name", True), ("my $x = shift;", True),
+    ("The file(s) you named are gone.", False), ("It ends with a colon:", False), ("One, two (three).", False),
+    ("For each of them we wait.", False), ("If it rains, we stay in.", False), ("", False),
+    ("页眉(格式 - 页面)。", False),
+])
+def test_each_kind_of_code_line_and_prose_line(line, code):
+    """The shape's checks, one line each: how statements end, operators prose does not use, comments, keywords with
+    code punctuation, forms and calls, SQL; and sentences, even ones with brackets or that open with a keyword."""
+    from curate.tasks.text.shape import is_code_line
+
+    assert is_code_line(line) is code

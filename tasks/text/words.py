@@ -108,4 +108,4 @@ def windows(text: str, max_chars: int, n: int) -> list[str]:
         return [text[:max_chars]]
     k = min(n, -(-len(text) // max_chars))
     span = len(text) - max_chars
-    return [text[round(i * span / (k - 1)):][:max_chars] for i in range(k)]
+    return [text[(start := round(i * span / (k - 1))):start + max_chars] for i in range(k)]
