@@ -173,3 +173,26 @@ def test_a_document_mostly_shaped_like_code_is_code_whatever_its_licence_header(
     assert labels[domain_order(legal_first, [lisp], labels, None)[0, 0]] == "legal"  # off
     order = domain_order(code_slight, [lisp], labels, threshold)[0]
     assert sorted(order) == list(range(5)) and labels[order[1]] == "techdocs"  # the model's best is the runner-up
+
+
+def test_documentation_with_code_examples_is_not_code_by_its_examples(labeled_records):
+    """decide.domain_order: a real page of Django's manual (a quarter of its lines code examples, a third written
+    sentences) stays documentation when the model puts code first or second; a real source file the model calls
+    code stays code; with the decision off, the model's word stands."""
+    import numpy as np
+
+    from curate.tasks.classify.decide import PROSE_MIN, domain_order
+    from curate.tasks.text.shape import code_shape, prose_share
+
+    labels = ["code", "legal", "literature", "reference", "techdocs"]
+    page = labeled_records["https://docs.djangoproject.com/en/3.2/howto/legacy-databases.html"]["text"]
+    lisp = labeled_records["elpa-company/usr/share/emacs/site-lisp/elpa-src/company-0.9.13/company-capf.el"]["text"]
+    threshold = ClassifyConfig().code_shape
+    assert prose_share(page, 40) >= PROSE_MIN and 0 < code_shape(page, 40) < threshold
+    assert prose_share(lisp, 40) < PROSE_MIN
+    code_first = np.array([[0.55, 0.0, 0.0, 0.05, 0.40]])
+    code_second = np.array([[0.40, 0.0, 0.0, 0.05, 0.55]])
+    assert [labels[j] for j in domain_order(code_first, [page], labels, threshold)[0, :2]] == ["techdocs", "code"]
+    assert labels[domain_order(code_second, [page], labels, threshold)[0, 0]] == "techdocs"
+    assert labels[domain_order(code_first, [lisp], labels, threshold)[0, 0]] == "code"
+    assert labels[domain_order(code_first, [page], labels, None)[0, 0]] == "code"  # off

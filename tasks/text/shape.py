@@ -8,6 +8,7 @@ measure words and sentences, and good code has few of either, whatever the domai
 from __future__ import annotations
 
 import re
+from typing import Callable
 
 from curate.tasks.text.words import FULL_STOPS
 
@@ -76,10 +77,26 @@ def is_code_line(line: str) -> bool:
                 or _SQL.match(s))
 
 
+# A written sentence on a line of its own: a capital, then 50 or more characters with no code punctuation, a stop.
+_SENTENCE_LINE = re.compile(r"[\s>*#-]*[A-Z][^{};=<>|\\]{50,}[.:?!]\s*$")
+
+
+def is_sentence_line(line: str) -> bool:
+    return _SENTENCE_LINE.match(line) is not None
+
+
+def _share(text: str, max_lines: int, of: Callable[[str], bool]) -> float:
+    lines = _sample([ln for ln in text.splitlines() if ln.strip()], max_lines)
+    return sum(map(of, lines)) / len(lines) if lines else 0.0
+
+
 def code_shape(text: str, max_lines: int = MAX_LINES) -> float:
     """Share of the non-empty lines (up to `max_lines` of them, spread across the text) that are code-shaped."""
-    lines = _sample([ln for ln in text.splitlines() if ln.strip()], max_lines)
-    if not lines:
-        return 0.0
-    return sum(map(is_code_line, lines)) / len(lines)
+    return _share(text, max_lines, is_code_line)
+
+
+def prose_share(text: str, max_lines: int = MAX_LINES) -> float:
+    """Share of the non-empty lines (sampled as code_shape samples them) that are written sentences in a Latin
+    script. Source files have next to none (comments open with a marker); manuals with code examples have some."""
+    return _share(text, max_lines, is_sentence_line)
 
