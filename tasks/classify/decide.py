@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from curate.tasks.text.shape import code_shape, prose_share
+from curate.tasks.text.shape import is_code_line, is_sentence_line, sampled_lines, share
 
 CODE = "code"
 CODE_WEIGHT_TO_CHECK = 0.05  # the model's probability of code from which a document's shape is measured
@@ -38,9 +38,11 @@ def domain_order(probs: np.ndarray, texts: list[str], labels: list[str], code_sh
     c = labels.index(CODE)
     model_says_code = order[:, 0] == c
     for i in np.flatnonzero(~model_says_code & ((order[:, 1] == c) | (probs[:, c] >= CODE_WEIGHT_TO_CHECK))):
-        if code_shape(texts[i], SHAPE_LINES) >= code_shape_min and prose_share(texts[i], SHAPE_LINES) < PROSE_MIN:
+        lines = sampled_lines(texts[i], SHAPE_LINES)
+        if share(lines, is_code_line) >= code_shape_min and share(lines, is_sentence_line) < PROSE_MIN:
             order[i] = [c, *(j for j in order[i] if j != c)]
-    for i in np.flatnonzero(model_says_code):  # (the prose first: most code has none, and then no shape is needed)
-        if prose_share(texts[i], SHAPE_LINES) >= PROSE_MIN and code_shape(texts[i], SHAPE_LINES) < code_shape_min:
+    for i in np.flatnonzero(model_says_code):  # (the sentences first: most code has none, and then no shape is needed)
+        lines = sampled_lines(texts[i], SHAPE_LINES)
+        if share(lines, is_sentence_line) >= PROSE_MIN and share(lines, is_code_line) < code_shape_min:
             order[i] = [order[i][1], c, *order[i][2:]]
     return order

@@ -24,7 +24,6 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-
 from curate.schemas.report import Part
 from curate.schemas.work_root import WorkRoot, part_name
 from curate.tasks.engine import storage

@@ -13,7 +13,7 @@ from curate.schemas.work_root import WorkRoot
 
 import fcntl
 import json
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -156,6 +156,9 @@ def scan_landing(landing: str | Path) -> list[LandedCorpus]:
     return out
 
 
+CATALOG_LEASE_S = 120.0  # a read-decide-write takes seconds; a holder killed frees it after this
+
+
 class Catalog:
     """<work root>/catalog/corpora.json: name -> fingerprint, path, status, flow run, manifest, times. On object
     storage it is one object, read and written under a lease object of its own (catalog/_lease.json, held for a
@@ -203,9 +206,10 @@ class Catalog:
             yield
 
     @contextmanager
-    def _lease(self):
-        lease = Lease(self.remote, ttl_s=CATALOG_LEASE_S, name="catalog/_lease.json")
-        lease.acquire(wait_s=CATALOG_LEASE_S)
+    def _lease(self, name: str = "catalog/_lease.json", wait_s: float = CATALOG_LEASE_S):
+        """A lease object of the catalog's, renewed while the block runs (WorkRootBusy: another held it past wait_s)."""
+        lease = Lease(self.remote, ttl_s=CATALOG_LEASE_S, name=name)
+        lease.acquire(wait_s=wait_s)
         try:
             with lease.heartbeat():
                 yield
@@ -234,17 +238,13 @@ class Catalog:
 
     @contextmanager
     def _watch_lease(self) -> Iterator[bool]:
-        lease = Lease(self.remote, ttl_s=CATALOG_LEASE_S, name="catalog/_watch.json")
-        try:
-            lease.acquire()
-        except WorkRootBusy:
-            yield False
-            return
-        try:
-            with lease.heartbeat():
-                yield True
-        finally:
-            lease.release()
+        with ExitStack() as held:
+            try:
+                held.enter_context(self._lease("catalog/_watch.json", wait_s=0))
+            except WorkRootBusy:
+                yield False
+                return
+            yield True
 
     def record(self, name: str, **fields) -> dict:
         with self.locked():
@@ -254,9 +254,6 @@ class Catalog:
             entries[name] = entry
             self._write(entries)
             return entry
-
-
-CATALOG_LEASE_S = 120.0  # a read-decide-write takes seconds; a holder killed frees it after this
 
 
 @dataclass(frozen=True)

@@ -85,18 +85,22 @@ def is_sentence_line(line: str) -> bool:
     return _SENTENCE_LINE.match(line) is not None
 
 
-def _share(text: str, max_lines: int, of: Callable[[str], bool]) -> float:
-    lines = _sample([ln for ln in text.splitlines() if ln.strip()], max_lines)
+def sampled_lines(text: str, max_lines: int = MAX_LINES) -> list[str]:
+    """The non-empty lines a share is measured on: up to `max_lines` of them, spread across the text."""
+    return _sample([ln for ln in text.splitlines() if ln.strip()], max_lines)
+
+
+def share(lines: list[str], of: Callable[[str], bool]) -> float:
     return sum(map(of, lines)) / len(lines) if lines else 0.0
 
 
 def code_shape(text: str, max_lines: int = MAX_LINES) -> float:
     """Share of the non-empty lines (up to `max_lines` of them, spread across the text) that are code-shaped."""
-    return _share(text, max_lines, is_code_line)
+    return share(sampled_lines(text, max_lines), is_code_line)
 
 
 def prose_share(text: str, max_lines: int = MAX_LINES) -> float:
     """Share of the non-empty lines (sampled as code_shape samples them) that are written sentences in a Latin
     script. Source files have next to none (comments open with a marker); manuals with code examples have some."""
-    return _share(text, max_lines, is_sentence_line)
+    return share(sampled_lines(text, max_lines), is_sentence_line)
 
