@@ -241,3 +241,37 @@ def test_a_page_of_links_is_navigation_and_not_sent_to_trafilatura():
     assert "topic number 199" in extract(html, "trafilatura")[0]
     text, title = extract(html)
     assert len(text) < 200 and title == "Site map"
+
+
+def test_what_follows_the_article_and_a_long_cookie_notice_are_not_the_article():
+    from curate.tasks.ingest.extract import trim_chrome_lines
+
+    body = [f"Paragraph {k} of the story says what happened on the day, and who was there to see it." for k in range(6)]
+    consent = ("We use cookies and other tracking technologies to improve your browsing experience on our site, show "
+               "personalized content and targeted ads, analyze site traffic, and understand where our audiences come "
+               "from. By choosing I Accept, you consent to our use of cookies.")
+    teasers = ["More in Minnesota Wild", "The coach has heeded warnings over the past couple of weeks, and it shows.",
+               "Comments"]
+    assert trim_chrome_lines("\n".join([consent, *body, *teasers])) == "\n".join(body)
+    # early in the text, such a heading is one of its sections: "Comments" in a manual of a language
+    early = ["Comments", *body]
+    assert trim_chrome_lines("\n".join(early), heading_is_text=True) == "\n".join(early)
+
+
+def test_a_manuals_page_keeps_its_heading_and_its_bulleted_lists_but_not_its_table_of_contents():
+    """Resiliparse's main-content rule drops every <ul>; a manual's page (its <h1> opens a <section>, a paragraph
+    after it) is read whole from that section, as trafilatura reads it."""
+    html = ("<html><head><title>Security Considerations - Python docs</title></head><body>"
+            "<div class='sphinxsidebar'><ul><li><a href='/'>Home</a></li></ul></div>"
+            "<div class='body' role='main'><section><h1>Security Considerations</h1>"
+            "<p>The following modules have specific security considerations:</p>"
+            "<ul><li><p><a href='base64.html'>base64</a>: security considerations in RFC 4648</p></li>"
+            "<li><p>random shouldn't be used for security purposes, use secrets instead</p></li></ul>"
+            "<div class='toctree-wrapper'><ul><li><a href='a.html'>Another page of the manual</a></li></ul></div>"
+            "<p>The -I command line option can be used to run Python in isolated mode.</p></section></div>"
+            "<footer>Copyright 2001 Python Software Foundation</footer></body></html>")
+    text, title = extract(html)
+    assert "Security Considerations" in text.split("\n")[0]
+    assert "security considerations in RFC 4648" in text and "use secrets instead" in text
+    assert "Another page" not in text and "Home" not in text and "Copyright" not in text
+    assert "use secrets instead" not in extract(html, "resiliparse")[0]

@@ -31,6 +31,9 @@ _START_S = 120  # importing the extractor on a loaded machine: not counted again
 CHROME = ["nav", "header", "footer", "aside", '[role="navigation"]', '[role="banner"]', '[role="contentinfo"]',
           ".navheader", ".navfooter", ".breadcrumb", ".breadcrumbs", "#breadcrumbs", ".sidebar", "#sidebar",
           ".sphinxsidebar", ".toc", "#toc", ".menu", "#menu"]
+# Tables of contents inside a document's section (Sphinx's toctree, docutils' "contents" topic): lists of links to
+# other pages or sections, not text.
+CONTENTS = [".toctree-wrapper", ".contents", "#contents"]
 
 # A short line that says one of these is site chrome left inside the main block (share bars, ad labels, cookie and
 # newsletter prompts, bylines' "Updated:", photo credits); checked on lines of at most _CHROME_LINE_WORDS words.
@@ -41,6 +44,23 @@ _CHROME_WORDS = re.compile(
     r"click here|whatsapp|facebook|twitter|pinterest|e-?paper)(?:\b|(?<=:))|\u00a9")  # ("photo:" ends in no \b)
 _CHROME_WORDS_LOWER = re.compile(_CHROME_WORDS.pattern.removeprefix("(?i)"))
 _CHROME_LINE_WORDS = 16
+# A cookie-consent notice is chrome at any length (they run to 50 words), up to _CONSENT_CHARS.
+_CONSENT = re.compile(r"(?i)\b((we|site|website) (uses?|is using) cookies|use of cookies|accept (all )?cookies|"
+                      r"cookie (policy|settings|preferences|consent))\b")
+_CONSENT_CHARS = 600
+# A short heading that opens what a news page shows below its article (related stories, comments, polls, "more in"
+# teasers): in the text's second half, it and everything after it go. Not "don't miss" or "see also": pages put
+# those inside their text.
+_TAIL_HEADING = re.compile(
+    r"(?i)\s*(more (in|from|on|stories|news|articles|videos)\b.*|you (may|might) also (like|enjoy)|"
+    r"related( articles| stories| posts| content| coverage| news| reading)?|recommended( for you| stories| articles)?|"
+    r"popular (on|in|now)\b.*|most (popular|read|viewed|shared)|trending( now| stories)?|(what to )?read next|"
+    r"\d* ?comments?|leave a (comment|reply)|join the (discussion|conversation)|also read|"
+    r"latest (news|stories|articles)|top stories|editor'?s picks)\s*[.:\u2026]*\s*")
+_TAIL_CHARS, _TAIL_FROM = 60, 0.5
+# A manual's page (its <h1> opens a section, article or main element, a paragraph right after it) is read whole from
+# that element, unless that is under _SECTION_SHARE of the main content (the heading of one small part of the page).
+_SECTIONING, _HEADING_SIBLINGS, _SECTION_SHARE = ("section", "article", "main"), 3, 0.5
 _CHROME_LINE_CHARS = 200  # longer lines are never that short: they are not searched
 _EDGE_LINE_WORDS = 8  # a line this short without a sentence's end, before or after the text, is a headline or date
 _SENTENCE_END = re.compile(r"[.!?\u3002\uff01\uff1f\u2026:\"'\u201d\u2019)\]]\s*$")
@@ -58,11 +78,16 @@ _TEXT_ONLY = dict(links=False, form_fields=False, noscript=False, comments=False
 _SHOWN = dict(_TEXT_ONLY, main_content=False)  # all the visible text of a page
 
 
-def trim_chrome_lines(text: str, title: str | None = None) -> str:
-    """The text without chrome lines, without a line said again (a gallery's captions, a teaser of the lead: the
-    first one stays), without the page's title as its headline, and without the short non-sentences (headlines,
-    dates, bylines) at its edges."""
-    lines = _without_headline(_first_of_each(text.split("\n")), title)
+def trim_chrome_lines(text: str, title: str | None = None, heading_is_text: bool = False) -> str:
+    """The text without what follows its end (related stories, comments), without chrome lines and cookie notices,
+    without a line said again (a gallery's captions, a teaser of the lead: the first one stays), without the page's
+    title as its headline, and without the short non-sentences (headlines, dates, bylines) at its edges; with
+    `heading_is_text` (a manual's page, whose heading opens its text) the top edge and the title stay."""
+    lines = _first_of_each(_before_tail(text.split("\n"), len(text)))
+    if _CONSENT.search(text):
+        lines = [line for line in lines if len(line) > _CONSENT_CHARS or not _CONSENT.search(line)]
+    if not heading_is_text:
+        lines = _without_headline(lines, title)
     short = [k for k, line in enumerate(lines) if len(line) <= _CHROME_LINE_CHARS]
     # one scan over the short lines finds the few worth a closer look (a scan per line, or of the whole text, was
     # a third of the time)
@@ -70,11 +95,21 @@ def trim_chrome_lines(text: str, title: str | None = None) -> str:
     suspects = {short[bisect.bisect_right(starts, m.start()) - 1]
                 for m in _chrome_words("\n".join(lines[k] for k in short))}
     lines = [line for k, line in enumerate(lines) if k not in suspects or not _chrome_line(line)]
-    while lines and _edge_line(lines[0]):
+    while lines and _edge_line(lines[0]) and not (heading_is_text and lines[0].strip()):
         lines.pop(0)
     while lines and _edge_line(lines[-1]):
         lines.pop()
     return "\n".join(lines)
+
+
+def _before_tail(lines: list[str], chars: int) -> list[str]:
+    """The lines before the first tail heading in the text's second half (all of them when there is none)."""
+    at = 0
+    for k, line in enumerate(lines):
+        if at >= _TAIL_FROM * chars and len(line) <= _TAIL_CHARS and _TAIL_HEADING.fullmatch(line):
+            return lines[:k]
+        at += len(line) + 1
+    return lines
 
 
 def _first_of_each(lines: list[str]) -> list[str]:
@@ -151,10 +186,41 @@ def _looks_wrong(text: str, tree) -> bool:
     return len(extract_plain_text(tree, skip_elements=["a"], **_SHOWN)) > (1 - _LINK_LIST) * shown
 
 
+def _opening_section(tree):
+    """The section element that the page's first <h1> opens, when that heading begins the document's text: its parent
+    is a section, article or main element and a paragraph follows within _HEADING_SIBLINGS elements (a manual's
+    page). None where the heading stands in a header of its own (a news page's headline, over a dek and a byline).
+    Walking siblings: listing the parent's children builds every text node, five times the cost."""
+    h1 = tree.body.query_selector("h1") if tree.body is not None else None
+    if h1 is None or h1.parent is None or h1.parent.tag not in _SECTIONING:
+        return None
+    node = h1
+    for _ in range(_HEADING_SIBLINGS):
+        node = node.next_element
+        if node is None:
+            return None
+        if node.tag == "p":
+            return h1.parent
+    return None
+
+
+def _section_text(section) -> str:
+    """A document section's whole text, bulleted lists included (Resiliparse's main-content rule drops them all, and
+    a manual's lists are its text), without chrome or a table of contents."""
+    from resiliparse.extract.html2text import extract_plain_text
+
+    return extract_plain_text(section.html, preserve_formatting=True, main_content=False, list_bullets=True,
+                              skip_elements=CHROME + CONTENTS, **_TEXT_ONLY)
+
+
 def _hybrid(html: str) -> tuple[str, str | None]:
-    """Resiliparse's main content with chrome lines trimmed; trafilatura where that looks wrong."""
+    """Resiliparse's main content (a manual's whole section, where the page is one) with chrome lines trimmed;
+    trafilatura where that looks wrong."""
     text, title, tree = _resiliparse(html)
-    text = trim_chrome_lines(text, title)
+    section = _opening_section(tree)
+    if section is not None and len(whole := _section_text(section)) >= _SECTION_SHARE * len(text):
+        text = whole
+    text = trim_chrome_lines(text, title, heading_is_text=section is not None)
     return (_trafilatura(html)[0] if _looks_wrong(text, tree) else text), title
 
 
