@@ -209,7 +209,7 @@ def test_code_lists_and_tables_are_kept_as_text_and_code_is_never_trimmed():
 
 def test_a_gallery_caption_a_photo_credit_and_the_headline_are_not_the_article():
     """A news page's text as Resiliparse gives it: a slideshow's caption three times, its photo credit, the page title
-    as the headline; the article's sentences and a repeated line of code stay."""
+    as the headline; the article's sentences and a repeated line of code stay. The caption goes with its credit."""
     from curate.tasks.ingest.extract import trim_chrome_lines
 
     caption = "U.S. Defense Secretary Mark Esper, left, and Vietnam's Defense Minister shake hands in Hanoi."
@@ -219,7 +219,11 @@ def test_a_gallery_caption_a_photo_credit_and_the_headline_are_not_the_article()
     text = "\n".join([f"  \u2022 {caption}", f"    {caption}", "    Photo: Hau Dinh, AP",
                       "Esper urges Vietnam to push back against China at sea", lead, caption, later, code, code])
     trimmed = trim_chrome_lines(text, "Esper urges Vietnam to push back against China at sea | AP News").split("\n")
-    assert trimmed == [f"  \u2022 {caption}", lead, later, code, code]
+    assert trimmed == [lead, later, code, code]
+    # a caption that credits itself, and a credit that names its agency after a bar
+    assert trim_chrome_lines(f"{lead}\nA long row of unsold vehicles sits at a dealership. (AP Photo/David Zalubowski)\n"
+                             f"{later}\nThe sheikh passes a Boeing 787-10 at the air show.\nNatalie Naccache | Bloomberg | Getty Images\n"
+                             f"{code}") == f"{lead}\n{later}\n{code}"
 
 
 def test_a_page_the_fast_extractor_finds_nothing_in_is_read_by_trafilatura():

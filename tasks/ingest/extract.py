@@ -60,6 +60,11 @@ _TAIL_HEADING = re.compile(
 _TAIL_CHARS, _TAIL_FROM = 60, 0.5
 # A manual's page (its <h1> opens a section, article or main element, a paragraph right after it) is read whole from
 # that element, unless that is under _SECTION_SHARE of the main content (the heading of one small part of the page).
+# A post the article quotes (an embedded tweet) is its text, but Resiliparse drops it for its social-media class name:
+# the class is renamed before parsing (looked for as plain substrings first: a pattern over the page cost a quarter
+# of the extraction's time).
+_EMBEDS = ("twitter-tweet", "instagram-media")
+_EMBEDDED_POST, _QUOTED_POST = re.compile(r'class="(twitter-tweet|instagram-media)\b'), 'class="quoted-post'
 _SECTIONING, _HEADING_SIBLINGS, _SECTION_SHARE = ("section", "article", "main"), 3, 0.5
 _CHROME_LINE_CHARS = 200  # longer lines are never that short: they are not searched
 _EDGE_LINE_WORDS = 8  # a line this short without a sentence's end, before or after the text, is a headline or date
@@ -69,6 +74,12 @@ _REPEAT_CHARS = 40  # a prose line this long said twice on a page is said once t
 _TITLE_PARTS, _TITLE_CHARS, _TITLE_LINES = re.compile(r"\s[|\-\u2013\u2014:]\s"), 15, 10
 _LIST_ITEM = re.compile(r"\s*(\u2022|\d+\.)\s")  # a list's items are content at any place
 _CODE = re.compile(r"[(){}\[\]=;<>_]")  # a bracketed line or an assignment is code or data: never trimmed
+_CODE_SIGNS = re.compile(r"[{}\[\]=;<>_]|\w\(")  # a line said twice is kept if code: a call, not a caption's "(AP)"
+# A photo's credit line ("Photo: Hau Dinh, AP", "Naccache | Bloomberg | Getty Images", "(Image: © NASA)"), the
+# caption it credits (the line above it), and a caption that credits itself ("... (AP Photo/David Zalubowski)").
+_CREDIT = re.compile(r"(?i)^\s*(\(?(photo|image|picture)s?( credit)?:|credit:)|"
+                     r"\|\s*(getty images|shutterstock|reuters|afp|ap|associated press)\s*$|\(ap photo/[^)]*\)\s*$")
+_CREDIT_CHARS, _CAPTION_CHARS = 300, 400
 # The fast extractor's answer looks wrong when it is this short while the page shows at least _MIN_SHOWN characters
 # and ten times more text, and that text is not mostly links: then trafilatura reads the page (the sandbox's
 # per-page time limit covers both). A page of links (a site map, an index, a table of contents) is navigation:
@@ -83,7 +94,7 @@ def trim_chrome_lines(text: str, title: str | None = None, heading_is_text: bool
     without a line said again (a gallery's captions, a teaser of the lead: the first one stays), without the page's
     title as its headline, and without the short non-sentences (headlines, dates, bylines) at its edges; with
     `heading_is_text` (a manual's page, whose heading opens its text) the top edge and the title stay."""
-    lines = _first_of_each(_before_tail(text.split("\n"), len(text)))
+    lines = _without_captions(_first_of_each(_before_tail(text.split("\n"), len(text))))
     if _CONSENT.search(text):
         lines = [line for line in lines if len(line) > _CONSENT_CHARS or not _CONSENT.search(line)]
     if not heading_is_text:
@@ -116,13 +127,27 @@ def _first_of_each(lines: list[str]) -> list[str]:
     """Each prose line of at least _REPEAT_CHARS once: the first time it comes (code repeats itself, and is kept)."""
     seen, out = set(), []
     for line in lines:
-        if len(line) >= _REPEAT_CHARS and not _CODE.search(line):
+        if len(line) >= _REPEAT_CHARS and not _CODE_SIGNS.search(line):
             key = " ".join(line.split()).lstrip("\u2022 ")
             if key in seen:
                 continue
             seen.add(key)
         out.append(line)
     return out
+
+
+def _without_captions(lines: list[str]) -> list[str]:
+    """The lines without photo credits and the captions they credit."""
+    drop, credited_below = set(), False
+    for k in range(len(lines) - 1, -1, -1):
+        line = lines[k].rstrip()
+        if not line:
+            continue
+        credit = len(line) < _CREDIT_CHARS and bool(_CREDIT.search(line))
+        if credit or (credited_below and len(line) < _CAPTION_CHARS):
+            drop.add(k)
+        credited_below = credit and not line.endswith(")")  # "(Image: © X)" credits no line above
+    return [line for k, line in enumerate(lines) if k not in drop] if drop else lines
 
 
 def _without_headline(lines: list[str], title: str | None) -> list[str]:
@@ -216,7 +241,7 @@ def _section_text(section) -> str:
 def _hybrid(html: str) -> tuple[str, str | None]:
     """Resiliparse's main content (a manual's whole section, where the page is one) with chrome lines trimmed;
     trafilatura where that looks wrong."""
-    text, title, tree = _resiliparse(html)
+    text, title, tree = _resiliparse(_EMBEDDED_POST.sub(_QUOTED_POST, html) if any(e in html for e in _EMBEDS) else html)
     section = _opening_section(tree)
     if section is not None and len(whole := _section_text(section)) >= _SECTION_SHARE * len(text):
         text = whole
