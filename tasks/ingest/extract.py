@@ -74,12 +74,23 @@ _REPEAT_CHARS = 40  # a prose line this long said twice on a page is said once t
 _TITLE_PARTS, _TITLE_CHARS, _TITLE_LINES = re.compile(r"\s[|\-\u2013\u2014:]\s"), 15, 10
 _LIST_ITEM = re.compile(r"\s*(\u2022|\d+\.)\s")  # a list's items are content at any place
 _CODE = re.compile(r"[(){}\[\]=;<>_]")  # a bracketed line or an assignment is code or data: never trimmed
-_CODE_SIGNS = re.compile(r"[{}\[\]=;<>_]|\w\(")  # a line said twice is kept if code: a call, not a caption's "(AP)"
+_CODE_SIGNS = re.compile(r"[{};=]|\w[(\[]")  # a line said twice is kept if code: a call, not a caption's "(AP)"
 # A photo's credit line ("Photo: Hau Dinh, AP", "Naccache | Bloomberg | Getty Images", "(Image: © NASA)"), the
-# caption it credits (the line above it), and a caption that credits itself ("... (AP Photo/David Zalubowski)").
+# caption it credits (the line above it), and a caption that credits itself ("... (AP Photo/David Zalubowski)",
+# "(Photo by Kevin Mazur/Getty Images)").
 _CREDIT = re.compile(r"(?i)^\s*(\(?(photo|image|picture)s?( credit)?:|credit:)|"
-                     r"\|\s*(getty images|shutterstock|reuters|afp|ap|associated press)\s*$|\(ap photo/[^)]*\)\s*$")
+                     r"\|\s*(getty images|shutterstock|reuters|afp|ap|associated press)\s*$|"
+                     r"\((ap )?(photo|image|picture)s?( by|/)[^)]*\)\s*$")
 _CREDIT_CHARS, _CAPTION_CHARS = 300, 400
+# A news story's credits anywhere ("(Reporting by ...; Editing by ...)", "X contributed to this report.", "First
+# published on ..."), and its writer's biography among its last _BIO_LINES lines ("Meg James is a corporate media
+# reporter for the Los Angeles Times, ...").
+_STORY_CREDIT = re.compile(r"(?i)^\s*\(?((additional )?reporting|editing) by\b|^\s*(first )?published (on|at)\b|"
+                           r"\bcontributed to this (report|story|article)\.?\s*$")
+_BIO = re.compile(r"^\s*[A-Z][\w.'\u2019-]*( [A-Z][\w.'\u2019-]*){0,3} (is|was|has been) (a|an|the)\b[^.]{0,120}\b(?i:"
+                  r"reporter|writer|journalist|editor|correspondent|columnist|contributor|curator|author|producer|"
+                  r"blogger)\b")
+_STORY_CREDIT_CHARS, _BIO_CHARS, _BIO_LINES = 400, 600, 4
 # The fast extractor's answer looks wrong when it is this short while the page shows at least _MIN_SHOWN characters
 # and ten times more text, and that text is not mostly links: then trafilatura reads the page (the sandbox's
 # per-page time limit covers both). A page of links (a site map, an index, a table of contents) is navigation:
@@ -94,7 +105,7 @@ def trim_chrome_lines(text: str, title: str | None = None, heading_is_text: bool
     without a line said again (a gallery's captions, a teaser of the lead: the first one stays), without the page's
     title as its headline, and without the short non-sentences (headlines, dates, bylines) at its edges; with
     `heading_is_text` (a manual's page, whose heading opens its text) the top edge and the title stay."""
-    lines = _without_captions(_first_of_each(_before_tail(text.split("\n"), len(text))))
+    lines = _without_credits(_first_of_each(_before_tail(text.split("\n"), len(text))))
     if _CONSENT.search(text):
         lines = [line for line in lines if len(line) > _CONSENT_CHARS or not _CONSENT.search(line)]
     if not heading_is_text:
@@ -136,17 +147,19 @@ def _first_of_each(lines: list[str]) -> list[str]:
     return out
 
 
-def _without_captions(lines: list[str]) -> list[str]:
-    """The lines without photo credits and the captions they credit."""
+def _without_credits(lines: list[str]) -> list[str]:
+    """The lines without photo credits and the captions they credit, without the story's credits, and without its
+    writer's biography at its end."""
     drop, credited_below = set(), False
-    for k in range(len(lines) - 1, -1, -1):
+    written = [k for k, line in enumerate(lines) if line.strip()]
+    for k in reversed(written):
         line = lines[k].rstrip()
-        if not line:
-            continue
         credit = len(line) < _CREDIT_CHARS and bool(_CREDIT.search(line))
-        if credit or (credited_below and len(line) < _CAPTION_CHARS):
+        if credit or (credited_below and len(line) < _CAPTION_CHARS) or \
+                (len(line) < _STORY_CREDIT_CHARS and _STORY_CREDIT.search(line)):
             drop.add(k)
-        credited_below = credit and not line.endswith(")")  # "(Image: © X)" credits no line above
+        credited_below = credit and not line.endswith(")")  # "(Image: \u00a9 X)" credits no line above
+    drop.update(k for k in written[-_BIO_LINES:] if len(lines[k]) < _BIO_CHARS and _BIO.search(lines[k]))
     return [line for k, line in enumerate(lines) if k not in drop] if drop else lines
 
 
