@@ -61,16 +61,15 @@ _TAIL_CHARS, _TAIL_FROM = 60, 0.5
 # A manual's page (its <h1> opens a section, article or main element, a paragraph right after it) is read whole from
 # that element, unless that is under _SECTION_SHARE of the main content (the heading of one small part of the page).
 # A post the article quotes (an embedded tweet) is its text, but Resiliparse drops it for its social-media class name:
-# the class is renamed before parsing (looked for as plain substrings first: a pattern over the page cost a quarter
-# of the extraction's time).
-_EMBEDS = ("twitter-tweet", "instagram-media")
-_EMBEDDED_POST, _QUOTED_POST = re.compile(r'class="(twitter-tweet|instagram-media)\b'), 'class="quoted-post'
+# its class is renamed in the parsed page (a pattern over the page's HTML cost a quarter of the extraction's time).
+_EMBEDDED_POSTS, _QUOTED_POST = ".twitter-tweet, .instagram-media", "quoted-post"
 _SECTIONING, _HEADING_SIBLINGS, _SECTION_SHARE = ("section", "article", "main"), 3, 0.5
 _CHROME_LINE_CHARS = 200  # longer lines are never that short: they are not searched
 _EDGE_LINE_WORDS = 8  # a line this short without a sentence's end, before or after the text, is a headline or date
 _SENTENCE_END = re.compile(r"[.!?\u3002\uff01\uff1f\u2026:\"'\u201d\u2019)\]]\s*$")
 _WORD = re.compile(r"\w+")
 _REPEAT_CHARS = 40  # a prose line this long said twice on a page is said once too often
+_HEADLINE_WORDS, _RETITLED = (3, 20), 0.5
 _TITLE_PARTS, _TITLE_CHARS, _TITLE_LINES = re.compile(r"\s[|\-\u2013\u2014:]\s"), 15, 10
 _LIST_ITEM = re.compile(r"\s*(\u2022|\d+\.)\s")  # a list's items are content at any place
 _CODE = re.compile(r"[(){}\[\]=;<>_]")  # a bracketed line or an assignment is code or data: never trimmed
@@ -78,18 +77,20 @@ _CODE_SIGNS = re.compile(r"[{};=]|\w[(\[]")  # a line said twice is kept if code
 # A photo's credit line ("Photo: Hau Dinh, AP", "Naccache | Bloomberg | Getty Images", "(Image: © NASA)"), the
 # caption it credits (the line above it), and a caption that credits itself ("... (AP Photo/David Zalubowski)",
 # "(Photo by Kevin Mazur/Getty Images)").
-_CREDIT = re.compile(r"(?i)^\s*(\(?(photo|image|picture)s?( credit)?:|credit:)|"
-                     r"\|\s*(getty images|shutterstock|reuters|afp|ap|associated press)\s*$|"
-                     r"\((ap )?(photo|image|picture)s?( by|/)[^)]*\)\s*$")
+_CREDIT = re.compile(r"(?im)^[ \t]*(\(?(photo|image|picture)s?( credit)?:|credit:)|"
+                     r"\|[ \t]*(getty images|shutterstock|reuters|afp|ap|associated press)[ \t]*$|"
+                     r"\((ap )?(photo|image|picture)s?( by|/)[^)\n]*\)[ \t]*$")
+_CREDIT_HINTS = ("photo", "image", "picture", "credit", "|")  # one of these is in every credit: a page without skips it
 _CREDIT_CHARS, _CAPTION_CHARS = 300, 400
 # A news story's credits anywhere ("(Reporting by ...; Editing by ...)", "X contributed to this report.", "First
 # published on ..."), and its writer's biography among its last _BIO_LINES lines ("Meg James is a corporate media
 # reporter for the Los Angeles Times, ...").
-_STORY_CREDIT = re.compile(r"(?i)^\s*\(?((additional )?reporting|editing) by\b|^\s*(first )?published (on|at)\b|"
-                           r"\bcontributed to this (report|story|article)\.?\s*$")
+_STORY_CREDIT = re.compile(r"(?im)^[ \t]*\(?((additional )?reporting|editing) by\b|^[ \t]*(first )?published (on|at)\b|"
+                           r"\bcontributed to this (report|story|article)\.?[ \t]*$")
 _BIO = re.compile(r"^\s*[A-Z][\w.'\u2019-]*( [A-Z][\w.'\u2019-]*){0,3} (is|was|has been) (a|an|the)\b[^.]{0,120}\b(?i:"
                   r"reporter|writer|journalist|editor|correspondent|columnist|contributor|curator|author|producer|"
                   r"blogger)\b")
+_STORY_CREDIT_HINTS = ("reporting by", "editing by", "published", "contributed to this")
 _STORY_CREDIT_CHARS, _BIO_CHARS, _BIO_LINES = 400, 600, 4
 # The fast extractor's answer looks wrong when it is this short while the page shows at least _MIN_SHOWN characters
 # and ten times more text, and that text is not mostly links: then trafilatura reads the page (the sandbox's
@@ -106,22 +107,25 @@ def trim_chrome_lines(text: str, title: str | None = None, heading_is_text: bool
     title as its headline, and without the short non-sentences (headlines, dates, bylines) at its edges; with
     `heading_is_text` (a manual's page, whose heading opens its text) the top edge and the title stay."""
     lines = _without_credits(_first_of_each(_before_tail(text.split("\n"), len(text))))
-    if _CONSENT.search(text):
+    if "cookie" in text.lower() and _CONSENT.search(text):  # (the pattern over every text cost a third of the trim)
         lines = [line for line in lines if len(line) > _CONSENT_CHARS or not _CONSENT.search(line)]
     if not heading_is_text:
         lines = _without_headline(lines, title)
-    short = [k for k, line in enumerate(lines) if len(line) <= _CHROME_LINE_CHARS]
-    # one scan over the short lines finds the few worth a closer look (a scan per line, or of the whole text, was
-    # a third of the time)
-    starts = list(itertools.accumulate((len(lines[k]) + 1 for k in short), initial=0))
-    suspects = {short[bisect.bisect_right(starts, m.start()) - 1]
-                for m in _chrome_words("\n".join(lines[k] for k in short))}
+    suspects = _lines_found(lines, _chrome_words, _CHROME_LINE_CHARS)
     lines = [line for k, line in enumerate(lines) if k not in suspects or not _chrome_line(line)]
     while lines and _edge_line(lines[0]) and not (heading_is_text and lines[0].strip()):
         lines.pop(0)
     while lines and _edge_line(lines[-1]):
         lines.pop()
     return "\n".join(lines)
+
+
+def _lines_found(lines: list[str], finditer, max_chars: int) -> set[int]:
+    """The lines (of at most max_chars) in which finditer(text) finds something: one scan over their joined text (a
+    scan per line, or of the whole text, was a third of the time)."""
+    within = [k for k, line in enumerate(lines) if len(line) <= max_chars]
+    starts = list(itertools.accumulate((len(lines[k]) + 1 for k in within), initial=0))
+    return {within[bisect.bisect_right(starts, m.start()) - 1] for m in finditer("\n".join(lines[k] for k in within))}
 
 
 def _before_tail(lines: list[str], chars: int) -> list[str]:
@@ -135,11 +139,15 @@ def _before_tail(lines: list[str], chars: int) -> list[str]:
 
 
 def _first_of_each(lines: list[str]) -> list[str]:
-    """Each prose line of at least _REPEAT_CHARS once: the first time it comes (code repeats itself, and is kept)."""
+    """Each prose line of at least _REPEAT_CHARS once: the first time it comes (code repeats itself, and is kept).
+    Most pages say no line twice: only where one is, are the lines' code signs looked at."""
+    keys = [" ".join(line.split()).lstrip("\u2022 ") if len(line) >= _REPEAT_CHARS else None for line in lines]
+    long = [key for key in keys if key is not None]
+    if len(set(long)) == len(long):
+        return lines
     seen, out = set(), []
-    for line in lines:
-        if len(line) >= _REPEAT_CHARS and not _CODE_SIGNS.search(line):
-            key = " ".join(line.split()).lstrip("\u2022 ")
+    for line, key in zip(lines, keys):
+        if key is not None and not _CODE_SIGNS.search(line):
             if key in seen:
                 continue
             seen.add(key)
@@ -150,29 +158,45 @@ def _first_of_each(lines: list[str]) -> list[str]:
 def _without_credits(lines: list[str]) -> list[str]:
     """The lines without photo credits and the captions they credit, without the story's credits, and without its
     writer's biography at its end."""
-    drop, credited_below = set(), False
+    lowered = "\n".join(lines).lower()
+    credits = _lines_found(lines, _CREDIT.finditer, _CREDIT_CHARS) if _any_in(_CREDIT_HINTS, lowered) else set()
+    drop = credits | (_lines_found(lines, _STORY_CREDIT.finditer, _STORY_CREDIT_CHARS)
+                      if _any_in(_STORY_CREDIT_HINTS, lowered) else set())
     written = [k for k, line in enumerate(lines) if line.strip()]
-    for k in reversed(written):
-        line = lines[k].rstrip()
-        credit = len(line) < _CREDIT_CHARS and bool(_CREDIT.search(line))
-        if credit or (credited_below and len(line) < _CAPTION_CHARS) or \
-                (len(line) < _STORY_CREDIT_CHARS and _STORY_CREDIT.search(line)):
-            drop.add(k)
-        credited_below = credit and not line.endswith(")")  # "(Image: \u00a9 X)" credits no line above
+    for above, k in zip(written, written[1:]):
+        # the caption a credit credits; "(Image: \u00a9 X)" credits no line above
+        if k in credits and not lines[k].rstrip().endswith(")") and len(lines[above]) < _CAPTION_CHARS:
+            drop.add(above)
     drop.update(k for k in written[-_BIO_LINES:] if len(lines[k]) < _BIO_CHARS and _BIO.search(lines[k]))
     return [line for k, line in enumerate(lines) if k not in drop] if drop else lines
 
 
+def _any_in(words: tuple[str, ...], text: str) -> bool:
+    return any(word in text for word in words)
+
+
 def _without_headline(lines: list[str], title: str | None) -> list[str]:
     """The lines without the page's title where it heads the text (the title as the page has it, or one part of it:
-    "Headline | Site", "Headline - Site"), among its first lines."""
+    "Headline | Site", "Headline - Site"), among its first lines; and without a first line that is a headline in
+    other words (the length of one, no sentence's end, half of its words in the title: a search engine's title)."""
     if not title:
         return lines
     whole = " ".join(title.split())
     parts = {p for p in (" ".join(x.split()) for x in _TITLE_PARTS.split(title)) if len(p) > _TITLE_CHARS}
-    heads = [k for k, line in enumerate(lines[:_TITLE_LINES])
-             if len(key := " ".join(line.split())) > _TITLE_CHARS and (key in parts or key in whole)]
+    heads = {k for k, line in enumerate(lines[:_TITLE_LINES])
+             if len(key := " ".join(line.split())) > _TITLE_CHARS and (key in parts or key in whole)}
+    first = next((k for k, line in enumerate(lines) if line.strip() and k not in heads), None)
+    if first is not None and _retitled(lines[first], title):
+        heads.add(first)
     return [line for k, line in enumerate(lines) if k not in heads]
+
+
+def _retitled(line: str, title: str) -> bool:
+    words = [w.lower() for w in _WORD.findall(line)]
+    if not _HEADLINE_WORDS[0] <= len(words) <= _HEADLINE_WORDS[1] or _SENTENCE_END.search(line):
+        return False
+    in_title = {w.lower() for w in _WORD.findall(title)}
+    return sum(w in in_title for w in words) >= _RETITLED * len(words)
 
 
 def _chrome_words(text: str):
@@ -191,13 +215,15 @@ def _edge_line(line: str) -> bool:
                                 and not _LIST_ITEM.match(line))
 
 
-def _resiliparse(html: str) -> tuple[str, str | None, object]:
-    """(main text, title, the parsed page)."""
+def _resiliparse(html: str, keep_posts: bool = False) -> tuple[str, str | None, object]:
+    """(main text, title, the parsed page); with `keep_posts`, the embedded posts an article quotes too."""
     from resiliparse.extract.html2text import extract_plain_text
     from resiliparse.parse.html import HTMLTree
 
     tree = HTMLTree.parse(html)
     title = tree.title or None  # before extraction, which may remove nodes
+    for post in (tree.body.query_selector_all(_EMBEDDED_POSTS) if keep_posts and tree.body is not None else ()):
+        post.setattr("class", _QUOTED_POST)
     text = extract_plain_text(tree, preserve_formatting=True, main_content=True, list_bullets=True,
                               skip_elements=CHROME, **_TEXT_ONLY)
     return text, title, tree
@@ -254,7 +280,7 @@ def _section_text(section) -> str:
 def _hybrid(html: str) -> tuple[str, str | None]:
     """Resiliparse's main content (a manual's whole section, where the page is one) with chrome lines trimmed;
     trafilatura where that looks wrong."""
-    text, title, tree = _resiliparse(_EMBEDDED_POST.sub(_QUOTED_POST, html) if any(e in html for e in _EMBEDS) else html)
+    text, title, tree = _resiliparse(html, keep_posts=True)
     section = _opening_section(tree)
     if section is not None and len(whole := _section_text(section)) >= _SECTION_SHARE * len(text):
         text = whole
