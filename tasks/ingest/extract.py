@@ -113,11 +113,17 @@ def trim_chrome_lines(text: str, title: str | None = None, heading_is_text: bool
         lines = _without_headline(lines, title)
     suspects = _lines_found(lines, _chrome_words, _CHROME_LINE_CHARS)
     lines = [line for k, line in enumerate(lines) if k not in suspects or not _chrome_line(line)]
-    while lines and _edge_line(lines[0]) and not (heading_is_text and lines[0].strip()):
+    return "\n".join(_without_edges(lines, keep_top=heading_is_text))
+
+
+def _without_edges(lines: list[str], keep_top: bool) -> list[str]:
+    """The lines without the short non-sentences before and after the text (blank lines only at the top with
+    `keep_top`)."""
+    while lines and _edge_line(lines[0]) and not (keep_top and lines[0].strip()):
         lines.pop(0)
     while lines and _edge_line(lines[-1]):
         lines.pop()
-    return "\n".join(lines)
+    return lines
 
 
 def _lines_found(lines: list[str], finditer, max_chars: int) -> set[int]:
@@ -181,14 +187,19 @@ def _without_headline(lines: list[str], title: str | None) -> list[str]:
     other words (the length of one, no sentence's end, half of its words in the title: a search engine's title)."""
     if not title:
         return lines
-    whole = " ".join(title.split())
-    parts = {p for p in (" ".join(x.split()) for x in _TITLE_PARTS.split(title)) if len(p) > _TITLE_CHARS}
-    heads = {k for k, line in enumerate(lines[:_TITLE_LINES])
-             if len(key := " ".join(line.split())) > _TITLE_CHARS and (key in parts or key in whole)}
+    heads = _title_lines(lines, title)
     first = next((k for k, line in enumerate(lines) if line.strip() and k not in heads), None)
     if first is not None and _retitled(lines[first], title):
         heads.add(first)
     return [line for k, line in enumerate(lines) if k not in heads]
+
+
+def _title_lines(lines: list[str], title: str) -> set[int]:
+    """Which of the first lines say the title, whole or one part of it."""
+    whole = " ".join(title.split())
+    parts = {p for p in (" ".join(x.split()) for x in _TITLE_PARTS.split(title)) if len(p) > _TITLE_CHARS}
+    return {k for k, line in enumerate(lines[:_TITLE_LINES])
+            if len(key := " ".join(line.split())) > _TITLE_CHARS and (key in parts or key in whole)}
 
 
 def _retitled(line: str, title: str) -> bool:
