@@ -185,8 +185,14 @@ def moby_dick(cache: Path) -> Iterator[Doc]:
         yield f"moby-dick/{path.stem}", f"{ch['title']}\n\n{ch['text']}", f"moby-dick/{path.stem}", "en"
 
 
+# A manual's glossary page is left out of its manual's techdocs: definitions of computing terms are not what the
+# manual's domain is (measured as a reference source of their own, they were unlearnable: data/README.md).
+GLOSSARY = re.compile(r"glossary\.html")
+
+
 def shared(source: str, lang: str | None = None, domain_file: str | None = None):
-    """Records of ../shared/corpora with this `source` (and language): their family as make_labeled names it."""
+    """Records of ../shared/corpora with this `source` (and language), but a manual's glossary pages: their family as
+    make_labeled names it."""
     def read(cache: Path) -> Iterator[Doc]:
         from make_labeled import family_of  # the corpora's families: chunks of a file, books, entry blocks
 
@@ -195,7 +201,7 @@ def shared(source: str, lang: str | None = None, domain_file: str | None = None)
                 for line in f:
                     rec = json.loads(line)
                     if (rec["source"] == source or source.endswith("*") and rec["source"].startswith(source[:-1])) \
-                            and (lang is None or rec["lang"] == lang):
+                            and (lang is None or rec["lang"] == lang) and not GLOSSARY.search(rec["id"]):
                         yield rec["id"], rec["text"], family_of(rec["id"]), rec["lang"]
     return read
 
@@ -216,10 +222,11 @@ def _web_pages() -> tuple[tuple[str, str, str], ...]:
 
 
 def web(host_suffix: str):
-    """Main text of the pages of one documentation site in ../shared/corpora/web, as the ingest stage extracts it."""
+    """Main text of the pages of one documentation site in ../shared/corpora/web, as the ingest stage extracts it,
+    but its glossary page."""
     def read(cache: Path) -> Iterator[Doc]:
         for host, url, text in _web_pages():
-            if host.endswith(host_suffix):
+            if host.endswith(host_suffix) and not GLOSSARY.search(url):
                 yield url, text, url.split("#")[0], "en"
     return read
 

@@ -13,7 +13,8 @@ leave-one-source-out evaluation (`curate train-classifier`), `family` what a spl
 - a KJV chapter's book;
 - a block of 200 neighbouring dictionary entries (a dictionary is one source file).
 Texts are the first --chars characters of a document, cut at a line end (the models read windows across it).
-Per source, records are taken round-robin over its families (seeded order), at most --per-family from one.
+Per source, records are taken round-robin over its families (seeded order, a seed per source), at most --per-family
+from one.
 """
 import argparse
 import gzip
@@ -58,11 +59,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=13)
     args = ap.parse_args()
     cache = fetch(Path(args.cache))
-    rng = random.Random(args.seed)
     out = []
     n_sources = Counter(src.domain for src in SOURCES)
     for src in SOURCES:
         budget = src.budget or max(args.per_source, args.per_domain // n_sources[src.domain])
+        rng = random.Random(f"{args.seed}:{src.name}")  # per source: one source's change leaves the others' draws
         fams: dict[str, list] = defaultdict(list)
         for rec_id, text, family, lang in src.read(cache):
             if len(text.strip()) >= args.min_chars:
