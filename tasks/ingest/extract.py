@@ -58,11 +58,11 @@ _TAIL_HEADING = re.compile(
     r"\d* ?comments?|leave a (comment|reply)|join the (discussion|conversation)|also read|"
     r"latest (news|stories|articles)|top stories|editor'?s picks)\s*[.:\u2026]*\s*")
 _TAIL_CHARS, _TAIL_FROM = 60, 0.5
-# A manual's page (its <h1> opens a section, article or main element, a paragraph right after it) is read whole from
-# that element, unless that is under _SECTION_SHARE of the main content (the heading of one small part of the page).
 # A post the article quotes (an embedded tweet) is its text, but Resiliparse drops it for its social-media class name:
 # its class is renamed in the parsed page (a pattern over the page's HTML cost a quarter of the extraction's time).
 _EMBEDDED_POSTS, _QUOTED_POST = ".twitter-tweet, .instagram-media", "quoted-post"
+# A manual's page (its <h1> opens a section, article or main element, a paragraph right after it) is read whole from
+# that element, unless that is under _SECTION_SHARE of the main content (the heading of one small part of the page).
 _SECTIONING, _HEADING_SIBLINGS, _SECTION_SHARE = ("section", "article", "main"), 3, 0.5
 _CHROME_LINE_CHARS = 200  # longer lines are never that short: they are not searched
 _EDGE_LINE_WORDS = 8  # a line this short without a sentence's end, before or after the text, is a headline or date
