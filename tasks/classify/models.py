@@ -88,9 +88,9 @@ def train_params(kind: str, cfg: ClassifyConfig) -> TrainParams:
     """The domain model reads windows across a document; the quality model's silver labels judge its head. The domain
     model reads words and their 3- to 5-character pieces, not word pairs: a source it never saw shares more pieces of
     words than pairs of them with the sources it learned from (leave-one-source-out macro-F1 0.812 -> 0.839; word
-    pairs with the pieces 0.830)."""
+    pairs with the pieces 0.830). 40 epochs rather than 25: the many pieces of words learn slower (0.859 -> 0.864)."""
     if kind == "domain":
-        return TrainParams(max_chars=cfg.window_chars, windows=cfg.windows, word_ngrams=1, minn=3, maxn=5)
+        return TrainParams(max_chars=cfg.window_chars, windows=cfg.windows, word_ngrams=1, minn=3, maxn=5, epoch=40)
     return TrainParams(max_chars=cfg.max_chars)
 
 
