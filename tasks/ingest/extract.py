@@ -106,8 +106,9 @@ def trim_chrome_lines(text: str, title: str | None = None, heading_is_text: bool
     without a line said again (a gallery's captions, a teaser of the lead: the first one stays), without the page's
     title as its headline, and without the short non-sentences (headlines, dates, bylines) at its edges; with
     `heading_is_text` (a manual's page, whose heading opens its text) the top edge and the title stay."""
-    lines = _without_credits(_first_of_each(_before_tail(text.split("\n"), len(text))))
-    if "cookie" in text.lower() and _CONSENT.search(text):  # (the pattern over every text cost a third of the trim)
+    lowered = text.lower()  # where a hint is not, its pattern is not looked for
+    lines = _without_credits(_first_of_each(_before_tail(text.split("\n"), len(text))), lowered)
+    if "cookie" in lowered and _CONSENT.search(text):  # (the pattern over every text cost a third of the trim)
         lines = [line for line in lines if len(line) > _CONSENT_CHARS or not _CONSENT.search(line)]
     if not heading_is_text:
         lines = _without_headline(lines, title)
@@ -161,10 +162,9 @@ def _first_of_each(lines: list[str]) -> list[str]:
     return out
 
 
-def _without_credits(lines: list[str]) -> list[str]:
+def _without_credits(lines: list[str], lowered: str) -> list[str]:
     """The lines without photo credits and the captions they credit, without the story's credits, and without its
-    writer's biography at its end."""
-    lowered = "\n".join(lines).lower()
+    writer's biography at its end (`lowered`: the whole text lower-cased, where the credits' hints are looked for)."""
     credits = _lines_found(lines, _CREDIT.finditer, _CREDIT_CHARS) if _any_in(_CREDIT_HINTS, lowered) else set()
     drop = credits | (_lines_found(lines, _STORY_CREDIT.finditer, _STORY_CREDIT_CHARS)
                       if _any_in(_STORY_CREDIT_HINTS, lowered) else set())
