@@ -226,9 +226,33 @@ def test_a_gallery_caption_a_photo_credit_and_the_headline_are_not_the_article()
                              f"{code}") == f"{lead}\n{later}\n{code}"
 
 
+def test_a_list_among_an_articles_paragraphs_is_its_text_and_a_list_of_related_links_is_not():
+    """Resiliparse's main-content rule takes a list for a menu when it is shallow (under four elements below <body>)
+    or its links are over a fifth of its text: a news story's key points, which link their words, were lost. Lists
+    next to the story's paragraphs are kept; a list of links there (an inline "Related:" block) still goes."""
+    para = "<p>Paragraph {} of the story says what happened on the day, and who was there to see it happen.</p>"
+    html = ("<html><head><title>Storm</title></head><body><nav><ul><li><a href='/'>Home</a></li>"
+            "<li><a href='/news'>News</a></li></ul></nav><article><header><h1>Storm</h1><p>By A. Writer</p></header>"
+            "<div class='story'>" + para.format(1) +
+            "<ul><li>The plain points of the story, each in a sentence.</li><li>A second point, also a sentence.</li>"
+            "</ul>" + para.format(2) +
+            "<ul><li><a href='/a'>Retiring early</a> takes time and incredible discipline.</li>"
+            "<li>Aim to save <a href='/b'>thirty times</a> your yearly expenses before you stop.</li></ul>"
+            + para.format(3) +
+            "<ul><li><a href='/r1'>Another story of the same site</a></li><li><a href='/r2'>And one more</a></li></ul>"
+            + para.format(4) + "</div></article></body></html>")
+    text, _ = extract(html)
+    for kept in ("The plain points of the story", "A second point", "Retiring early takes time", "thirty times your",
+                 "Paragraph 4"):
+        assert kept in text, kept
+    assert "Another story" not in text and "Home" not in text
+    assert "Retiring early" not in extract(html, "resiliparse")[0]
+    assert text.index("Paragraph 1") < text.index("The plain points") < text.index("Paragraph 2")
+
+
 def test_a_page_the_fast_extractor_finds_nothing_in_is_read_by_trafilatura():
-    """Resiliparse's main-content rule drops every <ul> (menus are lists of links): a page that is one bulleted list
-    of prose comes out empty, and trafilatura reads it instead."""
+    """Resiliparse's main-content rule takes a shallow <ul> for a menu: a page that is one bulleted list of prose
+    comes out empty, and trafilatura reads it instead."""
     items = "".join(f"<li>Step {k} tells one more part of the procedure, in full sentences that go on for a while so "
                     f"that the page has text.</li>" for k in range(30))
     html = f"<html><head><title>Steps</title></head><body><ul>{items}</ul></body></html>"
@@ -263,8 +287,8 @@ def test_what_follows_the_article_and_a_long_cookie_notice_are_not_the_article()
 
 
 def test_a_manuals_page_keeps_its_heading_and_its_bulleted_lists_but_not_its_table_of_contents():
-    """Resiliparse's main-content rule drops every <ul>; a manual's page (its <h1> opens a <section>, a paragraph
-    after it) is read whole from that section, as trafilatura reads it."""
+    """Resiliparse's main-content rule drops a <ul> whose links are over a fifth of its text; a manual's page (its <h1>
+    opens a <section>, a paragraph after it) is read whole from that section, as trafilatura reads it."""
     html = ("<html><head><title>Security Considerations - Python docs</title></head><body>"
             "<div class='sphinxsidebar'><ul><li><a href='/'>Home</a></li></ul></div>"
             "<div class='body' role='main'><section><h1>Security Considerations</h1>"

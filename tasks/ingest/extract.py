@@ -61,6 +61,12 @@ _TAIL_CHARS, _TAIL_FROM = 60, 0.5
 # A post the article quotes (an embedded tweet) is its text, but Resiliparse drops it for its social-media class name:
 # its class is renamed in the parsed page (a pattern over the page's HTML cost a quarter of the extraction's time).
 _EMBEDDED_POSTS, _QUOTED_POST = ".twitter-tweet, .instagram-media", "quoted-post"
+# A bulleted list among an article's paragraphs (a story's key points) is its text, but Resiliparse drops a list whose
+# links are over a fifth of its text, as a menu. A list next to a paragraph of at least _PARAGRAPH_CHARS has its links
+# unwrapped (made plain text), unless it is nearly all links (_LINKED_LIST): an inline "Related:" list, which readers
+# and the references skip. A list less than _LIST_DEPTH elements below <body> is a menu to that rule too: it is
+# wrapped deeper. Found in the same walk over the page as the posts (each walk is a twentieth of the time).
+_ARTICLE_LISTS, _PARAGRAPH_CHARS, _LINKED_LIST, _LIST_DEPTH = "p + ul, ul:has(+ p)", 80, 0.8, 4
 # A manual's page (its <h1> opens a section, article or main element, a paragraph right after it) is read whole from
 # that element, unless that is under _SECTION_SHARE of the main content (the heading of one small part of the page).
 _SECTIONING, _HEADING_SIBLINGS, _SECTION_SHARE = ("section", "article", "main"), 3, 0.5
@@ -226,18 +232,71 @@ def _edge_line(line: str) -> bool:
                                 and not _LIST_ITEM.match(line))
 
 
-def _resiliparse(html: str, keep_posts: bool = False) -> tuple[str, str | None, object]:
-    """(main text, title, the parsed page); with `keep_posts`, the embedded posts an article quotes too."""
-    from resiliparse.extract.html2text import extract_plain_text
+def _parsed(html: str) -> tuple[object, str | None]:
     from resiliparse.parse.html import HTMLTree
 
     tree = HTMLTree.parse(html)
-    title = tree.title or None  # before extraction, which may remove nodes
-    for post in (tree.body.query_selector_all(_EMBEDDED_POSTS) if keep_posts and tree.body is not None else ()):
-        post.setattr("class", _QUOTED_POST)
-    text = extract_plain_text(tree, preserve_formatting=True, main_content=True, list_bullets=True,
+    return tree, tree.title or None  # the title before extraction, which may remove nodes
+
+
+def _main_text(tree) -> str:
+    from resiliparse.extract.html2text import extract_plain_text
+
+    return extract_plain_text(tree, preserve_formatting=True, main_content=True, list_bullets=True,
                               skip_elements=CHROME, **_TEXT_ONLY)
-    return text, title, tree
+
+
+def _resiliparse(html: str) -> tuple[str, str | None]:
+    """Resiliparse's main content alone."""
+    tree, title = _parsed(html)
+    return _main_text(tree), title
+
+
+def _keep_quoted(tree):
+    """What the main-content rule would drop from an article's text, kept: the posts it quotes (renamed), and the
+    lists among its paragraphs (unlinked; not on a manual's page, whose section is read whole). Returns that section
+    (None on other pages). One walk over the page finds the posts, the lists and the first <h1>."""
+    if tree.body is None:
+        return None
+    found = tree.body.query_selector_all(f"{_EMBEDDED_POSTS}, {_ARTICLE_LISTS}, h1")
+    section = _opening_section(next((node for node in found if node.tag == "h1"), None))
+    for node in found:
+        if node.tag == "ul":
+            if section is None and _among_paragraphs(node) and _unlinked(tree, node):
+                _deepen(tree, node)
+        elif node.tag != "h1":
+            node.setattr("class", _QUOTED_POST)
+    return section
+
+
+def _among_paragraphs(node) -> bool:
+    return any(sib is not None and sib.tag == "p" and len(sib.text.strip()) >= _PARAGRAPH_CHARS
+               for sib in (node.previous_element_sibling, node.next_element_sibling))
+
+
+def _deepen(tree, node) -> None:
+    """The node wrapped in <div>s until it is _LIST_DEPTH elements below <body> (Resiliparse's main-content rule takes
+    any list less deep for the site's menu)."""
+    depth, above = 1, node.parent
+    while above is not None and above.tag != "body":
+        depth, above = depth + 1, above.parent
+    for _ in range(_LIST_DEPTH - depth):
+        wrapper = tree.create_element("div")
+        node.parent.replace_child(wrapper, node)
+        wrapper.append_child(node)
+
+
+def _unlinked(tree, node) -> bool:
+    """Whether the node's links were made plain text: not where they are nearly all of it."""
+    links = node.query_selector_all("a")
+    if sum(len("".join(a.text.split())) for a in links) > _LINKED_LIST * len("".join(node.text.split())):
+        return False
+    for link in links:
+        span = tree.create_element("span")
+        for child in list(link.child_nodes):
+            span.append_child(child)
+        link.parent.replace_child(span, link)
+    return True
 
 
 def _trafilatura(html: str) -> tuple[str, str | None]:
@@ -261,12 +320,11 @@ def _looks_wrong(text: str, tree) -> bool:
     return len(extract_plain_text(tree, skip_elements=["a"], **_SHOWN)) > (1 - _LINK_LIST) * shown
 
 
-def _opening_section(tree):
-    """The section element that the page's first <h1> opens, when that heading begins the document's text: its parent
+def _opening_section(h1):
+    """The section element that a page's first <h1> (`h1`) opens, when that heading begins the document's text: its parent
     is a section, article or main element and a paragraph follows within _HEADING_SIBLINGS elements (a manual's
     page). None where the heading stands in a header of its own (a news page's headline, over a dek and a byline).
     Walking siblings: listing the parent's children builds every text node, five times the cost."""
-    h1 = tree.body.query_selector("h1") if tree.body is not None else None
     if h1 is None or h1.parent is None or h1.parent.tag not in _SECTIONING:
         return None
     node = h1
@@ -280,8 +338,9 @@ def _opening_section(tree):
 
 
 def _section_text(section) -> str:
-    """A document section's whole text, bulleted lists included (Resiliparse's main-content rule drops them all, and
-    a manual's lists are its text), without chrome or a table of contents."""
+    """A document section's whole text, bulleted lists included (Resiliparse's main-content rule drops those whose
+    links are over a fifth of their text, and a manual's lists link its terms), without chrome or a table of
+    contents."""
     from resiliparse.extract.html2text import extract_plain_text
 
     return extract_plain_text(section.html, preserve_formatting=True, main_content=False, list_bullets=True,
@@ -291,8 +350,9 @@ def _section_text(section) -> str:
 def _hybrid(html: str) -> tuple[str, str | None]:
     """Resiliparse's main content (a manual's whole section, where the page is one) with chrome lines trimmed;
     trafilatura where that looks wrong."""
-    text, title, tree = _resiliparse(html, keep_posts=True)
-    section = _opening_section(tree)
+    tree, title = _parsed(html)
+    section = _keep_quoted(tree)
+    text = _main_text(tree)
     if section is not None and len(whole := _section_text(section)) >= _SECTION_SHARE * len(text):
         text = whole
     text = trim_chrome_lines(text, title, heading_is_text=section is not None)
@@ -301,7 +361,7 @@ def _hybrid(html: str) -> tuple[str, str | None]:
 
 EXTRACTORS = {
     "hybrid": _hybrid,
-    "resiliparse": lambda html: _resiliparse(html)[:2],
+    "resiliparse": _resiliparse,
     "trafilatura": _trafilatura,
 }
 
