@@ -2,14 +2,17 @@
 throughput against datatrove's WarcReader + Trafilatura extractor on ../shared/corpora/web, one core each, in the
 same run.
 
-    python tests/benchmarks/bench_web.py [--repeats 3] [--no-quality] [--docs-pages 200]
+    python tests/benchmarks/bench_web.py [--repeats 3] [--no-quality] [--docs-pages 200] [--per-manual 30]
 
-Quality, per extractor (curate's `hybrid`, the default; `resiliparse` alone; `trafilatura`), on two sets:
+Quality, per extractor (curate's `hybrid`, the default; `resiliparse` alone; `trafilatura`), on three sets:
 - ../shared/bench/article-extraction: 181 news and blog pages with a human-annotated article body (Zyte's benchmark);
 - the Python 3.11 documentation (Debian's python3.11-doc, fetched once with `apt-get download` into bench-out/): 200
   pages drawn with a fixed seed, each scored against its own reST source (`_sources/*.rst.txt`, shipped beside the
   HTML) with directives, labels and roles reduced to their text; reST markup the HTML renders differently (a
-  reference's resolved title, a generated signature) caps every extractor below 1.0 alike.
+  reference's resolved title, a generated signature) caps every extractor below 1.0 alike;
+- held-out manuals: up to 30 pages each of seven other projects' Sphinx manuals (HELD_OUT, Debian packages, other
+  themes, translations included), scored the same way. The extraction's trims were written by reading the first two
+  sets' errors; these pages were not read.
 The metric is the article benchmark's: per page, multisets of 4-word shingles (`\\w+` words); precision is the mean
 over pages that produced text, recall the mean over all pages, F1 from the two means; pages/s is one core's
 (process time over the set). trafilatura's own test and evaluation pages are not used: they are kept for an
@@ -44,9 +47,15 @@ from curate.tasks.ingest.web import decode_html  # noqa: E402
 
 WEB = REPO.parent / "shared" / "corpora" / "web"
 ARTICLES = REPO.parent / "shared" / "bench" / "article-extraction"
-PYDOC = REPO / "bench-out" / "python3.11-doc"
+BENCH_OUT = REPO / "bench-out"
+# Sphinx manuals never read while the extraction's trims were written: a check of them on pages of the same kind as
+# the Python docs, by other projects and themes (alabaster, Pallets', Sphinx's own, Celery's; Beautiful Soup's in
+# Portuguese, Russian and Chinese too).
+HELD_OUT = ["python-bs4-doc", "python-celery-doc", "python-click-doc", "python-flask-doc", "python-jinja2-doc",
+            "python-requests-doc", "sphinx-doc"]
 WORD = re.compile(r"\w+")
 _ROLE = re.compile(r":[\w:+-]+:`!?~?([^`<]*?)\s*(?:<[^>]*>)?`")  # :func:`~os.path.join` -> os.path.join
+_AUTODOC = re.compile(r"^\.\. auto\w+::", re.M)
 _HIDDEN = re.compile(r"\.\. (index|_[^:]*|\|[^|]*\||highlight|sectionauthor|moduleauthor|module|currentmodule|"
                      r"toctree|testsetup|testcleanup|include|impl-detail|only|audit-event|opcode)\b"
                      r"|\.\.\s*$|\.\. [^:]*$")  # index entries, labels, substitutions, comments, declarations
@@ -72,24 +81,47 @@ def rst_text(source: str) -> str:
     return _ROLE.sub(lambda m: m.group(1), "\n".join(lines))
 
 
-def python_doc_pages(n: int) -> list[tuple[str, str]]:
-    """(html, rendered source) of n pages of the Python 3.11 documentation, drawn with a fixed seed."""
-    root = PYDOC / "usr/share/doc/python3.11/html"
-    if not root.is_dir():
-        PYDOC.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["apt-get", "download", "python3.11-doc"], cwd=PYDOC, check=True, capture_output=True)
-        subprocess.run(["dpkg-deb", "-x", *glob.glob(str(PYDOC / "*.deb")), str(PYDOC)], check=True)
+def debian_package(name: str) -> Path:
+    """The unpacked files of a Debian package, fetched once with `apt-get download` into bench-out/."""
+    where = BENCH_OUT / name
+    if not where.is_dir() or not any(where.glob("usr")):
+        where.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["apt-get", "download", name], cwd=where, check=True, capture_output=True)
+        subprocess.run(["dpkg-deb", "-x", *glob.glob(str(where / "*.deb")), str(where)], check=True)
+    return where
+
+
+def sphinx_pages(root: Path, n: int) -> list[tuple[str, str]]:
+    """(html, rendered source) of up to n pages of a Sphinx manual's HTML, drawn with a fixed seed: pages whose source
+    has at least 50 words and no autodoc directive (what those render is not in the source)."""
     sources = sorted(glob.glob(str(root / "_sources/**/*.rst.txt"), recursive=True))
     random.Random(0).shuffle(sources)
     out = []
     for source in sources:
         page = root / (os.path.relpath(source, root / "_sources")[:-len(".rst.txt")] + ".html")
-        ref = rst_text(Path(source).read_text(encoding="utf-8"))
-        if page.exists() and len(WORD.findall(ref)) >= 50:
+        text = Path(source).read_text(encoding="utf-8")
+        ref = rst_text(text)
+        if page.exists() and len(WORD.findall(ref)) >= 50 and not _AUTODOC.search(text):
             out.append((page.read_text(encoding="utf-8"), ref))
         if len(out) == n:
             break
     return out
+
+
+def python_doc_pages(n: int) -> list[tuple[str, str]]:
+    """(html, rendered source) of n pages of the Python 3.11 documentation."""
+    return sphinx_pages(debian_package("python3.11-doc") / "usr/share/doc/python3.11/html", n)
+
+
+def held_out_manual_pages(per_manual: int) -> list[tuple[str, str]]:
+    """Up to per_manual pages of each of HELD_OUT's manuals (each HTML tree once: packages link the same tree under
+    two names), translations included."""
+    roots = {}
+    for package in HELD_OUT:
+        for root in sorted((debian_package(package) / "usr/share/doc").glob("*/html*")):
+            if (root / "_sources").is_dir():
+                roots.setdefault(root.resolve(), root)
+    return [page for root in roots.values() for page in sphinx_pages(root, per_manual)]
 
 
 def shingles(text: str) -> Counter:
@@ -115,10 +147,12 @@ def scored(pages: list[tuple[str, str]], extractor: str) -> tuple[float, float, 
     return p, r, 2 * p * r / max(1e-9, p + r), len(pages) / spent
 
 
-def quality(docs_pages: int) -> None:
+def quality(docs_pages: int, per_manual: int) -> None:
     print("main-content extraction, 4-word shingles against the reference (precision / recall / F1, pages/s on one "
           "core):")
-    for name, pages in (("article-extraction", article_pages()), ("python-docs", python_doc_pages(docs_pages))):
+    sets = (("article-extraction", article_pages()), ("python-docs", python_doc_pages(docs_pages)),
+            ("held-out manuals", held_out_manual_pages(per_manual)))
+    for name, pages in sets:
         for extractor in EXTRACTORS:
             extract(pages[0][0], extractor)  # imports, outside the timing
         results = {extractor: scored(pages, extractor) for extractor in EXTRACTORS}
@@ -181,12 +215,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-quality", action="store_true")
     ap.add_argument("--docs-pages", type=int, default=200, help="pages of the Python documentation to score")
+    ap.add_argument("--per-manual", type=int, default=30, help="pages of each held-out manual to score")
     ap.add_argument("--memory", default="", help="scales for the memory check, e.g. 1,10 (off by default)")
     args = ap.parse_args()
     if args.memory:
         memory([int(k) for k in args.memory.split(",")])
     if not args.no_quality:
-        quality(args.docs_pages)
+        quality(args.docs_pages, args.per_manual)
     files = sorted(WEB.glob("crawl-0000[0-7].warc.gz"))
     try:
         import datatrove  # noqa: F401
