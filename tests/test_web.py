@@ -225,9 +225,9 @@ def test_a_gallery_caption_a_photo_credit_and_the_headline_are_not_the_article()
     trimmed = trim_chrome_lines(text, "Esper urges Vietnam to push back against China at sea | AP News").split("\n")
     assert trimmed == [lead, later, code, code]
     # a caption that credits itself, and a credit that names its agency after a bar
-    assert trim_chrome_lines(f"{lead}\nA long row of unsold vehicles sits at a dealership. (AP Photo/David Zalubowski)\n"
-                             f"{later}\nThe sheikh passes a Boeing 787-10 at the air show.\nNatalie Naccache | Bloomberg | Getty Images\n"
-                             f"{code}") == f"{lead}\n{later}\n{code}"
+    assert trim_chrome_lines(f"{lead}\nA long row of unsold vehicles sits at a dealership. (AP Photo/David Zalubowski)"
+                             f"\n{later}\nThe sheikh passes a Boeing 787-10 at the air show.\n"
+                             f"Natalie Naccache | Bloomberg | Getty Images\n{code}") == f"{lead}\n{later}\n{code}"
 
 
 def test_a_list_among_an_articles_paragraphs_is_its_text_and_a_list_of_related_links_is_not():

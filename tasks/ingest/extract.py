@@ -253,7 +253,7 @@ def _resiliparse(html: str) -> tuple[str, str | None]:
     return _main_text(tree), title
 
 
-def _keep_quoted(tree):
+def _keep_article_parts(tree):
     """What the main-content rule would drop from an article's text, kept: the posts it quotes (renamed), and the
     lists among its paragraphs (unlinked; not on a manual's page, whose section is read whole). Returns that section
     (None on other pages). One walk over the page finds the posts, the lists and the first <h1>."""
@@ -329,8 +329,8 @@ def _looks_wrong(text: str, tree) -> bool:
 
 
 def _opening_section(h1):
-    """The section element that a page's first <h1> (`h1`) opens, when that heading begins the document's text: its parent
-    is a section, article or main element and a paragraph follows within _HEADING_SIBLINGS elements (a manual's
+    """The section element that a page's first <h1> (`h1`) opens, when that heading begins the document's text: its
+    parent is a section, article or main element and a paragraph follows within _HEADING_SIBLINGS elements (a manual's
     page). None where the heading stands in a header of its own (a news page's headline, over a dek and a byline).
     Walking siblings: listing the parent's children builds every text node, five times the cost."""
     if h1 is None or h1.parent is None or h1.parent.tag not in _SECTIONING:
@@ -359,7 +359,7 @@ def _hybrid(html: str) -> tuple[str, str | None]:
     """Resiliparse's main content (a manual's whole section, where the page is one) with chrome lines trimmed;
     trafilatura where that looks wrong."""
     tree, title = _parsed(html)
-    section = _keep_quoted(tree)
+    section = _keep_article_parts(tree)
     text = _main_text(tree)
     if section is not None and len(whole := _section_text(section)) >= _SECTION_SHARE * len(text):
         text = whole
