@@ -286,7 +286,7 @@ def _deepen(tree, node) -> None:
     """The node wrapped in <div>s until it is _LIST_DEPTH elements below <body> (Resiliparse's main-content rule takes
     any list less deep for the site's menu)."""
     depth, above = 1, node.parent
-    while above is not None and above.tag != "body":
+    while depth < _LIST_DEPTH and above is not None and above.tag != "body":  # (a hostile page nests thousands)
         depth, above = depth + 1, above.parent
     for _ in range(_LIST_DEPTH - depth):
         wrapper = tree.create_element("div")
