@@ -36,6 +36,7 @@ bench: install
 	$(PY) tests/benchmarks/bench_dedup.py
 	$(PY) tests/benchmarks/bench_classify.py
 	$(PY) tests/benchmarks/bench_tokenize.py
+	$(PY) tests/benchmarks/bench_web.py
 
 clean:
 	rm -rf out .pytest_cache
