@@ -4,7 +4,7 @@ tokenizer, shards, manifest version, latest.json, the report). The kills are cha
 resumes the one killed before it and is itself killed at the next point, and the last run, not killed, must finish
 with the same shards, tokenizer and manifest as an uninterrupted run and leave no temporary file behind. This is the
 test that found the two stuck states of issue 15 (dedup registry vs. its done marker, manifest version vs.
-latest.json)."""
+latest.json). A killed run leaves no temporary Prefect server behind."""
 from __future__ import annotations
 
 import hashlib
@@ -110,3 +110,36 @@ def test_a_kill_before_any_commit_resumes_to_the_same_outputs(setup):
     if leftovers := [p for p in (base / work).rglob(".*.tmp")]:
         failures.append(f"temporary files left after the resume: {leftovers[:3]}")
     assert not failures, "\n".join(failures)
+
+
+def test_a_killed_run_leaves_no_temporary_prefect_server_behind(tmp_path):
+    """Without PREFECT_API_URL a run starts a temporary Prefect server of its own; a run killed with SIGKILL runs no
+    cleanup, and that server lived on as an orphan (240 MB each) until the machine restarted."""
+    import time
+
+    import psutil
+
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["CURATE_SERVER_HOME"] = str(tmp_path / "no-service")  # no `curate server up` answers from here
+    run = subprocess.Popen([str(CURATE), "run", str(SAMPLE), "--out", str(tmp_path / "out")], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    servers, deadline = [], time.monotonic() + 120
+    while not servers and run.poll() is None and time.monotonic() < deadline:
+        servers = [c for c in psutil.Process(run.pid).children() if "uvicorn" in _cmdline(c)]
+        time.sleep(0.1)
+    run.kill()
+    run.wait()
+    assert servers, "the run started no temporary server"
+    _, alive = psutil.wait_procs(servers, timeout=30)
+    for leftover in alive:
+        leftover.kill()
+    assert not alive, "the temporary server outlived its killed run"
+
+
+def _cmdline(proc) -> str:
+    import psutil
+
+    try:
+        return " ".join(proc.cmdline())
+    except psutil.Error:  # ended meanwhile
+        return ""

@@ -459,21 +459,10 @@ def _read_exactly(child: subprocess.Popen, n: int, deadline: float) -> bytes:
     return bytes(got)
 
 
-def _die_with(parent: int) -> None:
-    """End this child when the process that started it ends (Linux), however that happens."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if parent and os.getppid() != parent:  # it ended before the line above (0: started by hand, to debug)
-        os._exit(0)
-
-
 def _serve(kind: str, parent: int) -> None:
-    _die_with(parent)
+    from curate.tasks.engine.lifetime import die_with
+
+    die_with(parent)  # 0: started by hand, to debug
     extract("<p>.</p>", kind)  # the extractor's imports, before any page's time runs
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     out.write(_READY)
