@@ -84,7 +84,7 @@ def rst_text(source: str) -> str:
 def debian_package(name: str) -> Path:
     """The unpacked files of a Debian package, fetched once with `apt-get download` into bench-out/."""
     where = BENCH_OUT / name
-    if not where.is_dir() or not any(where.glob("usr")):
+    if not (where / "usr").is_dir():
         where.mkdir(parents=True, exist_ok=True)
         subprocess.run(["apt-get", "download", name], cwd=where, check=True, capture_output=True)
         subprocess.run(["dpkg-deb", "-x", *glob.glob(str(where / "*.deb")), str(where)], check=True)
@@ -100,8 +100,10 @@ def sphinx_pages(root: Path, n: int) -> list[tuple[str, str]]:
     for source in sources:
         page = root / (os.path.relpath(source, root / "_sources")[:-len(".rst.txt")] + ".html")
         text = Path(source).read_text(encoding="utf-8")
+        if not page.exists() or _AUTODOC.search(text):
+            continue
         ref = rst_text(text)
-        if page.exists() and len(WORD.findall(ref)) >= 50 and not _AUTODOC.search(text):
+        if len(WORD.findall(ref)) >= 50:
             out.append((page.read_text(encoding="utf-8"), ref))
         if len(out) == n:
             break
